@@ -1,0 +1,166 @@
+package schemas
+
+// The names every part of the system agrees on. The function composes
+// objects with them, the reconciler watches them, and the executor reads them;
+// none of those packages defines its own copy.
+
+const (
+	// Group of the restore claim (OpenBaoRestore) and the legacy XR
+	// (XOpenBaoRestore). It is this project's own, so it can sit beside
+	// openbao-operator's openbao.org CRDs.
+	Group   = "restore.openbao-restore.io"
+	Version = "v1alpha1"
+
+	ClaimKind = "OpenBaoRestore"
+	XRKind    = "XOpenBaoRestore"
+
+	// LockRequestKind is the namespaced request for a cluster's operation
+	// lock. The function composes it; the reconciler answers it; the
+	// executor writes its submission record on it.
+	LockRequestKind     = "LockRequest"
+	LockRequestResource = "lockrequests"
+
+	// The OpenBaoCluster of openbao-operator, whose status.operationLock is
+	// the lock itself.
+	ClusterGroup   = "openbao.org"
+	ClusterVersion = "v1alpha1"
+	ClusterKind    = "OpenBaoCluster"
+
+	// OperationRestore is the value of operationLock.operation for a restore.
+	OperationRestore = "Restore"
+
+	// HolderPrefix starts operationLock.holder for a restore, as in
+	// openbao-operator ("openbaorestore/<name>"). We append the restore's UID
+	// so a recreated restore with the same name never inherits a lock.
+	HolderPrefix = "openbaorestore/"
+
+	// AcknowledgeAnnotation resolves an Unknown restore: "<uid>/Resume" or
+	// "<uid>/Abandon", with openbao-operator's name and values.
+	AcknowledgeAnnotation = "openbao.org/restore-acknowledge"
+)
+
+// Holder is the operationLock.holder of the restore with this name and UID.
+func Holder(name, uid string) string { return HolderPrefix + name + "/" + uid }
+
+// Phases of a restore, as in openbao-operator.
+const (
+	PhasePending    = "Pending"
+	PhaseValidating = "Validating"
+	PhaseRunning    = "Running"
+	PhaseCompleted  = "Completed"
+	PhaseFailed     = "Failed"
+	PhaseUnknown    = "Unknown"
+)
+
+// States of a lock request.
+const (
+	LockWaiting  = "Waiting"
+	LockHeld     = "Held"
+	LockReleased = "Released"
+)
+
+// Executor exit codes. 0 to 6 keep bao-backup's meanings, so our Job spec and
+// openbao-operator's image stay interchangeable; 10 and 11 are ours. The
+// Job's podFailurePolicy retries only ExitTransient: every other failure
+// fails the Job at once, because it is either permanent or may have reached
+// OpenBao.
+const (
+	ExitOK           = 0
+	ExitConfig       = 1  // a missing or invalid setting or file
+	ExitAuth         = 2  // login failed, or the token may not restore
+	ExitLeader       = 3  // no leader could be found
+	ExitSnapshot     = 4  // the snapshot is missing, empty, too large, or OpenBao refused it
+	ExitStorage      = 5  // the object store refused access
+	ExitVerification = 6  // size, digest or cluster pins do not match
+	ExitTransient    = 10 // a transient failure; nothing was submitted; safe to retry
+	ExitUnconfirmed  = 11 // submitted (or a submission was already recorded); outcome unconfirmed; never retry
+)
+
+// TerminationMessage is the JSON the executor writes to
+// /dev/termination-log for the reconciler. It never holds a secret.
+type TerminationMessage struct {
+	SnapshotKey     string `json:"snapshotKey,omitempty"`
+	SnapshotSize    int64  `json:"snapshotSize,omitempty"`
+	SHA256          string `json:"sha256,omitempty"`
+	Endpoint        string `json:"endpoint,omitempty"`
+	Duration        string `json:"duration,omitempty"`
+	Submitted       bool   `json:"submitted"`
+	Sealed          *bool  `json:"sealed,omitempty"`
+	ClusterIDBefore string `json:"clusterIDBefore,omitempty"`
+	ClusterIDAfter  string `json:"clusterIDAfter,omitempty"`
+	ExitCode        int    `json:"exitCode"`
+	Message         string `json:"message,omitempty"`
+}
+
+// Environment of the executor: bao-backup's restore mode contract, so that
+// openbao-operator's backup image also works as our executor, plus ours.
+const (
+	EnvExecutorMode        = "EXECUTOR_MODE" // "restore"
+	EnvClusterName         = "CLUSTER_NAME"
+	EnvStatefulSetName     = "STATEFULSET_NAME"
+	EnvClusterNamespace    = "CLUSTER_NAMESPACE"
+	EnvClusterReplicas     = "CLUSTER_REPLICAS"
+	EnvProvider            = "BACKUP_PROVIDER"
+	EnvEndpoint            = "BACKUP_ENDPOINT"
+	EnvBucket              = "BACKUP_BUCKET"
+	EnvRestoreKey          = "RESTORE_KEY"
+	EnvRestoreBucket       = "RESTORE_BUCKET"
+	EnvRestoreEndpoint     = "RESTORE_ENDPOINT"
+	EnvRestoreForce        = "RESTORE_FORCE"
+	EnvInsecureSkipVerify  = "BACKUP_INSECURE_SKIP_VERIFY"
+	EnvRegion              = "BACKUP_REGION"
+	EnvUsePathStyle        = "BACKUP_USE_PATH_STYLE"
+	EnvRestoreRegion       = "RESTORE_REGION"
+	EnvRestoreUsePathStyle = "RESTORE_USE_PATH_STYLE"
+	EnvGCSProject          = "BACKUP_GCS_PROJECT"
+	EnvAzureAccount        = "BACKUP_AZURE_STORAGE_ACCOUNT"
+	EnvAzureContainer      = "BACKUP_AZURE_CONTAINER"
+	EnvAWSRoleARN          = "AWS_ROLE_ARN"
+	EnvAWSWebIdentityFile  = "AWS_WEB_IDENTITY_TOKEN_FILE"
+	EnvAuthMethod          = "BACKUP_AUTH_METHOD" // "jwt" or "token"
+	EnvJWTAuthRole         = "BACKUP_JWT_AUTH_ROLE"
+	EnvTLSServerName       = "TLS_SERVER_NAME"
+	EnvTLSCAPath           = "TLS_CA_PATH"
+	EnvRestoreRequestName  = "RESTORE_REQUEST_NAME"
+	EnvRestoreRequestUID   = "RESTORE_REQUEST_UID"
+	EnvPodName             = "POD_NAME"
+	EnvPodUID              = "POD_UID"
+
+	// Ours: pins and the lock request the executor records its submission on.
+	EnvExpectedDigest    = "RESTORE_EXPECTED_DIGEST"
+	EnvExpectedSize      = "RESTORE_EXPECTED_SIZE"
+	EnvExpectedClusterID = "RESTORE_EXPECTED_CLUSTER_ID"
+	EnvExpectedVersion   = "RESTORE_EXPECTED_VERSION"
+	EnvPathPrefix        = "BACKUP_PATH_PREFIX"
+	EnvLockRequestName   = "RESTORE_LOCK_REQUEST_NAME"
+	EnvOpenBaoAddr       = "OPENBAO_ADDR" // direct address override (tests, simple setups)
+)
+
+// Mount paths in the restore pod, as in openbao-operator.
+const (
+	MountTLSCA       = "/etc/bao/tls"
+	MountJWT         = "/var/run/secrets/tokens"
+	FileJWT          = "/var/run/secrets/tokens/openbao-token"
+	MountToken       = "/etc/bao/restore"
+	FileToken        = "/etc/bao/restore/token"
+	MountCredentials = "/etc/bao/backup/credentials"
+	MountScratch     = "/tmp"
+	// The Kubernetes API token the executor uses to record its submission.
+	MountKubeToken = "/var/run/secrets/kubernetes.io/serviceaccount"
+)
+
+// Keys in the storage credentials Secret, as in openbao-operator.
+const (
+	KeyAccessKeyID     = "accessKeyId"
+	KeySecretAccessKey = "secretAccessKey"
+	KeySessionToken    = "sessionToken"
+	KeyRegion          = "region"
+	KeyCACert          = "caCert"
+	KeyGCSCredentials  = "credentials.json"
+	KeyAzureAccountKey = "accountKey"
+	KeyAzureConnString = "connectionString"
+	KeyToken           = "token"
+)
+
+// MaxSnapshotSize is the largest snapshot accepted (8 GiB).
+const MaxSnapshotSize = 8 << 30

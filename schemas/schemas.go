@@ -1,0 +1,309 @@
+package schemas
+
+import (
+	"embed"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+
+	"cuelang.org/go/cue"
+	"cuelang.org/go/cue/build"
+	"cuelang.org/go/cue/cuecontext"
+	cueerrors "cuelang.org/go/cue/errors"
+	"cuelang.org/go/cue/parser"
+)
+
+//go:embed *.cue
+var files embed.FS
+
+// crossplaneFields are the spec fields Crossplane itself writes into an XR
+// (legacy and namespaced). They are not part of the restore's contract.
+var crossplaneFields = []string{
+	"claimRef", "compositionRef", "compositionRevisionRef", "compositionRevisionSelector",
+	"compositionSelector", "compositionUpdatePolicy", "publishConnectionDetailsTo",
+	"resourceRefs", "writeConnectionSecretToRef", "environmentConfigRefs", "crossplane",
+}
+
+// recompileAfter bounds the growth of a long-lived cue.Context (every
+// evaluation interns into it): after this many validations the schema is
+// compiled afresh in a new context, costing about a quarter millisecond.
+const recompileAfter = 20000
+
+type compiled struct {
+	ctx     *cue.Context
+	root    cue.Value
+	spec    cue.Value
+	check   cue.Value
+	refused []refusal
+	uses    int
+}
+
+type refusal struct {
+	Path []string `json:"path"`
+	Msg  string   `json:"msg"`
+}
+
+var (
+	mu  sync.Mutex
+	cur *compiled
+)
+
+// Sources returns the embedded CUE files, for tools that export the schema.
+func Sources() embed.FS { return files }
+
+// Compile compiles the embedded schema. It is done once, at first use.
+func compile() (*compiled, error) {
+	ctx := cuecontext.New()
+	v, err := Build(ctx)
+	if err != nil {
+		return nil, err
+	}
+	c := &compiled{
+		ctx:   ctx,
+		root:  v,
+		spec:  v.LookupPath(cue.ParsePath("#Spec")),
+		check: v.LookupPath(cue.ParsePath("#Check")),
+	}
+	if err := v.LookupPath(cue.ParsePath("#Refused")).Decode(&c.refused); err != nil {
+		return nil, fmt.Errorf("schemas: decode #Refused: %w", err)
+	}
+	return c, nil
+}
+
+// Build compiles the embedded CUE package into ctx.
+func Build(ctx *cue.Context) (cue.Value, error) {
+	entries, err := files.ReadDir(".")
+	if err != nil {
+		return cue.Value{}, err
+	}
+	inst := build.NewContext().NewInstance("", nil)
+	for _, e := range entries {
+		src, err := files.ReadFile(e.Name())
+		if err != nil {
+			return cue.Value{}, err
+		}
+		f, err := parser.ParseFile(e.Name(), src, parser.ParseComments)
+		if err != nil {
+			return cue.Value{}, fmt.Errorf("schemas: parse %s: %w", e.Name(), err)
+		}
+		if err := inst.AddSyntax(f); err != nil {
+			return cue.Value{}, err
+		}
+	}
+	v := ctx.BuildInstance(inst)
+	if err := v.Err(); err != nil {
+		return cue.Value{}, fmt.Errorf("schemas: build: %w", err)
+	}
+	return v, nil
+}
+
+func acquire() (*compiled, error) {
+	if cur == nil || cur.uses >= recompileAfter {
+		c, err := compile()
+		if err != nil {
+			return nil, err
+		}
+		cur = c
+	}
+	cur.uses++
+	return cur, nil
+}
+
+// Validate checks an XR's spec (Crossplane's own fields are ignored) against
+// the contract and the policy. It returns the spec with every default
+// applied, or the violations, each naming the field and the fix, sorted by
+// path.
+func Validate(spec map[string]any, p Policy) (*Spec, []Violation, error) {
+	mu.Lock()
+	defer mu.Unlock()
+	c, err := acquire()
+	if err != nil {
+		return nil, nil, err
+	}
+
+	in := make(map[string]any, len(spec))
+	for k, v := range spec {
+		in[k] = v
+	}
+	for _, f := range crossplaneFields {
+		delete(in, f)
+	}
+
+	var vs []Violation
+	for _, r := range c.refused {
+		if has(in, r.Path) {
+			vs = append(vs, Violation{Path: "spec." + strings.Join(r.Path, "."), Message: r.Msg})
+			deletePath(in, r.Path)
+		}
+	}
+
+	v := c.spec.Unify(c.ctx.Encode(in))
+	if err := v.Validate(cue.Concrete(true)); err != nil {
+		vs = append(vs, c.explain(err, in)...)
+		return nil, sortViolations(vs), nil
+	}
+	if len(vs) > 0 {
+		return nil, sortViolations(vs), nil
+	}
+
+	// The rules see the concrete, defaulted data: an absent optional
+	// field is then simply absent, which CUE comprehensions can test.
+	raw, err := v.MarshalJSON()
+	if err != nil {
+		return nil, nil, fmt.Errorf("schemas: encode spec: %w", err)
+	}
+	var data any
+	if err := json.Unmarshal(raw, &data); err != nil {
+		return nil, nil, fmt.Errorf("schemas: decode spec: %w", err)
+	}
+	chk := c.check.FillPath(cue.ParsePath("spec"), c.ctx.Encode(data)).FillPath(cue.ParsePath("policy"), c.ctx.Encode(p))
+	if err := chk.LookupPath(cue.ParsePath("violations")).Decode(&vs); err != nil {
+		return nil, nil, fmt.Errorf("schemas: evaluate rules: %w", err)
+	}
+	if len(vs) > 0 {
+		return nil, sortViolations(vs), nil
+	}
+	out := &Spec{}
+	if err := json.Unmarshal(raw, out); err != nil {
+		return nil, nil, fmt.Errorf("schemas: decode spec: %w", err)
+	}
+	return out, nil, nil
+}
+
+// ResolveAuth says how the executor authenticates, given whether the
+// cluster uses OIDC self-initialisation; a violation when it cannot.
+func ResolveAuth(s *Spec, oidc bool) (Auth, *Violation) {
+	switch {
+	case s.JWTAuthRole != "":
+		return Auth{Method: "jwt", Role: s.JWTAuthRole}, nil
+	case s.TokenSecretRef != nil:
+		return Auth{Method: "token"}, nil
+	case oidc:
+		return Auth{Method: "jwt", Role: DefaultJWTRole}, nil
+	}
+	return Auth{}, &Violation{Path: "spec", Message: "spec: no OpenBao authentication is configured: set spec.jwtAuthRole (a JWT auth role) or spec.tokenSecretRef (a Secret holding a token), or enable OIDC self-initialisation on the cluster"}
+}
+
+// DefaultJWTRole is the role openbao-operator's OIDC self-initialisation
+// creates for restores.
+const DefaultJWTRole = "openbao-operator-restore"
+
+// explain turns CUE's errors into violations that name the field and, from
+// the field's @fix attribute, the fix.
+func (c *compiled) explain(err error, in map[string]any) []Violation {
+	seen := map[string]bool{}
+	var out []Violation
+	for _, e := range cueerrors.Errors(err) {
+		path := e.Path()
+		// Errors inside a disjunction or a definition carry the
+		// definition's name first; the field path is what follows.
+		for len(path) > 0 && strings.HasPrefix(path[0], "#") {
+			path = path[1:]
+		}
+		p := "spec"
+		if len(path) > 0 {
+			p += "." + strings.Join(path, ".")
+		}
+		if seen[p] {
+			continue
+		}
+		seen[p] = true
+		var msg string
+		if fix, ok := c.fix(path); ok {
+			// CUE's own words for a broken bound or disjunction are
+			// noise to a user; the value and the fix are what help.
+			msg = fmt.Sprintf("%s: invalid value %s: %s", p, valueAt(in, path), fix)
+		} else {
+			format, args := e.Msg()
+			msg = p + ": " + fmt.Sprintf(format, args...)
+		}
+		out = append(out, Violation{Path: p, Message: msg})
+	}
+	return out
+}
+
+// fix is the @fix attribute of the field at path, or for a field #Spec does
+// not have, the advice to remove it.
+func (c *compiled) fix(path []string) (string, bool) {
+	if len(path) == 0 {
+		return "", false
+	}
+	f := c.spec
+	for _, p := range path {
+		g := f.LookupPath(cue.MakePath(cue.Str(p)))
+		if !g.Exists() {
+			g = f.LookupPath(cue.MakePath(cue.Str(p).Optional()))
+		}
+		if !g.Exists() {
+			return "it is not a field of an OpenBaoRestore; remove it (check its spelling)", true
+		}
+		f = g
+	}
+	a := f.Attribute("fix")
+	s, err := a.String(0)
+	if err != nil {
+		return "", false
+	}
+	return s, true
+}
+
+// valueAt renders the input's value at path for a message, quoted and cut
+// short: a message must stay readable and never echo a large blob.
+func valueAt(m map[string]any, path []string) string {
+	var cur any = m
+	for _, p := range path {
+		mm, ok := cur.(map[string]any)
+		if !ok {
+			return "(none)"
+		}
+		cur = mm[p]
+	}
+	b, err := json.Marshal(cur)
+	if err != nil {
+		return "(unprintable)"
+	}
+	if len(b) > 80 {
+		return string(b[:77]) + "..."
+	}
+	return string(b)
+}
+
+func has(m map[string]any, path []string) bool {
+	var cur any = m
+	for _, p := range path {
+		mm, ok := cur.(map[string]any)
+		if !ok {
+			return false
+		}
+		if cur, ok = mm[p]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// deletePath removes path from m, copying the maps on the way so that the
+// caller's object is never changed.
+func deletePath(m map[string]any, path []string) {
+	if len(path) == 1 {
+		delete(m, path[0])
+		return
+	}
+	child, ok := m[path[0]].(map[string]any)
+	if !ok {
+		return
+	}
+	cp := make(map[string]any, len(child))
+	for k, v := range child {
+		cp[k] = v
+	}
+	m[path[0]] = cp
+	deletePath(cp, path[1:])
+}
+
+func sortViolations(vs []Violation) []Violation {
+	sort.SliceStable(vs, func(i, j int) bool { return vs[i].Path < vs[j].Path })
+	return vs
+}
