@@ -1,0 +1,400 @@
+package executor
+
+import (
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/openbao-restore/openbao-restore/schemas"
+)
+
+// Secret holds a credential. Its String, GoString and MarshalJSON never show
+// the value, so a Config printed by mistake (%v, %+v, JSON) leaks nothing.
+type Secret string
+
+func (Secret) String() string               { return "[redacted]" }
+func (Secret) GoString() string             { return "[redacted]" }
+func (Secret) Format(f fmt.State, _ rune)   { _, _ = f.Write([]byte("[redacted]")) }
+func (Secret) MarshalJSON() ([]byte, error) { return []byte(`"[redacted]"`), nil }
+func (s Secret) reveal() string             { return string(s) }
+func (s Secret) empty() bool                { return len(s) == 0 }
+func (s Secret) bytesValue() []byte         { return []byte(s) }
+
+// Paths are the files the executor reads. The defaults are the pod's mounts
+// (schemas.Mount*); tests point them at temporary files.
+type Paths struct {
+	TokenFile      string // static OpenBao token
+	JWTFile        string // projected ServiceAccount token for JWT login
+	CredentialsDir string // the storage credentials Secret, one file per key
+	Termination    string // where the JSON termination message goes
+	KubeDir        string // in-cluster API token, CA and namespace
+}
+
+// DefaultPaths are the restore pod's mount points.
+func DefaultPaths() Paths {
+	return Paths{
+		TokenFile:      schemas.FileToken,
+		JWTFile:        schemas.FileJWT,
+		CredentialsDir: schemas.MountCredentials,
+		Termination:    "/dev/termination-log",
+		KubeDir:        schemas.MountKubeToken,
+	}
+}
+
+// Credentials are the storage credentials Secret's keys that were mounted.
+type Credentials struct {
+	AccessKeyID     Secret
+	SecretAccessKey Secret
+	SessionToken    Secret
+	Region          string
+	CACert          []byte // PEM, for an S3 endpoint with a private CA
+	GCSJSON         Secret
+	AzureAccountKey Secret
+	AzureConnString Secret
+}
+
+// Config is everything the executor needs, read once at start from the
+// environment contract (bao-backup's restore mode plus our pins) and the
+// mounted files. A Config that loads is complete: no step later fails on a
+// missing setting.
+type Config struct {
+	ClusterName string
+	StatefulSet string
+	Namespace   string
+	Replicas    int
+
+	Provider           string // s3, gcs or azure
+	Endpoint           string
+	Bucket             string
+	Key                string // the full object path of the snapshot
+	PathPrefix         string
+	Region             string
+	UsePathStyle       bool
+	InsecureSkipVerify bool
+	GCSProject         string
+	AzureAccount       string
+	AzureContainer     string
+	RoleARN            string
+	WebIdentityFile    string
+	Creds              Credentials
+
+	Force bool
+
+	AuthMethod string // jwt or token
+	JWTRole    string
+	Token      Secret
+	JWT        Secret
+
+	OpenBaoAddr   string // direct address; skips replica discovery
+	TLSServerName string
+	TLSCAPath     string
+	TLSCA         *x509.CertPool
+
+	RequestName     string
+	RequestUID      string
+	PodName         string
+	PodUID          string
+	LockRequestName string
+
+	ExpectedDigest    string // lower-case hex, without "sha256:"
+	ExpectedSize      int64  // 0 = not pinned
+	ExpectedClusterID string
+	ExpectedVersion   string
+}
+
+// Endpoint returns "snapshot" or "snapshot-force", the only two restore
+// endpoints; force is the single switch between them.
+func (c *Config) RestoreEndpoint() string {
+	if c.Force {
+		return "snapshot-force"
+	}
+	return "snapshot"
+}
+
+// LoadConfig reads the environment and the files in p. Every failure is
+// ExitConfig and names the variable or file at fault (never its value when
+// it is a secret).
+func LoadConfig(env func(string) string, p Paths) (*Config, error) {
+	var errs []string
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }
+	get := func(k string) string { return strings.TrimSpace(env(k)) }
+	// first returns the first non-empty variable: RESTORE_* overrides BACKUP_*,
+	// as in bao-backup's restore mode.
+	first := func(keys ...string) (string, string) {
+		for _, k := range keys {
+			if v := get(k); v != "" {
+				return v, k
+			}
+		}
+		return "", keys[0]
+	}
+	boolean := func(k string, def bool) bool {
+		v := get(k)
+		if v == "" {
+			return def
+		}
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			bad("%s=%q is not a boolean (true or false)", k, v)
+		}
+		return b
+	}
+
+	c := &Config{}
+	if m := get(schemas.EnvExecutorMode); m != "" && m != "restore" {
+		bad("%s=%q: this executor only restores (want \"restore\")", schemas.EnvExecutorMode, m)
+	}
+	c.ClusterName = get(schemas.EnvClusterName)
+	c.StatefulSet = get(schemas.EnvStatefulSetName)
+	if c.StatefulSet == "" {
+		c.StatefulSet = c.ClusterName
+	}
+	c.Namespace = get(schemas.EnvClusterNamespace)
+	if v := get(schemas.EnvClusterReplicas); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 99 {
+			bad("%s=%q is not a replica count (1..99)", schemas.EnvClusterReplicas, v)
+		}
+		c.Replicas = n
+	}
+
+	c.Provider = strings.ToLower(get(schemas.EnvProvider))
+	if c.Provider == "" {
+		c.Provider = "s3"
+	}
+	switch c.Provider {
+	case "s3", "gcs", "azure":
+	default:
+		bad("%s=%q is not a provider (s3, gcs or azure)", schemas.EnvProvider, c.Provider)
+	}
+	var k string
+	c.Endpoint, k = first(schemas.EnvRestoreEndpoint, schemas.EnvEndpoint)
+	if c.Endpoint != "" {
+		if u, err := url.Parse(withScheme(c.Endpoint)); err != nil || u.Host == "" {
+			bad("%s=%q is not a URL or host", k, c.Endpoint)
+		}
+	}
+	c.Bucket, _ = first(schemas.EnvRestoreBucket, schemas.EnvBucket)
+	c.Key = strings.TrimPrefix(get(schemas.EnvRestoreKey), "/")
+	c.PathPrefix = strings.TrimPrefix(get(schemas.EnvPathPrefix), "/")
+	c.Region, _ = first(schemas.EnvRestoreRegion, schemas.EnvRegion)
+	if get(schemas.EnvRestoreUsePathStyle) != "" {
+		c.UsePathStyle = boolean(schemas.EnvRestoreUsePathStyle, false)
+	} else {
+		c.UsePathStyle = boolean(schemas.EnvUsePathStyle, false)
+	}
+	c.InsecureSkipVerify = boolean(schemas.EnvInsecureSkipVerify, false)
+	c.GCSProject = get(schemas.EnvGCSProject)
+	c.AzureAccount = get(schemas.EnvAzureAccount)
+	c.AzureContainer = get(schemas.EnvAzureContainer)
+	if c.AzureContainer == "" {
+		c.AzureContainer = c.Bucket
+	}
+	c.RoleARN = get(schemas.EnvAWSRoleARN)
+	c.WebIdentityFile = get(schemas.EnvAWSWebIdentityFile)
+	c.Force = boolean(schemas.EnvRestoreForce, false)
+	if c.Key == "" {
+		bad("%s is required: the full object path of the snapshot", schemas.EnvRestoreKey)
+	}
+	if c.Bucket == "" && c.Provider != "azure" {
+		bad("%s (or %s) is required", schemas.EnvBucket, schemas.EnvRestoreBucket)
+	}
+	if c.Provider == "azure" && c.AzureContainer == "" {
+		bad("%s (or %s) is required", schemas.EnvAzureContainer, schemas.EnvBucket)
+	}
+
+	c.OpenBaoAddr = strings.TrimRight(get(schemas.EnvOpenBaoAddr), "/")
+	if c.OpenBaoAddr != "" {
+		if u, err := url.Parse(c.OpenBaoAddr); err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+			bad("%s=%q is not an http(s) URL", schemas.EnvOpenBaoAddr, c.OpenBaoAddr)
+		}
+	} else {
+		if c.StatefulSet == "" {
+			bad("%s or %s is required to find the cluster's pods (or set %s)", schemas.EnvStatefulSetName, schemas.EnvClusterName, schemas.EnvOpenBaoAddr)
+		}
+		if c.Namespace == "" {
+			bad("%s is required to find the cluster's pods (or set %s)", schemas.EnvClusterNamespace, schemas.EnvOpenBaoAddr)
+		}
+		if c.Replicas == 0 {
+			bad("%s is required to find the cluster's pods (or set %s)", schemas.EnvClusterReplicas, schemas.EnvOpenBaoAddr)
+		}
+	}
+	c.TLSServerName = get(schemas.EnvTLSServerName)
+	c.TLSCAPath = get(schemas.EnvTLSCAPath)
+	if c.TLSCAPath != "" {
+		pool, err := loadCA(c.TLSCAPath)
+		if err != nil {
+			bad("%s: %v", schemas.EnvTLSCAPath, err)
+		}
+		c.TLSCA = pool
+	}
+
+	c.AuthMethod = strings.ToLower(get(schemas.EnvAuthMethod))
+	c.JWTRole = get(schemas.EnvJWTAuthRole)
+	if c.AuthMethod == "" {
+		c.AuthMethod = "token"
+		if c.JWTRole != "" {
+			c.AuthMethod = "jwt"
+		}
+	}
+	switch c.AuthMethod {
+	case "token":
+		t, err := readSecretFile(p.TokenFile)
+		if err != nil {
+			bad("token file %s: %v", p.TokenFile, err)
+		}
+		c.Token = t
+	case "jwt":
+		if c.JWTRole == "" {
+			bad("%s is required with %s=jwt", schemas.EnvJWTAuthRole, schemas.EnvAuthMethod)
+		}
+		t, err := readSecretFile(p.JWTFile)
+		if err != nil {
+			bad("JWT file %s: %v", p.JWTFile, err)
+		}
+		c.JWT = t
+	default:
+		bad("%s=%q is not an auth method (jwt or token)", schemas.EnvAuthMethod, c.AuthMethod)
+	}
+
+	c.RequestName = get(schemas.EnvRestoreRequestName)
+	c.RequestUID = get(schemas.EnvRestoreRequestUID)
+	c.PodName = get(schemas.EnvPodName)
+	c.PodUID = get(schemas.EnvPodUID)
+	c.LockRequestName = get(schemas.EnvLockRequestName)
+
+	if v := get(schemas.EnvExpectedDigest); v != "" {
+		h := strings.ToLower(strings.TrimPrefix(v, "sha256:"))
+		if b, err := hex.DecodeString(h); err != nil || len(b) != 32 || !strings.HasPrefix(v, "sha256:") {
+			bad("%s=%q is not sha256:<64 hex digits>", schemas.EnvExpectedDigest, v)
+		}
+		c.ExpectedDigest = h
+	}
+	if v := get(schemas.EnvExpectedSize); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 1 || n > schemas.MaxSnapshotSize {
+			bad("%s=%q is not a size in bytes (1..%d)", schemas.EnvExpectedSize, v, int64(schemas.MaxSnapshotSize))
+		}
+		c.ExpectedSize = n
+	}
+	c.ExpectedClusterID = get(schemas.EnvExpectedClusterID)
+	c.ExpectedVersion = get(schemas.EnvExpectedVersion)
+
+	if err := c.loadCredentials(p.CredentialsDir, bad); err != nil {
+		return nil, err
+	}
+	if len(errs) > 0 {
+		return nil, fail(schemas.ExitConfig, nil, "invalid configuration: %s", strings.Join(errs, "; "))
+	}
+	return c, nil
+}
+
+// loadCredentials reads the storage credentials Secret's files. Which keys
+// are required depends on the provider; with a web identity (roleArn) or
+// workload identity, S3 and GCS need none.
+func (c *Config) loadCredentials(dir string, bad func(string, ...any)) error {
+	read := func(key string) Secret {
+		s, err := readSecretFile(filepath.Join(dir, key))
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			bad("credentials file %s: %v", filepath.Join(dir, key), err)
+		}
+		return s
+	}
+	cr := &c.Creds
+	switch c.Provider {
+	case "s3":
+		cr.AccessKeyID = read(schemas.KeyAccessKeyID)
+		cr.SecretAccessKey = read(schemas.KeySecretAccessKey)
+		cr.SessionToken = read(schemas.KeySessionToken)
+		cr.Region = read(schemas.KeyRegion).reveal()
+		if ca := read(schemas.KeyCACert); !ca.empty() {
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(ca.bytesValue()) {
+				bad("credentials file %s holds no PEM certificate", filepath.Join(dir, schemas.KeyCACert))
+			}
+			cr.CACert = ca.bytesValue()
+		}
+		if c.Region == "" {
+			c.Region = cr.Region
+		}
+		if c.Region == "" {
+			c.Region = "us-east-1"
+		}
+		if c.RoleARN != "" {
+			if c.WebIdentityFile == "" {
+				bad("%s needs %s", schemas.EnvAWSRoleARN, schemas.EnvAWSWebIdentityFile)
+			} else if _, err := readSecretFile(c.WebIdentityFile); err != nil {
+				bad("%s %s: %v", schemas.EnvAWSWebIdentityFile, c.WebIdentityFile, err)
+			}
+		} else if cr.AccessKeyID.empty() != cr.SecretAccessKey.empty() {
+			bad("credentials files %s and %s must both be present", filepath.Join(dir, schemas.KeyAccessKeyID), filepath.Join(dir, schemas.KeySecretAccessKey))
+		}
+	case "gcs":
+		cr.GCSJSON = read(schemas.KeyGCSCredentials)
+	case "azure":
+		cr.AzureAccountKey = read(schemas.KeyAzureAccountKey)
+		cr.AzureConnString = read(schemas.KeyAzureConnString)
+		if cr.AzureAccountKey.empty() && cr.AzureConnString.empty() {
+			bad("credentials file %s or %s is required for azure", filepath.Join(dir, schemas.KeyAzureAccountKey), filepath.Join(dir, schemas.KeyAzureConnString))
+		}
+		if !cr.AzureAccountKey.empty() && c.AzureAccount == "" {
+			bad("%s is required with an account key", schemas.EnvAzureAccount)
+		}
+	}
+	return nil
+}
+
+// readSecretFile reads a mounted secret file, trimming the trailing newline
+// that editors and `kubectl create secret --from-file` leave. An empty file
+// is an error: a mounted but empty credential is always a mistake.
+func readSecretFile(path string) (Secret, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return "", fmt.Errorf("not found: %w", fs.ErrNotExist)
+		}
+		return "", errors.New("cannot be read")
+	}
+	s := strings.TrimSpace(string(b))
+	if s == "" {
+		return "", errors.New("is empty")
+	}
+	return Secret(s), nil
+}
+
+// loadCA reads a PEM CA bundle, or the first of ca.crt/ca.pem/tls.crt when
+// the path is the mounted directory.
+func loadCA(path string) (*x509.CertPool, error) {
+	if st, err := os.Stat(path); err == nil && st.IsDir() {
+		for _, n := range []string{"ca.crt", "ca.pem", "tls.crt"} {
+			if _, err := os.Stat(filepath.Join(path, n)); err == nil {
+				path = filepath.Join(path, n)
+				break
+			}
+		}
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("CA file %s cannot be read", path)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("CA file %s holds no PEM certificate", path)
+	}
+	return pool, nil
+}
+
+// withScheme adds https:// to a bare host, the form bao-backup accepts.
+func withScheme(s string) string {
+	if strings.Contains(s, "://") {
+		return s
+	}
+	return "https://" + s
+}

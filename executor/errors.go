@@ -1,0 +1,50 @@
+package executor
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/openbao-restore/openbao-restore/schemas"
+)
+
+// exitError carries the process exit code of a failure, so each step decides
+// the code where it knows the cause, and Main only maps errors to codes.
+type exitError struct {
+	code int
+	msg  string
+	err  error
+}
+
+func (e *exitError) Error() string {
+	if e.err != nil {
+		return e.msg + ": " + e.err.Error()
+	}
+	return e.msg
+}
+
+func (e *exitError) Unwrap() error { return e.err }
+
+// fail builds an error with an exit code. Messages must never contain a
+// secret: callers pass names, keys and addresses, never values of Secrets.
+func fail(code int, err error, format string, args ...any) error {
+	return &exitError{code: code, msg: fmt.Sprintf(format, args...), err: err}
+}
+
+// ExitCode maps an error to the executor's exit code (schemas.Exit*).
+// An error without a code is treated as transient only when nothing was
+// submitted; callers that may have submitted wrap it with ExitUnconfirmed.
+func ExitCode(err error) int {
+	if err == nil {
+		return schemas.ExitOK
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		return ee.code
+	}
+	return schemas.ExitTransient
+}
+
+// ErrAlreadySubmitted is returned by a Recorder when the lock request already
+// holds a submission record: this restore was sent before, by this or another
+// pod, and must never be sent again.
+var ErrAlreadySubmitted = errors.New("a submission is already recorded for this restore")

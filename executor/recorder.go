@@ -1,0 +1,250 @@
+package executor
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/openbao-restore/openbao-restore/schemas"
+	lockv1 "github.com/openbao-restore/openbao-restore/schemas/lock/v1alpha1"
+)
+
+// Submission is the record written just before the destructive call.
+type Submission = lockv1.Submission
+
+// Recorder makes the restore at-most-once. Check is read-only and runs
+// before any work, so a second run never even opens a POST. Record writes
+// the record with an optimistic-concurrency precondition just before the
+// snapshot's tail is released; both return ErrAlreadySubmitted (wrapped)
+// when a record exists.
+type Recorder interface {
+	Check(ctx context.Context) error
+	Record(ctx context.Context, s Submission) error
+}
+
+// MemoryRecorder keeps the record in memory: for tests, and for one process
+// restoring several times.
+type MemoryRecorder struct {
+	mu  sync.Mutex
+	Rec *Submission
+}
+
+func (m *MemoryRecorder) Check(context.Context) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.Rec != nil {
+		return ErrAlreadySubmitted
+	}
+	return nil
+}
+
+func (m *MemoryRecorder) Record(_ context.Context, s Submission) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.Rec != nil {
+		return ErrAlreadySubmitted
+	}
+	m.Rec = &s
+	return nil
+}
+
+// KubeRecorder writes LockRequest.status.submission through the API server's
+// REST interface with the pod's ServiceAccount token. It needs only get and
+// patch on lockrequests/status, and no client library: one GET and one merge
+// patch whose metadata.resourceVersion makes the API server refuse it (409)
+// if anything changed the object since the GET.
+type KubeRecorder struct {
+	Base      string // https://host:port
+	Namespace string
+	Name      string
+	// RestoreUID, when set, must match spec.restore.uid: the executor never
+	// writes on another restore's lock request.
+	RestoreUID string
+	Token      func() (string, error)
+	Client     *http.Client
+}
+
+// NewInClusterRecorder builds a KubeRecorder from the pod's environment and
+// the mounted ServiceAccount token (dir holds token, ca.crt, namespace). The
+// token is re-read for each call, because projected tokens rotate.
+func NewInClusterRecorder(env func(string) string, dir, namespace, name, restoreUID string) (*KubeRecorder, error) {
+	host, port := env("KUBERNETES_SERVICE_HOST"), env("KUBERNETES_SERVICE_PORT")
+	if host == "" || port == "" {
+		return nil, fail(schemas.ExitConfig, nil, "%s is set but KUBERNETES_SERVICE_HOST/PORT are not: not running in a cluster", schemas.EnvLockRequestName)
+	}
+	if namespace == "" {
+		b, err := os.ReadFile(filepath.Join(dir, "namespace"))
+		if err != nil {
+			return nil, fail(schemas.ExitConfig, nil, "%s is not set and %s cannot be read", schemas.EnvClusterNamespace, filepath.Join(dir, "namespace"))
+		}
+		namespace = strings.TrimSpace(string(b))
+	}
+	pool, err := loadCA(filepath.Join(dir, "ca.crt"))
+	if err != nil {
+		return nil, fail(schemas.ExitConfig, err, "Kubernetes API CA")
+	}
+	tokenFile := filepath.Join(dir, "token")
+	if _, err := readSecretFile(tokenFile); err != nil {
+		return nil, fail(schemas.ExitConfig, nil, "Kubernetes API token %s: %v", tokenFile, err)
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool}
+	return &KubeRecorder{
+		Base:       "https://" + net.JoinHostPort(host, port),
+		Namespace:  namespace,
+		Name:       name,
+		RestoreUID: restoreUID,
+		Token: func() (string, error) {
+			s, err := readSecretFile(tokenFile)
+			return s.reveal(), err
+		},
+		Client: &http.Client{Transport: tr, Timeout: 15 * time.Second},
+	}, nil
+}
+
+// SetCA replaces the client's trusted CA pool (tests against a local API).
+func (k *KubeRecorder) SetCA(pool *x509.CertPool) {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool}
+	k.Client = &http.Client{Transport: tr, Timeout: 15 * time.Second}
+}
+
+func (k *KubeRecorder) url(status bool) string {
+	u := fmt.Sprintf("%s/apis/%s/%s/namespaces/%s/%s/%s", k.Base, lockv1.GroupVersion.Group, lockv1.GroupVersion.Version, k.Namespace, schemas.LockRequestResource, k.Name)
+	if status {
+		u += "/status"
+	}
+	return u
+}
+
+func (k *KubeRecorder) call(ctx context.Context, method, u string, body []byte, ctype string) (int, []byte, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, rd)
+	if err != nil {
+		return 0, nil, err
+	}
+	tok, err := k.Token()
+	if err != nil {
+		return 0, nil, fail(schemas.ExitConfig, nil, "Kubernetes API token: %v", err)
+	}
+	req.Header.Set("Authorization", "Bearer "+tok)
+	req.Header.Set("Accept", "application/json")
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
+	resp, err := k.Client.Do(req)
+	if err != nil {
+		return 0, nil, transient(scrubURLError(err), "%s lockrequest %s/%s", method, k.Namespace, k.Name)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	out, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		return 0, nil, transient(err, "reading lockrequest %s/%s", k.Namespace, k.Name)
+	}
+	return resp.StatusCode, out, nil
+}
+
+func (k *KubeRecorder) get(ctx context.Context) (*lockv1.LockRequest, error) {
+	code, out, err := k.call(ctx, http.MethodGet, k.url(false), nil, "")
+	if err != nil {
+		return nil, err
+	}
+	if err := kubeStatus(code, out, "get lockrequest "+k.Namespace+"/"+k.Name); err != nil {
+		return nil, err
+	}
+	lr := &lockv1.LockRequest{}
+	if err := json.Unmarshal(out, lr); err != nil {
+		return nil, transient(err, "decoding lockrequest %s/%s", k.Namespace, k.Name)
+	}
+	return lr, nil
+}
+
+// verify refuses a request that is not this restore's, has a record, or
+// whose lock is not held: a restore is only sent while the lock is ours.
+func (k *KubeRecorder) verify(lr *lockv1.LockRequest) error {
+	if k.RestoreUID != "" && lr.Spec.Restore.UID != k.RestoreUID {
+		return fail(schemas.ExitConfig, nil, "lockrequest %s/%s belongs to restore UID %q, not %q", k.Namespace, k.Name, lr.Spec.Restore.UID, k.RestoreUID)
+	}
+	if s := lr.Status.Submission; s != nil {
+		return fmt.Errorf("lockrequest %s/%s: pod %s sent the snapshot to %s at %s: %w", k.Namespace, k.Name, s.Pod, s.Target, s.SubmittedAt.UTC().Format(time.RFC3339), ErrAlreadySubmitted)
+	}
+	if lr.Status.State != schemas.LockHeld {
+		return transient(nil, "lockrequest %s/%s: the cluster's operation lock is not held (state %q)", k.Namespace, k.Name, lr.Status.State)
+	}
+	return nil
+}
+
+func (k *KubeRecorder) Check(ctx context.Context) error {
+	lr, err := k.get(ctx)
+	if err != nil {
+		return err
+	}
+	return k.verify(lr)
+}
+
+// Record writes the submission. On a conflict (someone else changed the
+// object, the reconciler usually) it re-reads and tries again, a few times;
+// a record found on re-read means another pod won and we must not send.
+func (k *KubeRecorder) Record(ctx context.Context, s Submission) error {
+	for attempt := 0; ; attempt++ {
+		lr, err := k.get(ctx)
+		if err != nil {
+			return err
+		}
+		if err := k.verify(lr); err != nil {
+			return err
+		}
+		patch, err := json.Marshal(map[string]any{
+			"metadata": map[string]any{"resourceVersion": lr.ResourceVersion},
+			"status":   map[string]any{"submission": s},
+		})
+		if err != nil {
+			return err
+		}
+		code, out, err := k.call(ctx, http.MethodPatch, k.url(true), patch, "application/merge-patch+json")
+		if err != nil {
+			return err
+		}
+		if code == http.StatusConflict && attempt < 5 {
+			continue
+		}
+		return kubeStatus(code, out, "record the submission on lockrequest "+k.Namespace+"/"+k.Name)
+	}
+}
+
+func kubeStatus(code int, body []byte, what string) error {
+	if code >= 200 && code < 300 {
+		return nil
+	}
+	var st struct {
+		Message string `json:"message"`
+	}
+	_ = json.Unmarshal(body, &st)
+	switch {
+	case code == http.StatusUnauthorized || code == http.StatusForbidden:
+		return fail(schemas.ExitConfig, nil, "%s: HTTP %d %s (check the executor's RBAC)", what, code, st.Message)
+	case code == http.StatusNotFound:
+		return fail(schemas.ExitConfig, nil, "%s: not found", what)
+	case code == http.StatusUnprocessableEntity:
+		// Invalid for the CRD's schema or CEL rules: permanent. (A second
+		// record is caught earlier, by the resourceVersion precondition.)
+		return fail(schemas.ExitConfig, nil, "%s: HTTP %d %s", what, code, st.Message)
+	default:
+		return transient(errors.New(st.Message), "%s: HTTP %d", what, code)
+	}
+}

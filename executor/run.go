@@ -1,0 +1,413 @@
+// Package executor is the restore Job's program: it streams a snapshot from
+// an object store into the active OpenBao node, checking size, digest and
+// cluster pins while the bytes flow, and holding back the snapshot's tail
+// until every check has passed, so that nothing is ever applied on bad input
+// and the restore is sent at most once.
+package executor
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptrace"
+	"os"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/openbao-restore/openbao-restore/schemas"
+)
+
+// Options tune a run. The zero value is the production behaviour.
+type Options struct {
+	Paths    Paths     // zero: DefaultPaths()
+	Log      io.Writer // zero: os.Stderr
+	Recorder Recorder  // zero: a KubeRecorder when RESTORE_LOCK_REQUEST_NAME is set
+	Source   Source    // zero: built from the configuration
+
+	HoldBack      int           // zero: DefaultHoldBack
+	Retries       int           // attempts of each step before the submission; zero: 5
+	RetryDelay    time.Duration // first back-off; doubles up to 15 s; zero: 1 s
+	SettleDelay   time.Duration // pause after the restore (OpenBao sleeps 5 s); zero: 5 s
+	AfterTimeout  time.Duration // how long to wait for the node to answer again; zero: 2 min
+	ProgressEvery time.Duration // zero: 10 s
+
+	// WrapBody wraps the object's byte stream (tests cut or corrupt it in
+	// transit, as a broken proxy would).
+	WrapBody func(io.Reader) io.Reader
+}
+
+func (o *Options) defaults() {
+	if o.Paths == (Paths{}) {
+		o.Paths = DefaultPaths()
+	}
+	if o.Log == nil {
+		o.Log = os.Stderr
+	}
+	if o.HoldBack == 0 {
+		o.HoldBack = DefaultHoldBack
+	}
+	if o.Retries == 0 {
+		o.Retries = 5
+	}
+	if o.RetryDelay == 0 {
+		o.RetryDelay = time.Second
+	}
+	if o.SettleDelay == 0 {
+		o.SettleDelay = 5 * time.Second
+	}
+	if o.AfterTimeout == 0 {
+		o.AfterTimeout = 2 * time.Minute
+	}
+	if o.ProgressEvery == 0 {
+		o.ProgressEvery = 10 * time.Second
+	}
+}
+
+// Main runs one restore and returns the process exit code (schemas.Exit*).
+// It always writes the termination message.
+func Main(ctx context.Context, env func(string) string, opts Options) int {
+	opts.defaults()
+	r := &run{opts: opts, start: time.Now()}
+	err := r.run(ctx, env)
+	code := ExitCode(err)
+	if errors.Is(err, ErrAlreadySubmitted) {
+		code = schemas.ExitUnconfirmed
+	}
+	tm := &r.tm
+	tm.ExitCode = code
+	tm.Duration = time.Since(r.start).Round(time.Millisecond).String()
+	if err != nil {
+		tm.Message = err.Error()
+		r.logf("FAILED (exit %d): %s", code, tm.Message)
+	} else {
+		r.logf("%s", tm.Message)
+	}
+	if werr := writeTermination(opts.Paths.Termination, tm); werr != nil {
+		r.logf("cannot write the termination message to %s: %v", opts.Paths.Termination, werr)
+	}
+	return code
+}
+
+type run struct {
+	opts  Options
+	start time.Time
+	tm    schemas.TerminationMessage
+	cfg   *Config
+	bao   *bao
+}
+
+func (r *run) logf(format string, args ...any) {
+	fmt.Fprintf(r.opts.Log, "%s %s\n", time.Now().UTC().Format("15:04:05.000"), fmt.Sprintf(format, args...))
+}
+
+// retry runs a step before the submission, again on the given codes (always
+// ExitTransient), with a doubling back-off, a bounded number of times.
+func (r *run) retry(ctx context.Context, what string, f func() error, codes ...int) error {
+	delay := r.opts.RetryDelay
+	for attempt := 1; ; attempt++ {
+		err := f()
+		if err == nil {
+			return nil
+		}
+		c := ExitCode(err)
+		again := c == schemas.ExitTransient
+		for _, k := range codes {
+			again = again || c == k
+		}
+		if !again || attempt >= r.opts.Retries {
+			return err
+		}
+		r.logf("%s failed (attempt %d of %d): %v; retrying in %s", what, attempt, r.opts.Retries, err, delay)
+		select {
+		case <-ctx.Done():
+			return transient(ctx.Err(), "%s", what)
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 15*time.Second)
+	}
+}
+
+func (r *run) run(ctx context.Context, env func(string) string) error {
+	cfg, err := LoadConfig(env, r.opts.Paths)
+	if err != nil {
+		return err
+	}
+	r.cfg = cfg
+	r.tm.SnapshotKey = cfg.Key
+	r.tm.Endpoint = cfg.RestoreEndpoint()
+	r.bao = newBao(cfg)
+
+	// 1. A recorded submission ends everything before any work.
+	rec := r.opts.Recorder
+	if rec == nil && cfg.LockRequestName != "" {
+		kr, err := NewInClusterRecorder(env, r.opts.Paths.KubeDir, cfg.Namespace, cfg.LockRequestName, cfg.RequestUID)
+		if err != nil {
+			return err
+		}
+		rec = kr
+	}
+	if rec == nil {
+		r.logf("WARNING: %s is not set: the submission is not recorded, so nothing stops a second run from restoring again", schemas.EnvLockRequestName)
+	} else if err := r.retry(ctx, "checking the lock request", func() error { return rec.Check(ctx) }); err != nil {
+		if errors.Is(err, ErrAlreadySubmitted) {
+			return fail(schemas.ExitUnconfirmed, err, "not sending the snapshot again")
+		}
+		return err
+	}
+
+	// 2. The object: it exists and has an acceptable size.
+	src := r.opts.Source
+	if src == nil {
+		if src, err = newSource(ctx, cfg); err != nil {
+			return err
+		}
+	}
+	var info ObjectInfo
+	err = r.retry(ctx, "HEAD "+src.URL(cfg.Key), func() (err error) { info, err = src.Stat(ctx, cfg.Key); return err })
+	if errors.Is(err, errNoObject) {
+		return notFound(ctx, src, cfg.Key, cfg.PathPrefix)
+	}
+	if err != nil {
+		return err
+	}
+	if err := checkSize(src.URL(cfg.Key), info.Size, cfg.ExpectedSize); err != nil {
+		return err
+	}
+	r.tm.SnapshotSize = info.Size
+	r.logf("snapshot %s: %d bytes", src.URL(cfg.Key), info.Size)
+
+	// 3. The active node.
+	var addr string
+	var before *health
+	err = r.retry(ctx, "finding the active OpenBao node", func() (err error) {
+		addr, before, err = r.bao.findLeader(ctx, r.candidates())
+		return err
+	}, schemas.ExitLeader)
+	if err != nil {
+		return err
+	}
+	r.tm.ClusterIDBefore = before.ClusterID
+	r.logf("active node %s: cluster_id %s, version %s", addr, before.ClusterID, before.Version)
+
+	// 4. Authenticate, and check the token may use this restore's endpoint.
+	token := cfg.Token
+	if cfg.AuthMethod == "jwt" {
+		err = r.retry(ctx, "JWT login", func() (err error) { token, err = r.bao.loginJWT(ctx, addr, cfg.JWTRole, cfg.JWT); return err })
+		if err != nil {
+			return err
+		}
+	}
+	path := "sys/storage/raft/" + cfg.RestoreEndpoint()
+	if err := r.retry(ctx, "capabilities check", func() error { return r.bao.canUpdate(ctx, addr, token, path) }); err != nil {
+		return err
+	}
+
+	// 5. Cluster pins, where the cluster can tell.
+	if cfg.ExpectedClusterID != "" && before.ClusterID != cfg.ExpectedClusterID {
+		return fail(schemas.ExitVerification, nil, "the cluster at %s has cluster_id %s, but %s pins %s: refusing to restore", addr, before.ClusterID, schemas.EnvExpectedClusterID, cfg.ExpectedClusterID)
+	}
+	if cfg.ExpectedVersion != "" && strings.TrimPrefix(before.Version, "v") != strings.TrimPrefix(cfg.ExpectedVersion, "v") {
+		return fail(schemas.ExitVerification, nil, "the cluster at %s runs OpenBao %s, but %s pins %s: refusing to restore", addr, before.Version, schemas.EnvExpectedVersion, cfg.ExpectedVersion)
+	}
+
+	// 6. Stream, check, record, release: retried only while the tail has
+	// not been released, which is exactly while nothing can have been applied.
+	var submitted bool
+	err = r.retry(ctx, "streaming the snapshot", func() (err error) {
+		submitted, err = r.stream(ctx, src, info, addr, token, rec)
+		return err
+	})
+	r.tm.Submitted = submitted
+	if err != nil {
+		return err
+	}
+
+	// 7. After the restore: wait for the node, report seal and identity.
+	return r.after(ctx, addr)
+}
+
+// candidates are the addresses probed for the active node: the override, or
+// each StatefulSet pod through the headless service <statefulset>-internal
+// (as the OpenBao and Vault charts name it), over TLS on 8200.
+func (r *run) candidates() []string {
+	if r.cfg.OpenBaoAddr != "" {
+		return []string{r.cfg.OpenBaoAddr}
+	}
+	out := make([]string, 0, r.cfg.Replicas)
+	for i := 0; i < r.cfg.Replicas; i++ {
+		out = append(out, fmt.Sprintf("https://%s-%d.%s-internal.%s.svc:8200", r.cfg.StatefulSet, i, r.cfg.StatefulSet, r.cfg.Namespace))
+	}
+	return out
+}
+
+// stream sends the snapshot in one POST. It reports whether the tail was
+// released (from then on the outcome may be unknown and nothing is retried).
+func (r *run) stream(ctx context.Context, src Source, info ObjectInfo, addr string, token Secret, rec Recorder) (bool, error) {
+	cfg := r.cfg
+	body, err := src.Open(ctx, cfg.Key, info)
+	if err != nil {
+		return false, err
+	}
+	defer func() { _ = body.Close() }()
+	var in io.Reader = body
+	if r.opts.WrapBody != nil {
+		in = r.opts.WrapBody(in)
+	}
+	var answered atomic.Bool
+	gate := func(sum string, n int64) error {
+		r.tm.SHA256 = sum
+		if answered.Load() {
+			// OpenBao answered before taking the whole body (a refusal):
+			// never record, never release.
+			return fail(schemas.ExitSnapshot, nil, "OpenBao answered before the whole snapshot was sent: not sending its tail")
+		}
+		if rec != nil {
+			s := Submission{
+				Pod:         cfg.PodName,
+				PodUID:      cfg.PodUID,
+				Target:      addr,
+				Digest:      "sha256:" + sum,
+				Size:        n,
+				Endpoint:    cfg.RestoreEndpoint(),
+				SubmittedAt: metav1.NewTime(time.Now().UTC()),
+			}
+			if s.Pod == "" {
+				s.Pod, _ = os.Hostname()
+			}
+			if err := rec.Record(ctx, s); err != nil {
+				if errors.Is(err, ErrAlreadySubmitted) {
+					return fail(schemas.ExitUnconfirmed, err, "another run recorded a submission first: not sending")
+				}
+				return err
+			}
+		}
+		r.logf("all checks passed (sha256:%s, %d bytes): submission recorded, sending the last %d bytes", sum, n, min(int64(r.opts.HoldBack), n))
+		return nil
+	}
+	hb := newHoldBack(in, info.Size, r.opts.HoldBack, cfg.ExpectedDigest, gate)
+	url := addr + "/v1/sys/storage/raft/" + cfg.RestoreEndpoint()
+	trace := &httptrace.ClientTrace{GotFirstResponseByte: func() { answered.Store(true) }}
+	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, trace), http.MethodPost, url, hb)
+	if err != nil {
+		return false, fail(schemas.ExitConfig, err, "bad OpenBao address %s", addr)
+	}
+	req.ContentLength = info.Size
+	// GetBody stays nil: the transport must never replay this body.
+	req.Header.Set("X-Vault-Token", token.reveal())
+	req.Header.Set("X-Vault-No-Request-Forwarding", "true")
+	req.Header.Set("X-Vault-Request", "true")
+	req.Header.Set("Content-Type", "application/octet-stream")
+
+	r.logf("streaming %s to %s (%s)", src.URL(cfg.Key), url, human(info.Size))
+	stop := progress(r.logf, "restore", info.Size, hb.sent.Load, r.opts.ProgressEvery)
+	resp, err := r.bao.hc.Do(req)
+	stop()
+	released := hb.released.Load()
+	if err != nil {
+		if e := hb.Err(); e != nil {
+			return false, e
+		}
+		if released {
+			return true, fail(schemas.ExitUnconfirmed, scrubURLError(err), "the connection to %s failed after the whole snapshot was sent: the outcome is unknown", addr)
+		}
+		return false, transient(scrubURLError(err), "the connection to %s failed after %d of %d bytes, before the held-back tail was sent: nothing was applied", addr, hb.sent.Load(), info.Size)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	out, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	msg := baoErrors(out)
+	switch c := resp.StatusCode; {
+	case c == http.StatusOK || c == http.StatusNoContent:
+		if !released {
+			// A success for a body we never finished: impossible with a
+			// correct server; the outcome is unknown.
+			return true, fail(schemas.ExitUnconfirmed, nil, "%s answered HTTP %d before the whole snapshot was sent: the outcome is unknown", addr, c)
+		}
+		r.logf("OpenBao accepted the snapshot (HTTP %d)", c)
+		return true, nil
+	case c >= 300 && c < 400:
+		return released, fail(schemas.ExitLeader, nil, "%s answered HTTP %d (%s): it is not the active node; nothing was applied", addr, c, resp.Header.Get("Location"))
+	case c == http.StatusUnauthorized || c == http.StatusForbidden:
+		return released, fail(schemas.ExitAuth, nil, "%s refused the token for %s (HTTP %d): nothing was applied", addr, cfg.RestoreEndpoint(), c)
+	case !released && (c == http.StatusTooManyRequests || c >= 502):
+		return false, transient(nil, "%s answered HTTP %d before the snapshot's tail was sent: nothing was applied", addr, c)
+	case c == http.StatusBadRequest || c == http.StatusInternalServerError:
+		hint := ""
+		if strings.Contains(msg, "could not verify hash") {
+			hint = " The snapshot was made by a cluster with another seal key; restoring it needs force, and the node then seals itself until unsealed with the source cluster's keys."
+		}
+		return released, fail(schemas.ExitSnapshot, nil, "OpenBao refused the snapshot (HTTP %d: %s): nothing was applied.%s", c, msg, hint)
+	default:
+		if !released {
+			return false, fail(schemas.ExitSnapshot, nil, "OpenBao answered HTTP %d (%s) before the snapshot's tail was sent: nothing was applied", c, msg)
+		}
+		return true, fail(schemas.ExitUnconfirmed, nil, "OpenBao answered HTTP %d (%s) after the whole snapshot: the outcome is unknown", c, msg)
+	}
+}
+
+// after waits out OpenBao's post-restore pause, then reads the node's seal
+// state and cluster_id.
+func (r *run) after(ctx context.Context, addr string) error {
+	r.logf("waiting for %s to answer again (OpenBao pauses about 5 s after a restore)", addr)
+	select {
+	case <-ctx.Done():
+		return fail(schemas.ExitUnconfirmed, ctx.Err(), "interrupted after the submission: the outcome is unconfirmed")
+	case <-time.After(r.opts.SettleDelay):
+	}
+	deadline := time.Now().Add(r.opts.AfterTimeout)
+	var h *health
+	for {
+		var err error
+		h, err = r.bao.health(ctx, addr)
+		if err == nil && h.Code != http.StatusTooManyRequests && (h.Code == http.StatusOK || h.Sealed || !h.Initialized) {
+			break
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fail(schemas.ExitUnconfirmed, nil, "the snapshot was accepted, but %s did not answer as active or sealed within %s: the outcome is unconfirmed", addr, r.opts.AfterTimeout)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	sealed := h.Sealed
+	r.tm.Sealed = &sealed
+	r.tm.ClusterIDAfter = h.ClusterID
+	var notes []string
+	if h.ClusterID != "" && r.tm.ClusterIDBefore != "" && h.ClusterID != r.tm.ClusterIDBefore {
+		notes = append(notes, fmt.Sprintf("WARNING: the cluster's identity CHANGED: cluster_id %s before, %s after: the snapshot came from another cluster, whose data, tokens and identity are now in place", r.tm.ClusterIDBefore, h.ClusterID))
+	}
+	if sealed {
+		notes = append(notes, "the node SEALED itself after the restore (a snapshot from a cluster with another seal key): unseal it with the source cluster's keys")
+	}
+	if r.cfg.ExpectedClusterID != "" && h.ClusterID != "" && h.ClusterID != r.cfg.ExpectedClusterID {
+		return fail(schemas.ExitVerification, nil, "restored, but the cluster_id is now %s while %s pins %s. %s", h.ClusterID, schemas.EnvExpectedClusterID, r.cfg.ExpectedClusterID, strings.Join(notes, ". "))
+	}
+	r.tm.Message = fmt.Sprintf("restored %s (%d bytes, sha256:%s) into %s via %s", r.tm.SnapshotKey, r.tm.SnapshotSize, r.tm.SHA256, addr, r.cfg.RestoreEndpoint())
+	if len(notes) > 0 {
+		r.tm.Message += ". " + strings.Join(notes, ". ")
+	}
+	return nil
+}
+
+func writeTermination(path string, tm *schemas.TerminationMessage) error {
+	if path == "" {
+		return nil
+	}
+	b, err := json.Marshal(tm)
+	if err != nil {
+		return err
+	}
+	// Kubernetes reads at most 4096 bytes; keep the JSON valid by trimming
+	// the message, not the document.
+	for len(b) > 4000 && len(tm.Message) > 100 {
+		keep := max(len(tm.Message)-(len(b)-3900), 100)
+		tm.Message = strings.ToValidUTF8(tm.Message[:keep], "") + "…"
+		if b, err = json.Marshal(tm); err != nil {
+			return err
+		}
+	}
+	return os.WriteFile(path, b, 0o644)
+}
