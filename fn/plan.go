@@ -1,0 +1,166 @@
+package fn
+
+import (
+	"fmt"
+
+	"github.com/openbao-restore/openbao-restore/schemas"
+)
+
+// The names of the composed resources in the pipeline, stable across calls.
+const (
+	resServiceAccount = "serviceaccount"
+	resRole           = "role"
+	resRoleBinding    = "rolebinding"
+	resLock           = "lock"
+	resJob            = "job"
+
+	// reqCluster is the name of the required OpenBaoCluster.
+	reqCluster = "cluster"
+)
+
+// Restore is what the function knows about the restore from its XR.
+type Restore struct {
+	// APIVersion, Kind, Name and UID of the XR.
+	APIVersion, Kind, Name, UID string
+	// Namespace is where the restore runs: the claim's namespace for a
+	// legacy XR, the XR's own for a namespaced one.
+	Namespace string
+	// RequestName is the restore's name as users know it: the claim's for
+	// a legacy XR, the XR's for a namespaced one.
+	RequestName string
+	// ClaimName is set for a legacy XR with a claim.
+	ClaimName string
+	// Phase is the observed status.phase (the reconciler writes it).
+	Phase string
+}
+
+// Cluster is what the function reads of the required OpenBaoCluster.
+type Cluster struct {
+	Replicas    int64
+	TLS         bool
+	OIDC        bool
+	Initialized bool
+}
+
+// Observed is what the function reads of the composed resources.
+type Observed struct {
+	// LockState and LockHeldBy are the lock request's status, if observed.
+	LockState, LockHeldBy string
+	LockExists            bool
+	// Job is the observed Job's object, if any.
+	Job map[string]any
+	// JobComplete and JobFailed are the Job's terminal conditions.
+	JobComplete, JobFailed bool
+}
+
+// Stage is where the restore stands, as the function sees it.
+type Stage string
+
+// The stages, each a reason on the Composed condition.
+const (
+	StageInvalid          Stage = "InvalidSpec"
+	StageWaitingCluster   Stage = "WaitingForCluster"
+	StageWaitingLock      Stage = "WaitingForLock"
+	StageJobComposed      Stage = "JobComposed"
+	StageJobComplete      Stage = "JobComplete"
+	StageJobFailed        Stage = "JobFailed"
+	StageFinished         Stage = "Finished"
+	StageUnresolvedTarget Stage = "ResolvingCluster"
+)
+
+// Plan is the function's decision: what should exist and what to say.
+type Plan struct {
+	Stage Stage
+	// Message explains the stage to a person.
+	Message string
+	// Violations are the spec's broken rules (StageInvalid).
+	Violations []schemas.Violation
+
+	// What to compose.
+	RBAC, Lock, Job bool
+	// KeepObservedJob re-emits the observed Job as it is: a Job's template
+	// is immutable, so a changed Input must never alter a running Job.
+	KeepObservedJob bool
+
+	// Auth resolved for the Job.
+	Auth schemas.Auth
+}
+
+// Terminal reports whether a phase is final.
+func Terminal(phase string) bool {
+	return phase == schemas.PhaseCompleted || phase == schemas.PhaseFailed
+}
+
+// Decide is the pure decision at the heart of the function. spec is nil when
+// it did not validate (vs then says why). cluster is nil while the cluster is
+// missing; resolved says whether Crossplane has looked it up yet.
+func Decide(r Restore, spec *schemas.Spec, vs []schemas.Violation, resolved bool, cluster *Cluster, o Observed) Plan {
+	holder := schemas.Holder(r.RequestName, r.UID)
+	terminal := Terminal(r.Phase)
+
+	// A Job once composed stays until the XR goes: dropping it would delete
+	// a pod that may be mid-submission, and composing it again could run a
+	// second restore.
+	keepJob := o.Job != nil
+
+	if spec == nil {
+		return Plan{Stage: StageInvalid, Violations: vs, KeepObservedJob: keepJob,
+			Message: fmt.Sprintf("the restore's spec is invalid (%d problem(s)); nothing was composed: %s", len(vs), joinViolations(vs))}
+	}
+	if !resolved {
+		return Plan{Stage: StageUnresolvedTarget, KeepObservedJob: keepJob,
+			Message: fmt.Sprintf("looking up OpenBaoCluster %s in namespace %s", spec.Cluster, r.Namespace)}
+	}
+	if cluster == nil {
+		// Without the cluster there is nothing to lock or restore into.
+		// A lock request already composed stays, so that its finalizer,
+		// not garbage collection order, decides the release.
+		return Plan{Stage: StageWaitingCluster, KeepObservedJob: keepJob, Lock: o.LockExists && !terminal,
+			Message: fmt.Sprintf("OpenBaoCluster %s was not found in namespace %s: create it, or correct spec.cluster", spec.Cluster, r.Namespace)}
+	}
+	auth, v := schemas.ResolveAuth(spec, cluster.OIDC)
+	if v != nil {
+		vs = append(vs, *v)
+		return Plan{Stage: StageInvalid, Violations: vs, KeepObservedJob: keepJob,
+			Message: fmt.Sprintf("the restore's spec is invalid (%d problem(s)); nothing was composed: %s", len(vs), joinViolations(vs))}
+	}
+
+	p := Plan{Auth: auth, RBAC: !terminal, Lock: !terminal, KeepObservedJob: keepJob}
+	held := o.LockState == schemas.LockHeld && o.LockHeldBy == holder
+	switch {
+	case terminal:
+		p.Stage = StageFinished
+		p.Message = fmt.Sprintf("the restore is %s", r.Phase)
+	case o.JobComplete:
+		p.Stage = StageJobComplete
+		p.Message = "the restore Job succeeded; the reconciler restarts the OpenBao pods and then releases the lock"
+	case o.JobFailed:
+		p.Stage = StageJobFailed
+		p.Message = "the restore Job failed; see the restore's phase and message"
+	case keepJob:
+		p.Stage = StageJobComposed
+		p.Message = "the restore Job is running"
+	case held:
+		p.Stage = StageJobComposed
+		p.Job = true
+		p.Message = fmt.Sprintf("the operation lock of OpenBaoCluster %s is held; the restore Job is composed", spec.Cluster)
+	default:
+		p.Stage = StageWaitingLock
+		p.Message = fmt.Sprintf("waiting for the operation lock of OpenBaoCluster %s", spec.Cluster)
+		if o.LockState == schemas.LockWaiting && o.LockHeldBy != "" {
+			p.Message += " (held by " + o.LockHeldBy + ")"
+		}
+	}
+	return p
+}
+
+func joinViolations(vs []schemas.Violation) string {
+	s := ""
+	for i, v := range vs {
+		if i > 0 {
+			s += "; "
+		}
+		s += v.Message
+	}
+	return s
+}
