@@ -200,7 +200,7 @@ func (b *bao) canUpdate(ctx context.Context, addr string, token Secret, path str
 		return transient(nil, "capabilities check: HTTP %d %s", code, baoErrors(out))
 	}
 	if code == http.StatusForbidden || code == http.StatusUnauthorized {
-		return fail(schemas.ExitAuth, nil, "the token was refused (HTTP %d): expired, revoked or wrong", code)
+		return fail(schemas.ExitAuth, nil, "the token was refused by sys/capabilities-self (HTTP %d): it is invalid, expired, or lacks the default policy, which lets the executor check that it may restore before sending anything", code)
 	}
 	if code != http.StatusOK {
 		return fail(schemas.ExitAuth, nil, "capabilities check: HTTP %d %s", code, baoErrors(out))
@@ -233,9 +233,11 @@ func baoErrors(body []byte) string {
 		Errors []string `json:"errors"`
 	}
 	if json.Unmarshal(body, &e) == nil && len(e.Errors) > 0 {
-		return strings.Join(e.Errors, "; ")
+		// OpenBao wraps errors as "1 error occurred:\n\t* …": keep one line.
+		s := strings.Join(strings.Fields(strings.Join(e.Errors, "; ")), " ")
+		return strings.TrimPrefix(s, "1 error occurred: * ")
 	}
-	s := strings.TrimSpace(string(body))
+	s := strings.Join(strings.Fields(string(body)), " ")
 	if len(s) > 200 {
 		s = s[:200] + "…"
 	}

@@ -5,6 +5,7 @@ import (
 	"io"
 	"path"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/openbao-restore/openbao-restore/schemas"
@@ -107,6 +108,10 @@ func levenshtein(a, b string) int {
 	return prev[len(b)]
 }
 
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+func atoi(s string) int64 { n, _ := strconv.ParseInt(s, 10, 64); return n }
+
 // checkSize applies the size rules of a snapshot object before any transfer.
 func checkSize(url string, size, pinned int64) error {
 	switch {
@@ -124,6 +129,8 @@ func newSource(ctx context.Context, cfg *Config) (Source, error) {
 	switch cfg.Provider {
 	case "s3":
 		return newS3Source(ctx, cfg)
+	case "gcs":
+		return newGCSSource(ctx, cfg)
 	default:
 		return nil, fail(schemas.ExitConfig, nil, "%s=%s is not supported by this executor yet", schemas.EnvProvider, cfg.Provider)
 	}
