@@ -1,0 +1,133 @@
+package testbed
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// proc is one control-plane helper (kube-controller-manager, kube-scheduler,
+// kwok) run as a child process in its own process group, so that stopping it
+// also stops anything it forked, and so that a Ctrl-C on the terminal reaches
+// only the test binary, which then shuts its children down in order.
+type proc struct {
+	name string
+	log  string
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+func startProc(dir, name, bin string, env []string, args ...string) (*proc, error) {
+	logPath := filepath.Join(dir, name+".log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Env = append(os.Environ(), env...)
+	// Pdeathsig kills the child if the test binary dies without cleaning up
+	// (a test timeout panics and exits without running cleanups).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		_ = logf.Close()
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	p := &proc{name: name, log: logPath, cmd: cmd, done: make(chan struct{})}
+	go func() {
+		_ = cmd.Wait()
+		_ = logf.Close()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// exited reports whether the process has already ended (a crash at start).
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// stop sends SIGTERM to the process group and SIGKILL after grace.
+func (p *proc) stop(grace time.Duration) {
+	pgid := p.cmd.Process.Pid
+	_ = syscall.Kill(-pgid, syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(grace):
+		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+		<-p.done
+	}
+	// Reap anything the leader left behind in its group.
+	_ = syscall.Kill(-pgid, syscall.SIGKILL)
+}
+
+// tail returns the last n bytes of the process's log.
+func (p *proc) tail(n int) string { return tailFile(p.log, n) }
+
+func tailFile(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return string(b)
+}
+
+// childPIDs lists the direct children of this process, from /proc.
+func childPIDs() []int {
+	var pids []int
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", os.Getpid()))
+	for _, f := range tasks {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for _, s := range strings.Fields(string(b)) {
+			if pid, err := strconv.Atoi(s); err == nil {
+				pids = append(pids, pid)
+			}
+		}
+	}
+	return pids
+}
+
+// startReaper starts a watchdog that kills the given process groups if this
+// test binary dies without stopping them. envtest starts etcd and
+// kube-apiserver in their own process groups without a parent-death signal,
+// so a test timeout (which exits without cleanups) would otherwise leak them.
+func startReaper(dir string, pgids []int) (*proc, error) {
+	var targets []string
+	for _, g := range pgids {
+		targets = append(targets, "-"+strconv.Itoa(g))
+	}
+	script := fmt.Sprintf(`while kill -0 %d 2>/dev/null; do sleep 1; done; kill -KILL -- %s 2>/dev/null; exit 0`,
+		os.Getpid(), strings.Join(targets, " "))
+	logPath := filepath.Join(dir, "reaper.log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command("/bin/sh", "-c", script)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// No Pdeathsig here: it must outlive us to do its job.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		_ = logf.Close()
+		return nil, err
+	}
+	p := &proc{name: "reaper", log: logPath, cmd: cmd, done: make(chan struct{})}
+	go func() { _ = cmd.Wait(); _ = logf.Close(); close(p.done) }()
+	return p, nil
+}

@@ -1,0 +1,447 @@
+// Package testbed starts a real, loopback-only Kubernetes control plane for
+// tests: envtest's etcd and kube-apiserver, plus kube-controller-manager,
+// kube-scheduler and kwok as child processes, so that Jobs and StatefulSets
+// actually run (kwok plays the kubelet for one fake node). The binaries are
+// the pinned builds of hack/tool.sh, found through internal/testbin; nothing
+// is downloaded and no test skips for want of a binary.
+//
+// One control plane per test package is the intended use: call Main from
+// TestMain and Shared from each test. Start gives a test its own.
+package testbed
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/openbao-restore/openbao-restore/internal/testbin"
+	lockv1alpha1 "github.com/openbao-restore/openbao-restore/schemas/lock/v1alpha1"
+)
+
+var (
+	//go:embed assets/kwok.x-k8s.io_stages.yaml
+	kwokStageCRD []byte
+	//go:embed assets/default-stages.yaml
+	kwokDefaultStages []byte
+)
+
+// NodeName is the fake node kwok manages; every pod is scheduled there.
+const NodeName = "kwok-node-0"
+
+// Directories of CRDs tests usually install.
+var (
+	// TestCRDs holds fixtures such as the minimal OpenBaoCluster CRD.
+	TestCRDs = filepath.Join(testbin.Root(), "test", "crds")
+	// ReconcilerCRDs holds the LockRequest CRD, as the package ships it.
+	ReconcilerCRDs = filepath.Join(testbin.Root(), "package", "reconciler", "crds")
+)
+
+// Options configure a control plane.
+type Options struct {
+	// CRDDirs are directories (or files) of CRDs installed at start; Start
+	// waits until they are Established.
+	CRDDirs []string
+	// NoKCM, NoScheduler, NoKwok leave out those components, for tests
+	// that need only the API.
+	NoKCM, NoScheduler, NoKwok bool
+}
+
+// Env is a running control plane.
+type Env struct {
+	// Config is an admin (system:masters) REST config.
+	Config *rest.Config
+	// Client is an uncached admin client whose scheme knows the built-in
+	// kinds, CRDs and LockRequests.
+	Client client.Client
+	Scheme *runtime.Scheme
+	// Kubeconfig is the path of an admin kubeconfig, for child processes.
+	Kubeconfig string
+	// BinDir holds kube-apiserver, etcd, kubectl and friends.
+	BinDir string
+	// Dir holds the logs and state of this control plane.
+	Dir string
+
+	env    *envtest.Environment
+	procs  []*proc
+	reaper *proc
+	tmp    bool
+}
+
+// NewScheme returns a scheme with the built-in kinds, CRDs and LockRequests.
+func NewScheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	must(clientgoscheme.AddToScheme(s))
+	must(apiextensionsv1.AddToScheme(s))
+	must(lockv1alpha1.AddToScheme(s))
+	return s
+}
+
+func must(err error) {
+	if err != nil {
+		panic(err)
+	}
+}
+
+// bins resolves every binary through hack/tool.sh (building on first use).
+// They share one directory, which is also what KUBEBUILDER_ASSETS would be.
+func bins(t testing.TB, opts Options) (dir string, paths map[string]string) {
+	t.Helper()
+	// kubectl is not needed to run the control plane; tests that want it
+	// ask testbin.Path for it.
+	names := []string{"etcd", "kube-apiserver"}
+	if !opts.NoKCM {
+		names = append(names, "kube-controller-manager")
+	}
+	if !opts.NoScheduler {
+		names = append(names, "kube-scheduler")
+	}
+	if !opts.NoKwok {
+		names = append(names, "kwok")
+	}
+	paths = map[string]string{}
+	for _, n := range names {
+		paths[n] = testbin.Path(t, n)
+	}
+	return filepath.Dir(paths["kube-apiserver"]), paths
+}
+
+// Start starts a control plane that is stopped when the test ends.
+func Start(t testing.TB, opts Options) *Env {
+	t.Helper()
+	e, err := start(t, opts, t.TempDir())
+	if err != nil {
+		if e != nil {
+			e.Stop()
+		}
+		t.Fatalf("testbed: %v", err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			e.dumpLogs(t)
+		}
+		e.Stop()
+	})
+	return e
+}
+
+func start(t testing.TB, opts Options, dir string) (*Env, error) {
+	t.Helper()
+	binDir, paths := bins(t, opts)
+	began := time.Now()
+	te := &envtest.Environment{
+		ErrorIfCRDPathMissing:    true,
+		ControlPlaneStartTimeout: 2 * time.Minute,
+		ControlPlaneStopTimeout:  30 * time.Second,
+		// Explicit paths, so neither KUBEBUILDER_ASSETS nor a download can
+		// substitute other binaries.
+		BinaryAssetsDirectory: binDir,
+	}
+	if !opts.NoKwok {
+		stages := filepath.Join(dir, "kwok-stage-crd.yaml")
+		if err := os.WriteFile(stages, kwokStageCRD, 0o600); err != nil {
+			return nil, err
+		}
+		te.CRDDirectoryPaths = append(te.CRDDirectoryPaths, stages)
+	}
+	te.CRDDirectoryPaths = append(te.CRDDirectoryPaths, opts.CRDDirs...)
+	api := te.ControlPlane.GetAPIServer()
+	api.Path = paths["kube-apiserver"]
+	te.ControlPlane.Etcd = &envtest.Etcd{Path: paths["etcd"]}
+	// Without TaintNodesByCondition off, kwok's node keeps a not-ready
+	// taint (no node-lifecycle controller runs); ServiceAccount admission
+	// would require a token controller we do not run.
+	api.Configure().Set("disable-admission-plugins", "ServiceAccount,TaintNodesByCondition")
+	// The advertise address is loopback; the endpoint reconciler would
+	// publish it as the kubernetes Service's endpoint for nothing.
+	api.Configure().Set("endpoint-reconciler-type", "none")
+	// Tests never need durability, and fsync dominates etcd's latency.
+	te.ControlPlane.Etcd.Configure().Set("unsafe-no-fsync", "true")
+
+	e := &Env{env: te, BinDir: binDir, Dir: dir, Scheme: NewScheme()}
+	cfg, err := te.Start()
+	if err != nil {
+		return nil, fmt.Errorf("envtest start: %w", err)
+	}
+	e.Config = cfg
+	// envtest runs etcd and kube-apiserver as our only children so far.
+	if e.reaper, err = startReaper(dir, childPIDs()); err != nil {
+		return e, err
+	}
+	if e.Client, err = client.New(cfg, client.Options{Scheme: e.Scheme}); err != nil {
+		return e, err
+	}
+	admin, err := te.AddUser(envtest.User{Name: "testbed-admin", Groups: []string{"system:masters"}}, cfg)
+	if err != nil {
+		return e, err
+	}
+	kc, err := admin.KubeConfig()
+	if err != nil {
+		return e, err
+	}
+	e.Kubeconfig = filepath.Join(dir, "admin.kubeconfig")
+	if err := os.WriteFile(e.Kubeconfig, kc, 0o600); err != nil {
+		return e, err
+	}
+	t.Logf("testbed: etcd + kube-apiserver up in %s (logs in %s)", time.Since(began).Round(time.Millisecond), dir)
+
+	if err := e.startHelpers(opts, paths); err != nil {
+		return e, err
+	}
+	if err := e.refreshReaper(); err != nil {
+		return e, err
+	}
+	t.Logf("testbed: control plane ready in %s", time.Since(began).Round(time.Millisecond))
+	return e, nil
+}
+
+func (e *Env) startHelpers(opts Options, paths map[string]string) error {
+	kc := "--kubeconfig=" + e.Kubeconfig
+	if !opts.NoKCM {
+		p, err := startProc(e.Dir, "kube-controller-manager", paths["kube-controller-manager"], nil, kc,
+			"--bind-address=127.0.0.1", "--secure-port=0", "--leader-elect=false",
+			"--use-service-account-credentials=false",
+			"--controllers=job-controller,garbage-collector-controller,ttl-after-finished-controller,namespace-controller,statefulset-controller",
+			"--kube-api-qps=200", "--kube-api-burst=400")
+		if err != nil {
+			return err
+		}
+		e.procs = append(e.procs, p)
+	}
+	if !opts.NoScheduler {
+		p, err := startProc(e.Dir, "kube-scheduler", paths["kube-scheduler"], nil, kc,
+			"--authentication-kubeconfig="+e.Kubeconfig, "--authorization-kubeconfig="+e.Kubeconfig,
+			"--bind-address=127.0.0.1", "--secure-port=0", "--leader-elect=false",
+			"--kube-api-qps=200", "--kube-api-burst=400")
+		if err != nil {
+			return err
+		}
+		e.procs = append(e.procs, p)
+	}
+	if opts.NoKwok {
+		return nil
+	}
+	ctx := context.Background()
+	if err := e.ApplyYAML(ctx, kwokDefaultStages); err != nil {
+		return fmt.Errorf("default stages: %w", err)
+	}
+	// HOME points into the state dir so that a user's ~/.kwok/kwok.yaml
+	// cannot change the fake kubelet's behaviour.
+	home := filepath.Join(e.Dir, "kwok-home")
+	if err := os.MkdirAll(home, 0o700); err != nil {
+		return err
+	}
+	p, err := startProc(e.Dir, "kwok", paths["kwok"], []string{"HOME=" + home}, kc,
+		"--enable-crds=Stage",
+		"--manage-all-nodes=false",
+		"--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+		"--cidr=10.0.0.0/16", "--node-ip=10.0.0.2")
+	if err != nil {
+		return err
+	}
+	e.procs = append(e.procs, p)
+	return e.createNode(ctx)
+}
+
+// createNode registers kwok's fake node and waits until it is Ready.
+func (e *Env) createNode(ctx context.Context) error {
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{
+		Name:        NodeName,
+		Annotations: map[string]string{"kwok.x-k8s.io/node": "fake"},
+		Labels: map[string]string{"kubernetes.io/hostname": NodeName, "kubernetes.io/os": "linux",
+			"kubernetes.io/arch": "amd64", "type": "kwok"},
+	}}
+	if err := e.Client.Create(ctx, node); err != nil {
+		return err
+	}
+	capacity := corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("64"),
+		corev1.ResourceMemory: resource.MustParse("256Gi"), corev1.ResourcePods: resource.MustParse("1000")}
+	node.Status = corev1.NodeStatus{Capacity: capacity, Allocatable: capacity}
+	if err := e.Client.Status().Update(ctx, node); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, p := range e.procs {
+			if p.exited() {
+				return fmt.Errorf("%s exited at start:\n%s", p.name, p.tail(3000))
+			}
+		}
+		if err := e.Client.Get(ctx, client.ObjectKeyFromObject(node), node); err == nil {
+			for _, c := range node.Status.Conditions {
+				if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
+					return nil
+				}
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return errors.New("kwok's node never became Ready")
+}
+
+// refreshReaper replaces the watchdog so that it covers every child.
+func (e *Env) refreshReaper() error {
+	if e.reaper != nil {
+		e.reaper.stop(time.Second)
+	}
+	var pgids []int
+	for _, pid := range childPIDs() {
+		// Only our own children, which all lead their process group.
+		pgids = append(pgids, pid)
+	}
+	r, err := startReaper(e.Dir, pgids)
+	e.reaper = r
+	return err
+}
+
+// Stop stops every process of the control plane, helpers first.
+func (e *Env) Stop() {
+	if e == nil {
+		return
+	}
+	for i := len(e.procs) - 1; i >= 0; i-- {
+		e.procs[i].stop(5 * time.Second)
+	}
+	e.procs = nil
+	if e.env != nil {
+		_ = e.env.Stop()
+		e.env = nil
+	}
+	if e.reaper != nil {
+		e.reaper.stop(time.Second)
+		e.reaper = nil
+	}
+	if e.tmp {
+		_ = os.RemoveAll(e.Dir)
+	}
+}
+
+// AddUser returns a REST config for a user with these groups, whom RBAC
+// alone authorizes (for least-privilege tests).
+func (e *Env) AddUser(name string, groups ...string) (*rest.Config, error) {
+	u, err := e.env.AddUser(envtest.User{Name: name, Groups: groups}, e.Config)
+	if err != nil {
+		return nil, err
+	}
+	return u.Config(), nil
+}
+
+// Logs returns the tail of a component's log (kube-controller-manager,
+// kube-scheduler, kwok).
+func (e *Env) Logs(name string, n int) string {
+	return tailFile(filepath.Join(e.Dir, name+".log"), n)
+}
+
+func (e *Env) dumpLogs(t testing.TB) {
+	t.Helper()
+	for _, p := range e.procs {
+		t.Logf("---- %s log tail ----\n%s", p.name, p.tail(3000))
+	}
+}
+
+var shared struct {
+	mu   sync.Mutex
+	opts Options
+	env  *Env
+	err  error
+}
+
+// Main runs the package's tests with one shared control plane, which the
+// first test to call Shared starts and Main stops at the end. It exits.
+func Main(m *testing.M, opts Options) {
+	shared.opts = opts
+	code := m.Run()
+	shared.mu.Lock()
+	if shared.env != nil {
+		shared.env.Stop()
+	}
+	shared.mu.Unlock()
+	os.Exit(code)
+}
+
+// Shared returns the package's shared control plane, starting it on first
+// use. Tests using it must not assume they are alone: use a namespace of
+// their own (Namespace) and unique names for cluster-scoped objects.
+func Shared(t testing.TB) *Env {
+	t.Helper()
+	shared.mu.Lock()
+	defer shared.mu.Unlock()
+	if shared.env != nil {
+		return shared.env
+	}
+	if shared.err != nil {
+		t.Fatalf("testbed: the shared control plane failed to start earlier: %v", shared.err)
+	}
+	// Set before starting: if start calls t.Fatal (via testbin.Path), the
+	// goroutine exits here and later tests must not retry.
+	shared.err = errors.New("start aborted")
+	dir, err := os.MkdirTemp("", "testbed-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := start(t, shared.opts, dir)
+	if err != nil {
+		if e != nil {
+			e.dumpLogs(t)
+			e.Stop()
+		}
+		shared.err = err
+		t.Fatalf("testbed: %v", err)
+	}
+	e.tmp = true
+	shared.env, shared.err = e, nil
+	return e
+}
+
+// Namespace creates a namespace for this test, deleted when it ends.
+func (e *Env) Namespace(t testing.TB) string {
+	t.Helper()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: dnsLabel(t.Name(), 40) + "-"}}
+	if err := e.Client.Create(context.Background(), ns); err != nil {
+		t.Fatalf("create namespace: %v", err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			e.dumpLogs(t)
+		}
+		_ = e.Client.Delete(context.Background(), ns)
+	})
+	return ns.Name
+}
+
+// dnsLabel turns s into a valid DNS label prefix of at most n characters.
+func dnsLabel(s string, n int) string {
+	b := make([]byte, 0, len(s))
+	for _, r := range strings.ToLower(s) {
+		switch {
+		case r >= 'a' && r <= 'z', r >= '0' && r <= '9':
+			b = append(b, byte(r))
+		case len(b) > 0 && b[len(b)-1] != '-':
+			b = append(b, '-')
+		}
+		if len(b) >= n {
+			break
+		}
+	}
+	out := strings.Trim(string(b), "-")
+	if out == "" {
+		out = "test"
+	}
+	return out
+}

@@ -1,0 +1,127 @@
+// Package lock reconciles LockRequests: it takes, waits for, overrides and
+// releases an OpenBaoCluster's status.operationLock on behalf of restores.
+// It is the only writer of that lock for restores, and writes it only by
+// compare-and-swap on the cluster's resourceVersion, so at most one holder
+// exists at any moment however many requests race.
+package lock
+
+import (
+	"fmt"
+
+	"github.com/openbao-restore/openbao-restore/schemas"
+)
+
+// Operations other than restores that take the lock (openbao-operator's).
+const (
+	OperationBackup  = "Backup"
+	OperationUpgrade = "Upgrade"
+)
+
+// ClusterLock is status.operationLock as read from the cluster; the zero
+// value means the lock is free.
+type ClusterLock struct {
+	Operation string
+	Holder    string
+	Message   string
+}
+
+// Free reports whether nobody holds the lock. A lock with neither an
+// operation nor a holder is free; one with either is held, so that a
+// half-written foreign lock is never taken over.
+func (l ClusterLock) Free() bool { return l.Operation == "" && l.Holder == "" }
+
+// Request is what the decision needs to know about a LockRequest.
+type Request struct {
+	Holder   string
+	Override bool
+	// Deleting is true once the request has a deletionTimestamp.
+	Deleting bool
+}
+
+// Action is what the reconciler must do next.
+type Action int
+
+const (
+	// Acquire: the lock is free; take it by compare-and-swap.
+	Acquire Action = iota
+	// Keep: this request holds the lock already; nothing to write.
+	Keep
+	// Wait: someone else holds it; record Waiting and wait for a change.
+	Wait
+	// Override: clear a foreign Backup or Upgrade lock and take it, in one
+	// compare-and-swap.
+	Override
+	// Release: the request is going away and holds the lock; clear it by
+	// compare-and-swap, then drop the finalizer.
+	Release
+	// Forget: the request is going away without holding the lock; only
+	// drop the finalizer. Whoever holds the lock keeps it.
+	Forget
+)
+
+func (a Action) String() string {
+	switch a {
+	case Acquire:
+		return "Acquire"
+	case Keep:
+		return "Keep"
+	case Wait:
+		return "Wait"
+	case Override:
+		return "Override"
+	case Release:
+		return "Release"
+	case Forget:
+		return "Forget"
+	}
+	return fmt.Sprintf("Action(%d)", int(a))
+}
+
+// Decision is an Action with the reason given to people.
+type Decision struct {
+	Action Action
+	// Message explains the decision; for Wait it names the holder.
+	Message string
+	// Blocked is true when a non-restore operation holds the lock: the
+	// reconciler then warns (OperationLockBlocked), as the anchor does.
+	Blocked bool
+}
+
+// Decide is the whole lock policy, free of I/O so that it can be tested
+// exhaustively: given the cluster's lock as last read and the request,
+// what to do. The caller performs writes by compare-and-swap and, on a
+// conflict, re-reads and decides again.
+func Decide(cluster string, lock ClusterLock, req Request) Decision {
+	ours := !lock.Free() && lock.Holder == req.Holder && lock.Operation == schemas.OperationRestore
+	if req.Deleting {
+		if ours {
+			return Decision{Action: Release, Message: "releasing the operation lock of cluster " + cluster}
+		}
+		// Never release a lock held by someone else, even one this
+		// request overrode or waited for.
+		return Decision{Action: Forget, Message: "not holding the operation lock of cluster " + cluster}
+	}
+	switch {
+	case lock.Free():
+		return Decision{Action: Acquire, Message: "acquiring the operation lock of cluster " + cluster}
+	case ours:
+		return Decision{Action: Keep, Message: "holding the operation lock of cluster " + cluster}
+	}
+	waiting := fmt.Sprintf("Waiting for cluster operation lock held by operation=%s holder=%s", lock.Operation, lock.Holder)
+	switch lock.Operation {
+	case OperationBackup, OperationUpgrade:
+		if req.Override {
+			return Decision{Action: Override, Message: fmt.Sprintf(
+				"overriding the operation lock of cluster %s held by operation=%s holder=%s", cluster, lock.Operation, lock.Holder)}
+		}
+		return Decision{Action: Wait, Blocked: true, Message: waiting}
+	case schemas.OperationRestore:
+		// Another restore: queue behind it. The override never clears
+		// another restore's lock, because that restore may be mid-write.
+		return Decision{Action: Wait, Message: waiting + "; restores of one cluster run one at a time"}
+	default:
+		// An operation we do not know may be anything: wait, never
+		// override.
+		return Decision{Action: Wait, Blocked: true, Message: waiting}
+	}
+}

@@ -1,0 +1,90 @@
+package lock
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestDecide(t *testing.T) {
+	const me = "openbaorestore/r1/uid-1"
+	const other = "openbaorestore/r2/uid-2"
+	free := ClusterLock{}
+	mine := ClusterLock{Operation: "Restore", Holder: me}
+	otherRestore := ClusterLock{Operation: "Restore", Holder: other}
+	backup := ClusterLock{Operation: "Backup", Holder: "openbaobackup/nightly"}
+	upgrade := ClusterLock{Operation: "Upgrade", Holder: "openbaoupgrade/u1"}
+	strange := ClusterLock{Operation: "Rekey", Holder: "someone"}
+	holderOnly := ClusterLock{Holder: "someone"}
+	// Our holder string under another operation is not ours.
+	mineAsBackup := ClusterLock{Operation: "Backup", Holder: me}
+
+	cases := []struct {
+		name     string
+		lock     ClusterLock
+		req      Request
+		want     Action
+		blocked  bool
+		contains string
+	}{
+		{"free lock is acquired", free, Request{Holder: me}, Acquire, false, ""},
+		{"free lock is acquired with override too", free, Request{Holder: me, Override: true}, Acquire, false, ""},
+		{"own lock is kept", mine, Request{Holder: me}, Keep, false, ""},
+		{"own lock is kept with override", mine, Request{Holder: me, Override: true}, Keep, false, ""},
+		{"another restore makes it wait", otherRestore, Request{Holder: me}, Wait, false, "holder=" + other},
+		{"override never clears another restore", otherRestore, Request{Holder: me, Override: true}, Wait, false, "operation=Restore"},
+		{"backup blocks", backup, Request{Holder: me}, Wait, true, "held by operation=Backup holder=openbaobackup/nightly"},
+		{"upgrade blocks", upgrade, Request{Holder: me}, Wait, true, "operation=Upgrade"},
+		{"override clears backup", backup, Request{Holder: me, Override: true}, Override, false, "openbaobackup/nightly"},
+		{"override clears upgrade", upgrade, Request{Holder: me, Override: true}, Override, false, "openbaoupgrade/u1"},
+		{"unknown operation is never overridden", strange, Request{Holder: me, Override: true}, Wait, true, "operation=Rekey"},
+		{"a holder without operation is not free", holderOnly, Request{Holder: me, Override: true}, Wait, true, "holder=someone"},
+		{"our holder under Backup is not ours", mineAsBackup, Request{Holder: me}, Wait, true, "operation=Backup"},
+		{"deleting while holding releases", mine, Request{Holder: me, Deleting: true}, Release, false, ""},
+		{"deleting while waiting forgets", otherRestore, Request{Holder: me, Deleting: true}, Forget, false, ""},
+		{"deleting never releases a backup", backup, Request{Holder: me, Deleting: true, Override: true}, Forget, false, ""},
+		{"deleting with free lock forgets", free, Request{Holder: me, Deleting: true}, Forget, false, ""},
+		{"deleting never releases our holder under Backup", mineAsBackup, Request{Holder: me, Deleting: true}, Forget, false, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			d := Decide("c1", c.lock, c.req)
+			if d.Action != c.want || d.Blocked != c.blocked {
+				t.Fatalf("Decide = %v blocked=%v (%q), want %v blocked=%v", d.Action, d.Blocked, d.Message, c.want, c.blocked)
+			}
+			if !strings.Contains(d.Message, c.contains) || d.Message == "" {
+				t.Fatalf("message %q does not contain %q", d.Message, c.contains)
+			}
+		})
+	}
+}
+
+// Applying decisions in any order from any state never yields two holders:
+// the only transitions that write are from free (Acquire), from a foreign
+// Backup/Upgrade (Override) and from our own lock (Release).
+func TestDecideWritesOnlyFromSafeStates(t *testing.T) {
+	locks := []ClusterLock{{}, {Operation: "Restore", Holder: "a"}, {Operation: "Restore", Holder: "b"},
+		{Operation: "Backup", Holder: "x"}, {Operation: "Upgrade", Holder: "y"}, {Operation: "Other", Holder: "z"}}
+	for _, l := range locks {
+		for _, holder := range []string{"a", "b"} {
+			for _, override := range []bool{false, true} {
+				for _, deleting := range []bool{false, true} {
+					d := Decide("c", l, Request{Holder: holder, Override: override, Deleting: deleting})
+					switch d.Action {
+					case Acquire:
+						if !l.Free() {
+							t.Errorf("Acquire from %+v", l)
+						}
+					case Override:
+						if l.Operation != "Backup" && l.Operation != "Upgrade" || !override || deleting {
+							t.Errorf("Override from %+v override=%v deleting=%v", l, override, deleting)
+						}
+					case Release:
+						if l.Holder != holder || l.Operation != "Restore" {
+							t.Errorf("Release of %+v by %s", l, holder)
+						}
+					}
+				}
+			}
+		}
+	}
+}

@@ -1,0 +1,441 @@
+package lock_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/openbao-restore/openbao-restore/internal/testbed"
+	"github.com/openbao-restore/openbao-restore/reconciler/lock"
+	"github.com/openbao-restore/openbao-restore/schemas"
+	lockv1alpha1 "github.com/openbao-restore/openbao-restore/schemas/lock/v1alpha1"
+)
+
+// The lock needs only the API: no Jobs run here.
+func TestMain(m *testing.M) {
+	testbed.Main(m, testbed.Options{
+		CRDDirs: []string{testbed.TestCRDs, testbed.ReconcilerCRDs},
+		NoKCM:   true, NoScheduler: true, NoKwok: true,
+	})
+}
+
+// startReconciler runs the lock reconciler for one namespace until the test
+// ends, so that parallel tests never see each other's requests.
+func startReconciler(t *testing.T, env *testbed.Env, ns string) {
+	t.Helper()
+	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
+		Scheme:                 env.Scheme,
+		Cache:                  cache.Options{DefaultNamespaces: map[string]cache.Config{ns: {}}},
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &lock.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("openbao-restore-lock")}
+	// One controller per test in one process: names need not be unique.
+	if err := r.SetupWithManager(mgr, controller.Options{MaxConcurrentReconciles: 4, SkipNameValidation: ptr.To(true)}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("manager: %v", err)
+		}
+	})
+}
+
+func createCluster(t *testing.T, env *testbed.Env, ns, name string, held *lock.ClusterLock) {
+	t.Helper()
+	ctx := context.Background()
+	c := lock.NewCluster()
+	c.SetNamespace(ns)
+	c.SetName(name)
+	_ = unstructured.SetNestedField(c.Object, int64(3), "spec", "replicas")
+	if err := env.Client.Create(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	_ = unstructured.SetNestedField(c.Object, true, "status", "initialized")
+	if held != nil {
+		now := time.Now().UTC().Format(time.RFC3339)
+		_ = unstructured.SetNestedStringMap(c.Object, map[string]string{"operation": held.Operation, "holder": held.Holder,
+			"message": "test", "acquiredAt": now, "renewedAt": now}, "status", "operationLock")
+	}
+	if err := env.Client.Status().Update(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func clusterLock(t *testing.T, env *testbed.Env, ns, name string) (lock.ClusterLock, string) {
+	t.Helper()
+	c := lock.NewCluster()
+	if err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, c); err != nil {
+		t.Fatal(err)
+	}
+	return lock.ReadLock(c), c.GetResourceVersion()
+}
+
+func newRequest(ns, name, cluster string, override bool) *lockv1alpha1.LockRequest {
+	uid := "uid-" + name
+	return &lockv1alpha1.LockRequest{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: lockv1alpha1.LockRequestSpec{
+			Cluster: cluster, Operation: schemas.OperationRestore, Holder: schemas.Holder(name, uid), Override: override,
+			Restore: lockv1alpha1.RestoreRef{APIVersion: schemas.Group + "/" + schemas.Version, Kind: schemas.ClaimKind,
+				Name: name, Namespace: ns, UID: uid},
+		},
+	}
+}
+
+func waitRequest(t *testing.T, env *testbed.Env, lr *lockv1alpha1.LockRequest, what string, ok func(*lockv1alpha1.LockRequest) bool) {
+	t.Helper()
+	testbed.Eventually(t, 30*time.Second, lr.Name+" "+what, func() (bool, error) {
+		err := env.Client.Get(context.Background(), client.ObjectKeyFromObject(lr), lr)
+		return err == nil && ok(lr), err
+	})
+}
+
+func waitGone(t *testing.T, env *testbed.Env, lr *lockv1alpha1.LockRequest) {
+	t.Helper()
+	testbed.Eventually(t, 30*time.Second, lr.Name+" deleted", func() (bool, error) {
+		err := env.Client.Get(context.Background(), client.ObjectKeyFromObject(lr), &lockv1alpha1.LockRequest{})
+		return apierrors.IsNotFound(err), err
+	})
+}
+
+func findEvent(t *testing.T, env *testbed.Env, ns, regarding, typ, reason string) *eventsv1.Event {
+	t.Helper()
+	var found *eventsv1.Event
+	testbed.Eventually(t, 10*time.Second, "event "+reason+" on "+regarding, func() (bool, error) {
+		var list eventsv1.EventList
+		if err := env.Client.List(context.Background(), &list, client.InNamespace(ns)); err != nil {
+			return false, err
+		}
+		for i, e := range list.Items {
+			if e.Regarding.Name == regarding && e.Type == typ && e.Reason == reason {
+				found = &list.Items[i]
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	return found
+}
+
+// holderWatch records every holder a watch on the cluster sees, and fails
+// if the lock ever passes from one holder to another without being free in
+// between: that would mean a write that did not compare-and-swap.
+type holderWatch struct {
+	mu         sync.Mutex
+	seen       []string // holders in order of acquisition
+	violations []string
+	last       string
+}
+
+func watchHolders(t *testing.T, env *testbed.Env, ns, name string) *holderWatch {
+	t.Helper()
+	wc, err := client.NewWithWatch(env.Config, client.Options{Scheme: env.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	list := &unstructured.UnstructuredList{}
+	list.SetGroupVersionKind(lock.ClusterGVK.GroupVersion().WithKind(schemas.ClusterKind + "List"))
+	w, err := wc.Watch(context.Background(), list, client.InNamespace(ns),
+		client.MatchingFieldsSelector{Selector: fields.OneTermEqualSelector("metadata.name", name)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hw := &holderWatch{}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ev := range w.ResultChan() {
+			if ev.Type != watch.Added && ev.Type != watch.Modified {
+				continue
+			}
+			h := lock.ReadLock(ev.Object.(*unstructured.Unstructured)).Holder
+			hw.mu.Lock()
+			if h != hw.last {
+				if h != "" && hw.last != "" {
+					hw.violations = append(hw.violations, fmt.Sprintf("%s -> %s", hw.last, h))
+				}
+				if h != "" {
+					hw.seen = append(hw.seen, h)
+				}
+				hw.last = h
+			}
+			hw.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() { w.Stop(); <-done })
+	return hw
+}
+
+func (hw *holderWatch) snapshot() (seen, violations []string, last string) {
+	hw.mu.Lock()
+	defer hw.mu.Unlock()
+	return append([]string(nil), hw.seen...), append([]string(nil), hw.violations...), hw.last
+}
+
+// Twenty restores of one cluster, requested at once, get the lock one at a
+// time: a watch never sees two holders without a free lock between, each
+// request holds it exactly once, and nothing is left at the end.
+func TestTwentyRequestsTakeTurns(t *testing.T) {
+	t.Parallel()
+	env := testbed.Shared(t)
+	ns := env.Namespace(t)
+	ctx := context.Background()
+	createCluster(t, env, ns, "c1", nil)
+	hw := watchHolders(t, env, ns, "c1")
+	startReconciler(t, env, ns)
+
+	const n = 20
+	reqs := map[string]*lockv1alpha1.LockRequest{} // by holder
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	for i := range n {
+		lr := newRequest(ns, fmt.Sprintf("r%02d", i), "c1", false)
+		reqs[lr.Spec.Holder] = lr
+		wg.Go(func() {
+			if err := env.Client.Create(ctx, lr); err != nil {
+				mu.Lock()
+				defer mu.Unlock()
+				t.Errorf("create %s: %v", lr.Name, err)
+			}
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+
+	released := map[string]bool{}
+	for turn := range n {
+		var holder string
+		testbed.Eventually(t, 30*time.Second, fmt.Sprintf("turn %d: a new holder", turn), func() (bool, error) {
+			l, _ := clusterLock(t, env, ns, "c1")
+			holder = l.Holder
+			return l.Operation == schemas.OperationRestore && reqs[holder] != nil && !released[holder], nil
+		})
+		lr := reqs[holder]
+		waitRequest(t, env, lr, "Held", func(lr *lockv1alpha1.LockRequest) bool {
+			return lr.Status.State == schemas.LockHeld && lr.Status.HeldBy == holder
+		})
+		// Every other live request waits for exactly this holder.
+		testbed.Eventually(t, 30*time.Second, "the others wait for "+holder, func() (bool, error) {
+			var list lockv1alpha1.LockRequestList
+			if err := env.Client.List(ctx, &list, client.InNamespace(ns)); err != nil {
+				return false, err
+			}
+			held := 0
+			for _, o := range list.Items {
+				if !o.DeletionTimestamp.IsZero() {
+					continue
+				}
+				switch {
+				case o.Spec.Holder == holder:
+					held++
+				case o.Status.State == schemas.LockHeld:
+					return false, fmt.Errorf("%s also says Held", o.Name)
+				case o.Status.State != schemas.LockWaiting || o.Status.HeldBy != holder:
+					return false, nil
+				}
+			}
+			return held == 1 && len(list.Items) == n-turn, nil
+		})
+		released[holder] = true
+		if err := env.Client.Delete(ctx, lr); err != nil {
+			t.Fatal(err)
+		}
+		waitGone(t, env, lr)
+	}
+
+	testbed.Eventually(t, 10*time.Second, "the lock to be free", func() (bool, error) {
+		l, _ := clusterLock(t, env, ns, "c1")
+		_, _, last := hw.snapshot()
+		return l.Free() && last == "", nil
+	})
+	seen, violations, _ := hw.snapshot()
+	if len(violations) > 0 {
+		t.Errorf("the lock passed between holders without being free: %v", violations)
+	}
+	if len(seen) != n {
+		t.Errorf("the watch saw %d acquisitions, want %d: %v", len(seen), n, seen)
+	}
+	distinct := map[string]bool{}
+	for _, h := range seen {
+		if distinct[h] {
+			t.Errorf("%s held the lock twice", h)
+		}
+		distinct[h] = true
+	}
+}
+
+// A Backup holds the lock: the restore waits, says who holds it, and warns;
+// when the backup releases, the restore takes the lock at once.
+func TestBackupBlocksUntilReleased(t *testing.T) {
+	t.Parallel()
+	env := testbed.Shared(t)
+	ns := env.Namespace(t)
+	ctx := context.Background()
+	backup := lock.ClusterLock{Operation: "Backup", Holder: "openbaobackup/nightly-1"}
+	createCluster(t, env, ns, "c1", &backup)
+	startReconciler(t, env, ns)
+
+	lr := newRequest(ns, "r1", "c1", false)
+	if err := env.Client.Create(ctx, lr); err != nil {
+		t.Fatal(err)
+	}
+	waitRequest(t, env, lr, "Waiting", func(lr *lockv1alpha1.LockRequest) bool {
+		return lr.Status.State == schemas.LockWaiting
+	})
+	want := "Waiting for cluster operation lock held by operation=Backup holder=openbaobackup/nightly-1"
+	if !strings.Contains(lr.Status.Message, want) || lr.Status.HeldBy != backup.Holder {
+		t.Errorf("status %+v, want message containing %q", lr.Status, want)
+	}
+	ev := findEvent(t, env, ns, "r1", corev1.EventTypeWarning, lock.ReasonBlocked)
+	if !strings.Contains(ev.Note, "holder=openbaobackup/nightly-1") {
+		t.Errorf("event note %q does not name the holder", ev.Note)
+	}
+	if l, _ := clusterLock(t, env, ns, "c1"); l != (lock.ClusterLock{Operation: "Backup", Holder: backup.Holder, Message: "test"}) {
+		t.Fatalf("the backup's lock changed: %+v", l)
+	}
+
+	// The backup finishes and releases its lock (as openbao-operator does).
+	c := lock.NewCluster()
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "c1"}, c); err != nil {
+		t.Fatal(err)
+	}
+	unstructured.RemoveNestedField(c.Object, "status", "operationLock")
+	released := time.Now()
+	if err := env.Client.Status().Update(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	waitRequest(t, env, lr, "Held", func(lr *lockv1alpha1.LockRequest) bool { return lr.Status.State == schemas.LockHeld })
+	t.Logf("hand-over after the backup's release: %s", time.Since(released))
+	if l, _ := clusterLock(t, env, ns, "c1"); l.Holder != lr.Spec.Holder || l.Operation != schemas.OperationRestore {
+		t.Fatalf("cluster lock %+v, want ours", l)
+	}
+
+	// Idempotent: a reconcile of a held request writes nothing.
+	_, rv := clusterLock(t, env, ns, "c1")
+	orig := lr.DeepCopy()
+	lr.Annotations = map[string]string{"touch": "1"}
+	if err := env.Client.Patch(ctx, lr, client.MergeFrom(orig)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if _, rv2 := clusterLock(t, env, ns, "c1"); rv2 != rv {
+		t.Errorf("a no-op reconcile wrote the cluster: resourceVersion %s -> %s", rv, rv2)
+	}
+
+	if err := env.Client.Delete(ctx, lr); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, env, lr)
+	if l, _ := clusterLock(t, env, ns, "c1"); !l.Free() {
+		t.Fatalf("lock left after deletion: %+v", l)
+	}
+}
+
+// The override clears a Backup's lock, takes it, warns and records it.
+func TestOverrideTakesOverBackup(t *testing.T) {
+	t.Parallel()
+	env := testbed.Shared(t)
+	ns := env.Namespace(t)
+	ctx := context.Background()
+	createCluster(t, env, ns, "c1", &lock.ClusterLock{Operation: "Backup", Holder: "openbaobackup/nightly-2"})
+	startReconciler(t, env, ns)
+
+	lr := newRequest(ns, "r1", "c1", true)
+	if err := env.Client.Create(ctx, lr); err != nil {
+		t.Fatal(err)
+	}
+	waitRequest(t, env, lr, "Held", func(lr *lockv1alpha1.LockRequest) bool { return lr.Status.State == schemas.LockHeld })
+	if l, _ := clusterLock(t, env, ns, "c1"); l.Holder != lr.Spec.Holder || l.Operation != schemas.OperationRestore {
+		t.Fatalf("cluster lock %+v, want ours", l)
+	}
+	cond := meta.FindStatusCondition(lr.Status.Conditions, lock.ConditionOverride)
+	if cond == nil || cond.Status != metav1.ConditionTrue || !strings.Contains(cond.Message, "openbaobackup/nightly-2") {
+		t.Errorf("override condition: %+v", cond)
+	}
+	ev := findEvent(t, env, ns, "r1", corev1.EventTypeWarning, lock.ReasonOverridden)
+	if !strings.Contains(ev.Note, "operation=Backup holder=openbaobackup/nightly-2") {
+		t.Errorf("event note %q does not name the overridden holder", ev.Note)
+	}
+	if err := env.Client.Delete(ctx, lr); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, env, lr)
+	if l, _ := clusterLock(t, env, ns, "c1"); !l.Free() {
+		t.Fatalf("lock left after deletion: %+v", l)
+	}
+}
+
+// The override never clears another restore's lock, and deleting a request
+// that waits never releases the lock it waited for.
+func TestOverrideNeverClearsAnotherRestore(t *testing.T) {
+	t.Parallel()
+	env := testbed.Shared(t)
+	ns := env.Namespace(t)
+	ctx := context.Background()
+	other := lock.ClusterLock{Operation: schemas.OperationRestore, Holder: schemas.Holder("other", "uid-other"), Message: "test"}
+	createCluster(t, env, ns, "c1", &other)
+	_, rv := clusterLock(t, env, ns, "c1")
+	startReconciler(t, env, ns)
+
+	lr := newRequest(ns, "r1", "c1", true)
+	if err := env.Client.Create(ctx, lr); err != nil {
+		t.Fatal(err)
+	}
+	waitRequest(t, env, lr, "Waiting", func(lr *lockv1alpha1.LockRequest) bool {
+		return lr.Status.State == schemas.LockWaiting && lr.Status.HeldBy == other.Holder
+	})
+	if err := env.Client.Delete(ctx, lr); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, env, lr)
+	if l, rv2 := clusterLock(t, env, ns, "c1"); l != other || rv2 != rv {
+		t.Fatalf("the other restore's lock was touched: %+v (resourceVersion %s -> %s)", l, rv, rv2)
+	}
+}
+
+// A request for a cluster that does not exist yet waits, and takes the lock
+// as soon as the cluster appears (the cluster watch, not a poll).
+func TestClusterCreatedLater(t *testing.T) {
+	t.Parallel()
+	env := testbed.Shared(t)
+	ns := env.Namespace(t)
+	ctx := context.Background()
+	startReconciler(t, env, ns)
+	lr := newRequest(ns, "r1", "later", false)
+	if err := env.Client.Create(ctx, lr); err != nil {
+		t.Fatal(err)
+	}
+	waitRequest(t, env, lr, "Waiting", func(lr *lockv1alpha1.LockRequest) bool {
+		return lr.Status.State == schemas.LockWaiting && strings.Contains(lr.Status.Message, "not found")
+	})
+	createCluster(t, env, ns, "later", nil)
+	waitRequest(t, env, lr, "Held", func(lr *lockv1alpha1.LockRequest) bool { return lr.Status.State == schemas.LockHeld })
+}

@@ -1,0 +1,306 @@
+package lock
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+
+	lockv1alpha1 "github.com/openbao-restore/openbao-restore/schemas/lock/v1alpha1"
+)
+
+const (
+	// FieldManager owns the lock in the cluster's status and the
+	// LockRequest's status fields this reconciler writes.
+	FieldManager = "openbao-restore-lock"
+	// Finalizer keeps a LockRequest until its lock is released.
+	Finalizer = "restore.openbao-restore.io/operation-lock"
+	// ConditionOverride records on the request that it cleared a foreign
+	// lock; the anchor's condition of the same name lives on the restore.
+	ConditionOverride = "OperationLockOverride"
+
+	// Event reasons.
+	ReasonBlocked    = "OperationLockBlocked"
+	ReasonOverridden = "OperationLockOverride"
+	ReasonAcquired   = "OperationLockAcquired"
+	ReasonWaiting    = "OperationLockWaiting"
+	ReasonReleased   = "OperationLockReleased"
+
+	clusterIndex = "spec.cluster"
+	// casAttempts bounds the read-decide-swap loop of one reconcile; after
+	// that the request is requeued with backoff.
+	casAttempts = 8
+)
+
+// Reconciler answers LockRequests. It has one concern: the lock. The
+// restore's phase is another reconciler's.
+type Reconciler struct {
+	// Client reads from the manager's cache and writes to the API.
+	Client client.Client
+	// APIReader reads from the API directly: after a conflict the cache
+	// may still hold the version that lost, so the retry must not use it.
+	APIReader client.Reader
+	Recorder  events.EventRecorder
+	// Now is the clock (tests may fix it).
+	Now func() time.Time
+}
+
+// +kubebuilder:rbac:groups=restore.openbao-restore.io,resources=lockrequests,verbs=get;list;watch;update;patch
+// +kubebuilder:rbac:groups=restore.openbao-restore.io,resources=lockrequests/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=restore.openbao-restore.io,resources=lockrequests/finalizers,verbs=update
+// +kubebuilder:rbac:groups=openbao.org,resources=openbaoclusters,verbs=get;list;watch
+// +kubebuilder:rbac:groups=openbao.org,resources=openbaoclusters/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// SetupWithManager registers the reconciler. It watches OpenBaoClusters
+// and maps a change of a cluster's lock to the requests naming that
+// cluster, so a released lock is handed over at once, without polling.
+func (r *Reconciler) SetupWithManager(mgr ctrl.Manager, opts controller.Options) error {
+	if r.Now == nil {
+		r.Now = time.Now
+	}
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &lockv1alpha1.LockRequest{}, clusterIndex,
+		func(o client.Object) []string { return []string{o.(*lockv1alpha1.LockRequest).Spec.Cluster} }); err != nil {
+		return err
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("lockrequest").
+		For(&lockv1alpha1.LockRequest{}).
+		Watches(NewCluster(), handler.EnqueueRequestsFromMapFunc(r.requestsForCluster),
+			builder.WithPredicates(lockChanged())).
+		WithOptions(opts).
+		Complete(r)
+}
+
+// lockChanged passes cluster events that can change a decision: creation,
+// deletion and a change of status.operationLock. Other status churn of
+// the operator would only wake every waiting request for nothing.
+func lockChanged() predicate.Predicate {
+	return predicate.Funcs{
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			o, ok1 := e.ObjectOld.(*unstructured.Unstructured)
+			n, ok2 := e.ObjectNew.(*unstructured.Unstructured)
+			return !ok1 || !ok2 || ReadLock(o) != ReadLock(n)
+		},
+	}
+}
+
+func (r *Reconciler) requestsForCluster(ctx context.Context, o client.Object) []ctrl.Request {
+	var list lockv1alpha1.LockRequestList
+	if err := r.Client.List(ctx, &list, client.InNamespace(o.GetNamespace()),
+		client.MatchingFields{clusterIndex: o.GetName()}); err != nil {
+		log.FromContext(ctx).Error(err, "listing lock requests of cluster", "cluster", o.GetName())
+		return nil
+	}
+	reqs := make([]ctrl.Request, 0, len(list.Items))
+	for _, lr := range list.Items {
+		reqs = append(reqs, ctrl.Request{NamespacedName: types.NamespacedName{Namespace: lr.Namespace, Name: lr.Name}})
+	}
+	return reqs
+}
+
+// Reconcile moves one LockRequest towards its goal: hold the lock while it
+// exists, and release it (only if it is ours) when it is deleted.
+func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	var lr lockv1alpha1.LockRequest
+	if err := r.Client.Get(ctx, req.NamespacedName, &lr); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	deleting := !lr.DeletionTimestamp.IsZero()
+	if deleting && !controllerutil.ContainsFinalizer(&lr, Finalizer) {
+		return ctrl.Result{}, nil
+	}
+	// The finalizer goes on before the lock can be taken, so that a taken
+	// lock always has a finalizer to release it.
+	if !deleting && !controllerutil.ContainsFinalizer(&lr, Finalizer) {
+		orig := lr.DeepCopy()
+		controllerutil.AddFinalizer(&lr, Finalizer)
+		if err := r.Client.Patch(ctx, &lr, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{}),
+			client.FieldOwner(FieldManager)); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+
+	cluster := NewCluster()
+	key := types.NamespacedName{Namespace: lr.Namespace, Name: lr.Spec.Cluster}
+	var reader client.Reader = r.Client
+	for attempt := 0; attempt < casAttempts; attempt++ {
+		if err := reader.Get(ctx, key, cluster); err != nil {
+			if !apierrors.IsNotFound(err) {
+				return ctrl.Result{}, err
+			}
+			if deleting {
+				return ctrl.Result{}, r.dropFinalizer(ctx, &lr)
+			}
+			// The cluster's creation wakes us through the watch.
+			msg := fmt.Sprintf("OpenBaoCluster %s not found in namespace %s", lr.Spec.Cluster, lr.Namespace)
+			return ctrl.Result{}, r.setStatus(ctx, &lr, lockv1alpha1.LockRequestStatus{State: "Waiting", Message: msg}, nil)
+		}
+		cur := ReadLock(cluster)
+		d := Decide(lr.Spec.Cluster, cur, Request{Holder: lr.Spec.Holder, Override: lr.Spec.Override, Deleting: deleting})
+		err := r.apply(ctx, &lr, cluster, cur, d)
+		if apierrors.IsConflict(err) {
+			// Someone wrote the cluster since we read it: re-read from
+			// the API, not the possibly stale cache, and decide again.
+			reader = r.APIReader
+			continue
+		}
+		return ctrl.Result{}, err
+	}
+	return ctrl.Result{}, fmt.Errorf("cluster %s kept changing under %d attempts to swap its lock", key, casAttempts)
+}
+
+// apply carries out a decision. Cluster writes are compare-and-swap: a
+// merge patch carrying the resourceVersion that was read, so that the API
+// refuses it with a conflict if anything changed since.
+func (r *Reconciler) apply(ctx context.Context, lr *lockv1alpha1.LockRequest, cluster *unstructured.Unstructured, cur ClusterLock, d Decision) error {
+	now := r.Now()
+	switch d.Action {
+	case Acquire, Override:
+		orig := cluster.DeepCopy()
+		setLock(cluster, lr.Spec.Holder, fmt.Sprintf("restore %s/%s", lr.Namespace, lr.Spec.Restore.Name), now)
+		if err := r.swap(ctx, orig, cluster); err != nil {
+			return err
+		}
+		st := lockv1alpha1.LockRequestStatus{State: "Held", HeldBy: lr.Spec.Holder,
+			Message: "holding the operation lock of cluster " + lr.Spec.Cluster, AcquiredAt: &metav1.Time{Time: now.Truncate(time.Second)}}
+		var cond *metav1.Condition
+		if d.Action == Override {
+			cond = &metav1.Condition{Type: ConditionOverride, Status: metav1.ConditionTrue, Reason: "Overridden",
+				Message: fmt.Sprintf("cleared the operation lock held by operation=%s holder=%s", cur.Operation, cur.Holder)}
+			r.Recorder.Eventf(lr, cluster, corev1.EventTypeWarning, ReasonOverridden, "Override", "%s", d.Message)
+		} else {
+			r.Recorder.Eventf(lr, cluster, corev1.EventTypeNormal, ReasonAcquired, "Acquire", "%s", st.Message)
+		}
+		return r.setStatus(ctx, lr, st, cond)
+	case Keep:
+		st := lockv1alpha1.LockRequestStatus{State: "Held", HeldBy: lr.Spec.Holder, Message: d.Message, AcquiredAt: lr.Status.AcquiredAt}
+		if at, ok := LockTimes(cluster); ok {
+			st.AcquiredAt = &metav1.Time{Time: at}
+		}
+		return r.setStatus(ctx, lr, st, nil)
+	case Wait:
+		st := lockv1alpha1.LockRequestStatus{State: "Waiting", HeldBy: cur.Holder, Message: d.Message}
+		// Events only on a change of what we wait for, so a requeue or
+		// an unrelated update does not repeat them.
+		if lr.Status.State != st.State || lr.Status.HeldBy != st.HeldBy {
+			if d.Blocked {
+				r.Recorder.Eventf(lr, cluster, corev1.EventTypeWarning, ReasonBlocked, "Wait", "%s", d.Message)
+			} else {
+				r.Recorder.Eventf(lr, cluster, corev1.EventTypeNormal, ReasonWaiting, "Wait", "%s", d.Message)
+			}
+		}
+		return r.setStatus(ctx, lr, st, nil)
+	case Release:
+		orig := cluster.DeepCopy()
+		clearLock(cluster)
+		if err := r.swap(ctx, orig, cluster); err != nil {
+			return err
+		}
+		r.Recorder.Eventf(lr, cluster, corev1.EventTypeNormal, ReasonReleased, "Release", "released the operation lock of cluster %s", lr.Spec.Cluster)
+		if err := r.setStatus(ctx, lr, lockv1alpha1.LockRequestStatus{State: "Released", Message: "released the operation lock of cluster " + lr.Spec.Cluster}, nil); err != nil {
+			return err
+		}
+		return r.dropFinalizer(ctx, lr)
+	case Forget:
+		return r.dropFinalizer(ctx, lr)
+	}
+	return fmt.Errorf("unknown action %v", d.Action)
+}
+
+func (r *Reconciler) swap(ctx context.Context, orig, modified *unstructured.Unstructured) error {
+	return r.Client.Status().Patch(ctx, modified, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{}),
+		client.FieldOwner(FieldManager))
+}
+
+func (r *Reconciler) dropFinalizer(ctx context.Context, lr *lockv1alpha1.LockRequest) error {
+	if !controllerutil.ContainsFinalizer(lr, Finalizer) {
+		return nil
+	}
+	orig := lr.DeepCopy()
+	controllerutil.RemoveFinalizer(lr, Finalizer)
+	err := r.Client.Patch(ctx, lr, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{}), client.FieldOwner(FieldManager))
+	return client.IgnoreNotFound(err)
+}
+
+// setStatus server-side-applies the fields of the request's status this
+// reconciler owns (never the executor's submission), skipping the write
+// when nothing changed. cond, if set, is added to the conditions we own.
+func (r *Reconciler) setStatus(ctx context.Context, lr *lockv1alpha1.LockRequest, st lockv1alpha1.LockRequestStatus, cond *metav1.Condition) error {
+	conds := ownedConditions(lr.Status.Conditions)
+	if cond != nil {
+		meta.SetStatusCondition(&conds, *cond)
+	}
+	if lr.Status.State == st.State && lr.Status.HeldBy == st.HeldBy && lr.Status.Message == st.Message &&
+		sameTime(lr.Status.AcquiredAt, st.AcquiredAt) && cond == nil {
+		return nil
+	}
+	status := map[string]any{"state": st.State}
+	if st.HeldBy != "" {
+		status["heldBy"] = st.HeldBy
+	}
+	if st.Message != "" {
+		status["message"] = st.Message
+	}
+	if st.AcquiredAt != nil {
+		status["acquiredAt"] = st.AcquiredAt.UTC().Format(time.RFC3339)
+	}
+	if len(conds) > 0 {
+		list := make([]any, 0, len(conds))
+		for _, c := range conds {
+			list = append(list, map[string]any{
+				"type": c.Type, "status": string(c.Status), "reason": c.Reason, "message": c.Message,
+				"lastTransitionTime": c.LastTransitionTime.UTC().Format(time.RFC3339),
+			})
+		}
+		status["conditions"] = list
+	}
+	u := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": lockv1alpha1.GroupVersion.String(),
+		"kind":       "LockRequest",
+		"metadata":   map[string]any{"name": lr.Name, "namespace": lr.Namespace},
+		"status":     status,
+	}}
+	err := r.Client.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(FieldManager), client.ForceOwnership)
+	if err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	lr.Status.State, lr.Status.HeldBy, lr.Status.Message, lr.Status.AcquiredAt = st.State, st.HeldBy, st.Message, st.AcquiredAt
+	lr.Status.Conditions = conds
+	return nil
+}
+
+// ownedConditions keeps the condition types this reconciler writes, so that
+// an apply never drops them (and never claims anyone else's).
+func ownedConditions(in []metav1.Condition) []metav1.Condition {
+	var out []metav1.Condition
+	for _, c := range in {
+		if c.Type == ConditionOverride {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func sameTime(a, b *metav1.Time) bool {
+	if a == nil || b == nil {
+		return a == nil && b == nil
+	}
+	return a.Unix() == b.Unix()
+}
