@@ -28,14 +28,22 @@ generate: ## Regenerate the XRD schema, CRDs and deepcopy code.
 check-generated: generate ## Fail when generated files drift from their sources.
 	@git diff --exit-code -- package input schemas || { echo "generated files are stale: run 'make generate' and commit" >&2; exit 1; }
 
+.PHONY: xpkg
+xpkg: ## Build the runtime image (buildah, no daemon) and the three Crossplane packages into _output/.
+	hack/xpkg.sh $(VERSION)
+
+.PHONY: image
+image: xpkg ## Same as xpkg: the image is built into _output/image.tar.
+
 .PHONY: vet
 vet: ## go vet and go mod tidy check.
 	go vet ./...
 	go mod tidy -diff
 
 .PHONY: test
-test: vet check-generated ## Run all tests (unit, schema, golden with the real crossplane CLIs, fuzz seeds).
-	go test -count=1 ./...
+test: vet check-generated ## Run all tests (unit, schema, golden with the real crossplane CLIs, packages, real servers).
+	hack/deps.sh
+	go test -count=1 -timeout 60m ./...
 
 .PHONY: bench
 bench: ## Run the benchmarks.

@@ -69,7 +69,33 @@ func compile() (*compiled, error) {
 	if err := v.LookupPath(cue.ParsePath("#Refused")).Decode(&c.refused); err != nil {
 		return nil, fmt.Errorf("schemas: decode #Refused: %w", err)
 	}
+	defaults, err := BoundedDefaults(v)
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range defaults {
+		sel := make([]cue.Selector, len(d.Path))
+		for i, p := range d.Path {
+			sel[i] = cue.Str(p)
+		}
+		c.spec = c.spec.FillPath(cue.MakePath(sel...), ctx.CompileString(fmt.Sprintf("*%d | _", d.Value)))
+	}
 	return c, nil
+}
+
+// BoundedDefault is the default of a bounded number in the spec.
+type BoundedDefault struct {
+	Path  []string `json:"path"`
+	Value int64    `json:"value"`
+}
+
+// BoundedDefaults reads #BoundedDefaults from the compiled schema.
+func BoundedDefaults(v cue.Value) ([]BoundedDefault, error) {
+	var ds []BoundedDefault
+	if err := v.LookupPath(cue.ParsePath("#BoundedDefaults")).Decode(&ds); err != nil {
+		return nil, fmt.Errorf("schemas: decode #BoundedDefaults: %w", err)
+	}
+	return ds, nil
 }
 
 // Build compiles the embedded CUE package into ctx.
