@@ -10,9 +10,10 @@ import (
 // exitError carries the process exit code of a failure, so each step decides
 // the code where it knows the cause, and Main only maps errors to codes.
 type exitError struct {
-	code int
-	msg  string
-	err  error
+	code  int
+	msg   string
+	err   error
+	final bool // never retried: the snapshot's tail was released
 }
 
 func (e *exitError) Error() string {
@@ -28,6 +29,22 @@ func (e *exitError) Unwrap() error { return e.err }
 // secret: callers pass names, keys and addresses, never values of Secrets.
 func fail(code int, err error, format string, args ...any) error {
 	return &exitError{code: code, msg: fmt.Sprintf(format, args...), err: err}
+}
+
+// final marks an error that happened after the snapshot's tail was
+// released, so that no retry loop ever sends it again.
+func final(err error) error {
+	var ee *exitError
+	if errors.As(err, &ee) {
+		ee.final = true
+		return err
+	}
+	return &exitError{code: schemas.ExitUnconfirmed, msg: "after the submission", err: err, final: true}
+}
+
+func isFinal(err error) bool {
+	var ee *exitError
+	return errors.As(err, &ee) && ee.final
 }
 
 // ExitCode maps an error to the executor's exit code (schemas.Exit*).

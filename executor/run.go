@@ -120,7 +120,7 @@ func (r *run) retry(ctx context.Context, what string, f func() error, codes ...i
 		for _, k := range codes {
 			again = again || c == k
 		}
-		if !again || attempt >= r.opts.Retries {
+		if !again || isFinal(err) || attempt >= r.opts.Retries {
 			return err
 		}
 		r.logf("%s failed (attempt %d of %d): %v; retrying in %s", what, attempt, r.opts.Retries, err, delay)
@@ -219,10 +219,25 @@ func (r *run) run(ctx context.Context, env func(string) string) error {
 	// 6. Stream, check, record, release: retried only while the tail has
 	// not been released, which is exactly while nothing can have been applied.
 	var submitted bool
+	attempt := 0
 	err = r.retry(ctx, "streaming the snapshot", func() (err error) {
+		if attempt++; attempt > 1 {
+			// The leader may have changed (that is often why the stream
+			// broke): find it again, and re-apply the cluster pin.
+			var h *health
+			if addr, h, err = r.bao.findLeader(ctx, r.candidates()); err != nil {
+				return err
+			}
+			if cfg.ExpectedClusterID != "" && h.ClusterID != cfg.ExpectedClusterID {
+				return fail(schemas.ExitVerification, nil, "the cluster at %s has cluster_id %s, but %s pins %s: refusing to restore", addr, h.ClusterID, schemas.EnvExpectedClusterID, cfg.ExpectedClusterID)
+			}
+		}
 		submitted, err = r.stream(ctx, src, info, addr, token, rec)
+		if submitted && err != nil {
+			return final(err)
+		}
 		return err
-	})
+	}, schemas.ExitLeader)
 	r.tm.Submitted = submitted
 	if err != nil {
 		return err
@@ -380,7 +395,7 @@ func (r *run) after(ctx context.Context, addr string) error {
 		notes = append(notes, fmt.Sprintf("WARNING: the cluster's identity CHANGED: cluster_id %s before, %s after: the snapshot came from another cluster, whose data, tokens and identity are now in place", r.tm.ClusterIDBefore, h.ClusterID))
 	}
 	if sealed {
-		notes = append(notes, "the node SEALED itself after the restore (a snapshot from a cluster with another seal key): unseal it with the source cluster's keys")
+		notes = append(notes, "The node SEALED itself after the restore (a snapshot from a cluster with another seal key): unseal it with the source cluster's keys")
 	}
 	if r.cfg.ExpectedClusterID != "" && h.ClusterID != "" && h.ClusterID != r.cfg.ExpectedClusterID {
 		return fail(schemas.ExitVerification, nil, "restored, but the cluster_id is now %s while %s pins %s. %s", h.ClusterID, schemas.EnvExpectedClusterID, r.cfg.ExpectedClusterID, strings.Join(notes, ". "))
