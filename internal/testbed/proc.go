@@ -103,17 +103,27 @@ func childPIDs() []int {
 	return pids
 }
 
-// startReaper starts a watchdog that kills the given process groups if this
-// test binary dies without stopping them. envtest starts etcd and
-// kube-apiserver in their own process groups without a parent-death signal,
-// so a test timeout (which exits without cleanups) would otherwise leak them.
-func startReaper(dir string, pgids []int) (*proc, error) {
-	var targets []string
-	for _, g := range pgids {
-		targets = append(targets, "-"+strconv.Itoa(g))
+// reaperMarker is set in this process's environment, so that every process
+// the control plane starts (envtest's etcd and kube-apiserver included)
+// inherits it, and the watchdog can find them all after we die.
+const reaperMarker = "OPENBAO_RESTORE_TESTBED"
+
+// startReaper marks this process's environment with id and starts a
+// watchdog that, if this test binary dies without stopping its control
+// plane, kills every process carrying the mark. envtest starts etcd and
+// kube-apiserver without a parent-death signal, and a test timeout exits
+// without running cleanups, so they would otherwise outlive the test.
+func startReaper(dir, id string) (*proc, error) {
+	if err := os.Setenv(reaperMarker, id); err != nil {
+		return nil, err
 	}
-	script := fmt.Sprintf(`while kill -0 %d 2>/dev/null; do sleep 1; done; kill -KILL -- %s 2>/dev/null; exit 0`,
-		os.Getpid(), strings.Join(targets, " "))
+	script := fmt.Sprintf(`while kill -0 %d 2>/dev/null; do sleep 1; done
+for f in /proc/[0-9]*/environ; do
+  grep -qszxF '%s=%s' "$f" || continue
+  p=${f#/proc/}; p=${p%%/environ}
+  [ "$p" = $$ ] || kill -KILL "$p" 2>/dev/null
+done
+exit 0`, os.Getpid(), reaperMarker, id)
 	logPath := filepath.Join(dir, "reaper.log")
 	logf, err := os.Create(logPath)
 	if err != nil {

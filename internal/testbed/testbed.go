@@ -175,15 +175,16 @@ func start(t testing.TB, opts Options, dir string) (*Env, error) {
 	te.ControlPlane.Etcd.Configure().Set("unsafe-no-fsync", "true")
 
 	e := &Env{env: te, BinDir: binDir, Dir: dir, Scheme: NewScheme()}
+	// The watchdog first, so that even a timeout during start leaks nothing.
+	var err error
+	if e.reaper, err = startReaper(dir, dir); err != nil {
+		return nil, err
+	}
 	cfg, err := te.Start()
 	if err != nil {
-		return nil, fmt.Errorf("envtest start: %w", err)
+		return e, fmt.Errorf("envtest start: %w", err)
 	}
 	e.Config = cfg
-	// envtest runs etcd and kube-apiserver as our only children so far.
-	if e.reaper, err = startReaper(dir, childPIDs()); err != nil {
-		return e, err
-	}
 	if e.Client, err = client.New(cfg, client.Options{Scheme: e.Scheme}); err != nil {
 		return e, err
 	}
@@ -202,9 +203,6 @@ func start(t testing.TB, opts Options, dir string) (*Env, error) {
 	t.Logf("testbed: etcd + kube-apiserver up in %s (logs in %s)", time.Since(began).Round(time.Millisecond), dir)
 
 	if err := e.startHelpers(opts, paths); err != nil {
-		return e, err
-	}
-	if err := e.refreshReaper(); err != nil {
 		return e, err
 	}
 	t.Logf("testbed: control plane ready in %s", time.Since(began).Round(time.Millisecond))
@@ -293,21 +291,6 @@ func (e *Env) createNode(ctx context.Context) error {
 		time.Sleep(50 * time.Millisecond)
 	}
 	return errors.New("kwok's node never became Ready")
-}
-
-// refreshReaper replaces the watchdog so that it covers every child.
-func (e *Env) refreshReaper() error {
-	if e.reaper != nil {
-		e.reaper.stop(time.Second)
-	}
-	var pgids []int
-	for _, pid := range childPIDs() {
-		// Only our own children, which all lead their process group.
-		pgids = append(pgids, pid)
-	}
-	r, err := startReaper(e.Dir, pgids)
-	e.reaper = r
-	return err
 }
 
 // Stop stops every process of the control plane, helpers first.
