@@ -131,6 +131,8 @@ func newSource(ctx context.Context, cfg *Config) (Source, error) {
 		return newS3Source(ctx, cfg)
 	case "gcs":
 		return newGCSSource(ctx, cfg)
+	case "azure":
+		return newAzureSource(ctx, cfg)
 	default:
 		return nil, fail(schemas.ExitConfig, nil, "%s=%s is not supported by this executor yet", schemas.EnvProvider, cfg.Provider)
 	}

@@ -28,6 +28,7 @@ case $name in
   kubectl)       mod=k8s;      pkg=k8s.io/kubernetes/cmd/kubectl;                 ver=$kver; dir=k8s-$kver; ldflags=$k8sld ;;
   etcd)          mod=k8s;      pkg=go.etcd.io/etcd/server/v3;                     ver=v3.6.8; dir=k8s-$kver; ldflags="-s -w" ;;
   kwok)          mod=kwok;     pkg=sigs.k8s.io/kwok/cmd/kwok;                     ver=v0.8.0; ldflags="-s -w" ;;
+  azurite)       d=$cache/azurite-3.37.0; m=$d/node_modules/azurite/dist/src/blob/main.js; [ -f "$m" ] || { rm -rf "$d.tmp.$$" && mkdir -p "$d.tmp.$$" && cp "$root/hack/npm/package.json" "$root/hack/npm/package-lock.json" "$d.tmp.$$/" && (cd "$d.tmp.$$" && npm ci --no-audit --no-fund --loglevel=error >&2) && rm -rf "$d" && mv "$d.tmp.$$" "$d"; }; echo "$m"; exit 0 ;; # npm, from hack/npm's lockfile; prints the blob server's main.js
   *) echo "hack/tool.sh: unknown tool $name" >&2; exit 2 ;;
 esac
 
