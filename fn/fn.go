@@ -9,15 +9,13 @@ import (
 	"strings"
 	"time"
 
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/crossplane/function-sdk-go/errors"
 	"github.com/crossplane/function-sdk-go/logging"
 	fnv1 "github.com/crossplane/function-sdk-go/proto/v1"
 	"github.com/crossplane/function-sdk-go/request"
 	"github.com/crossplane/function-sdk-go/resource"
-	"github.com/crossplane/function-sdk-go/resource/composed"
 	"github.com/crossplane/function-sdk-go/response"
 
 	"github.com/openbao-restore/openbao-restore/input/v1beta1"
@@ -61,22 +59,6 @@ func (f *Function) RunFunction(_ context.Context, req *fnv1.RunFunctionRequest) 
 		response.Fatal(rsp, errors.Wrap(err, "cannot read the observed XR"))
 		return rsp, nil
 	}
-	dxr, err := request.GetDesiredCompositeResource(req)
-	if err != nil {
-		response.Fatal(rsp, errors.Wrap(err, "cannot read the desired XR"))
-		return rsp, nil
-	}
-	observed, err := request.GetObservedComposedResources(req)
-	if err != nil {
-		response.Fatal(rsp, errors.Wrap(err, "cannot read the observed composed resources"))
-		return rsp, nil
-	}
-	desired, err := request.GetDesiredComposedResources(req)
-	if err != nil {
-		response.Fatal(rsp, errors.Wrap(err, "cannot read the desired composed resources"))
-		return rsp, nil
-	}
-
 	r := restoreOf(oxr.Resource.Object)
 	rawSpec, _ := oxr.Resource.Object["spec"].(map[string]any)
 	spec, vs, err := schemas.Validate(rawSpec, set.Policy())
@@ -100,53 +82,18 @@ func (f *Function) RunFunction(_ context.Context, req *fnv1.RunFunctionRequest) 
 		}
 	}
 
-	o := observe(observed)
+	o := observe(req.GetObserved().GetResources())
 	p := Decide(r, spec, vs, resolved, cluster, o)
 	f.Log.Debug("Decided", "xr", r.Name, "stage", p.Stage)
 
-	n := NamesFor(r.Name)
-	compose := map[resource.Name]runtime.Object{}
-	if p.RBAC {
-		compose[resServiceAccount] = ServiceAccount(r, spec, n)
-		compose[resRole] = Role(r, spec, n)
-		compose[resRoleBinding] = RoleBinding(r, spec, n)
-	}
-	if p.Lock {
-		compose[resLock] = LockRequest(r, spec, n)
-	}
-	if p.Job {
-		compose[resJob] = Job(r, spec, cluster, p.Auth, set, n)
-	}
-	for k, obj := range compose {
-		cd, err := composed.From(obj)
-		if err != nil {
-			response.Fatal(rsp, errors.Wrapf(err, "cannot compose %s", k))
-			return rsp, nil
-		}
-		desired[k] = &resource.DesiredComposed{Resource: cd, Ready: readiness(k, o)}
-	}
-	if p.KeepObservedJob {
-		desired[resJob] = &resource.DesiredComposed{Resource: keepJob(o.Job), Ready: readiness(resJob, o)}
-	}
-	if err := response.SetDesiredComposedResources(rsp, desired); err != nil {
-		response.Fatal(rsp, errors.Wrap(err, "cannot set the desired composed resources"))
+	if err := compose(rsp, req, r, spec, cluster, set, p, o); err != nil {
+		response.Fatal(rsp, err)
 		return rsp, nil
 	}
 
 	// The XR is Ready once the restore has Completed: the Job alone is not
 	// the end, the reconciler still restarts the pods.
-	dxr.Ready = resource.ReadyFalse
-	if r.Phase == schemas.PhaseCompleted {
-		dxr.Ready = resource.ReadyTrue
-	}
-	if err := dxr.Resource.SetValue("status.plan", planStatus(r, spec, p, n)); err != nil {
-		response.Fatal(rsp, errors.Wrap(err, "cannot set the XR's status"))
-		return rsp, nil
-	}
-	if err := response.SetDesiredCompositeResource(rsp, dxr); err != nil {
-		response.Fatal(rsp, errors.Wrap(err, "cannot set the desired XR"))
-		return rsp, nil
-	}
+	setComposite(rsp, r.Phase == schemas.PhaseCompleted, planStatus(r, spec, p, NamesFor(r.Name)))
 
 	// Say what happened. Expected states are never Fatal: Fatal would wipe
 	// the reconciler's conditions.
@@ -269,23 +216,25 @@ func dig(m map[string]any, path ...string) any {
 	return cur
 }
 
-// observe reads the state of the composed resources.
-func observe(oc map[resource.Name]resource.ObservedComposed) Observed {
+// observe reads the state of the composed resources straight from the
+// request's protobuf structs: converting them to unstructured objects would
+// cost a JSON round trip of each on every call.
+func observe(oc map[string]*fnv1.Resource) Observed {
 	var o Observed
 	if l, ok := oc[resLock]; ok {
 		o.LockExists = true
-		o.LockState, _ = dig(l.Resource.Object, "status", "state").(string)
-		o.LockHeldBy, _ = dig(l.Resource.Object, "status", "heldBy").(string)
+		st := field(l.GetResource(), "status")
+		o.LockState = field(st, "state").GetStringValue()
+		o.LockHeldBy = field(st, "heldBy").GetStringValue()
 	}
 	if j, ok := oc[resJob]; ok {
-		o.Job = j.Resource.Object
-		conds, _ := dig(j.Resource.Object, "status", "conditions").([]any)
-		for _, c := range conds {
-			cm, _ := c.(map[string]any)
-			if str(cm["status"]) != "True" {
+		o.Job = j.GetResource()
+		for _, c := range field(field(j.GetResource(), "status"), "conditions").GetListValue().GetValues() {
+			cs := c.GetStructValue()
+			if field(cs, "status").GetStringValue() != "True" {
 				continue
 			}
-			switch str(cm["type"]) {
+			switch field(cs, "type").GetStringValue() {
 			case "Complete":
 				o.JobComplete = true
 			case "Failed":
@@ -294,6 +243,19 @@ func observe(oc map[resource.Name]resource.ObservedComposed) Observed {
 		}
 	}
 	return o
+}
+
+// field is a struct's field; nil when either is missing, which the proto
+// getters read as zero values.
+func field(s any, name string) *structpb.Value {
+	var st *structpb.Struct
+	switch v := s.(type) {
+	case *structpb.Struct:
+		st = v
+	case *structpb.Value:
+		st = v.GetStructValue()
+	}
+	return st.GetFields()[name]
 }
 
 // readiness tells Crossplane when a composed resource is ready.
@@ -313,41 +275,72 @@ func readiness(k resource.Name, o Observed) resource.Ready {
 	return resource.ReadyTrue
 }
 
-// keepJob re-emits an observed Job with only what we set: identity, labels
-// and spec. Sending it back unchanged keeps a changed Input from ever
+// keepJob re-emits an observed Job with only what we set: identity, our
+// labels and spec. Sending it back unchanged keeps a changed Input from ever
 // touching a Job's immutable template.
-func keepJob(obs map[string]any) *composed.Unstructured {
-	md, _ := obs["metadata"].(map[string]any)
-	keep := map[string]any{"name": md["name"], "namespace": md["namespace"]}
-	if l, ok := md["labels"].(map[string]any); ok {
-		labels := map[string]any{}
-		for k, v := range l {
-			if strings.HasPrefix(k, "restore.openbao-restore.io/") {
-				labels[k] = v
-			}
+func keepJob(obs *structpb.Struct) *structpb.Struct {
+	md := field(obs, "metadata")
+	keep := map[string]*structpb.Value{"name": field(md, "name"), "namespace": field(md, "namespace")}
+	labels := map[string]*structpb.Value{}
+	for k, v := range field(md, "labels").GetStructValue().GetFields() {
+		if strings.HasPrefix(k, labelPrefix) {
+			labels[k] = v
 		}
-		keep["labels"] = labels
 	}
-	return &composed.Unstructured{Unstructured: unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": obs["apiVersion"],
-		"kind":       obs["kind"],
-		"metadata":   keep,
-		"spec":       obs["spec"],
-	}}}
+	keep["labels"] = structpb.NewStructValue(&structpb.Struct{Fields: labels})
+	return &structpb.Struct{Fields: map[string]*structpb.Value{
+		"apiVersion": field(obs, "apiVersion"),
+		"kind":       field(obs, "kind"),
+		"metadata":   structpb.NewStructValue(&structpb.Struct{Fields: keep}),
+		"spec":       field(obs, "spec"),
+	}}
+}
+
+// setComposite writes the function's part of the desired XR: status.plan,
+// and readiness. It works on the protobuf struct directly, sparing the SDK's
+// JSON round trips of the whole XR.
+func setComposite(rsp *fnv1.RunFunctionResponse, isReady bool, plan *structpb.Struct) {
+	if rsp.Desired == nil {
+		rsp.Desired = &fnv1.State{}
+	}
+	if rsp.Desired.Composite == nil {
+		rsp.Desired.Composite = &fnv1.Resource{}
+	}
+	xr := rsp.Desired.Composite
+	if xr.Resource == nil {
+		xr.Resource = &structpb.Struct{}
+	}
+	if xr.Resource.Fields == nil {
+		xr.Resource.Fields = map[string]*structpb.Value{}
+	}
+	st := xr.Resource.Fields["status"].GetStructValue()
+	if st == nil {
+		st = &structpb.Struct{Fields: map[string]*structpb.Value{}}
+		xr.Resource.Fields["status"] = structpb.NewStructValue(st)
+	}
+	st.Fields["plan"] = structpb.NewStructValue(plan)
+	// The XR is Ready once the restore has Completed: the Job alone is not
+	// the end, the reconciler still restarts the pods.
+	xr.Ready = fnv1.Ready_READY_FALSE
+	if isReady {
+		xr.Ready = fnv1.Ready_READY_TRUE
+	}
 }
 
 // planStatus is what the function says in status.plan: the names of what it
 // composes and how the executor authenticates.
-func planStatus(r Restore, spec *schemas.Spec, p Plan, n Names) map[string]any {
-	s := map[string]any{"stage": string(p.Stage), "namespace": r.Namespace}
-	if spec == nil {
-		return s
+func planStatus(r Restore, spec *schemas.Spec, p Plan, n Names) *structpb.Struct {
+	f := map[string]*structpb.Value{
+		"stage":     structpb.NewStringValue(string(p.Stage)),
+		"namespace": structpb.NewStringValue(r.Namespace),
 	}
-	s["lockRequest"] = n.Lock
-	s["job"] = n.Job
-	s["serviceAccount"] = n.ServiceAccount
-	if p.Auth.Method != "" {
-		s["authMethod"] = p.Auth.Method
+	if spec != nil {
+		f["lockRequest"] = structpb.NewStringValue(n.Lock)
+		f["job"] = structpb.NewStringValue(n.Job)
+		f["serviceAccount"] = structpb.NewStringValue(n.ServiceAccount)
+		if p.Auth.Method != "" {
+			f["authMethod"] = structpb.NewStringValue(p.Auth.Method)
+		}
 	}
-	return s
+	return &structpb.Struct{Fields: f}
 }

@@ -17,8 +17,9 @@ import (
 
 // Labels on everything composed, so a person can find a restore's objects.
 const (
-	LabelRestore = "restore.openbao-restore.io/restore"
-	LabelCluster = "restore.openbao-restore.io/cluster"
+	labelPrefix  = "restore.openbao-restore.io/"
+	LabelRestore = labelPrefix + "restore"
+	LabelCluster = labelPrefix + "cluster"
 )
 
 // Names of a restore's composed objects, derived from the XR's name (unique

@@ -3,6 +3,8 @@ package fn
 import (
 	"fmt"
 
+	"google.golang.org/protobuf/types/known/structpb"
+
 	"github.com/openbao-restore/openbao-restore/schemas"
 )
 
@@ -48,7 +50,7 @@ type Observed struct {
 	LockState, LockHeldBy string
 	LockExists            bool
 	// Job is the observed Job's object, if any.
-	Job map[string]any
+	Job *structpb.Struct
 	// JobComplete and JobFailed are the Job's terminal conditions.
 	JobComplete, JobFailed bool
 }

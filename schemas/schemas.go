@@ -1,6 +1,7 @@
 package schemas
 
 import (
+	"crypto/sha256"
 	"embed"
 	"encoding/json"
 	"fmt"
@@ -48,7 +49,21 @@ type refusal struct {
 var (
 	mu  sync.Mutex
 	cur *compiled
+
+	// results caches validations by the content of the spec and the
+	// policy. A restore's spec is immutable, and Crossplane calls the
+	// function for the same XR on every reconcile, so nearly every call
+	// after the first is a hit. Bounded, so memory stays flat.
+	results = map[[32]byte]result{}
 )
+
+// maxResults bounds the validation cache; it is emptied when full.
+const maxResults = 4096
+
+type result struct {
+	spec *Spec
+	vs   []Violation
+}
 
 // Sources returns the embedded CUE files, for tools that export the schema.
 func Sources() embed.FS { return files }
@@ -140,14 +155,10 @@ func acquire() (*compiled, error) {
 // Validate checks an XR's spec (Crossplane's own fields are ignored) against
 // the contract and the policy. It returns the spec with every default
 // applied, or the violations, each naming the field and the fix, sorted by
-// path.
+// path. Results are shared between calls: callers must not modify them.
 func Validate(spec map[string]any, p Policy) (*Spec, []Violation, error) {
 	mu.Lock()
 	defer mu.Unlock()
-	c, err := acquire()
-	if err != nil {
-		return nil, nil, err
-	}
 
 	in := make(map[string]any, len(spec))
 	for k, v := range spec {
@@ -157,6 +168,41 @@ func Validate(spec map[string]any, p Policy) (*Spec, []Violation, error) {
 		delete(in, f)
 	}
 
+	key, keyed := cacheKey(in, p)
+	if r, ok := results[key]; keyed && ok {
+		return r.spec, r.vs, nil
+	}
+	c, err := acquire()
+	if err != nil {
+		return nil, nil, err
+	}
+	out, vs, err := c.validate(in, p)
+	if err != nil {
+		return nil, nil, err
+	}
+	if keyed {
+		if len(results) >= maxResults {
+			clear(results)
+		}
+		results[key] = result{spec: out, vs: vs}
+	}
+	return out, vs, nil
+}
+
+// cacheKey hashes the spec and the policy; encoding/json sorts map keys, so
+// equal content gives equal keys.
+func cacheKey(in map[string]any, p Policy) ([32]byte, bool) {
+	b, err := json.Marshal(struct {
+		S map[string]any
+		P Policy
+	}{in, p})
+	if err != nil {
+		return [32]byte{}, false
+	}
+	return sha256.Sum256(b), true
+}
+
+func (c *compiled) validate(in map[string]any, p Policy) (*Spec, []Violation, error) {
 	var vs []Violation
 	for _, r := range c.refused {
 		if has(in, r.Path) {

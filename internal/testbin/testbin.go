@@ -45,3 +45,9 @@ func Path(t testing.TB, name string) string {
 	paths[name] = p
 	return p
 }
+
+// Run runs a command and returns its combined output.
+func Run(bin string, args ...string) (string, error) {
+	out, err := exec.Command(bin, args...).CombinedOutput()
+	return string(out), err
+}

@@ -1,0 +1,119 @@
+package fn
+
+import (
+	"sync"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
+	"k8s.io/apimachinery/pkg/runtime"
+
+	"github.com/crossplane/function-sdk-go/errors"
+	fnv1 "github.com/crossplane/function-sdk-go/proto/v1"
+	"github.com/crossplane/function-sdk-go/resource"
+	"github.com/crossplane/function-sdk-go/resource/composed"
+
+	"github.com/openbao-restore/openbao-restore/schemas"
+)
+
+// Rendering a typed object into the protobuf struct Crossplane wants costs
+// two JSON round trips, most of a call. The result depends only on the
+// restore, its validated spec, the cluster's facts and the Input, none of
+// which change between the many calls Crossplane makes for one XR, so
+// rendered objects are kept. The cache is bounded: it is emptied when full.
+const maxRendered = 4096
+
+type renderKey struct {
+	spec    *schemas.Spec // shared by schemas.Validate for equal specs
+	restore Restore       // Phase is cleared: it does not change what is rendered
+	cluster Cluster
+	auth    schemas.Auth
+	input   string // the Input, deterministically marshalled
+	res     resource.Name
+}
+
+var (
+	renderMu sync.Mutex
+	rendered = map[renderKey]*structpb.Struct{}
+)
+
+// compose sets the desired composed resources the plan asks for.
+func compose(rsp *fnv1.RunFunctionResponse, req *fnv1.RunFunctionRequest, r Restore, spec *schemas.Spec, c *Cluster, set Settings, p Plan, o Observed) error {
+	if rsp.Desired == nil {
+		rsp.Desired = &fnv1.State{}
+	}
+	if rsp.Desired.Resources == nil {
+		rsp.Desired.Resources = map[string]*fnv1.Resource{}
+	}
+	n := NamesFor(r.Name)
+	build := map[resource.Name]func() runtime.Object{}
+	if p.RBAC {
+		build[resServiceAccount] = func() runtime.Object { return ServiceAccount(r, spec, n) }
+		build[resRole] = func() runtime.Object { return Role(r, spec, n) }
+		build[resRoleBinding] = func() runtime.Object { return RoleBinding(r, spec, n) }
+	}
+	if p.Lock {
+		build[resLock] = func() runtime.Object { return LockRequest(r, spec, n) }
+	}
+	if p.Job {
+		build[resJob] = func() runtime.Object { return Job(r, spec, c, p.Auth, set, n) }
+	}
+	if len(build) > 0 {
+		in, err := proto.MarshalOptions{Deterministic: true}.Marshal(req.GetInput())
+		if err != nil {
+			return errors.Wrap(err, "cannot read the function's Input")
+		}
+		k := renderKey{spec: spec, restore: r, auth: p.Auth, input: string(in)}
+		k.restore.Phase = ""
+		if c != nil {
+			k.cluster = *c
+		}
+		for name, b := range build {
+			k.res = name
+			s, err := render(k, b)
+			if err != nil {
+				return errors.Wrapf(err, "cannot compose %s", name)
+			}
+			rsp.Desired.Resources[string(name)] = &fnv1.Resource{Resource: s, Ready: ready(readiness(name, o))}
+		}
+	}
+	if p.KeepObservedJob {
+		rsp.Desired.Resources[resJob] = &fnv1.Resource{Resource: keepJob(o.Job), Ready: ready(readiness(resJob, o))}
+	}
+	return nil
+}
+
+// render returns the cached rendering of an object, or renders it. Cached
+// structs are shared and never modified.
+func render(k renderKey, build func() runtime.Object) (*structpb.Struct, error) {
+	renderMu.Lock()
+	s, ok := rendered[k]
+	renderMu.Unlock()
+	if ok {
+		return s, nil
+	}
+	cd, err := composed.From(build())
+	if err != nil {
+		return nil, err
+	}
+	s, err = resource.AsStruct(cd)
+	if err != nil {
+		return nil, err
+	}
+	renderMu.Lock()
+	if len(rendered) >= maxRendered {
+		clear(rendered)
+	}
+	rendered[k] = s
+	renderMu.Unlock()
+	return s, nil
+}
+
+func ready(r resource.Ready) fnv1.Ready {
+	switch r {
+	case resource.ReadyTrue:
+		return fnv1.Ready_READY_TRUE
+	case resource.ReadyFalse:
+		return fnv1.Ready_READY_FALSE
+	}
+	return fnv1.Ready_READY_UNSPECIFIED
+}

@@ -1,0 +1,348 @@
+package fn
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/testing/protocmp"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
+	"k8s.io/utils/ptr"
+
+	"github.com/crossplane/function-sdk-go/logging"
+	fnv1 "github.com/crossplane/function-sdk-go/proto/v1"
+	"github.com/crossplane/function-sdk-go/resource"
+
+	"github.com/openbao-restore/openbao-restore/schemas"
+)
+
+const (
+	xrUID  = "6f1c2b9e-4d7a-4c1e-9a53-2e8f0b7d4c11"
+	holder = "openbaorestore/prod-2025-10-14/" + xrUID
+)
+
+func xrJSON(spec, status string) string {
+	return `{"apiVersion":"restore.openbao-restore.io/v1alpha1","kind":"XOpenBaoRestore",
+	"metadata":{"name":"prod-2025-10-14-x7k2p","uid":"` + xrUID + `"},
+	"spec":` + spec + `,"status":` + status + `}`
+}
+
+const validSpec = `{"claimRef":{"apiVersion":"restore.openbao-restore.io/v1alpha1","kind":"OpenBaoRestore","name":"prod-2025-10-14","namespace":"vault"},
+	"cluster":"prod","source":{"key":"clusters/prod/a.snap","target":{"bucket":"b","credentialsSecretRef":{"name":"s3"}}},
+	"tokenSecretRef":{"name":"tok"}}`
+
+const clusterJSON = `{"apiVersion":"openbao.org/v1alpha1","kind":"OpenBaoCluster","metadata":{"name":"prod","namespace":"vault"},
+	"spec":{"replicas":3,"tls":{"enabled":false}},"status":{"initialized":true}}`
+
+func req(xr string, required bool, observed map[string]string) *fnv1.RunFunctionRequest {
+	r := &fnv1.RunFunctionRequest{
+		Observed: &fnv1.State{Composite: &fnv1.Resource{Resource: resource.MustStructJSON(xr)}},
+	}
+	if required {
+		r.RequiredResources = map[string]*fnv1.Resources{reqCluster: {Items: []*fnv1.Resource{{Resource: resource.MustStructJSON(clusterJSON)}}}}
+	}
+	if len(observed) > 0 {
+		r.Observed.Resources = map[string]*fnv1.Resource{}
+		for k, v := range observed {
+			r.Observed.Resources[k] = &fnv1.Resource{Resource: resource.MustStructJSON(v)}
+		}
+	}
+	return r
+}
+
+func lockJSON(state, heldBy string) string {
+	return `{"apiVersion":"restore.openbao-restore.io/v1alpha1","kind":"LockRequest","metadata":{"name":"prod-2025-10-14-x7k2p-lock","namespace":"vault"},
+	"status":{"state":"` + state + `","heldBy":"` + heldBy + `"}}`
+}
+
+func requirements() *fnv1.Requirements {
+	ns := "vault"
+	sel := func(withNS bool) *fnv1.ResourceSelector {
+		s := &fnv1.ResourceSelector{ApiVersion: "openbao.org/v1alpha1", Kind: "OpenBaoCluster", Match: &fnv1.ResourceSelector_MatchName{MatchName: "prod"}}
+		if withNS {
+			s.Namespace = &ns
+		}
+		return s
+	}
+	return &fnv1.Requirements{
+		Resources:      map[string]*fnv1.ResourceSelector{reqCluster: sel(true)},
+		ExtraResources: map[string]*fnv1.ResourceSelector{reqCluster: sel(false)},
+	}
+}
+
+func cond(typ string, s fnv1.Status, reason, msg string) *fnv1.Condition {
+	c := &fnv1.Condition{Type: typ, Status: s, Reason: reason, Target: fnv1.Target_TARGET_COMPOSITE_AND_CLAIM.Enum()}
+	if msg != "" {
+		c.Message = &msg
+	}
+	return c
+}
+
+func desiredXR(status string) *fnv1.Resource {
+	return &fnv1.Resource{Resource: resource.MustStructJSON(`{"status":` + status + `}`), Ready: fnv1.Ready_READY_FALSE}
+}
+
+// TestRunFunctionWhole compares whole responses for the stages that compose
+// little; the stages with a Job are covered below and by the golden renders.
+func TestRunFunctionWhole(t *testing.T) {
+	invalidMsg := "spec.overrideOperationLock requires spec.force: set spec.force: true as well (break glass), or remove overrideOperationLock"
+	cases := map[string]struct {
+		req  *fnv1.RunFunctionRequest
+		want *fnv1.RunFunctionResponse
+	}{
+		"InvalidSpecComposesNothing": {
+			req: req(xrJSON(strings.Replace(validSpec, `"cluster":"prod"`, `"cluster":"prod","overrideOperationLock":true`, 1), `{}`), true, nil),
+			want: &fnv1.RunFunctionResponse{
+				Meta:    &fnv1.ResponseMeta{Ttl: durationpb.New(TTL)},
+				Desired: &fnv1.State{Composite: desiredXR(`{"plan":{"stage":"InvalidSpec","namespace":"vault"}}`)},
+				Conditions: []*fnv1.Condition{
+					cond(CondValid, fnv1.Status_STATUS_CONDITION_FALSE, "InvalidSpec", "the restore's spec is invalid (1 problem(s)); nothing was composed: "+invalidMsg),
+					cond(CondComposed, fnv1.Status_STATUS_CONDITION_FALSE, "InvalidSpec", "the restore's spec is invalid (1 problem(s)); nothing was composed: "+invalidMsg),
+				},
+				Results: []*fnv1.Result{{Severity: fnv1.Severity_SEVERITY_WARNING, Message: invalidMsg, Reason: ptr.To("InvalidSpec"), Target: fnv1.Target_TARGET_COMPOSITE_AND_CLAIM.Enum()}},
+			},
+		},
+		"FirstCallAsksForTheCluster": {
+			req: req(xrJSON(validSpec, `{}`), false, nil),
+			want: &fnv1.RunFunctionResponse{
+				Meta:         &fnv1.ResponseMeta{Ttl: durationpb.New(TTL)},
+				Desired:      &fnv1.State{Composite: desiredXR(`{"plan":{"stage":"ResolvingCluster","namespace":"vault","lockRequest":"prod-2025-10-14-x7k2p-lock","job":"prod-2025-10-14-x7k2p-restore","serviceAccount":"prod-2025-10-14-x7k2p-executor"}}`)},
+				Requirements: requirements(),
+				Conditions: []*fnv1.Condition{
+					cond(CondValid, fnv1.Status_STATUS_CONDITION_TRUE, "Valid", ""),
+					cond(CondComposed, fnv1.Status_STATUS_CONDITION_FALSE, "ResolvingCluster", "looking up OpenBaoCluster prod in namespace vault"),
+				},
+			},
+		},
+		"MissingClusterComposesNothing": {
+			req: func() *fnv1.RunFunctionRequest {
+				r := req(xrJSON(validSpec, `{}`), false, nil)
+				r.RequiredResources = map[string]*fnv1.Resources{reqCluster: {}}
+				return r
+			}(),
+			want: &fnv1.RunFunctionResponse{
+				Meta:         &fnv1.ResponseMeta{Ttl: durationpb.New(TTL)},
+				Desired:      &fnv1.State{Composite: desiredXR(`{"plan":{"stage":"WaitingForCluster","namespace":"vault","lockRequest":"prod-2025-10-14-x7k2p-lock","job":"prod-2025-10-14-x7k2p-restore","serviceAccount":"prod-2025-10-14-x7k2p-executor"}}`)},
+				Requirements: requirements(),
+				Conditions: []*fnv1.Condition{
+					cond(CondValid, fnv1.Status_STATUS_CONDITION_TRUE, "Valid", ""),
+					cond(CondComposed, fnv1.Status_STATUS_CONDITION_FALSE, "WaitingForCluster", "OpenBaoCluster prod was not found in namespace vault: create it, or correct spec.cluster"),
+				},
+				Results: []*fnv1.Result{{Severity: fnv1.Severity_SEVERITY_WARNING, Message: "OpenBaoCluster prod was not found in namespace vault: create it, or correct spec.cluster", Reason: ptr.To("WaitingForCluster"), Target: fnv1.Target_TARGET_COMPOSITE_AND_CLAIM.Enum()}},
+			},
+		},
+	}
+	f := &Function{Log: logging.NewNopLogger()}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			got, err := f.RunFunction(context.Background(), tc.req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tc.want, got, protocmp.Transform()); diff != "" {
+				t.Errorf("RunFunction (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+
+
+// TestRunFunctionStages checks what is composed at each stage.
+func TestRunFunctionStages(t *testing.T) {
+	job := `{"apiVersion":"batch/v1","kind":"Job","metadata":{"name":"prod-2025-10-14-x7k2p-restore","namespace":"vault","labels":{"restore.openbao-restore.io/restore":"prod-2025-10-14","other":"x"}},"spec":{"backoffLimit":7}`
+	cases := map[string]struct {
+		status   string
+		observed map[string]string
+		want     []string
+		stage    Stage
+		ready    fnv1.Ready
+	}{
+		"NoLockYet":        {status: `{}`, want: []string{resLock, resRole, resRoleBinding, resServiceAccount}, stage: StageWaitingLock},
+		"LockWaiting":      {status: `{"phase":"Pending"}`, observed: map[string]string{resLock: lockJSON("Waiting", "openbaobackup/nightly")}, want: []string{resLock, resRole, resRoleBinding, resServiceAccount}, stage: StageWaitingLock},
+		"LockHeldByOther":  {status: `{}`, observed: map[string]string{resLock: lockJSON("Held", "openbaorestore/prod-2025-10-14/other-uid")}, want: []string{resLock, resRole, resRoleBinding, resServiceAccount}, stage: StageWaitingLock},
+		"LockHeld":         {status: `{"phase":"Running"}`, observed: map[string]string{resLock: lockJSON("Held", holder)}, want: []string{resJob, resLock, resRole, resRoleBinding, resServiceAccount}, stage: StageJobComposed},
+		"JobRunning":       {status: `{"phase":"Running"}`, observed: map[string]string{resLock: lockJSON("Held", holder), resJob: job + `}`}, want: []string{resJob, resLock, resRole, resRoleBinding, resServiceAccount}, stage: StageJobComposed},
+		"JobComplete":      {status: `{"phase":"Running"}`, observed: map[string]string{resLock: lockJSON("Held", holder), resJob: job + `,"status":{"conditions":[{"type":"Complete","status":"True"}]}}`}, want: []string{resJob, resLock, resRole, resRoleBinding, resServiceAccount}, stage: StageJobComplete},
+		"CompletedDrops":   {status: `{"phase":"Completed"}`, observed: map[string]string{resLock: lockJSON("Held", holder), resJob: job + `,"status":{"conditions":[{"type":"Complete","status":"True"}]}}`}, want: []string{resJob}, stage: StageFinished, ready: fnv1.Ready_READY_TRUE},
+		"FailedDrops":      {status: `{"phase":"Failed"}`, observed: map[string]string{resLock: lockJSON("Held", holder), resJob: job + `,"status":{"conditions":[{"type":"Failed","status":"True"}]}}`}, want: []string{resJob}, stage: StageFinished},
+		"UnknownKeepsLock": {status: `{"phase":"Unknown"}`, observed: map[string]string{resLock: lockJSON("Held", holder), resJob: job + `,"status":{"conditions":[{"type":"Failed","status":"True"}]}}`}, want: []string{resJob, resLock, resRole, resRoleBinding, resServiceAccount}, stage: StageJobFailed},
+		"TerminalNoJob":    {status: `{"phase":"Failed"}`, observed: map[string]string{resLock: lockJSON("Held", holder)}, want: nil, stage: StageFinished},
+	}
+	f := &Function{Log: logging.NewNopLogger()}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			rsp, err := f.RunFunction(context.Background(), req(xrJSON(validSpec, tc.status), true, tc.observed))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for k := range rsp.GetDesired().GetResources() {
+				got = append(got, k)
+			}
+			if diff := cmp.Diff(tc.want, got, sortStrings()); diff != "" {
+				t.Errorf("composed (-want +got):\n%s", diff)
+			}
+			stage := rsp.GetDesired().GetComposite().GetResource().GetFields()["status"].GetStructValue().GetFields()["plan"].GetStructValue().GetFields()["stage"].GetStringValue()
+			if Stage(stage) != tc.stage {
+				t.Errorf("stage %s, want %s", stage, tc.stage)
+			}
+			want := tc.ready
+			if want == fnv1.Ready_READY_UNSPECIFIED {
+				want = fnv1.Ready_READY_FALSE
+			}
+			if got := rsp.GetDesired().GetComposite().GetReady(); got != want {
+				t.Errorf("XR ready %v, want %v", got, want)
+			}
+			for _, r := range rsp.GetResults() {
+				if r.GetSeverity() == fnv1.Severity_SEVERITY_FATAL {
+					t.Errorf("fatal result: %s", r.GetMessage())
+				}
+			}
+			// An observed Job is sent back as it is: never re-rendered.
+			if j, ok := tc.observed[resJob]; ok {
+				d := rsp.GetDesired().GetResources()[resJob].GetResource().AsMap()
+				var o map[string]any
+				_ = json.Unmarshal([]byte(j), &o)
+				if diff := cmp.Diff(o["spec"], d["spec"]); diff != "" {
+					t.Errorf("observed Job's spec changed (-observed +desired):\n%s", diff)
+				}
+				if _, ok := d["metadata"].(map[string]any)["labels"].(map[string]any)["other"]; ok {
+					t.Error("desired Job claims a label we did not set")
+				}
+			}
+		})
+	}
+}
+
+func sortStrings() cmp.Option {
+	return cmp.Transformer("sort", func(in []string) []string {
+		out := append([]string(nil), in...)
+		for i := range out {
+			for j := i + 1; j < len(out); j++ {
+				if out[j] < out[i] {
+					out[i], out[j] = out[j], out[i]
+				}
+			}
+		}
+		return out
+	})
+}
+
+// TestExtraResourcesProtocol reads the cluster from extra_resources, the
+// only field a Crossplane v1 control plane fills.
+func TestExtraResourcesProtocol(t *testing.T) {
+	r := req(xrJSON(validSpec, `{}`), false, map[string]string{resLock: lockJSON("Held", holder)})
+	//nolint:staticcheck // the v1 protocol field is the point of this test.
+	r.ExtraResources = map[string]*fnv1.Resources{reqCluster: {Items: []*fnv1.Resource{{Resource: resource.MustStructJSON(clusterJSON)}}}}
+	rsp, err := (&Function{Log: logging.NewNopLogger()}).RunFunction(context.Background(), r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := rsp.GetDesired().GetResources()[resJob]; !ok {
+		t.Fatalf("no Job composed from extra_resources: %v", rsp.GetConditions())
+	}
+}
+
+func TestNamespacedXR(t *testing.T) {
+	xr := `{"apiVersion":"ns.restore.openbao-restore.io/v1alpha1","kind":"OpenBaoRestore","metadata":{"name":"r1","namespace":"vault","uid":"u1"},
+	"spec":{"crossplane":{"compositionRef":{"name":"x"}},"cluster":"prod","source":{"key":"k","target":{"bucket":"b"}},"jwtAuthRole":"restore"},"status":{}}`
+	rsp, err := (&Function{Log: logging.NewNopLogger()}).RunFunction(context.Background(), req(xr, true, map[string]string{resLock: lockJSON("Held", "openbaorestore/r1/u1")}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lock := rsp.GetDesired().GetResources()[resLock].GetResource().AsMap()
+	spec := lock["spec"].(map[string]any)
+	if spec["holder"] != "openbaorestore/r1/u1" || spec["restore"].(map[string]any)["namespace"] != "vault" {
+		t.Errorf("lock request of a namespaced XR: %v", spec)
+	}
+	if _, ok := rsp.GetDesired().GetResources()[resJob]; !ok {
+		t.Fatal("no Job for a namespaced XR")
+	}
+}
+
+func TestLegacyXRWithoutClaim(t *testing.T) {
+	xr := xrJSON(strings.Replace(validSpec, `"namespace":"vault"`, `"namespace":""`, 1), `{}`)
+	rsp, _ := (&Function{Log: logging.NewNopLogger()}).RunFunction(context.Background(), req(xr, true, nil))
+	if len(rsp.GetDesired().GetResources()) != 0 || len(rsp.GetResults()) == 0 || !strings.Contains(rsp.GetResults()[0].GetMessage(), "needs a claim") {
+		t.Fatalf("a claimless legacy XR must compose nothing and say why: %v", rsp.GetResults())
+	}
+}
+
+func TestJobSecurity(t *testing.T) {
+	rsp, err := (&Function{Log: logging.NewNopLogger()}).RunFunction(context.Background(), req(xrJSON(validSpec, `{}`), true, map[string]string{resLock: lockJSON("Held", holder)}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(rsp.GetDesired().GetResources()[resJob].GetResource())
+	s := string(b)
+	for _, want := range []string{`"restartPolicy":"Never"`, `"automountServiceAccountToken":false`, `"readOnlyRootFilesystem":true`,
+		`"allowPrivilegeEscalation":false`, `"drop":["ALL"]`, `"type":"RuntimeDefault"`, `"runAsNonRoot":true`, `"defaultMode":256`,
+		`"podFailurePolicy"`, `"name":"RESTORE_FORCE","value":"false"`} {
+		if !strings.Contains(s, want) {
+			t.Errorf("Job lacks %s", want)
+		}
+	}
+	// No secret value may be in the environment: only references.
+	for _, bad := range []string{"secretKeyRef", "AWS_SECRET_ACCESS_KEY", "VAULT_TOKEN"} {
+		if strings.Contains(s, bad) {
+			t.Errorf("Job has %s in its environment", bad)
+		}
+	}
+}
+
+func TestNames(t *testing.T) {
+	long := strings.Repeat("a", 70)
+	n := name(long, "executor")
+	if len(n) > maxName || !strings.HasSuffix(n, "-executor") {
+		t.Errorf("name %q (%d)", n, len(n))
+	}
+	if name(long+"b", "executor") == n {
+		t.Error("two long names collide")
+	}
+	if got := name("short", "lock"); got != "short-lock" {
+		t.Errorf("got %q", got)
+	}
+	if n := name(strings.Repeat("a", 45)+"-"+strings.Repeat("b", 20), "restore"); strings.Contains(n, "--") {
+		t.Errorf("name %q has a dash before the hash", n)
+	}
+}
+
+// FuzzRunFunction feeds arbitrary specs. It must never panic, never return
+// an error, and never compose a Job for a spec that does not validate.
+func FuzzRunFunction(f *testing.F) {
+	f.Add(validSpec)
+	f.Add(`{"cluster":"prod","overrideOperationLock":true}`)
+	f.Add(`{"claimRef":{"namespace":"vault","name":"x"},"cluster":"p","source":{"key":"../x","target":{"bucket":"b","endpoint":"http://localhost"}}}`)
+	f.Add(`null`)
+	f.Add(`{"source":[1,2],"cluster":7}`)
+	fn := &Function{Log: logging.NewNopLogger()}
+	f.Fuzz(func(t *testing.T, spec string) {
+		var v any
+		if json.Unmarshal([]byte(spec), &v) != nil {
+			return
+		}
+		xr, err := structpb.NewStruct(map[string]any{
+			"apiVersion": "restore.openbao-restore.io/v1alpha1", "kind": "XOpenBaoRestore",
+			"metadata": map[string]any{"name": "x", "uid": "u"}, "spec": v,
+		})
+		if err != nil {
+			return
+		}
+		r := req(`{}`, true, map[string]string{resLock: lockJSON("Held", "openbaorestore/x/u")})
+		r.Observed.Composite.Resource = xr
+		rsp, err := fn.RunFunction(context.Background(), r)
+		if err != nil {
+			t.Fatalf("RunFunction returned an error: %v", err)
+		}
+		sm, _ := v.(map[string]any)
+		_, vs, _ := schemas.Validate(sm, SettingsFrom(nil).Policy())
+		if _, ok := rsp.GetDesired().GetResources()[resJob]; ok && len(vs) > 0 {
+			t.Fatalf("a Job was composed for an invalid spec: %v", vs)
+		}
+	})
+}
+
