@@ -149,8 +149,6 @@ func TestRunFunctionWhole(t *testing.T) {
 	}
 }
 
-
-
 // TestRunFunctionStages checks what is composed at each stage.
 func TestRunFunctionStages(t *testing.T) {
 	job := `{"apiVersion":"batch/v1","kind":"Job","metadata":{"name":"prod-2025-10-14-x7k2p-restore","namespace":"vault","labels":{"restore.openbao-restore.io/restore":"prod-2025-10-14","other":"x"}},"spec":{"backoffLimit":7}`
@@ -345,4 +343,3 @@ func FuzzRunFunction(f *testing.F) {
 		}
 	})
 }
-

@@ -145,4 +145,3 @@ func TestRenderGolden(t *testing.T) {
 		}
 	}
 }
-

@@ -141,4 +141,3 @@ func runImage(t *testing.T, file string, args ...string) string {
 	}
 	return string(got)
 }
-
