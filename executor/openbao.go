@@ -81,6 +81,9 @@ func (b *bao) do(ctx context.Context, method, addr, path string, token Secret, b
 	req.Header.Set("X-Vault-Request", "true")
 	resp, err := b.hc.Do(req)
 	if err != nil {
+		if t := tlsFailure(err); t != "" {
+			return 0, nil, fail(schemas.ExitConfig, nil, "%s %s: TLS verification failed (%s): check %s and %s", method, addr+path, t, schemas.EnvTLSCAPath, schemas.EnvTLSServerName)
+		}
 		return 0, nil, transient(scrubURLError(err), "%s %s", method, addr+path)
 	}
 	defer func() { _ = resp.Body.Close() }()

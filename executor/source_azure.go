@@ -123,6 +123,9 @@ func (a *azureSource) List(ctx context.Context, prefix string, max int) ([]strin
 }
 
 func (a *azureSource) classify(err error, what string) error {
+	if t := tlsFailure(err); t != "" {
+		return fail(schemas.ExitStorage, nil, "%s: TLS verification failed (%s): set insecureSkipVerify or use a trusted endpoint", what, t)
+	}
 	switch {
 	case bloberror.HasCode(err, bloberror.ContainerNotFound):
 		return fail(schemas.ExitStorage, nil, "%s: container %q does not exist", what, a.container)

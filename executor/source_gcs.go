@@ -109,6 +109,9 @@ func (g *gcsSource) List(ctx context.Context, prefix string, max int) ([]string,
 }
 
 func (g *gcsSource) classify(err error, what string) error {
+	if t := tlsFailure(err); t != "" {
+		return fail(schemas.ExitStorage, nil, "%s: TLS verification failed (%s): set insecureSkipVerify or use a trusted endpoint", what, t)
+	}
 	if errors.Is(err, storage.ErrObjectNotExist) {
 		return fail(schemas.ExitSnapshot, errNoObject, "%s", what)
 	}

@@ -119,6 +119,9 @@ func (s *s3Source) classify(err error, what string) error {
 	if errors.As(err, &ae) {
 		code = ae.ErrorCode()
 	}
+	if tlsErr := tlsFailure(err); tlsErr != "" {
+		return fail(schemas.ExitStorage, nil, "%s: TLS verification failed (%s): add the endpoint's CA as %s in the credentials Secret, or set insecureSkipVerify", what, tlsErr, schemas.KeyCACert)
+	}
 	switch {
 	case status == http.StatusNotFound || code == "NoSuchKey" || code == "NotFound":
 		if code == "NoSuchBucket" {
@@ -137,6 +140,26 @@ func (s *s3Source) classify(err error, what string) error {
 	default:
 		return fail(schemas.ExitStorage, nil, "%s: HTTP %d %s", what, status, code)
 	}
+}
+
+// tlsFailure names a certificate verification failure: permanent, unlike
+// other transport errors, so it must not be retried as transient.
+func tlsFailure(err error) string {
+	var ua x509.UnknownAuthorityError
+	var he x509.HostnameError
+	var ci x509.CertificateInvalidError
+	var cv *tls.CertificateVerificationError
+	switch {
+	case errors.As(err, &ua):
+		return "certificate signed by an unknown authority"
+	case errors.As(err, &he):
+		return "certificate is not valid for this host"
+	case errors.As(err, &ci):
+		return "certificate is invalid or expired"
+	case errors.As(err, &cv):
+		return "certificate verification failed"
+	}
+	return ""
 }
 
 // errNoObject marks a missing object, so the caller can list nearby keys.
