@@ -150,7 +150,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 			}
 			// The cluster's creation wakes us through the watch.
 			msg := fmt.Sprintf("OpenBaoCluster %s not found in namespace %s", lr.Spec.Cluster, lr.Namespace)
-			return ctrl.Result{}, r.setStatus(ctx, &lr, lockv1alpha1.LockRequestStatus{State: "Waiting", Message: msg}, nil)
+			_, err := r.setStatus(ctx, &lr, lockv1alpha1.LockRequestStatus{State: "Waiting", Message: msg}, nil)
+			return ctrl.Result{}, err
 		}
 		cur := ReadLock(cluster)
 		d := Decide(lr.Spec.Cluster, cur, Request{Holder: lr.Spec.Holder, Override: lr.Spec.Override, Deleting: deleting})
@@ -188,25 +189,31 @@ func (r *Reconciler) apply(ctx context.Context, lr *lockv1alpha1.LockRequest, cl
 		} else {
 			r.Recorder.Eventf(lr, cluster, corev1.EventTypeNormal, ReasonAcquired, "Acquire", "%s", st.Message)
 		}
-		return r.setStatus(ctx, lr, st, cond)
+		_, err := r.setStatus(ctx, lr, st, cond)
+		return err
 	case Keep:
 		st := lockv1alpha1.LockRequestStatus{State: "Held", HeldBy: lr.Spec.Holder, Message: d.Message, AcquiredAt: lr.Status.AcquiredAt}
 		if at, ok := LockTimes(cluster); ok {
 			st.AcquiredAt = &metav1.Time{Time: at}
 		}
-		return r.setStatus(ctx, lr, st, nil)
+		_, err := r.setStatus(ctx, lr, st, nil)
+		return err
 	case Wait:
 		st := lockv1alpha1.LockRequestStatus{State: "Waiting", HeldBy: cur.Holder, Message: d.Message}
-		// Events only on a change of what we wait for, so a requeue or
-		// an unrelated update does not repeat them.
-		if lr.Status.State != st.State || lr.Status.HeldBy != st.HeldBy {
+		changed, err := r.setStatus(ctx, lr, st, nil)
+		if err != nil {
+			return err
+		}
+		// Events only on a change of what we wait for (as seen by the
+		// API, not the cache), so a requeue does not repeat them.
+		if changed {
 			if d.Blocked {
 				r.Recorder.Eventf(lr, cluster, corev1.EventTypeWarning, ReasonBlocked, "Wait", "%s", d.Message)
 			} else {
 				r.Recorder.Eventf(lr, cluster, corev1.EventTypeNormal, ReasonWaiting, "Wait", "%s", d.Message)
 			}
 		}
-		return r.setStatus(ctx, lr, st, nil)
+		return nil
 	case Release:
 		orig := cluster.DeepCopy()
 		clearLock(cluster)
@@ -214,7 +221,7 @@ func (r *Reconciler) apply(ctx context.Context, lr *lockv1alpha1.LockRequest, cl
 			return err
 		}
 		r.Recorder.Eventf(lr, cluster, corev1.EventTypeNormal, ReasonReleased, "Release", "released the operation lock of cluster %s", lr.Spec.Cluster)
-		if err := r.setStatus(ctx, lr, lockv1alpha1.LockRequestStatus{State: "Released", Message: "released the operation lock of cluster " + lr.Spec.Cluster}, nil); err != nil {
+		if _, err := r.setStatus(ctx, lr, lockv1alpha1.LockRequestStatus{State: "Released", Message: "released the operation lock of cluster " + lr.Spec.Cluster}, nil); err != nil {
 			return err
 		}
 		return r.dropFinalizer(ctx, lr)
@@ -242,15 +249,26 @@ func (r *Reconciler) dropFinalizer(ctx context.Context, lr *lockv1alpha1.LockReq
 // setStatus server-side-applies the fields of the request's status this
 // reconciler owns (never the executor's submission), skipping the write
 // when nothing changed. cond, if set, is added to the conditions we own.
-func (r *Reconciler) setStatus(ctx context.Context, lr *lockv1alpha1.LockRequest, st lockv1alpha1.LockRequestStatus, cond *metav1.Condition) error {
+// changed reports whether the state or the holder waited for changed.
+func (r *Reconciler) setStatus(ctx context.Context, lr *lockv1alpha1.LockRequest, st lockv1alpha1.LockRequestStatus, cond *metav1.Condition) (changed bool, err error) {
+	if cond == nil && sameStatus(lr.Status, st) {
+		return false, nil
+	}
+	// The cache may lag behind our previous write. An apply computed from
+	// a stale copy would drop what that write added (the override
+	// condition): re-read from the API before deciding what to apply.
+	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(lr), lr); err != nil {
+		return false, client.IgnoreNotFound(err)
+	}
 	conds := ownedConditions(lr.Status.Conditions)
 	if cond != nil {
 		meta.SetStatusCondition(&conds, *cond)
 	}
-	if lr.Status.State == st.State && lr.Status.HeldBy == st.HeldBy && lr.Status.Message == st.Message &&
-		sameTime(lr.Status.AcquiredAt, st.AcquiredAt) && cond == nil {
-		return nil
+	if sameStatus(lr.Status, st) &&
+		(cond == nil || meta.IsStatusConditionPresentAndEqual(lr.Status.Conditions, cond.Type, cond.Status)) {
+		return false, nil
 	}
+	changed = lr.Status.State != st.State || lr.Status.HeldBy != st.HeldBy
 	status := map[string]any{"state": st.State}
 	if st.HeldBy != "" {
 		status["heldBy"] = st.HeldBy
@@ -277,13 +295,13 @@ func (r *Reconciler) setStatus(ctx context.Context, lr *lockv1alpha1.LockRequest
 		"metadata":   map[string]any{"name": lr.Name, "namespace": lr.Namespace},
 		"status":     status,
 	}}
-	err := r.Client.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(FieldManager), client.ForceOwnership)
+	err = r.Client.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(FieldManager), client.ForceOwnership)
 	if err != nil {
-		return client.IgnoreNotFound(err)
+		return false, client.IgnoreNotFound(err)
 	}
 	lr.Status.State, lr.Status.HeldBy, lr.Status.Message, lr.Status.AcquiredAt = st.State, st.HeldBy, st.Message, st.AcquiredAt
 	lr.Status.Conditions = conds
-	return nil
+	return changed, nil
 }
 
 // ownedConditions keeps the condition types this reconciler writes, so that
@@ -296,6 +314,10 @@ func ownedConditions(in []metav1.Condition) []metav1.Condition {
 		}
 	}
 	return out
+}
+
+func sameStatus(a, b lockv1alpha1.LockRequestStatus) bool {
+	return a.State == b.State && a.HeldBy == b.HeldBy && a.Message == b.Message && sameTime(a.AcquiredAt, b.AcquiredAt)
 }
 
 func sameTime(a, b *metav1.Time) bool {
