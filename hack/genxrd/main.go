@@ -90,25 +90,9 @@ func specSchema() (obj, error) {
 		at(spec, d.Path)["default"] = d.Value
 	}
 
-	var refused []struct {
-		Path []string `json:"path"`
-		Msg  string   `json:"msg"`
-	}
-	if err := v.LookupPath(cue.ParsePath("#Refused")).Decode(&refused); err != nil {
-		return nil, err
-	}
-	for _, r := range refused {
-		parent := at(spec, r.Path[:len(r.Path)-1])
-		field := r.Path[len(r.Path)-1]
-		props, _ := parent["properties"].(obj)
-		props[field] = obj{
-			"description":                          "Not supported; declared only so that it is refused rather than silently dropped.",
-			"x-kubernetes-preserve-unknown-fields": true,
-		}
-		addRule(parent, "!has(self."+field+")", r.Msg)
-	}
-
-	// One spec-level rule over our own fields: a restore is a job request.
+	// One spec-level rule over our own fields (built before the refused
+	// fields are declared, which have no type CEL could compare): a restore
+	// is a job request.
 	// A whole-spec self == oldSelf would refuse Crossplane's own writes
 	// (claimRef, compositionRef…), and per-field rules would let a field be
 	// removed and added again.
@@ -133,6 +117,26 @@ func specSchema() (obj, error) {
 	}
 	addTransitionRule(spec, strings.Join(terms, " && "),
 		"a restore is a job request and its spec is immutable: delete this restore and create a new one")
+	var refused []struct {
+		Path []string `json:"path"`
+		Type string   `json:"type"`
+		Msg  string   `json:"msg"`
+	}
+	if err := v.LookupPath(cue.ParsePath("#Refused")).Decode(&refused); err != nil {
+		return nil, err
+	}
+	for _, r := range refused {
+		parent := at(spec, r.Path[:len(r.Path)-1])
+		field := r.Path[len(r.Path)-1]
+		props, _ := parent["properties"].(obj)
+		decl := obj{"type": r.Type, "description": "Not supported; declared only so that it is refused rather than silently dropped."}
+		if r.Type == "object" {
+			decl["x-kubernetes-preserve-unknown-fields"] = true
+		}
+		props[field] = decl
+		addRule(parent, "!has(self."+field+")", r.Msg)
+	}
+
 	spec["type"] = "object"
 	return spec, nil
 }

@@ -1,0 +1,227 @@
+// Package admission tries the generated XRD schema against a real
+// kube-apiserver: the invalid corpus is refused at admission where OpenAPI
+// and CEL can refuse it, the spec is immutable, and Crossplane's own spec
+// writes still pass.
+//
+// Crossplane turns the XRD into the claim and XR CRDs; its generator is
+// internal, so this test wraps the XRD's schema the same way (the restore's
+// schema plus Crossplane's own spec fields, which are open objects here).
+// The end-to-end tests install the XRD through real Crossplane.
+package admission
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
+
+	"github.com/openbao-restore/openbao-restore/internal/testbed"
+	"github.com/openbao-restore/openbao-restore/internal/testbin"
+	"github.com/openbao-restore/openbao-restore/schemas"
+)
+
+func TestMain(m *testing.M) {
+	testbed.Main(m, testbed.Options{NoKCM: true, NoScheduler: true, NoKwok: true})
+}
+
+type xrd struct {
+	Spec struct {
+		Group      string                                        `json:"group"`
+		Names      apiextensionsv1.CustomResourceDefinitionNames `json:"names"`
+		ClaimNames apiextensionsv1.CustomResourceDefinitionNames `json:"claimNames"`
+		Versions   []struct {
+			Name   string                                   `json:"name"`
+			Schema apiextensionsv1.CustomResourceValidation `json:"schema"`
+		} `json:"versions"`
+	} `json:"spec"`
+}
+
+// Crossplane's own fields in a claim's and an XR's spec.
+var crossplaneClaimFields = []string{"compositionRef", "compositionRevisionRef", "compositionSelector", "compositionUpdatePolicy",
+	"compositeDeletePolicy", "resourceRef", "writeConnectionSecretToRef", "publishConnectionDetailsTo"}
+
+// claimCRD wraps the XRD's schema into a claim CRD, as Crossplane does.
+func claimCRD(t *testing.T) *apiextensionsv1.CustomResourceDefinition {
+	b, err := os.ReadFile(filepath.Join(testbin.Root(), "package", "configuration", "xrd.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var x xrd
+	if err := yaml.Unmarshal(b, &x); err != nil {
+		t.Fatal(err)
+	}
+	s := x.Spec.Versions[0].Schema.OpenAPIV3Schema.DeepCopy()
+	spec := s.Properties["spec"]
+	for _, f := range crossplaneClaimFields {
+		spec.Properties[f] = apiextensionsv1.JSONSchemaProps{Type: "object", XPreserveUnknownFields: ptr(true)}
+	}
+	s.Properties["spec"] = spec
+	status := s.Properties["status"]
+	status.XPreserveUnknownFields = ptr(true)
+	s.Properties["status"] = status
+	names := x.Spec.ClaimNames
+	names.ListKind = names.Kind + "List"
+	names.Singular = strings.ToLower(names.Kind)
+	return &apiextensionsv1.CustomResourceDefinition{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "apiextensions.k8s.io/v1", Kind: "CustomResourceDefinition"},
+		ObjectMeta: metav1.ObjectMeta{Name: names.Plural + "." + x.Spec.Group},
+		Spec: apiextensionsv1.CustomResourceDefinitionSpec{
+			Group: x.Spec.Group, Names: names, Scope: apiextensionsv1.NamespaceScoped,
+			Versions: []apiextensionsv1.CustomResourceDefinitionVersion{{
+				Name: x.Spec.Versions[0].Name, Served: true, Storage: true,
+				Schema:       &apiextensionsv1.CustomResourceValidation{OpenAPIV3Schema: s},
+				Subresources: &apiextensionsv1.CustomResourceSubresources{Status: &apiextensionsv1.CustomResourceSubresourceStatus{}},
+			}},
+		},
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// install installs the claim CRD and returns a client that knows it.
+func install(t *testing.T, e *testbed.Env) client.Client {
+	t.Helper()
+	dir := t.TempDir()
+	b, err := yaml.Marshal(claimCRD(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "claim-crd.yaml"), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.InstallCRDs(t, dir)
+	c, err := client.New(e.Config, client.Options{Scheme: e.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func claim(t *testing.T, file, ns string) *unstructured.Unstructured {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(testbin.Root(), "examples", file)) //nolint:gosec // fixtures
+	if err != nil {
+		t.Fatal(err)
+	}
+	var o map[string]any
+	if err := yaml.Unmarshal(b, &o); err != nil {
+		t.Fatal(err)
+	}
+	spec := o["spec"].(map[string]any)
+	delete(spec, "claimRef") // the XR fixtures carry the XR's own field
+	u := &unstructured.Unstructured{Object: map[string]any{"spec": spec}}
+	u.SetGroupVersionKind(schema.GroupVersionKind{Group: schemas.Group, Version: schemas.Version, Kind: schemas.ClaimKind})
+	u.SetNamespace(ns)
+	u.SetName(strings.TrimSuffix(filepath.Base(file), ".yaml"))
+	return u
+}
+
+// TestInvalidCorpusAtAdmission: what OpenAPI and CEL can express is refused
+// by the apiserver, with the field in the message; the rest is left to the
+// function (and named here, so a change of either side shows).
+func TestInvalidCorpusAtAdmission(t *testing.T) {
+	e := testbed.Shared(t)
+	k := install(t, e)
+	ns := e.Namespace(t)
+	refused := map[string]string{
+		"bad-digest":        "spec.source.expectedDigest",
+		"bad-provider":      "spec.source.target.provider",
+		"secret-namespace":  "credentialsSecretRef.namespace",
+		"unsupported-field": "clusterTemplate",
+	}
+	// Cross-field rules and the Input's policy live in the runtime layer.
+	functionOnly := map[string]bool{"azure-no-account": true, "custom-image": true, "key-traversal": true, "link-local-endpoint": true,
+		"localhost-endpoint": true, "no-auth": true, "override-without-force": true, "system-secret": true}
+	files, _ := filepath.Glob(filepath.Join(testbin.Root(), "examples", "invalid", "*.yaml"))
+	for _, f := range files {
+		n := strings.TrimSuffix(filepath.Base(f), ".yaml")
+		t.Run(n, func(t *testing.T) {
+			err := k.Create(context.Background(), claim(t, "invalid/"+n+".yaml", ns))
+			switch {
+			case refused[n] != "":
+				if err == nil || !strings.Contains(err.Error(), refused[n]) {
+					t.Fatalf("want refusal naming %s, got %v", refused[n], err)
+				}
+			case functionOnly[n]:
+				if err != nil {
+					t.Fatalf("admission refused what only the function checks: %v", err)
+				}
+			default:
+				t.Fatalf("invalid example %s is in neither list", n)
+			}
+		})
+	}
+}
+
+// TestImmutableSpec: a restore's own fields cannot change, be removed or be
+// added; Crossplane's writes into the spec still pass.
+func TestImmutableSpec(t *testing.T) {
+	e := testbed.Shared(t)
+	k := install(t, e)
+	ns := e.Namespace(t)
+	ctx := context.Background()
+	c := claim(t, "claim.yaml", ns)
+	if err := k.Create(ctx, c); err != nil {
+		t.Fatalf("create the example claim: %v", err)
+	}
+	// Defaults are applied at admission, as the CUE contract says.
+	got := &unstructured.Unstructured{}
+	got.SetGroupVersionKind(c.GroupVersionKind())
+	if err := k.Get(ctx, client.ObjectKeyFromObject(c), got); err != nil {
+		t.Fatal(err)
+	}
+	if v, _, _ := unstructured.NestedInt64(got.Object, "spec", "source", "target", "partSize"); v != 10485760 {
+		t.Errorf("partSize default = %d, want 10485760", v)
+	}
+	if v, _, _ := unstructured.NestedBool(got.Object, "spec", "force"); v {
+		t.Error("force defaulted to true")
+	}
+
+	mutate := func(name string, f func(u *unstructured.Unstructured), wantRefused bool) {
+		t.Run(name, func(t *testing.T) {
+			cur := &unstructured.Unstructured{}
+			cur.SetGroupVersionKind(c.GroupVersionKind())
+			if err := k.Get(ctx, client.ObjectKeyFromObject(c), cur); err != nil {
+				t.Fatal(err)
+			}
+			f(cur)
+			err := k.Update(ctx, cur)
+			if wantRefused && (err == nil || !strings.Contains(err.Error(), "immutable")) {
+				t.Fatalf("want the update refused as immutable, got %v", err)
+			}
+			if !wantRefused && err != nil {
+				t.Fatalf("update refused: %v", err)
+			}
+		})
+	}
+	mutate("change cluster", func(u *unstructured.Unstructured) {
+		_ = unstructured.SetNestedField(u.Object, "other", "spec", "cluster")
+	}, true)
+	mutate("change key", func(u *unstructured.Unstructured) {
+		_ = unstructured.SetNestedField(u.Object, "x.snap", "spec", "source", "key")
+	}, true)
+	mutate("remove tokenSecretRef", func(u *unstructured.Unstructured) {
+		unstructured.RemoveNestedField(u.Object, "spec", "tokenSecretRef")
+	}, true)
+	mutate("add jwtAuthRole", func(u *unstructured.Unstructured) {
+		_ = unstructured.SetNestedField(u.Object, "r", "spec", "jwtAuthRole")
+	}, true)
+	mutate("set force", func(u *unstructured.Unstructured) {
+		_ = unstructured.SetNestedField(u.Object, true, "spec", "force")
+	}, true)
+	mutate("Crossplane writes its refs", func(u *unstructured.Unstructured) {
+		_ = unstructured.SetNestedMap(u.Object, map[string]any{"name": "xopenbaorestores.restore.openbao-restore.io"}, "spec", "compositionRef")
+		_ = unstructured.SetNestedMap(u.Object, map[string]any{"apiVersion": "restore.openbao-restore.io/v1alpha1", "kind": "XOpenBaoRestore", "name": "x-abcde"}, "spec", "resourceRef")
+	}, false)
+	mutate("labels and annotations", func(u *unstructured.Unstructured) {
+		u.SetAnnotations(map[string]string{schemas.AcknowledgeAnnotation: string(u.GetUID()) + "/Resume"})
+	}, false)
+}
