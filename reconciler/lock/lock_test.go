@@ -3,6 +3,7 @@ package lock_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -11,12 +12,14 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -40,9 +43,49 @@ func TestMain(m *testing.M) {
 
 // startReconciler runs the lock reconciler for one namespace until the test
 // ends, so that parallel tests never see each other's requests.
+var leastPrivilege struct {
+	once sync.Once
+	cfg  *rest.Config
+	err  error
+}
+
+// reconcilerConfig is a REST config for a user granted exactly the
+// reconciler's generated ClusterRole (rbac/role.yaml) and nothing else, so
+// every test also proves that role suffices.
+func reconcilerConfig(t *testing.T, env *testbed.Env) *rest.Config {
+	t.Helper()
+	leastPrivilege.once.Do(func() {
+		ctx := context.Background()
+		role, err := os.ReadFile("rbac/role.yaml")
+		if err != nil {
+			leastPrivilege.err = err
+			return
+		}
+		if err := env.ApplyYAML(ctx, role); err != nil {
+			leastPrivilege.err = err
+			return
+		}
+		const user = "openbao-restore-lock-test"
+		binding := &rbacv1.ClusterRoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Name: user},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "openbao-restore-lock"},
+			Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: user}},
+		}
+		if err := env.Client.Create(ctx, binding); err != nil {
+			leastPrivilege.err = err
+			return
+		}
+		leastPrivilege.cfg, leastPrivilege.err = env.AddUser(user)
+	})
+	if leastPrivilege.err != nil {
+		t.Fatalf("least-privilege user: %v", leastPrivilege.err)
+	}
+	return leastPrivilege.cfg
+}
+
 func startReconciler(t *testing.T, env *testbed.Env, ns string) (stop func()) {
 	t.Helper()
-	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
+	mgr, err := ctrl.NewManager(reconcilerConfig(t, env), ctrl.Options{
 		Scheme:                 env.Scheme,
 		Cache:                  cache.Options{DefaultNamespaces: map[string]cache.Config{ns: {}}},
 		Metrics:                metricsserver.Options{BindAddress: "0"},

@@ -61,11 +61,14 @@ type Reconciler struct {
 	Now func() time.Time
 }
 
-// +kubebuilder:rbac:groups=restore.openbao-restore.io,resources=lockrequests,verbs=get;list;watch;update;patch
-// +kubebuilder:rbac:groups=restore.openbao-restore.io,resources=lockrequests/status,verbs=get;update;patch
-// +kubebuilder:rbac:groups=restore.openbao-restore.io,resources=lockrequests/finalizers,verbs=update
+// Least privilege, proven by the tests, which run the reconciler under
+// exactly the ClusterRole generated from these markers (rbac/role.yaml):
+// every write is a patch (merge patches with a resourceVersion, or
+// server-side apply), so no update verb is needed.
+// +kubebuilder:rbac:groups=restore.openbao-restore.io,resources=lockrequests,verbs=get;list;watch;patch
+// +kubebuilder:rbac:groups=restore.openbao-restore.io,resources=lockrequests/status,verbs=patch
 // +kubebuilder:rbac:groups=openbao.org,resources=openbaoclusters,verbs=get;list;watch
-// +kubebuilder:rbac:groups=openbao.org,resources=openbaoclusters/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=openbao.org,resources=openbaoclusters/status,verbs=patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // SetupWithManager registers the reconciler. It watches OpenBaoClusters
