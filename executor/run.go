@@ -306,6 +306,7 @@ func (r *run) stream(ctx context.Context, src Source, info ObjectInfo, addr stri
 		return nil
 	}
 	hb := newHoldBack(in, info.Size, r.opts.HoldBack, cfg.ExpectedDigest, gate)
+	defer hb.Close()
 	url := addr + "/v1/sys/storage/raft/" + cfg.RestoreEndpoint()
 	trace := &httptrace.ClientTrace{GotFirstResponseByte: func() { answered.Store(true) }}
 	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, trace), http.MethodPost, url, hb)

@@ -37,7 +37,8 @@ type holdBack struct {
 	gate      func(sum string, n int64) error
 	passLimit int64 // bytes that may go out before the checks
 
-	h        hash.Hash
+	h        hash.Hash // written by the prefetcher; read only after its EOF
+	pf       *prefetch
 	n        atomic.Int64 // bytes read from the source
 	sent     atomic.Int64 // bytes handed to the transport
 	tail     []byte
@@ -56,7 +57,9 @@ func newHoldBack(src io.Reader, size int64, hold int, wantSum string, gate func(
 	if pass < 0 {
 		pass = 0
 	}
-	return &holdBack{src: src, size: size, wantSum: wantSum, gate: gate, passLimit: pass, h: sha256.New(), tail: make([]byte, 0, hold)}
+	h := sha256.New()
+	pf := newPrefetch(src, h)
+	return &holdBack{src: pf, pf: pf, size: size, wantSum: wantSum, gate: gate, passLimit: pass, h: h, tail: make([]byte, 0, hold)}
 }
 
 func (r *holdBack) fail(err error) error {
@@ -67,6 +70,9 @@ func (r *holdBack) fail(err error) error {
 	}
 	return r.err
 }
+
+// Close stops the prefetcher.
+func (r *holdBack) Close() { r.pf.Close() }
 
 // Err is the failure that stopped the body, if any (a check, the source, or
 // the gate); nil when the body was cut by the transport.
@@ -97,7 +103,6 @@ func (r *holdBack) Read(p []byte) (int, error) {
 		}
 		k, err := r.src.Read(p)
 		if k > 0 {
-			r.h.Write(p[:k])
 			r.n.Add(int64(k))
 			r.sent.Add(int64(k))
 		}
@@ -151,7 +156,6 @@ func (r *holdBack) fillTail() error {
 		}
 		k, err := r.src.Read(buf)
 		if k > 0 {
-			r.h.Write(buf[:k])
 			r.tail = r.tail[:len(r.tail)+k]
 			r.n.Add(int64(k))
 		}
