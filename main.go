@@ -5,12 +5,16 @@
 package main
 
 import (
+	"context"
 	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/alecthomas/kong"
 
 	"github.com/crossplane/function-sdk-go"
 
+	"github.com/openbao-restore/openbao-restore/executor"
 	"github.com/openbao-restore/openbao-restore/fn"
 	"github.com/openbao-restore/openbao-restore/schemas"
 )
@@ -43,10 +47,26 @@ func (c *FunctionCmd) Run() error {
 		function.MaxRecvMessageSize(c.MaxRecvMessageSize*1024*1024))
 }
 
+// RestoreCmd runs one restore: the program of the restore Job. Its
+// configuration is the environment contract of openbao-operator's bao-backup
+// restore mode plus mounted files (docs/architecture.md); the exit code
+// tells the Job's podFailurePolicy whether a retry is safe.
+type RestoreCmd struct{}
+
+// Run the restore and exit with its code.
+func (c *RestoreCmd) Run() error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	code := executor.Main(ctx, os.Getenv, executor.Options{})
+	stop()
+	os.Exit(code)
+	return nil
+}
+
 // CLI is the command line: the function is the default command, so the
 // Function package's runtime can start the image without arguments.
 type CLI struct {
 	Function FunctionCmd `cmd:"" default:"withargs" help:"Serve the composition function (default)."`
+	Restore  RestoreCmd  `cmd:"" help:"Run one restore (the restore Job's program; also started by EXECUTOR_MODE=restore)."`
 }
 
 func main() {

@@ -5,6 +5,7 @@ import (
 	"embed"
 	"encoding/json"
 	"fmt"
+	"math"
 	"sort"
 	"strings"
 	"sync"
@@ -160,9 +161,9 @@ func Validate(spec map[string]any, p Policy) (*Spec, []Violation, error) {
 	mu.Lock()
 	defer mu.Unlock()
 
-	in := make(map[string]any, len(spec))
-	for k, v := range spec {
-		in[k] = v
+	in, _ := normalize(spec).(map[string]any)
+	if in == nil {
+		in = map[string]any{}
 	}
 	for _, f := range crossplaneFields {
 		delete(in, f)
@@ -342,6 +343,32 @@ func valueAt(m map[string]any, path []string) string {
 	return string(b)
 }
 
+// normalize deep-copies a JSON value and turns whole float64 numbers into
+// int64. Crossplane hands XRs to functions as protobuf structs, whose
+// numbers are all doubles: without this, CUE would see 4096.0, which is not
+// an int, and refuse every integer field.
+func normalize(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		m := make(map[string]any, len(x))
+		for k, e := range x {
+			m[k] = normalize(e)
+		}
+		return m
+	case []any:
+		l := make([]any, len(x))
+		for i, e := range x {
+			l[i] = normalize(e)
+		}
+		return l
+	case float64:
+		if x == math.Trunc(x) && math.Abs(x) < 1<<53 {
+			return int64(x)
+		}
+	}
+	return v
+}
+
 func has(m map[string]any, path []string) bool {
 	var cur any = m
 	for _, p := range path {
@@ -356,23 +383,16 @@ func has(m map[string]any, path []string) bool {
 	return true
 }
 
-// deletePath removes path from m, copying the maps on the way so that the
-// caller's object is never changed.
+// deletePath removes path from m (a private copy of the input).
 func deletePath(m map[string]any, path []string) {
-	if len(path) == 1 {
-		delete(m, path[0])
-		return
+	for _, p := range path[:len(path)-1] {
+		next, ok := m[p].(map[string]any)
+		if !ok {
+			return
+		}
+		m = next
 	}
-	child, ok := m[path[0]].(map[string]any)
-	if !ok {
-		return
-	}
-	cp := make(map[string]any, len(child))
-	for k, v := range child {
-		cp[k] = v
-	}
-	m[path[0]] = cp
-	deletePath(cp, path[1:])
+	delete(m, path[len(path)-1])
 }
 
 func sortViolations(vs []Violation) []Violation {
