@@ -325,6 +325,22 @@ func (e *Env) AddUser(name string, groups ...string) (*rest.Config, error) {
 	return u.Config(), nil
 }
 
+// UserKubeconfig writes a kubeconfig for a user with these groups, whom
+// RBAC alone authorizes, and returns its path: for a controller run as a
+// separate process under least privilege.
+func (e *Env) UserKubeconfig(name string, groups ...string) (string, error) {
+	u, err := e.env.AddUser(envtest.User{Name: name, Groups: groups}, e.Config)
+	if err != nil {
+		return "", err
+	}
+	kc, err := u.KubeConfig()
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(e.Dir, "user-"+dnsLabel(name, 60)+".kubeconfig")
+	return path, os.WriteFile(path, kc, 0o600)
+}
+
 // Logs returns the tail of a component's log (kube-controller-manager,
 // kube-scheduler, kwok).
 func (e *Env) Logs(name string, n int) string {

@@ -1,0 +1,109 @@
+// Package reconciler is the companion controller of openbao-restore: it runs
+// the reconcilers (today the operation lock, reconciler/lock) in one
+// controller-runtime manager, with leader election, health probes and
+// metrics. main.go wires Command into the CLI.
+package reconciler
+
+import (
+	"fmt"
+	"net/http"
+	"time"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/openbao-restore/openbao-restore/reconciler/lock"
+	lockv1alpha1 "github.com/openbao-restore/openbao-restore/schemas/lock/v1alpha1"
+)
+
+// Command runs the reconciler until SIGTERM or SIGINT. The API server is
+// found as usual: in-cluster, or $KUBECONFIG.
+type Command struct {
+	Debug                   bool          `short:"d" help:"Emit debug logs."`
+	MetricsBindAddress      string        `default:":8080" help:"Address of the Prometheus metrics endpoint; 0 disables it."`
+	HealthProbeBindAddress  string        `default:":8081" help:"Address of /healthz and /readyz; 0 disables them."`
+	LeaderElect             bool          `default:"true" negatable:"" help:"Run only while holding the leader lease, so that replicas never reconcile at once."`
+	LeaderElectionNamespace string        `env:"POD_NAMESPACE" help:"Namespace of the leader lease (the pod's own)."`
+	LeaseDuration           time.Duration `default:"15s" help:"Leader lease duration."`
+	Namespace               []string      `help:"Watch only these namespaces (default: all)."`
+	Concurrency             int           `default:"8" help:"LockRequests reconciled in parallel."`
+}
+
+// Run the reconciler.
+func (c *Command) Run() error {
+	ctrl.SetLogger(zap.New(zap.UseDevMode(c.Debug)))
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		return err
+	}
+	mgr, err := c.NewManager(cfg)
+	if err != nil {
+		return err
+	}
+	return mgr.Start(ctrl.SetupSignalHandler())
+}
+
+// NewManager builds the manager with every reconciler registered.
+func (c *Command) NewManager(cfg *rest.Config) (ctrl.Manager, error) {
+	opts := ctrl.Options{
+		Scheme:                  Scheme(),
+		Metrics:                 metricsserver.Options{BindAddress: c.MetricsBindAddress},
+		HealthProbeBindAddress:  c.HealthProbeBindAddress,
+		LeaderElection:          c.LeaderElect,
+		LeaderElectionID:        "openbao-restore-reconciler",
+		LeaderElectionNamespace: c.LeaderElectionNamespace,
+		LeaseDuration:           &c.LeaseDuration,
+		// A new leader must not wait out a lease its predecessor held
+		// when it stopped cleanly.
+		LeaderElectionReleaseOnCancel: true,
+	}
+	if len(c.Namespace) > 0 {
+		opts.Cache.DefaultNamespaces = map[string]cache.Config{}
+		for _, ns := range c.Namespace {
+			opts.Cache.DefaultNamespaces[ns] = cache.Config{}
+		}
+	}
+	mgr, err := ctrl.NewManager(cfg, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return nil, err
+	}
+	// Ready once the caches have synced: before that, decisions would be
+	// made on an empty view.
+	if err := mgr.AddReadyzCheck("caches", func(req *http.Request) error {
+		if !mgr.GetCache().WaitForCacheSync(req.Context()) {
+			return fmt.Errorf("caches not synced")
+		}
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	lr := &lock.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(),
+		Recorder: mgr.GetEventRecorder("openbao-restore-lock")}
+	if err := lr.SetupWithManager(mgr, controller.Options{MaxConcurrentReconciles: c.Concurrency}); err != nil {
+		return nil, err
+	}
+	return mgr, nil
+}
+
+// Scheme knows the built-in kinds and LockRequests. OpenBaoClusters and the
+// XR kinds are handled as unstructured, so they need no Go types.
+func Scheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(s); err != nil {
+		panic(err)
+	}
+	if err := lockv1alpha1.AddToScheme(s); err != nil {
+		panic(err)
+	}
+	return s
+}
