@@ -4,11 +4,14 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/xml"
 	"errors"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
@@ -109,6 +112,11 @@ func (s *s3Source) List(ctx context.Context, prefix string, max int) ([]string, 
 // classify maps an SDK error to an exit code. It reports the error code and
 // HTTP status, never the request (whose headers hold a signature).
 func (s *s3Source) classify(err error, what string) error {
+	var ee *exitError
+	if errors.As(err, &ee) {
+		// Our own failure from inside the SDK (the web identity provider).
+		return fail(ee.code, err, "%s", what)
+	}
 	status := 0
 	var re *awshttp.ResponseError
 	if errors.As(err, &re) {
@@ -173,10 +181,76 @@ func shortErr(err error) string {
 	return s
 }
 
-// webIdentityProvider is not available yet: it needs the STS client.
+// webIdentityProvider exchanges the projected web identity token for role
+// credentials with STS AssumeRoleWithWebIdentity (IRSA). The call is
+// unsigned, so it needs no STS client: one form POST and its XML answer.
+// The token file is re-read on every refresh, because it rotates; the SDK's
+// cache refreshes before the credentials expire.
 func webIdentityProvider(cfg *Config) (aws.CredentialsProvider, error) {
-	if _, err := os.Stat(cfg.WebIdentityFile); err != nil {
-		return nil, fail(schemas.ExitConfig, nil, "%s %s cannot be read", schemas.EnvAWSWebIdentityFile, cfg.WebIdentityFile)
+	endpoint := strings.TrimRight(os.Getenv("AWS_ENDPOINT_URL_STS"), "/")
+	if endpoint == "" {
+		endpoint = "https://sts." + cfg.Region + ".amazonaws.com"
 	}
-	return nil, fail(schemas.ExitConfig, nil, "%s (web identity) is not supported by this executor yet; use an access key", schemas.EnvAWSRoleARN)
+	hc := &http.Client{Timeout: 30 * time.Second}
+	session := "openbao-restore"
+	if cfg.PodName != "" {
+		session = cfg.PodName
+	}
+	if len(session) > 64 {
+		session = session[:64]
+	}
+	fetch := func(ctx context.Context) (aws.Credentials, error) {
+		tok, err := readSecretFile(cfg.WebIdentityFile)
+		if err != nil {
+			return aws.Credentials{}, fail(schemas.ExitConfig, nil, "%s %s: %v", schemas.EnvAWSWebIdentityFile, cfg.WebIdentityFile, err)
+		}
+		form := url.Values{
+			"Action":           {"AssumeRoleWithWebIdentity"},
+			"Version":          {"2011-06-15"},
+			"RoleArn":          {cfg.RoleARN},
+			"RoleSessionName":  {session},
+			"WebIdentityToken": {tok.reveal()},
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint+"/", strings.NewReader(form.Encode()))
+		if err != nil {
+			return aws.Credentials{}, fail(schemas.ExitConfig, nil, "STS endpoint %s is not a URL", endpoint)
+		}
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		resp, err := hc.Do(req)
+		if err != nil {
+			return aws.Credentials{}, transient(scrubURLError(err), "STS AssumeRoleWithWebIdentity at %s", endpoint)
+		}
+		defer func() { _ = resp.Body.Close() }()
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		if resp.StatusCode != http.StatusOK {
+			var e struct {
+				Error struct {
+					Code    string `xml:"Code"`
+					Message string `xml:"Message"`
+				} `xml:"Error"`
+			}
+			_ = xml.Unmarshal(body, &e)
+			if resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests {
+				return aws.Credentials{}, transient(nil, "STS AssumeRoleWithWebIdentity: HTTP %d %s", resp.StatusCode, e.Error.Code)
+			}
+			return aws.Credentials{}, fail(schemas.ExitStorage, nil, "STS refused to assume role %s with the web identity token: HTTP %d %s %s", cfg.RoleARN, resp.StatusCode, e.Error.Code, e.Error.Message)
+		}
+		var r struct {
+			Result struct {
+				Credentials struct {
+					AccessKeyID     string    `xml:"AccessKeyId"`
+					SecretAccessKey string    `xml:"SecretAccessKey"`
+					SessionToken    string    `xml:"SessionToken"`
+					Expiration      time.Time `xml:"Expiration"`
+				} `xml:"Credentials"`
+			} `xml:"AssumeRoleWithWebIdentityResult"`
+		}
+		if err := xml.Unmarshal(body, &r); err != nil || r.Result.Credentials.AccessKeyID == "" {
+			return aws.Credentials{}, fail(schemas.ExitStorage, nil, "STS AssumeRoleWithWebIdentity: no credentials in the answer")
+		}
+		c := r.Result.Credentials
+		return aws.Credentials{AccessKeyID: c.AccessKeyID, SecretAccessKey: c.SecretAccessKey, SessionToken: c.SessionToken,
+			CanExpire: !c.Expiration.IsZero(), Expires: c.Expiration, Source: "web identity"}, nil
+	}
+	return aws.NewCredentialsCache(aws.CredentialsProviderFunc(fetch)), nil
 }
