@@ -10,6 +10,10 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -138,4 +142,76 @@ func Eventually(t testing.TB, timeout time.Duration, what string, cond func() (b
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// WaitJob waits until the Job has the condition (Complete, Failed, ...) and
+// returns how long that took.
+func (e *Env) WaitJob(t testing.TB, namespace, name string, cond batchv1.JobConditionType, timeout time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	Eventually(t, timeout, "job "+namespace+"/"+name+" "+string(cond), func() (bool, error) {
+		var j batchv1.Job
+		if err := e.Client.Get(context.Background(), client.ObjectKey{Namespace: namespace, Name: name}, &j); err != nil {
+			return false, err
+		}
+		for _, c := range j.Status.Conditions {
+			if c.Type == cond && c.Status == corev1.ConditionTrue {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	return time.Since(start)
+}
+
+// ClusterPodLabels are the labels of the stand-in OpenBao pods of a cluster.
+func ClusterPodLabels(cluster string) map[string]string {
+	return map[string]string{"app.kubernetes.io/name": "openbao", "app.kubernetes.io/instance": cluster}
+}
+
+// OpenBaoCluster creates the fixture OpenBaoCluster (the minimal CRD in
+// test/crds must be installed) with status.initialized true, and a
+// StatefulSet of the same name whose kwok pods stand in for its OpenBao
+// pods, and waits until they are all Ready. The pods carry
+// ClusterPodLabels; a deleted pod is recreated by the StatefulSet
+// controller and becomes Ready again, as after a restart.
+func (e *Env) OpenBaoCluster(t testing.TB, namespace, name string, replicas int32) *unstructured.Unstructured {
+	t.Helper()
+	ctx := context.Background()
+	c := &unstructured.Unstructured{}
+	c.SetAPIVersion("openbao.org/v1alpha1")
+	c.SetKind("OpenBaoCluster")
+	c.SetNamespace(namespace)
+	c.SetName(name)
+	_ = unstructured.SetNestedField(c.Object, int64(replicas), "spec", "replicas")
+	if err := e.Client.Create(ctx, c); err != nil {
+		t.Fatalf("create OpenBaoCluster: %v", err)
+	}
+	orig := c.DeepCopy()
+	_ = unstructured.SetNestedField(c.Object, true, "status", "initialized")
+	if err := e.Client.Status().Patch(ctx, c, client.MergeFrom(orig)); err != nil {
+		t.Fatalf("OpenBaoCluster status: %v", err)
+	}
+	labels := ClusterPodLabels(name)
+	sts := &appsv1.StatefulSet{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace, Labels: labels},
+		Spec: appsv1.StatefulSetSpec{
+			Replicas:            &replicas,
+			Selector:            &metav1.LabelSelector{MatchLabels: labels},
+			PodManagementPolicy: appsv1.ParallelPodManagement,
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "openbao", Image: "openbao/openbao:2.4.0",
+					Ports: []corev1.ContainerPort{{Name: "api", ContainerPort: 8200}}}}},
+			},
+		},
+	}
+	if err := e.Client.Create(ctx, sts); err != nil {
+		t.Fatalf("create StatefulSet: %v", err)
+	}
+	Eventually(t, 60*time.Second, fmt.Sprintf("%d ready pods of %s", replicas, name), func() (bool, error) {
+		err := e.Client.Get(ctx, client.ObjectKeyFromObject(sts), sts)
+		return err == nil && sts.Status.ReadyReplicas == replicas && sts.Status.ObservedGeneration == sts.Generation, err
+	})
+	return c
 }

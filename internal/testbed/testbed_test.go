@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -32,23 +31,6 @@ func job(ns, name string) *batchv1.Job {
 	}
 }
 
-func waitJob(t *testing.T, c client.Client, j *batchv1.Job, want batchv1.JobConditionType) time.Duration {
-	t.Helper()
-	start := time.Now()
-	testbed.Eventually(t, 60*time.Second, "job "+j.Name+" "+string(want), func() (bool, error) {
-		if err := c.Get(context.Background(), client.ObjectKeyFromObject(j), j); err != nil {
-			return false, err
-		}
-		for _, cond := range j.Status.Conditions {
-			if cond.Type == want && cond.Status == corev1.ConditionTrue {
-				return true, nil
-			}
-		}
-		return false, nil
-	})
-	return time.Since(start)
-}
-
 func TestJobCompletes(t *testing.T) {
 	t.Parallel()
 	env := testbed.Shared(t)
@@ -57,7 +39,7 @@ func TestJobCompletes(t *testing.T) {
 	if err := env.Client.Create(context.Background(), j); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("Complete after %s", waitJob(t, env.Client, j, batchv1.JobComplete))
+	t.Logf("Complete after %s", env.WaitJob(t, ns, j.Name, batchv1.JobComplete, time.Minute))
 }
 
 func TestJobPodFailsWithExitCodeAndMessage(t *testing.T) {
@@ -71,7 +53,7 @@ func TestJobPodFailsWithExitCodeAndMessage(t *testing.T) {
 	if err := env.Client.Create(ctx, j); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("Failed after %s", waitJob(t, env.Client, j, batchv1.JobFailed))
+	t.Logf("Failed after %s", env.WaitJob(t, ns, j.Name, batchv1.JobFailed, time.Minute))
 
 	var pods corev1.PodList
 	if err := env.Client.List(ctx, &pods, client.InNamespace(ns), client.MatchingLabels{"batch.kubernetes.io/job-name": "fails"}); err != nil {
@@ -101,7 +83,7 @@ func TestJobPodSucceedsWithMessage(t *testing.T) {
 	if err := env.Client.Create(ctx, j); err != nil {
 		t.Fatal(err)
 	}
-	waitJob(t, env.Client, j, batchv1.JobComplete)
+	env.WaitJob(t, ns, j.Name, batchv1.JobComplete, time.Minute)
 	var pods corev1.PodList
 	if err := env.Client.List(ctx, &pods, client.InNamespace(ns), client.MatchingLabels{"batch.kubernetes.io/job-name": "done"}); err != nil {
 		t.Fatal(err)
@@ -115,42 +97,49 @@ func TestJobPodSucceedsWithMessage(t *testing.T) {
 	}
 }
 
-// The StatefulSet stands in for an OpenBaoCluster's pods, so its pods must
-// become Ready on the kwok node.
-func TestStatefulSetPodsBecomeReady(t *testing.T) {
+// The fixture cluster's StatefulSet stands in for its OpenBao pods: they
+// become Ready on the kwok node, and a pod deleted with UID and
+// resourceVersion preconditions (as the restart after a restore does) comes
+// back Ready as a new pod.
+func TestOpenBaoClusterPodsRestart(t *testing.T) {
 	t.Parallel()
 	env := testbed.Shared(t)
 	ns := env.Namespace(t)
-	labels := map[string]string{"app.kubernetes.io/instance": "bao"}
-	sts := &appsv1.StatefulSet{
-		ObjectMeta: metav1.ObjectMeta{Name: "bao", Namespace: ns},
-		Spec: appsv1.StatefulSetSpec{
-			Replicas:            ptr.To[int32](3),
-			Selector:            &metav1.LabelSelector{MatchLabels: labels},
-			PodManagementPolicy: appsv1.ParallelPodManagement,
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "openbao", Image: "example.invalid/openbao"}}},
-			},
-		},
-	}
 	ctx := context.Background()
-	if err := env.Client.Create(ctx, sts); err != nil {
+	env.OpenBaoCluster(t, ns, "bao", 3)
+	var pods corev1.PodList
+	if err := env.Client.List(ctx, &pods, client.InNamespace(ns), client.MatchingLabels(testbed.ClusterPodLabels("bao"))); err != nil {
 		t.Fatal(err)
 	}
-	testbed.Eventually(t, 60*time.Second, "3 ready replicas", func() (bool, error) {
-		err := env.Client.Get(ctx, client.ObjectKeyFromObject(sts), sts)
-		return err == nil && sts.Status.ReadyReplicas == 3, err
-	})
-	var pods corev1.PodList
-	if err := env.Client.List(ctx, &pods, client.InNamespace(ns), client.MatchingLabels(labels)); err != nil {
-		t.Fatal(err)
+	if len(pods.Items) != 3 {
+		t.Fatalf("want 3 pods, got %d", len(pods.Items))
 	}
 	for _, p := range pods.Items {
 		if p.Status.PodIP == "" || p.Spec.NodeName != testbed.NodeName {
 			t.Errorf("pod %s: ip %q node %q", p.Name, p.Status.PodIP, p.Spec.NodeName)
 		}
 	}
+	old := pods.Items[0]
+	start := time.Now()
+	if err := env.Client.Delete(ctx, &old, client.Preconditions{UID: &old.UID, ResourceVersion: &old.ResourceVersion}); err != nil {
+		t.Fatal(err)
+	}
+	testbed.Eventually(t, 60*time.Second, "a new Ready "+old.Name, func() (bool, error) {
+		var p corev1.Pod
+		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(&old), &p); err != nil {
+			return false, client.IgnoreNotFound(err)
+		}
+		if p.UID == old.UID {
+			return false, nil
+		}
+		for _, c := range p.Status.Conditions {
+			if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	t.Logf("pod %s replaced and Ready after %s", old.Name, time.Since(start))
 }
 
 // The fixture CRDs are installed and the OpenBaoCluster status subresource
