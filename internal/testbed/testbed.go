@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -115,11 +116,45 @@ func bins(t testing.TB, opts Options) (dir string, paths map[string]string) {
 	if !opts.NoKwok {
 		names = append(names, "kwok")
 	}
+	// `go test ./...` runs packages in parallel. On a fresh machine each
+	// would build kube-apiserver at once (about 2 GB and 10 minutes each);
+	// a lock shared by every test binary makes the first build and the
+	// others find the result.
+	unlock := lockCache(t)
+	defer unlock()
 	paths = map[string]string{}
 	for _, n := range names {
 		paths[n] = testbin.Path(t, n)
 	}
 	return filepath.Dir(paths["kube-apiserver"]), paths
+}
+
+// lockCache takes an exclusive lock on a file in the tools cache of
+// hack/tool.sh, waiting for any other test binary holding it.
+func lockCache(t testing.TB) (unlock func()) {
+	t.Helper()
+	cache := os.Getenv("XDG_CACHE_HOME")
+	if cache == "" {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			t.Fatalf("testbed: no cache directory: %v", err)
+		}
+		cache = filepath.Join(home, ".cache")
+	}
+	dir := filepath.Join(cache, "openbao-restore")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatalf("testbed: %v", err)
+	}
+	f, err := os.OpenFile(filepath.Join(dir, ".testbed-build.lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		t.Fatalf("testbed: %v", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		_ = f.Close()
+		t.Fatalf("testbed: lock %s: %v", f.Name(), err)
+	}
+	// Closing the file releases the lock.
+	return func() { _ = f.Close() }
 }
 
 // Start starts a control plane that is stopped when the test ends.
