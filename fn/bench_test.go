@@ -3,6 +3,8 @@ package fn
 import (
 	"context"
 	"net"
+	"strconv"
+	"strings"
 	"testing"
 
 	"google.golang.org/grpc"
@@ -79,4 +81,21 @@ func BenchmarkGRPCPrebuilt(b *testing.B) {
 		b.Fatal(err)
 	}
 	benchGRPC(b, &prebuilt{rsp: rsp})
+}
+
+// BenchmarkRunFunctionCold defeats the validation and render caches with a
+// new spec every call: the cost of the first call for an XR.
+func BenchmarkRunFunctionCold(b *testing.B) {
+	f := &Function{Log: logging.NewNopLogger()}
+	ctx := context.Background()
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		i++
+		r := req(xrJSON(strings.Replace(validSpec, "clusters/prod/a.snap", "clusters/prod/"+strconv.Itoa(i)+".snap", 1), `{"phase":"Running"}`),
+			true, map[string]string{resLock: lockJSON("Held", holder)})
+		if _, err := f.RunFunction(ctx, r); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
