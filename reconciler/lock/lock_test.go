@@ -25,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/openbao-restore/openbao-restore/internal/testbed"
@@ -349,6 +350,20 @@ func TestTwentyRequestsTakeTurns(t *testing.T) {
 	if len(ho) > 0 {
 		t.Logf("lock hand-over (release seen -> next holder seen) over %d turns: p50 %s, max %s",
 			len(ho), ho[len(ho)/2].Round(time.Millisecond), ho[len(ho)-1].Round(time.Millisecond))
+	}
+	// The wait histogram saw every acquisition (other tests add theirs).
+	mfs, err := metrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var waits uint64
+	for _, mf := range mfs {
+		if mf.GetName() == "openbao_restore_lock_wait_seconds" {
+			waits = mf.GetMetric()[0].GetHistogram().GetSampleCount()
+		}
+	}
+	if waits < n {
+		t.Errorf("lock wait histogram has %d samples, want at least %d", waits, n)
 	}
 	distinct := map[string]bool{}
 	for _, h := range seen {

@@ -3,6 +3,7 @@ package lock
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -162,6 +163,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		if apierrors.IsConflict(err) {
 			// Someone wrote the cluster since we read it: re-read from
 			// the API, not the possibly stale cache, and decide again.
+			conflicts.Inc()
 			reader = r.APIReader
 			continue
 		}
@@ -182,6 +184,8 @@ func (r *Reconciler) apply(ctx context.Context, lr *lockv1alpha1.LockRequest, cl
 		if err := r.swap(ctx, orig, cluster); err != nil {
 			return err
 		}
+		lockWait.Observe(now.Sub(lr.CreationTimestamp.Time).Seconds())
+		acquisitions.WithLabelValues(strconv.FormatBool(d.Action == Override)).Inc()
 		st := lockv1alpha1.LockRequestStatus{State: "Held", HeldBy: lr.Spec.Holder,
 			Message: "holding the operation lock of cluster " + lr.Spec.Cluster, AcquiredAt: &metav1.Time{Time: now.Truncate(time.Second)}}
 		var cond *metav1.Condition
