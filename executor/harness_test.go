@@ -54,7 +54,12 @@ func freePortPair(t testing.TB) int {
 	return 0
 }
 
-func startBao(t testing.TB) *baoServer {
+func startBao(t testing.TB) *baoServer { return startBaoSealed(t, "") }
+
+// startBaoSealed starts a dev server whose seal is a static key in keyFile
+// (32 bytes), so that two clusters can share a seal key; "" keeps dev mode's
+// own Shamir seal, a different one per server.
+func startBaoSealed(t testing.TB, keyFile string) *baoServer {
 	t.Helper()
 	bin := testbin.Path(t, "openbao")
 	dir := t.TempDir()
@@ -70,6 +75,9 @@ func startBao(t testing.TB) *baoServer {
 			t.Fatal(err)
 		}
 		hcl := fmt.Sprintf("storage \"raft\" {\n  path = %q\n  node_id = \"node1\"\n  performance_multiplier = 1\n}\napi_addr = %q\ncluster_addr = \"https://127.0.0.1:%d\"\n", raftDir, addr, p+1)
+		if keyFile != "" {
+			hcl += fmt.Sprintf("seal \"static\" {\n  current_key_id = \"1\"\n  current_key = \"file://%s\"\n}\n", keyFile)
+		}
 		conf := filepath.Join(dir, "raft.hcl")
 		if err := os.WriteFile(conf, []byte(hcl), 0o600); err != nil {
 			t.Fatal(err)
@@ -250,9 +258,11 @@ type fixture struct {
 	log   *bytes.Buffer
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t *testing.T) *fixture { return newFixtureSealed(t, "") }
+
+func newFixtureSealed(t *testing.T, keyFile string) *fixture {
 	t.Helper()
-	b := startBao(t)
+	b := startBaoSealed(t, keyFile)
 	s := startS3(t)
 	b.put("foo", "v1")
 	snap := b.snapshot()
