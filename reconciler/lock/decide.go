@@ -36,6 +36,13 @@ type Request struct {
 	Override bool
 	// Deleting is true once the request has a deletionTimestamp.
 	Deleting bool
+	// Ahead is the request first in line for this cluster (the oldest
+	// live one), if it is not this one. A free lock goes to the first in
+	// line, so that restores of one cluster run in the order they were
+	// requested and a release wakes one writer, not a herd. It is a
+	// preference read from a cache; the compare-and-swap alone is what
+	// keeps the lock single-held.
+	Ahead string
 }
 
 // Action is what the reconciler must do next.
@@ -102,6 +109,8 @@ func Decide(cluster string, lock ClusterLock, req Request) Decision {
 		return Decision{Action: Forget, Message: "not holding the operation lock of cluster " + cluster}
 	}
 	switch {
+	case lock.Free() && req.Ahead != "":
+		return Decision{Action: Wait, Message: fmt.Sprintf("queued for the operation lock of cluster %s behind %s", cluster, req.Ahead)}
 	case lock.Free():
 		return Decision{Action: Acquire, Message: "acquiring the operation lock of cluster " + cluster}
 	case ours:

@@ -28,6 +28,10 @@ func TestDecide(t *testing.T) {
 	}{
 		{"free lock is acquired", free, Request{Holder: me}, Acquire, false, ""},
 		{"free lock is acquired with override too", free, Request{Holder: me, Override: true}, Acquire, false, ""},
+		{"free lock goes to the first in line", free, Request{Holder: me, Ahead: "r0"}, Wait, false, "behind r0"},
+		{"first in line does not matter for a held lock", mine, Request{Holder: me, Ahead: "r0"}, Keep, false, ""},
+		{"deleting while queued forgets", free, Request{Holder: me, Ahead: "r0", Deleting: true}, Forget, false, ""},
+		{"override waits in line for a free lock", free, Request{Holder: me, Override: true, Ahead: "r0"}, Wait, false, "behind r0"},
 		{"own lock is kept", mine, Request{Holder: me}, Keep, false, ""},
 		{"own lock is kept with override", mine, Request{Holder: me, Override: true}, Keep, false, ""},
 		{"another restore makes it wait", otherRestore, Request{Holder: me}, Wait, false, "holder=" + other},

@@ -302,6 +302,24 @@ func TestTwentyRequestsTakeTurns(t *testing.T) {
 		waitRequest(t, env, lr, "Held", func(lr *lockv1alpha1.LockRequest) bool {
 			return lr.Status.State == schemas.LockHeld && lr.Status.HeldBy == holder
 		})
+		// After the first (taken while the others were still being
+		// created), the lock goes to the oldest request still waiting.
+		if turn > 0 {
+			var list lockv1alpha1.LockRequestList
+			if err := env.Client.List(ctx, &list, client.InNamespace(ns)); err != nil {
+				t.Fatal(err)
+			}
+			oldest := list.Items[0]
+			for _, o := range list.Items[1:] {
+				if o.CreationTimestamp.Before(&oldest.CreationTimestamp) ||
+					o.CreationTimestamp.Equal(&oldest.CreationTimestamp) && o.Name < oldest.Name {
+					oldest = o
+				}
+			}
+			if oldest.Spec.Holder != holder {
+				t.Errorf("turn %d: the lock went to %s, not to the oldest waiting request %s", turn, lr.Name, oldest.Name)
+			}
+		}
 		// Every other live request waits for exactly this holder.
 		testbed.Eventually(t, 30*time.Second, "the others wait for "+holder, func() (bool, error) {
 			var list lockv1alpha1.LockRequestList

@@ -3,7 +3,9 @@ package lock
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -112,6 +114,14 @@ func (r *Reconciler) requestsForCluster(ctx context.Context, o client.Object) []
 		log.FromContext(ctx).Error(err, "listing lock requests of cluster", "cluster", o.GetName())
 		return nil
 	}
+	// Oldest first: the work queue is FIFO, so the first in line, which
+	// takes a freed lock, is reconciled before those that only wait.
+	slices.SortFunc(list.Items, func(a, b lockv1alpha1.LockRequest) int {
+		if c := a.CreationTimestamp.Compare(b.CreationTimestamp.Time); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Name, b.Name)
+	})
 	reqs := make([]ctrl.Request, 0, len(list.Items))
 	for _, lr := range list.Items {
 		reqs = append(reqs, ctrl.Request{NamespacedName: types.NamespacedName{Namespace: lr.Namespace, Name: lr.Name}})
@@ -158,7 +168,15 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 			return ctrl.Result{}, err
 		}
 		cur := ReadLock(cluster)
-		d := Decide(lr.Spec.Cluster, cur, Request{Holder: lr.Spec.Holder, Override: lr.Spec.Override, Deleting: deleting})
+		in := Request{Holder: lr.Spec.Holder, Override: lr.Spec.Override, Deleting: deleting}
+		if cur.Free() && !deleting {
+			ahead, err := r.firstInLine(ctx, &lr)
+			if err != nil {
+				return ctrl.Result{}, err
+			}
+			in.Ahead = ahead
+		}
+		d := Decide(lr.Spec.Cluster, cur, in)
 		err := r.apply(ctx, &lr, cluster, cur, d)
 		if apierrors.IsConflict(err) {
 			// Someone wrote the cluster since we read it: re-read from
@@ -170,6 +188,32 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, err
 	}
 	return ctrl.Result{}, fmt.Errorf("cluster %s kept changing under %d attempts to swap its lock", key, casAttempts)
+}
+
+// firstInLine returns the name of the oldest live request for the same
+// cluster (creation time, then name), or "" if that is lr itself. A
+// request being deleted is out of the line: it will never take the lock.
+func (r *Reconciler) firstInLine(ctx context.Context, lr *lockv1alpha1.LockRequest) (string, error) {
+	var list lockv1alpha1.LockRequestList
+	if err := r.Client.List(ctx, &list, client.InNamespace(lr.Namespace),
+		client.MatchingFields{clusterIndex: lr.Spec.Cluster}); err != nil {
+		return "", err
+	}
+	first := lr
+	for i := range list.Items {
+		o := &list.Items[i]
+		if !o.DeletionTimestamp.IsZero() {
+			continue
+		}
+		if o.CreationTimestamp.Before(&first.CreationTimestamp) ||
+			o.CreationTimestamp.Equal(&first.CreationTimestamp) && o.Name < first.Name {
+			first = o
+		}
+	}
+	if first.Name == lr.Name {
+		return "", nil
+	}
+	return first.Name, nil
 }
 
 // apply carries out a decision. Cluster writes are compare-and-swap: a
