@@ -258,6 +258,43 @@ func (hw *holderWatch) snapshot() (seen, violations []string, last string) {
 	return append([]string(nil), hw.seen...), append([]string(nil), hw.violations...), hw.last
 }
 
+// watchHeldFlips records requests whose status leaves Held while they are
+// not being deleted: the function composes the restore Job on Held, so a
+// holder must never be told it waits.
+func watchHeldFlips(t *testing.T, env *testbed.Env, ns string) func() []string {
+	t.Helper()
+	wc, err := client.NewWithWatch(env.Config, client.Options{Scheme: env.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := wc.Watch(context.Background(), &lockv1alpha1.LockRequestList{}, client.InNamespace(ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var flips []string
+	held := map[string]bool{}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ev := range w.ResultChan() {
+			lr, ok := ev.Object.(*lockv1alpha1.LockRequest)
+			if !ok || ev.Type == watch.Deleted {
+				continue
+			}
+			mu.Lock()
+			if lr.Status.State == schemas.LockHeld {
+				held[lr.Name] = true
+			} else if held[lr.Name] && lr.DeletionTimestamp.IsZero() {
+				flips = append(flips, lr.Name+" -> "+lr.Status.State)
+			}
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() { w.Stop(); <-done })
+	return func() []string { mu.Lock(); defer mu.Unlock(); return append([]string(nil), flips...) }
+}
+
 // Twenty restores of one cluster, requested at once, get the lock one at a
 // time: a watch never sees two holders without a free lock between, each
 // request holds it exactly once, and nothing is left at the end.
@@ -268,6 +305,7 @@ func TestTwentyRequestsTakeTurns(t *testing.T) {
 	ctx := context.Background()
 	createCluster(t, env, ns, "c1", nil)
 	hw := watchHolders(t, env, ns, "c1")
+	flips := watchHeldFlips(t, env, ns)
 	startReconciler(t, env, ns)
 
 	const n = 20
@@ -354,6 +392,9 @@ func TestTwentyRequestsTakeTurns(t *testing.T) {
 		_, _, last := hw.snapshot()
 		return l.Free() && last == "", nil
 	})
+	if f := flips(); len(f) > 0 {
+		t.Errorf("requests went from Held back to another state while alive: %v", f)
+	}
 	seen, violations, _ := hw.snapshot()
 	if len(violations) > 0 {
 		t.Errorf("the lock passed between holders without being free: %v", violations)

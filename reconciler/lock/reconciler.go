@@ -177,6 +177,14 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 			in.Ahead = ahead
 		}
 		d := Decide(lr.Spec.Cluster, cur, in)
+		if d.Action == Wait && reader != r.APIReader && !sameStatus(lr.Status, waitStatus(cur, d)) {
+			// Writes of the lock are compare-and-swap, but a Waiting
+			// status is not: decided on a stale cache it could mark a
+			// request that already holds the lock as waiting. Confirm on
+			// a fresh read of the cluster before writing it.
+			reader = r.APIReader
+			continue
+		}
 		err := r.apply(ctx, &lr, cluster, cur, d)
 		if apierrors.IsConflict(err) {
 			// Someone wrote the cluster since we read it: re-read from
@@ -250,7 +258,7 @@ func (r *Reconciler) apply(ctx context.Context, lr *lockv1alpha1.LockRequest, cl
 		_, err := r.setStatus(ctx, lr, st, nil)
 		return err
 	case Wait:
-		st := lockv1alpha1.LockRequestStatus{State: "Waiting", HeldBy: cur.Holder, Message: d.Message}
+		st := waitStatus(cur, d)
 		changed, err := r.setStatus(ctx, lr, st, nil)
 		if err != nil {
 			return err
@@ -365,6 +373,10 @@ func ownedConditions(in []metav1.Condition) []metav1.Condition {
 		}
 	}
 	return out
+}
+
+func waitStatus(cur ClusterLock, d Decision) lockv1alpha1.LockRequestStatus {
+	return lockv1alpha1.LockRequestStatus{State: "Waiting", HeldBy: cur.Holder, Message: d.Message}
 }
 
 func sameStatus(a, b lockv1alpha1.LockRequestStatus) bool {
