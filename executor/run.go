@@ -322,8 +322,12 @@ func (r *run) stream(ctx context.Context, src Source, info ObjectInfo, addr stri
 
 	r.logf("streaming %s to %s (%s)", src.URL(cfg.Key), url, human(info.Size))
 	stop := progress(r.logf, "restore", info.Size, hb.sent.Load, r.opts.ProgressEvery)
+	t0 := time.Now()
 	resp, err := r.bao.hc.Do(req)
 	stop()
+	if el := time.Since(t0); hb.sent.Load() > 0 {
+		r.logf("sent %s of %s in %s (%s/s)", human(hb.sent.Load()), human(info.Size), el.Round(time.Millisecond), human(int64(float64(hb.sent.Load())/max(el.Seconds(), 1e-3))))
+	}
 	released := hb.released.Load()
 	if err != nil {
 		if e := hb.Err(); e != nil {

@@ -1,0 +1,63 @@
+package executor
+
+import (
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/openbao-restore/openbao-restore/schemas"
+)
+
+// node fakes one OpenBao node's unauthenticated health and leader answers.
+func node(t *testing.T, code int, body string, leader *string) *httptest.Server {
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/v1/sys/health":
+			w.WriteHeader(code)
+			_, _ = w.Write([]byte(body))
+		case "/v1/sys/leader":
+			_, _ = fmt.Fprintf(w, `{"leader_address":%q}`, *leader)
+		}
+	}))
+	t.Cleanup(s.Close)
+	return s
+}
+
+func TestFindLeader(t *testing.T) {
+	b := newBao(&Config{})
+	var leaderAddr string
+	active := node(t, 200, `{"initialized":true,"cluster_id":"c1"}`, &leaderAddr)
+	standby := node(t, 429, `{"initialized":true,"standby":true}`, &leaderAddr)
+	sealed := node(t, 503, `{"initialized":true,"sealed":true}`, &leaderAddr)
+	leaderAddr = active.URL
+
+	// A standby first: its leader is followed and verified.
+	got, h, err := b.findLeader(t.Context(), []string{sealed.URL, standby.URL})
+	if err != nil || got != active.URL || h.ClusterID != "c1" {
+		t.Fatalf("got %s %v %v", got, h, err)
+	}
+	// Only sealed and standby-without-leader: ExitLeader (retried inside).
+	leaderAddr = ""
+	if _, _, err := b.findLeader(t.Context(), []string{sealed.URL, standby.URL}); ExitCode(err) != schemas.ExitLeader {
+		t.Fatalf("no leader: %v", err)
+	}
+	// Nothing reachable: transient.
+	dead := httptest.NewServer(http.NotFoundHandler())
+	dead.Close()
+	if _, _, err := b.findLeader(t.Context(), []string{dead.URL}); ExitCode(err) != schemas.ExitTransient {
+		t.Fatalf("unreachable: %v", err)
+	}
+}
+
+func TestCandidates(t *testing.T) {
+	r := &run{cfg: &Config{StatefulSet: "prod", Namespace: "vault", Replicas: 2}}
+	c := r.candidates()
+	if len(c) != 2 || c[1] != "https://prod-1.prod-internal.vault.svc:8200" {
+		t.Fatalf("%v", c)
+	}
+	r.cfg.OpenBaoAddr = "http://x:1"
+	if c := r.candidates(); len(c) != 1 || c[0] != "http://x:1" {
+		t.Fatalf("%v", c)
+	}
+}
