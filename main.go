@@ -16,6 +16,7 @@ import (
 
 	"github.com/openbao-restore/openbao-restore/executor"
 	"github.com/openbao-restore/openbao-restore/fn"
+	"github.com/openbao-restore/openbao-restore/reconciler"
 	"github.com/openbao-restore/openbao-restore/schemas"
 )
 
@@ -65,8 +66,9 @@ func (c *RestoreCmd) Run() error {
 // CLI is the command line: the function is the default command, so the
 // Function package's runtime can start the image without arguments.
 type CLI struct {
-	Function FunctionCmd `cmd:"" default:"withargs" help:"Serve the composition function (default)."`
-	Restore  RestoreCmd  `cmd:"" help:"Run one restore (the restore Job's program; also started by EXECUTOR_MODE=restore)."`
+	Function   FunctionCmd        `cmd:"" default:"withargs" help:"Serve the composition function (default)."`
+	Reconciler reconciler.Command `cmd:"" help:"Run the companion reconciler (the Provider package's runtime config passes this)."`
+	Restore    RestoreCmd         `cmd:"" help:"Run one restore (the restore Job's program; also started by EXECUTOR_MODE=restore)."`
 }
 
 func main() {

@@ -117,3 +117,46 @@ func TestCrossplaneCanComposeARestore(t *testing.T) {
 		t.Errorf("the install role lets Crossplane create Secrets: %v", err)
 	}
 }
+
+// TestReconcilerRoleMatchesMarkers keeps the install manifest's reconciler
+// ClusterRole equal to the one generated from the reconciler's RBAC markers
+// (which its tests run under), so neither drifts.
+func TestReconcilerRoleMatchesMarkers(t *testing.T) {
+	root := testbin.Root()
+	rules := func(file, name string) []any {
+		for _, d := range docs(t, file) {
+			if d.GetKind() == "ClusterRole" && (name == "" || d.GetName() == name) {
+				r, _, _ := unstructured.NestedSlice(d.Object, "rules")
+				return r
+			}
+		}
+		t.Fatalf("no ClusterRole %q in %s", name, file)
+		return nil
+	}
+	norm := func(rs []any) map[string]bool {
+		out := map[string]bool{}
+		for _, r := range rs {
+			m := r.(map[string]any)
+			for _, g := range m["apiGroups"].([]any) {
+				for _, res := range m["resources"].([]any) {
+					for _, v := range m["verbs"].([]any) {
+						out[g.(string)+"/"+res.(string)+":"+v.(string)] = true
+					}
+				}
+			}
+		}
+		return out
+	}
+	want := norm(rules(filepath.Join(root, "reconciler", "lock", "rbac", "role.yaml"), ""))
+	got := norm(rules(filepath.Join(root, "deploy", "install.yaml"), "openbao-restore:reconciler"))
+	for k := range want {
+		if !got[k] {
+			t.Errorf("install.yaml's reconciler role lacks %s", k)
+		}
+	}
+	for k := range got {
+		if !want[k] {
+			t.Errorf("install.yaml's reconciler role grants %s, which the reconciler's markers do not ask for", k)
+		}
+	}
+}
