@@ -235,12 +235,12 @@ func kubeStatus(code int, body []byte, what string) error {
 		Message string `json:"message"`
 	}
 	_ = json.Unmarshal(body, &st)
-	switch {
-	case code == http.StatusUnauthorized || code == http.StatusForbidden:
+	switch code {
+	case http.StatusUnauthorized, http.StatusForbidden:
 		return fail(schemas.ExitConfig, nil, "%s: HTTP %d %s (check the executor's RBAC)", what, code, st.Message)
-	case code == http.StatusNotFound:
+	case http.StatusNotFound:
 		return fail(schemas.ExitConfig, nil, "%s: not found", what)
-	case code == http.StatusUnprocessableEntity:
+	case http.StatusUnprocessableEntity:
 		// Invalid for the CRD's schema or CEL rules: permanent. (A second
 		// record is caught earlier, by the resourceVersion precondition.)
 		return fail(schemas.ExitConfig, nil, "%s: HTTP %d %s", what, code, st.Message)

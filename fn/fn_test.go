@@ -69,7 +69,7 @@ func requirements() *fnv1.Requirements {
 	}
 	return &fnv1.Requirements{
 		Resources:      map[string]*fnv1.ResourceSelector{reqCluster: sel(true)},
-		ExtraResources: map[string]*fnv1.ResourceSelector{reqCluster: sel(false)},
+		ExtraResources: map[string]*fnv1.ResourceSelector{reqCluster: sel(false)}, //nolint:staticcheck // v1 control planes read only this field.
 	}
 }
 

@@ -4,6 +4,7 @@
 set -euo pipefail
 need=()
 command -v buildah >/dev/null || need+=(buildah)
+command -v npm >/dev/null || need+=(nodejs npm)  # azurite, the Azure blob server of the tests
 [ -f /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
 if [ ${#need[@]} -gt 0 ]; then
   echo "hack/deps.sh: installing ${need[*]} with apt-get" >&2

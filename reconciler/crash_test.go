@@ -77,12 +77,11 @@ func leastPrivilegeKubeconfig(t *testing.T, env *testbed.Env) string {
 
 // child is the reconciler running as a separate process.
 type child struct {
-	t       *testing.T
-	kc, ns  string
-	log     *os.File
-	cmd     *exec.Cmd
-	starts  int
-	stopped chan struct{}
+	t      *testing.T
+	kc, ns string
+	log    *os.File
+	cmd    *exec.Cmd
+	starts int
 }
 
 func (c *child) start() {

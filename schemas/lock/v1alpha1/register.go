@@ -1,25 +1,22 @@
 package v1alpha1
 
 import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	"sigs.k8s.io/controller-runtime/pkg/scheme"
 )
 
 var (
 	// SchemeBuilder registers the LockRequest types, so clients and caches
-	// can decode them as typed objects.
-	SchemeBuilder = &scheme.Builder{GroupVersion: GroupVersion}
+	// can decode them as typed objects. It depends on apimachinery only, so
+	// the API stays cheap to import.
+	SchemeBuilder = runtime.NewSchemeBuilder(addKnownTypes)
 
 	// AddToScheme adds the LockRequest types to a scheme.
 	AddToScheme = SchemeBuilder.AddToScheme
 )
 
-func init() {
-	SchemeBuilder.Register(&LockRequest{}, &LockRequestList{})
+func addKnownTypes(s *runtime.Scheme) error {
+	s.AddKnownTypes(GroupVersion, &LockRequest{}, &LockRequestList{})
+	metav1.AddToGroupVersion(s, GroupVersion)
+	return nil
 }
-
-// Compile-time check that the generated deepcopy makes both runtime.Objects.
-var (
-	_ runtime.Object = &LockRequest{}
-	_ runtime.Object = &LockRequestList{}
-)
