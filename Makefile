@@ -60,5 +60,7 @@ test: tools vet lint check-generated ## Run all tests (unit, schema, golden with
 	go test -count=1 -timeout 60m ./...
 
 .PHONY: bench
-bench: ## Run the benchmarks.
-	go test -run='^$$' -bench=. -benchmem -count=6 ./fn/ | tee bench.out
+bench: ## Run the function's benchmarks six times and summarise them with benchstat.
+	mkdir -p _output
+	go test -run='^$$' -bench=. -benchmem -count=6 ./fn/ | tee _output/bench-fn.txt
+	$$(hack/tool.sh benchstat) _output/bench-fn.txt
