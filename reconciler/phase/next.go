@@ -1,0 +1,365 @@
+// Package phase follows a restore from its XR, its LockRequest, its Job and
+// the Job's pods, and writes the restore's phase, times, snapshot and
+// message (the fields docs/architecture.md gives the reconciler). Next is
+// the pure decision; Reconciler does the I/O.
+package phase
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/openbao-restore/openbao-restore/schemas"
+)
+
+// Condition types this reconciler owns on the XR (docs/architecture.md).
+const (
+	CondRestored = "Restored"
+	CondLockHeld = "LockHeld"
+	CondOverride = "OperationLockOverride"
+)
+
+// Acknowledgements of an Unknown restore (the value of
+// schemas.AcknowledgeAnnotation is "<uid>/<ack>").
+const (
+	AckResume  = "Resume"
+	AckAbandon = "Abandon"
+)
+
+// Facts is everything Next decides from, read by the reconciler.
+type Facts struct {
+	// UID of the XR; an acknowledgement must name it.
+	UID string
+	// Violations of the spec (contract and policy); non-empty means invalid.
+	Violations []schemas.Violation
+	// FunctionInvalid is the function's verdict (its SpecValid condition
+	// False) with its message: the function knows the Input's policy.
+	FunctionInvalid string
+	// Force skips the cluster's readiness checks (spec.force).
+	Force bool
+	// Cluster is the OpenBaoCluster; nil when it does not exist.
+	Cluster *Cluster
+	// Lock is the LockRequest; nil when none exists.
+	Lock *Lock
+	// Job is the restore Job; nil when none exists.
+	Job *Job
+	// Ack is the value of the acknowledge annotation on the XR.
+	Ack string
+	// Now is the time of the decision.
+	Now time.Time
+}
+
+// Cluster is what the phase depends on of the OpenBaoCluster.
+type Cluster struct {
+	Initialized bool
+	Upgrading   bool
+}
+
+// Lock is the LockRequest's status.
+type Lock struct {
+	State, HeldBy, Message string
+	// Holder is the request's spec.holder.
+	Holder string
+	// Submission is set once the executor recorded a submission.
+	Submission *Submission
+	// Override is the message of the request's OperationLockOverride
+	// condition, if it cleared a foreign lock.
+	Override string
+}
+
+// Submission is the executor's record on the LockRequest.
+type Submission struct {
+	Pod, Endpoint string
+	At            time.Time
+}
+
+// Job is the restore Job and what its pods said.
+type Job struct {
+	Name string
+	// Complete and Failed are the Job's terminal conditions; FailedReason
+	// and FailedMessage are the Failed condition's.
+	Complete, Failed            bool
+	FailedReason, FailedMessage string
+	// Pods are the terminated pods of the Job, oldest first.
+	Pods []Pod
+}
+
+// Pod is one terminated pod of the Job.
+type Pod struct {
+	Name     string
+	ExitCode int32
+	// Termination is the executor's termination message, nil if absent
+	// or not JSON (Raw then holds it).
+	Termination *schemas.TerminationMessage
+	Raw         string
+}
+
+// Condition is one condition this reconciler owns.
+type Condition struct {
+	Type, Status, Reason, Message string
+}
+
+// Status is the part of the XR's status this reconciler owns.
+type Status struct {
+	Phase, Message            string
+	StartTime, CompletionTime *time.Time
+	SnapshotKey               string
+	SnapshotSize              int64
+	Conditions                []Condition
+}
+
+// Event is a Kubernetes event to emit.
+type Event struct {
+	Warning         bool
+	Reason, Message string
+}
+
+var rank = map[string]int{
+	"": 0, schemas.PhasePending: 1, schemas.PhaseValidating: 2, schemas.PhaseRunning: 3,
+	schemas.PhaseUnknown: 4, schemas.PhaseCompleted: 5, schemas.PhaseFailed: 5,
+}
+
+// Terminal reports whether a phase is final.
+func Terminal(phase string) bool {
+	return phase == schemas.PhaseCompleted || phase == schemas.PhaseFailed
+}
+
+// Next decides the restore's status from the current one and the facts,
+// and the events of the transition. Phases only move forward; Completed
+// and Failed never change; Unknown changes only by an acknowledgement.
+func Next(cur Status, f Facts) (Status, []Event) {
+	if Terminal(cur.Phase) {
+		return cur, nil
+	}
+	next := cur
+	next.Conditions = lockConditions(f.Lock)
+	if cur.Phase == schemas.PhaseUnknown {
+		next.Phase, next.Message = unknownAck(cur, f)
+		return finish(cur, next, f)
+	}
+	switch {
+	case len(f.Violations) > 0 || f.FunctionInvalid != "":
+		if f.Job == nil {
+			next.Phase = schemas.PhaseFailed
+			next.Message = invalidMessage(f)
+			break
+		}
+		// A Job exists, so the function found the spec valid when it
+		// composed it: follow the Job rather than a later verdict.
+		next = followJob(next, f)
+	case f.Job != nil:
+		next = followJob(next, f)
+	case f.Cluster == nil:
+		next.Phase, next.Message = schemas.PhasePending, "waiting for the OpenBaoCluster named by spec.cluster: it does not exist in the restore's namespace"
+	case !f.Force && !f.Cluster.Initialized:
+		next.Phase, next.Message = schemas.PhasePending, "waiting for the OpenBaoCluster to be initialized (or set spec.force to restore into an uninitialized cluster)"
+	case !f.Force && f.Cluster.Upgrading:
+		next.Phase, next.Message = schemas.PhasePending, "waiting for the OpenBaoCluster's upgrade to finish (or set spec.force)"
+	case f.Lock != nil && f.Lock.State == schemas.LockWaiting:
+		next.Phase, next.Message = schemas.PhasePending, "waiting for the operation lock: "+f.Lock.Message
+	case f.Lock != nil && f.Lock.State == schemas.LockHeld && f.Lock.HeldBy == f.Lock.Holder:
+		next.Phase, next.Message = schemas.PhaseValidating, "the operation lock is held; waiting for the restore Job"
+	default:
+		next.Phase, next.Message = schemas.PhaseValidating, "the spec and the cluster are valid; requesting the operation lock"
+	}
+	// Monotonic: never back to an earlier phase; keep the later one and
+	// say what is awaited now.
+	if rank[next.Phase] < rank[cur.Phase] {
+		next.Phase = cur.Phase
+	}
+	return finish(cur, next, f)
+}
+
+// followJob decides from the Job.
+func followJob(next Status, f Facts) Status {
+	j := f.Job
+	switch {
+	case j.Complete:
+		next.Phase = schemas.PhaseCompleted
+		next.Message = "the restore Job succeeded"
+		if t := lastTermination(j); t != nil {
+			next.SnapshotKey, next.SnapshotSize = t.SnapshotKey, t.SnapshotSize
+			if t.SnapshotKey != "" {
+				next.Message = fmt.Sprintf("restored snapshot %s (%d bytes)", t.SnapshotKey, t.SnapshotSize)
+			}
+		}
+		next.Conditions = append(next.Conditions, Condition{Type: CondRestored, Status: "True", Reason: "Restored", Message: next.Message})
+	case j.Failed:
+		if known, why := submitted(f); known || f.Lock == nil {
+			next.Phase = schemas.PhaseUnknown
+			next.Message = unknownMessage(f, why)
+			next.Conditions = append(next.Conditions, Condition{Type: CondRestored, Status: "Unknown", Reason: "Unconfirmed", Message: next.Message})
+		} else {
+			next.Phase = schemas.PhaseFailed
+			next.Message = failedMessage(j)
+			next.Conditions = append(next.Conditions, Condition{Type: CondRestored, Status: "False", Reason: "JobFailed", Message: next.Message})
+		}
+	default:
+		next.Phase = schemas.PhaseRunning
+		next.Message = fmt.Sprintf("the restore Job %s is running", j.Name)
+	}
+	return next
+}
+
+// submitted reports whether anything says the snapshot may have reached
+// OpenBao, and what.
+func submitted(f Facts) (bool, string) {
+	if f.Lock != nil && f.Lock.Submission != nil {
+		s := f.Lock.Submission
+		return true, fmt.Sprintf("pod %s recorded a submission to %s at %s", s.Pod, s.Endpoint, s.At.UTC().Format(time.RFC3339))
+	}
+	for _, p := range f.Job.Pods {
+		if p.ExitCode == schemas.ExitUnconfirmed {
+			return true, fmt.Sprintf("pod %s exited %d (submitted, outcome unconfirmed)", p.Name, p.ExitCode)
+		}
+		if p.Termination != nil && p.Termination.Submitted {
+			return true, fmt.Sprintf("pod %s reported the snapshot as submitted", p.Name)
+		}
+	}
+	if f.Lock == nil {
+		return false, "the lock request, which holds the submission record, is gone, so whether the snapshot was submitted is not known"
+	}
+	return false, ""
+}
+
+func lastTermination(j *Job) *schemas.TerminationMessage {
+	for i := len(j.Pods) - 1; i >= 0; i-- {
+		if j.Pods[i].Termination != nil {
+			return j.Pods[i].Termination
+		}
+	}
+	return nil
+}
+
+// ExitMeaning explains an executor exit code (docs/architecture.md).
+func ExitMeaning(code int32) string {
+	switch code {
+	case schemas.ExitOK:
+		return "restored"
+	case schemas.ExitConfig:
+		return "configuration: a missing or invalid variable or file"
+	case schemas.ExitAuth:
+		return "authentication failed, or the token may not use the restore endpoint"
+	case schemas.ExitLeader:
+		return "no OpenBao leader found"
+	case schemas.ExitSnapshot:
+		return "the snapshot is missing, empty, over 8 GiB, or OpenBao refused it"
+	case schemas.ExitStorage:
+		return "the object store refused access"
+	case schemas.ExitVerification:
+		return "verification failed: size, digest or cluster pins do not match"
+	case schemas.ExitTransient:
+		return "transient failures (network, 5xx, timeouts) exhausted the retries"
+	case schemas.ExitUnconfirmed:
+		return "submitted, outcome unconfirmed"
+	}
+	return "not an executor exit code"
+}
+
+func failedMessage(j *Job) string {
+	if len(j.Pods) == 0 {
+		return fmt.Sprintf("the restore Job failed (%s: %s) before any pod reported; nothing was submitted to OpenBao; the lock is released",
+			j.FailedReason, j.FailedMessage)
+	}
+	p := j.Pods[len(j.Pods)-1]
+	detail := p.Raw
+	if p.Termination != nil {
+		detail = p.Termination.Message
+	}
+	msg := fmt.Sprintf("the restore Job failed: exit code %d (%s)", p.ExitCode, ExitMeaning(p.ExitCode))
+	if detail != "" {
+		msg += ": " + detail
+	}
+	return msg + "; nothing was submitted to OpenBao; the lock is released"
+}
+
+func unknownMessage(f Facts, why string) string {
+	return fmt.Sprintf("the restore Job failed after the snapshot may have reached OpenBao (%s); whether it was applied is not confirmed, "+
+		"so the operation lock stays held and nothing is retried. Check the cluster's data, then annotate the XR or the claim with "+
+		"%s=%s/%s if the restore took effect, or %s=%s/%s to release the lock and end the restore as Failed",
+		why, schemas.AcknowledgeAnnotation, f.UID, AckResume, schemas.AcknowledgeAnnotation, f.UID, AckAbandon)
+}
+
+func invalidMessage(f Facts) string {
+	if len(f.Violations) == 0 {
+		return "the spec is invalid: " + f.FunctionInvalid
+	}
+	ms := make([]string, len(f.Violations))
+	for i, v := range f.Violations {
+		ms[i] = v.Message
+	}
+	return fmt.Sprintf("the spec is invalid (%d problem(s)); nothing was locked or run: %s", len(ms), strings.Join(ms, "; "))
+}
+
+// unknownAck resolves an Unknown restore by its acknowledgement.
+func unknownAck(cur Status, f Facts) (string, string) {
+	uid, ack, ok := strings.Cut(f.Ack, "/")
+	if !ok || uid != f.UID {
+		return cur.Phase, cur.Message
+	}
+	switch ack {
+	case AckAbandon:
+		return schemas.PhaseFailed, "abandoned by acknowledgement (" + schemas.AcknowledgeAnnotation + "=" + f.Ack + "); the lock is released"
+	case AckResume:
+		return schemas.PhaseCompleted, "completed by acknowledgement (" + schemas.AcknowledgeAnnotation + "=" + f.Ack + "): a person confirmed the restore took effect"
+	}
+	return cur.Phase, cur.Message
+}
+
+func lockConditions(l *Lock) []Condition {
+	if l == nil {
+		return nil
+	}
+	var cs []Condition
+	switch {
+	case l.State == schemas.LockHeld && l.HeldBy == l.Holder:
+		cs = append(cs, Condition{Type: CondLockHeld, Status: "True", Reason: "Held", Message: l.Message})
+	case l.State == schemas.LockWaiting:
+		cs = append(cs, Condition{Type: CondLockHeld, Status: "False", Reason: "Waiting", Message: l.Message})
+	case l.State == schemas.LockReleased:
+		cs = append(cs, Condition{Type: CondLockHeld, Status: "False", Reason: "Released", Message: l.Message})
+	}
+	if l.Override != "" {
+		cs = append(cs, Condition{Type: CondOverride, Status: "True", Reason: "Overridden", Message: l.Override})
+	}
+	return cs
+}
+
+// finish sets the times, keeps the conditions of the previous status that
+// Next did not decide again, and names the events of a phase change.
+func finish(cur, next Status, f Facts) (Status, []Event) {
+	now := f.Now.UTC().Truncate(time.Second)
+	if next.StartTime == nil && rank[next.Phase] >= rank[schemas.PhaseRunning] && f.Job != nil {
+		next.StartTime = &now
+	}
+	if Terminal(next.Phase) && next.CompletionTime == nil {
+		next.CompletionTime = &now
+	}
+	if cur.Phase == schemas.PhaseUnknown && next.Phase != cur.Phase {
+		st := map[string]string{schemas.PhaseFailed: "False", schemas.PhaseCompleted: "True"}[next.Phase]
+		next.Conditions = append(next.Conditions, Condition{Type: CondRestored, Status: st, Reason: "Acknowledged", Message: next.Message})
+	}
+	next.Conditions = merge(cur.Conditions, next.Conditions)
+	if next.Phase == cur.Phase {
+		return next, nil
+	}
+	warn := next.Phase == schemas.PhaseFailed || next.Phase == schemas.PhaseUnknown
+	return next, []Event{{Warning: warn, Reason: "Restore" + next.Phase, Message: next.Message}}
+}
+
+// merge keeps old conditions of types not decided now.
+func merge(old, now []Condition) []Condition {
+	out := append([]Condition(nil), now...)
+	for _, o := range old {
+		found := false
+		for _, n := range now {
+			if n.Type == o.Type {
+				found = true
+			}
+		}
+		if !found {
+			out = append(out, o)
+		}
+	}
+	return out
+}

@@ -1,0 +1,158 @@
+package phase
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/openbao-restore/openbao-restore/schemas"
+)
+
+func TestNext(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	earlier := now.Add(-time.Minute)
+	const uid = "u-1"
+	holder := schemas.Holder("r", uid)
+	held := &Lock{State: schemas.LockHeld, HeldBy: holder, Holder: holder, Message: "holding"}
+	heldSubmitted := &Lock{State: schemas.LockHeld, HeldBy: holder, Holder: holder,
+		Submission: &Submission{Pod: "p-1", Endpoint: "https://bao:8200", At: earlier}}
+	waiting := &Lock{State: schemas.LockWaiting, HeldBy: "backup/x", Holder: holder, Message: "held by Backup backup/x"}
+	ok := &Cluster{Initialized: true}
+	term := func(code int32, submitted bool, msg string) Pod {
+		return Pod{Name: "p-1", ExitCode: code, Termination: &schemas.TerminationMessage{ExitCode: int(code), Submitted: submitted, Message: msg}}
+	}
+	failedJob := func(pods ...Pod) *Job {
+		return &Job{Name: "j", Failed: true, FailedReason: "PodFailurePolicy", Pods: pods}
+	}
+
+	cases := []struct {
+		name      string
+		cur       Status
+		f         Facts
+		phase     string
+		msg       []string // substrings of the message
+		restored  string   // status of the Restored condition, "" for none
+		event     string   // reason of the one event, "" for none
+		start     bool
+		completed bool
+	}{
+		{name: "new restore, cluster ready", f: Facts{Cluster: ok}, phase: schemas.PhaseValidating, event: "RestoreValidating",
+			msg: []string{"requesting the operation lock"}},
+		{name: "cluster missing", f: Facts{}, phase: schemas.PhasePending, event: "RestorePending", msg: []string{"does not exist"}},
+		{name: "cluster not initialized", f: Facts{Cluster: &Cluster{}}, phase: schemas.PhasePending, msg: []string{"initialized"}, event: "RestorePending"},
+		{name: "not initialized but force", f: Facts{Cluster: &Cluster{}, Force: true}, phase: schemas.PhaseValidating, event: "RestoreValidating"},
+		{name: "upgrading", f: Facts{Cluster: &Cluster{Initialized: true, Upgrading: true}}, phase: schemas.PhasePending, msg: []string{"upgrade"}, event: "RestorePending"},
+		{name: "lock waits on a backup", f: Facts{Cluster: ok, Lock: waiting}, phase: schemas.PhasePending, msg: []string{"held by Backup"}, event: "RestorePending"},
+		{name: "lock held, no job yet", f: Facts{Cluster: ok, Lock: held}, phase: schemas.PhaseValidating, event: "RestoreValidating"},
+		{name: "job running", cur: Status{Phase: schemas.PhaseValidating}, f: Facts{Cluster: ok, Lock: held, Job: &Job{Name: "j"}},
+			phase: schemas.PhaseRunning, event: "RestoreRunning", start: true},
+		{name: "monotonic: running stays running while lock flaps", cur: Status{Phase: schemas.PhaseRunning, StartTime: &earlier},
+			f: Facts{Cluster: ok, Lock: waiting}, phase: schemas.PhaseRunning, start: true},
+		{name: "invalid spec fails at once", f: Facts{Violations: []schemas.Violation{{Path: "spec.source.key", Message: "spec.source.key must not contain .."}}},
+			phase: schemas.PhaseFailed, msg: []string{"spec.source.key must not contain ..", "nothing was locked"}, event: "RestoreFailed", completed: true},
+		{name: "function's verdict invalid", f: Facts{FunctionInvalid: "spec.image is not on the allow-list"}, phase: schemas.PhaseFailed,
+			msg: []string{"allow-list"}, event: "RestoreFailed", completed: true},
+		{name: "job complete", cur: Status{Phase: schemas.PhaseRunning, StartTime: &earlier},
+			f: Facts{Lock: held, Job: &Job{Name: "j", Complete: true, Pods: []Pod{{Name: "p", Termination: &schemas.TerminationMessage{
+				Submitted: true, SnapshotKey: "a/b.snap", SnapshotSize: 42}}}}},
+			phase: schemas.PhaseCompleted, msg: []string{"a/b.snap", "42"}, restored: "True", event: "RestoreCompleted", start: true, completed: true},
+		{name: "complete straight from validating sets start", cur: Status{Phase: schemas.PhaseValidating},
+			f: Facts{Lock: held, Job: &Job{Name: "j", Complete: true}}, phase: schemas.PhaseCompleted, restored: "True", event: "RestoreCompleted", start: true, completed: true},
+		{name: "exit 4 before submission fails", cur: Status{Phase: schemas.PhaseRunning, StartTime: &earlier},
+			f: Facts{Lock: held, Job: failedJob(term(4, false, "snapshot not found"))}, phase: schemas.PhaseFailed,
+			msg: []string{"exit code 4", "snapshot is missing", "snapshot not found", "lock is released"}, restored: "False", event: "RestoreFailed", start: true, completed: true},
+		{name: "failed job without pods, nothing recorded", cur: Status{Phase: schemas.PhaseRunning, StartTime: &earlier},
+			f: Facts{Lock: held, Job: &Job{Name: "j", Failed: true, FailedReason: "DeadlineExceeded"}}, phase: schemas.PhaseFailed,
+			msg: []string{"DeadlineExceeded"}, restored: "False", event: "RestoreFailed", start: true, completed: true},
+		{name: "exit 11 is unknown", cur: Status{Phase: schemas.PhaseRunning, StartTime: &earlier},
+			f: Facts{UID: uid, Lock: held, Job: failedJob(Pod{Name: "p-1", ExitCode: 11})}, phase: schemas.PhaseUnknown,
+			msg: []string{"exited 11", "openbao.org/restore-acknowledge=u-1/Resume", "u-1/Abandon", "lock stays held"}, restored: "Unknown", event: "RestoreUnknown", start: true},
+		{name: "submission record wins over submitted=false", cur: Status{Phase: schemas.PhaseRunning, StartTime: &earlier},
+			f: Facts{UID: uid, Lock: heldSubmitted, Job: failedJob(term(4, false, "refused"))}, phase: schemas.PhaseUnknown,
+			msg: []string{"pod p-1 recorded a submission to https://bao:8200"}, restored: "Unknown", event: "RestoreUnknown", start: true},
+		{name: "termination says submitted", cur: Status{Phase: schemas.PhaseRunning, StartTime: &earlier},
+			f: Facts{UID: uid, Lock: held, Job: failedJob(term(10, true, "x"))}, phase: schemas.PhaseUnknown, restored: "Unknown", event: "RestoreUnknown", start: true},
+		{name: "lock request gone: not known, so unknown", cur: Status{Phase: schemas.PhaseRunning, StartTime: &earlier},
+			f: Facts{UID: uid, Job: failedJob(term(4, false, "x"))}, phase: schemas.PhaseUnknown, msg: []string{"is gone"}, restored: "Unknown", event: "RestoreUnknown", start: true},
+		{name: "unknown stays without ack", cur: Status{Phase: schemas.PhaseUnknown, Message: "m", StartTime: &earlier},
+			f: Facts{UID: uid, Lock: heldSubmitted, Job: failedJob(term(11, true, ""))}, phase: schemas.PhaseUnknown, msg: []string{"m"}, start: true},
+		{name: "ack for another uid is ignored", cur: Status{Phase: schemas.PhaseUnknown, Message: "m", StartTime: &earlier},
+			f: Facts{UID: uid, Ack: "other/Abandon", Lock: heldSubmitted, Job: failedJob()}, phase: schemas.PhaseUnknown, start: true},
+		{name: "abandon ends failed", cur: Status{Phase: schemas.PhaseUnknown, StartTime: &earlier},
+			f: Facts{UID: uid, Ack: uid + "/Abandon", Lock: heldSubmitted, Job: failedJob()}, phase: schemas.PhaseFailed,
+			msg: []string{"abandoned"}, restored: "False", event: "RestoreFailed", start: true, completed: true},
+		{name: "resume ends completed", cur: Status{Phase: schemas.PhaseUnknown, StartTime: &earlier},
+			f: Facts{UID: uid, Ack: uid + "/Resume", Lock: heldSubmitted, Job: failedJob()}, phase: schemas.PhaseCompleted,
+			msg: []string{"confirmed"}, restored: "True", event: "RestoreCompleted", start: true, completed: true},
+		{name: "failed is sticky", cur: Status{Phase: schemas.PhaseFailed, Message: "m"},
+			f: Facts{Lock: held, Job: &Job{Complete: true}}, phase: schemas.PhaseFailed, msg: []string{"m"}},
+		{name: "completed is sticky", cur: Status{Phase: schemas.PhaseCompleted, Message: "m"},
+			f: Facts{Violations: []schemas.Violation{{Message: "x"}}}, phase: schemas.PhaseCompleted, msg: []string{"m"}},
+		{name: "a later invalid verdict does not fail a running job", cur: Status{Phase: schemas.PhaseRunning, StartTime: &earlier},
+			f: Facts{FunctionInvalid: "x", Lock: held, Job: &Job{Name: "j"}}, phase: schemas.PhaseRunning, start: true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			c.f.Now = now
+			got, evs := Next(c.cur, c.f)
+			if got.Phase != c.phase {
+				t.Fatalf("phase %q, want %q (message %q)", got.Phase, c.phase, got.Message)
+			}
+			for _, m := range c.msg {
+				if !strings.Contains(got.Message, m) {
+					t.Errorf("message %q lacks %q", got.Message, m)
+				}
+			}
+			var restored string
+			for _, cd := range got.Conditions {
+				if cd.Type == CondRestored {
+					restored = cd.Status
+				}
+			}
+			if restored != c.restored {
+				t.Errorf("Restored condition %q, want %q", restored, c.restored)
+			}
+			switch {
+			case c.event == "" && len(evs) != 0:
+				t.Errorf("events %v, want none", evs)
+			case c.event != "" && (len(evs) != 1 || evs[0].Reason != c.event):
+				t.Errorf("events %v, want one %s", evs, c.event)
+			case len(evs) == 1 && evs[0].Warning != (c.phase == schemas.PhaseFailed || c.phase == schemas.PhaseUnknown):
+				t.Errorf("event %v: wrong type", evs[0])
+			}
+			if (got.StartTime != nil) != c.start {
+				t.Errorf("startTime %v, want set=%v", got.StartTime, c.start)
+			}
+			if c.cur.StartTime != nil && got.StartTime != c.cur.StartTime {
+				t.Errorf("startTime changed from %v to %v", c.cur.StartTime, got.StartTime)
+			}
+			if (got.CompletionTime != nil) != c.completed {
+				t.Errorf("completionTime %v, want set=%v", got.CompletionTime, c.completed)
+			}
+		})
+	}
+}
+
+func TestLockConditions(t *testing.T) {
+	h := schemas.Holder("r", "u")
+	got, _ := Next(Status{}, Facts{Cluster: &Cluster{Initialized: true}, Now: time.Now(),
+		Lock: &Lock{State: schemas.LockHeld, HeldBy: h, Holder: h, Override: "cleared Backup"}})
+	want := map[string]string{CondLockHeld: "True", CondOverride: "True"}
+	for _, c := range got.Conditions {
+		if want[c.Type] != c.Status {
+			t.Errorf("condition %+v", c)
+		}
+		delete(want, c.Type)
+	}
+	if len(want) > 0 {
+		t.Errorf("missing conditions %v", want)
+	}
+}
+
+func TestExitMeaningCoversTheTable(t *testing.T) {
+	for _, c := range []int32{0, 1, 2, 3, 4, 5, 6, 10, 11} {
+		if ExitMeaning(c) == "not an executor exit code" {
+			t.Errorf("exit %d has no meaning", c)
+		}
+	}
+}
