@@ -34,3 +34,7 @@ done
 args=(render "$xr" "$comp" "$tmp/functions.yaml" -r -e "$required")
 [ -n "$observed" ] && args+=(-o "$observed")
 "$crossplane" "${args[@]}"
+if [ -z "$observed" ]; then
+  echo "# The first render of a restore: the lock is requested, no Job yet. With the lock held:" >&2
+  echo "#   hack/render.sh $xr $required examples/observed/lock-held.yaml" >&2
+fi
