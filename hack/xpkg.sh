@@ -19,6 +19,9 @@ b=(buildah --storage-driver vfs)
 "${b[@]}" bud --quiet --isolation chroot -t "$img" -f Dockerfile . >/dev/null
 rm -f _output/image.tar
 "${b[@]}" push --quiet "$img" "docker-archive:_output/image.tar:$img" >/dev/null
+# The tarball is the product; drop the local copy so repeated builds do not
+# pile up layers in buildah's storage.
+"${b[@]}" rmi -f "$img" >/dev/null 2>&1 || true
 
 empty=$(mktemp -d)
 trap 'rm -rf "$empty"' EXIT
