@@ -160,7 +160,9 @@ func Next(cur Status, f Facts) (Status, []Event) {
 	case f.Lock != nil && f.Lock.State == schemas.LockHeld && f.Lock.HeldBy == f.Lock.Holder:
 		next.Phase, next.Message = schemas.PhaseValidating, "the operation lock is held; waiting for the restore Job"
 	default:
-		next.Phase, next.Message = schemas.PhaseValidating, "the spec and the cluster are valid; requesting the operation lock"
+		// A lock not yet answered may still have to wait: stay Pending,
+		// so that a wait never follows Validating.
+		next.Phase, next.Message = schemas.PhasePending, "the spec and the cluster are valid; requesting the operation lock"
 	}
 	// Monotonic: never back to an earlier phase; keep the later one and
 	// say what is awaited now.

@@ -36,11 +36,13 @@ func TestNext(t *testing.T) {
 		start     bool
 		completed bool
 	}{
-		{name: "new restore, cluster ready", f: Facts{Cluster: ok}, phase: schemas.PhaseValidating, event: "RestoreValidating",
+		{name: "new restore, cluster ready", f: Facts{Cluster: ok}, phase: schemas.PhasePending, event: "RestorePending",
 			msg: []string{"requesting the operation lock"}},
 		{name: "cluster missing", f: Facts{}, phase: schemas.PhasePending, event: "RestorePending", msg: []string{"does not exist"}},
 		{name: "cluster not initialized", f: Facts{Cluster: &Cluster{}}, phase: schemas.PhasePending, msg: []string{"initialized"}, event: "RestorePending"},
-		{name: "not initialized but force", f: Facts{Cluster: &Cluster{}, Force: true}, phase: schemas.PhaseValidating, event: "RestoreValidating"},
+		{name: "not initialized but force", f: Facts{Cluster: &Cluster{}, Force: true}, phase: schemas.PhasePending, msg: []string{"requesting"}, event: "RestorePending"},
+		{name: "monotonic: validating stays validating", cur: Status{Phase: schemas.PhaseValidating}, f: Facts{Cluster: ok, Lock: waiting},
+			phase: schemas.PhaseValidating, msg: []string{"held by Backup"}},
 		{name: "upgrading", f: Facts{Cluster: &Cluster{Initialized: true, Upgrading: true}}, phase: schemas.PhasePending, msg: []string{"upgrade"}, event: "RestorePending"},
 		{name: "lock waits on a backup", f: Facts{Cluster: ok, Lock: waiting}, phase: schemas.PhasePending, msg: []string{"held by Backup"}, event: "RestorePending"},
 		{name: "lock held, no job yet", f: Facts{Cluster: ok, Lock: held}, phase: schemas.PhaseValidating, event: "RestoreValidating"},

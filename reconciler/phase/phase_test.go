@@ -1,0 +1,565 @@
+package phase_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/yaml"
+
+	"github.com/openbao-restore/openbao-restore/internal/testbed"
+	"github.com/openbao-restore/openbao-restore/internal/testbin"
+	"github.com/openbao-restore/openbao-restore/reconciler/phase"
+	"github.com/openbao-restore/openbao-restore/schemas"
+	lockv1alpha1 "github.com/openbao-restore/openbao-restore/schemas/lock/v1alpha1"
+)
+
+// Jobs must really run here: the full test bed (KCM, scheduler, kwok).
+func TestMain(m *testing.M) {
+	testbed.Main(m, testbed.Options{CRDDirs: []string{testbed.TestCRDs, testbed.ReconcilerCRDs}})
+}
+
+type xrd struct {
+	Spec struct {
+		Group    string                                        `json:"group"`
+		Names    apiextensionsv1.CustomResourceDefinitionNames `json:"names"`
+		Scope    string                                        `json:"scope"`
+		Versions []struct {
+			Name   string                                   `json:"name"`
+			Schema apiextensionsv1.CustomResourceValidation `json:"schema"`
+		} `json:"versions"`
+	} `json:"spec"`
+}
+
+// Crossplane's own fields in an XR's spec (objects; resourceRefs is never
+// written here).
+var crossplaneXRFields = []string{"claimRef", "compositionRef", "compositionRevisionRef", "compositionSelector",
+	"compositionUpdatePolicy", "writeConnectionSecretToRef", "publishConnectionDetailsTo", "crossplane"}
+
+// xrCRD wraps an XRD's schema into the XR's CRD, roughly as Crossplane
+// does: its spec fields, a status subresource, unknown status fields kept,
+// and status.conditions a list map keyed by type.
+func xrCRD(t *testing.T, file string, scope apiextensionsv1.ResourceScope) *apiextensionsv1.CustomResourceDefinition {
+	b, err := os.ReadFile(filepath.Join(testbin.Root(), file)) //nolint:gosec // repository file
+	if err != nil {
+		t.Fatal(err)
+	}
+	var x xrd
+	if err := yaml.Unmarshal(b, &x); err != nil {
+		t.Fatal(err)
+	}
+	s := x.Spec.Versions[0].Schema.OpenAPIV3Schema.DeepCopy()
+	spec := s.Properties["spec"]
+	for _, f := range crossplaneXRFields {
+		if _, ok := spec.Properties[f]; !ok {
+			spec.Properties[f] = apiextensionsv1.JSONSchemaProps{Type: "object", XPreserveUnknownFields: ptr.To(true)}
+		}
+	}
+	s.Properties["spec"] = spec
+	status := s.Properties["status"]
+	status.XPreserveUnknownFields = ptr.To(true)
+	if status.Properties == nil {
+		status.Properties = map[string]apiextensionsv1.JSONSchemaProps{}
+	}
+	status.Properties["conditions"] = apiextensionsv1.JSONSchemaProps{
+		Type: "array", XListType: ptr.To("map"), XListMapKeys: []string{"type"},
+		Items: &apiextensionsv1.JSONSchemaPropsOrArray{Schema: &apiextensionsv1.JSONSchemaProps{
+			Type: "object", Required: []string{"type", "status", "reason", "lastTransitionTime"},
+			Properties: map[string]apiextensionsv1.JSONSchemaProps{
+				"type": {Type: "string"}, "status": {Type: "string"}, "reason": {Type: "string"},
+				"message": {Type: "string"}, "lastTransitionTime": {Type: "string", Format: "date-time"},
+			},
+		}},
+	}
+	s.Properties["status"] = status
+	names := x.Spec.Names
+	names.ListKind = names.Kind + "List"
+	names.Singular = strings.ToLower(names.Kind)
+	return &apiextensionsv1.CustomResourceDefinition{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "apiextensions.k8s.io/v1", Kind: "CustomResourceDefinition"},
+		ObjectMeta: metav1.ObjectMeta{Name: names.Plural + "." + x.Spec.Group},
+		Spec: apiextensionsv1.CustomResourceDefinitionSpec{
+			Group: x.Spec.Group, Names: names, Scope: scope,
+			Versions: []apiextensionsv1.CustomResourceDefinitionVersion{{
+				Name: x.Spec.Versions[0].Name, Served: true, Storage: true,
+				Schema:       &apiextensionsv1.CustomResourceValidation{OpenAPIV3Schema: s},
+				Subresources: &apiextensionsv1.CustomResourceSubresources{Status: &apiextensionsv1.CustomResourceSubresourceStatus{}},
+			}},
+		},
+	}
+}
+
+var setupOnce struct {
+	once sync.Once
+	cfg  *rest.Config
+}
+
+// prepare installs the XR CRDs and a user holding exactly the generated
+// role (rbac/role.yaml), once per control plane.
+func prepare(t *testing.T, env *testbed.Env) *rest.Config {
+	t.Helper()
+	setupOnce.once.Do(func() {
+		dir := t.TempDir()
+		for i, c := range []*apiextensionsv1.CustomResourceDefinition{
+			xrCRD(t, "package/configuration/xrd.yaml", apiextensionsv1.ClusterScoped),
+			xrCRD(t, "examples/xrd-namespaced.yaml", apiextensionsv1.NamespaceScoped),
+		} {
+			b, err := yaml.Marshal(c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, string(rune('a'+i))+".yaml"), b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		env.InstallCRDs(t, dir)
+		role, err := os.ReadFile("rbac/role.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := env.ApplyYAML(context.Background(), role); err != nil {
+			t.Fatal(err)
+		}
+		const user = "openbao-restore-phase-test"
+		if err := env.Client.Create(context.Background(), &rbacv1.ClusterRoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Name: user},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "openbao-restore-phase"},
+			Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: user}},
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if setupOnce.cfg, err = env.AddUser(user); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if setupOnce.cfg == nil {
+		t.Fatal("setup failed earlier")
+	}
+	return setupOnce.cfg
+}
+
+// written records when each XR's phase was written.
+type written struct {
+	mu sync.Mutex
+	at map[string]map[string]time.Time
+}
+
+func (w *written) observe(xr types.NamespacedName, p string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.at[xr.String()] == nil {
+		w.at[xr.String()] = map[string]time.Time{}
+	}
+	w.at[xr.String()][p] = time.Now()
+}
+
+func (w *written) get(xr types.NamespacedName, p string) (time.Time, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	at, ok := w.at[xr.String()][p]
+	return at, ok
+}
+
+// start runs the phase reconcilers for one namespace, as the generated
+// role's user, until the test ends.
+func start(t *testing.T, env *testbed.Env, ns string) *written {
+	t.Helper()
+	cfg := prepare(t, env)
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                 env.Scheme,
+		Cache:                  cache.Options{DefaultNamespaces: map[string]cache.Config{ns: {}}},
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &written{at: map[string]map[string]time.Time{}}
+	jobs, err := phase.NewJobCache(mgr, []string{ns})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mgr.Add(jobs); err != nil {
+		t.Fatal(err)
+	}
+	for _, gvk := range []schema.GroupVersionKind{phase.LegacyXR, phase.NamespacedXR} {
+		r := &phase.Reconciler{GVK: gvk, Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Jobs: jobs,
+			Recorder: mgr.GetEventRecorder(phase.FieldManager), Observe: w.observe, Namespaces: []string{ns}}
+		if err := r.SetupWithManager(mgr, controller.Options{MaxConcurrentReconciles: 4, SkipNameValidation: ptr.To(true)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("manager: %v", err)
+		}
+	})
+	return w
+}
+
+func createCluster(t *testing.T, env *testbed.Env, ns string) {
+	t.Helper()
+	ctx := context.Background()
+	c := &unstructured.Unstructured{}
+	c.SetAPIVersion(schemas.ClusterGroup + "/" + schemas.ClusterVersion)
+	c.SetKind(schemas.ClusterKind)
+	c.SetNamespace(ns)
+	c.SetName("prod")
+	_ = unstructured.SetNestedField(c.Object, int64(3), "spec", "replicas")
+	if err := env.Client.Create(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	orig := c.DeepCopy()
+	_ = unstructured.SetNestedField(c.Object, true, "status", "initialized")
+	if err := env.Client.Status().Patch(ctx, c, client.MergeFrom(orig)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// createXR creates a legacy XR claimed from ns, with examples/xr.yaml's
+// spec (edit may change it).
+func createXR(t *testing.T, env *testbed.Env, ns string, edit func(spec map[string]any)) *unstructured.Unstructured {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(testbin.Root(), "examples", "xr.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var o map[string]any
+	if err := yaml.Unmarshal(b, &o); err != nil {
+		t.Fatal(err)
+	}
+	spec := o["spec"].(map[string]any)
+	spec["claimRef"] = map[string]any{"apiVersion": schemas.Group + "/" + schemas.Version, "kind": schemas.ClaimKind, "name": "r", "namespace": ns}
+	if edit != nil {
+		edit(spec)
+	}
+	xr := &unstructured.Unstructured{Object: map[string]any{"spec": spec}}
+	xr.SetGroupVersionKind(phase.LegacyXR)
+	xr.SetName(ns + "-x")
+	if err := env.Client.Create(context.Background(), xr); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Client.Delete(context.Background(), xr) })
+	return xr
+}
+
+func owner(xr *unstructured.Unstructured) []metav1.OwnerReference {
+	return []metav1.OwnerReference{{APIVersion: xr.GetAPIVersion(), Kind: xr.GetKind(), Name: xr.GetName(), UID: xr.GetUID(),
+		Controller: ptr.To(true), BlockOwnerDeletion: ptr.To(true)}}
+}
+
+func labels(xr *unstructured.Unstructured) map[string]string {
+	return map[string]string{phase.LabelComposite: xr.GetName(), phase.LabelRestore: "r", "restore.openbao-restore.io/cluster": "prod"}
+}
+
+// createLock creates the XR's LockRequest as the function composes it and
+// sets its status as the lock reconciler (and the executor) would.
+func createLock(t *testing.T, env *testbed.Env, ns string, xr *unstructured.Unstructured, st lockv1alpha1.LockRequestStatus) *lockv1alpha1.LockRequest {
+	t.Helper()
+	ctx := context.Background()
+	holder := schemas.Holder("r", string(xr.GetUID()))
+	lr := &lockv1alpha1.LockRequest{
+		ObjectMeta: metav1.ObjectMeta{Name: xr.GetName() + "-lock", Namespace: ns, Labels: labels(xr), OwnerReferences: owner(xr)},
+		Spec: lockv1alpha1.LockRequestSpec{Cluster: "prod", Operation: schemas.OperationRestore, Holder: holder,
+			Restore: lockv1alpha1.RestoreRef{APIVersion: xr.GetAPIVersion(), Kind: xr.GetKind(), Name: xr.GetName(),
+				UID: string(xr.GetUID()), ClaimName: "r"}},
+	}
+	if err := env.Client.Create(ctx, lr); err != nil {
+		t.Fatal(err)
+	}
+	if st.State == schemas.LockHeld {
+		st.HeldBy = holder
+	}
+	lr.Status = st
+	if err := env.Client.Status().Update(ctx, lr); err != nil {
+		t.Fatal(err)
+	}
+	return lr
+}
+
+// createJob creates the XR's restore Job as the function composes it
+// (labels, controller reference), its pod ending with this exit code and
+// termination message, and returns when the Job finished, as seen by a
+// watch.
+func createJob(t *testing.T, env *testbed.Env, ns string, xr *unstructured.Unstructured, exit int32, msg string) <-chan time.Time {
+	t.Helper()
+	ctx := context.Background()
+	name := xr.GetName() + "-restore"
+	env.JobPodStage(t, ns, name, exit, msg)
+	wc, err := client.NewWithWatch(env.Config, client.Options{Scheme: env.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := wc.Watch(ctx, &batchv1.JobList{}, client.InNamespace(ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	finished := make(chan time.Time, 1)
+	go func() {
+		defer w.Stop()
+		for ev := range w.ResultChan() {
+			j, ok := ev.Object.(*batchv1.Job)
+			if !ok || ev.Type == watch.Deleted || j.Name != name {
+				continue
+			}
+			for _, c := range j.Status.Conditions {
+				if (c.Type == batchv1.JobComplete || c.Type == batchv1.JobFailed) && c.Status == corev1.ConditionTrue {
+					finished <- time.Now()
+					return
+				}
+			}
+		}
+	}()
+	t.Cleanup(w.Stop)
+	j := &batchv1.Job{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: labels(xr), OwnerReferences: owner(xr)},
+		Spec: batchv1.JobSpec{
+			BackoffLimit: ptr.To[int32](0),
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{phase.LabelRestore: "r"}},
+				Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever,
+					Containers: []corev1.Container{{Name: "restore", Image: "example.invalid/executor"}}},
+			},
+		},
+	}
+	if err := env.Client.Create(ctx, j); err != nil {
+		t.Fatal(err)
+	}
+	return finished
+}
+
+func waitPhase(t *testing.T, env *testbed.Env, xr *unstructured.Unstructured, want string) phase.Status {
+	t.Helper()
+	var st phase.Status
+	testbed.Eventually(t, 30*time.Second, xr.GetName()+" phase "+want, func() (bool, error) {
+		if err := env.Client.Get(context.Background(), client.ObjectKeyFromObject(xr), xr); err != nil {
+			return false, err
+		}
+		st = phase.ReadStatus(xr)
+		return st.Phase == want, nil
+	})
+	return st
+}
+
+// latency logs how long after the Job finished (as a watch saw it) the
+// reconciler wrote the phase.
+func latency(t *testing.T, w *written, xr *unstructured.Unstructured, finished <-chan time.Time, p string) time.Duration {
+	t.Helper()
+	var done time.Time
+	select {
+	case done = <-finished:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the Job never finished")
+	}
+	at := observed(t, w, xr, p)
+	d := at.Sub(done)
+	t.Logf("Job finished -> phase %s written: %s", p, d)
+	return d
+}
+
+// observed returns when the reconciler under test wrote the phase (its
+// Observe hook runs just after the write returns).
+func observed(t *testing.T, w *written, xr *unstructured.Unstructured, p string) time.Time {
+	t.Helper()
+	var at time.Time
+	testbed.Eventually(t, 5*time.Second, "phase "+p+" written by the reconciler under test", func() (bool, error) {
+		var ok bool
+		at, ok = w.get(types.NamespacedName{Name: xr.GetName()}, p)
+		return ok, nil
+	})
+	return at
+}
+
+func condition(st phase.Status, typ string) phase.Condition {
+	for _, c := range st.Conditions {
+		if c.Type == typ {
+			return c
+		}
+	}
+	return phase.Condition{}
+}
+
+func TestJobSucceedsCompleted(t *testing.T) {
+	t.Parallel()
+	env := testbed.Shared(t)
+	ns := env.Namespace(t)
+	w := start(t, env, ns)
+	createCluster(t, env, ns)
+	xr := createXR(t, env, ns, nil)
+	waitPhase(t, env, xr, schemas.PhasePending)
+	createLock(t, env, ns, xr, lockv1alpha1.LockRequestStatus{State: schemas.LockHeld, Message: "holding"})
+	st := waitPhase(t, env, xr, schemas.PhaseValidating)
+	if c := condition(st, phase.CondLockHeld); c.Status != "True" {
+		t.Errorf("LockHeld condition %+v", c)
+	}
+	finished := createJob(t, env, ns, xr, 0, `{"submitted":true,"exitCode":0,"snapshotKey":"clusters/prod/a.snap","snapshotSize":42317}`)
+	st = waitPhase(t, env, xr, schemas.PhaseCompleted)
+	latency(t, w, xr, finished, schemas.PhaseCompleted)
+	if st.SnapshotKey != "clusters/prod/a.snap" || st.SnapshotSize != 42317 || st.StartTime == nil || st.CompletionTime == nil {
+		t.Errorf("status %+v", st)
+	}
+	if c := condition(st, phase.CondRestored); c.Status != "True" {
+		t.Errorf("Restored condition %+v", c)
+	}
+	if _, ok := w.get(types.NamespacedName{Name: xr.GetName()}, schemas.PhaseRunning); !ok {
+		t.Log("the Job finished before Running was written (allowed: phases may be skipped, never reversed)")
+	}
+	// The field manager owns exactly its fields.
+	found := false
+	for _, mf := range xr.GetManagedFields() {
+		if mf.Manager == phase.FieldManager && mf.Subresource == "status" {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("no status fields managed by %s: %+v", phase.FieldManager, xr.GetManagedFields())
+	}
+}
+
+func TestExit4BeforeSubmissionFails(t *testing.T) {
+	t.Parallel()
+	env := testbed.Shared(t)
+	ns := env.Namespace(t)
+	w := start(t, env, ns)
+	createCluster(t, env, ns)
+	xr := createXR(t, env, ns, nil)
+	createLock(t, env, ns, xr, lockv1alpha1.LockRequestStatus{State: schemas.LockHeld})
+	finished := createJob(t, env, ns, xr, 4, `{"submitted":false,"exitCode":4,"message":"snapshot clusters/prod/a.snap not found"}`)
+	st := waitPhase(t, env, xr, schemas.PhaseFailed)
+	latency(t, w, xr, finished, schemas.PhaseFailed)
+	for _, m := range []string{"exit code 4", "snapshot clusters/prod/a.snap not found", "nothing was submitted"} {
+		if !strings.Contains(st.Message, m) {
+			t.Errorf("message %q lacks %q", st.Message, m)
+		}
+	}
+	if c := condition(st, phase.CondRestored); c.Status != "False" || st.CompletionTime == nil {
+		t.Errorf("status %+v", st)
+	}
+}
+
+func TestExit11UnknownThenAbandon(t *testing.T) {
+	t.Parallel()
+	env := testbed.Shared(t)
+	ns := env.Namespace(t)
+	w := start(t, env, ns)
+	createCluster(t, env, ns)
+	xr := createXR(t, env, ns, nil)
+	createLock(t, env, ns, xr, lockv1alpha1.LockRequestStatus{State: schemas.LockHeld})
+	finished := createJob(t, env, ns, xr, 11, `{"submitted":true,"exitCode":11,"message":"connection reset after upload"}`)
+	st := waitPhase(t, env, xr, schemas.PhaseUnknown)
+	latency(t, w, xr, finished, schemas.PhaseUnknown)
+	ack := schemas.AcknowledgeAnnotation + "=" + string(xr.GetUID()) + "/Abandon"
+	if !strings.Contains(st.Message, ack) || st.CompletionTime != nil {
+		t.Fatalf("status %+v lacks %q", st, ack)
+	}
+
+	// An acknowledgement naming another UID changes nothing.
+	annotate(t, env, xr, "someone-else/Abandon")
+	time.Sleep(time.Second)
+	waitPhase(t, env, xr, schemas.PhaseUnknown)
+
+	annotate(t, env, xr, string(xr.GetUID())+"/Abandon")
+	st = waitPhase(t, env, xr, schemas.PhaseFailed)
+	if !strings.Contains(st.Message, "abandoned") || st.CompletionTime == nil {
+		t.Errorf("status %+v", st)
+	}
+}
+
+func annotate(t *testing.T, env *testbed.Env, xr *unstructured.Unstructured, v string) {
+	t.Helper()
+	patch := []byte(`{"metadata":{"annotations":{"` + schemas.AcknowledgeAnnotation + `":"` + v + `"}}}`)
+	if err := env.Client.Patch(context.Background(), xr, client.RawPatch(types.MergePatchType, patch)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A submission record on the LockRequest outweighs a pod that says it
+// submitted nothing.
+func TestSubmissionRecordMakesUnknown(t *testing.T) {
+	t.Parallel()
+	env := testbed.Shared(t)
+	ns := env.Namespace(t)
+	start(t, env, ns)
+	createCluster(t, env, ns)
+	xr := createXR(t, env, ns, nil)
+	createLock(t, env, ns, xr, lockv1alpha1.LockRequestStatus{State: schemas.LockHeld,
+		Submission: &lockv1alpha1.Submission{Pod: "p-0", Target: "https://bao:8200/v1/sys/storage/raft/snapshot", Endpoint: "https://bao:8200",
+			SubmittedAt: metav1.Now()}})
+	createJob(t, env, ns, xr, 4, `{"submitted":false,"exitCode":4,"message":"refused"}`)
+	st := waitPhase(t, env, xr, schemas.PhaseUnknown)
+	if !strings.Contains(st.Message, "pod p-0 recorded a submission") {
+		t.Errorf("message %q", st.Message)
+	}
+	annotate(t, env, xr, string(xr.GetUID())+"/Resume")
+	waitPhase(t, env, xr, schemas.PhaseCompleted)
+}
+
+func TestInvalidSpecFails(t *testing.T) {
+	t.Parallel()
+	env := testbed.Shared(t)
+	ns := env.Namespace(t)
+	w := start(t, env, ns)
+	createCluster(t, env, ns)
+	created := time.Now()
+	xr := createXR(t, env, ns, func(spec map[string]any) {
+		spec["source"].(map[string]any)["key"] = "/clusters/../prod.snap"
+	})
+	st := waitPhase(t, env, xr, schemas.PhaseFailed)
+	if !strings.Contains(st.Message, "spec.source.key") || st.StartTime != nil {
+		t.Errorf("status %+v", st)
+	}
+	at := observed(t, w, xr, schemas.PhaseFailed)
+	t.Logf("XR created -> Failed written: %s", at.Sub(created))
+	// Nothing locked: no LockRequest was composed, and the phase is final.
+	var lrs lockv1alpha1.LockRequestList
+	if err := env.Client.List(context.Background(), &lrs, client.InNamespace(ns)); err != nil || len(lrs.Items) != 0 {
+		t.Errorf("lock requests %v %v", lrs.Items, err)
+	}
+}
+
+// The lock waiting on a Backup keeps the restore Pending.
+func TestWaitingLockStaysPending(t *testing.T) {
+	t.Parallel()
+	env := testbed.Shared(t)
+	ns := env.Namespace(t)
+	start(t, env, ns)
+	createCluster(t, env, ns)
+	xr := createXR(t, env, ns, nil)
+	createLock(t, env, ns, xr, lockv1alpha1.LockRequestStatus{State: schemas.LockWaiting, HeldBy: "backup/nightly",
+		Message: "the operation lock is held by Backup backup/nightly"})
+	st := waitPhase(t, env, xr, schemas.PhasePending)
+	testbed.Eventually(t, 10*time.Second, "LockHeld False", func() (bool, error) {
+		if err := env.Client.Get(context.Background(), client.ObjectKeyFromObject(xr), xr); err != nil {
+			return false, err
+		}
+		st = phase.ReadStatus(xr)
+		return condition(st, phase.CondLockHeld).Status == "False", nil
+	})
+	if !strings.Contains(st.Message, "Backup backup/nightly") {
+		t.Errorf("message %q", st.Message)
+	}
+}

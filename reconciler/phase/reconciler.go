@@ -1,0 +1,598 @@
+package phase
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+
+	"time"
+
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/selection"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	"github.com/openbao-restore/openbao-restore/schemas"
+	lockv1alpha1 "github.com/openbao-restore/openbao-restore/schemas/lock/v1alpha1"
+)
+
+const (
+	// FieldManager owns the XR status fields this reconciler writes.
+	FieldManager = "openbao-restore-phase"
+
+	// LabelRestore is on the restore Job and its pods.
+	LabelRestore = "restore.openbao-restore.io/restore"
+	// LabelComposite is Crossplane's label naming the XR.
+	LabelComposite = "crossplane.io/composite"
+	// LabelJobName is the Job controller's label on a Job's pods.
+	LabelJobName = "batch.kubernetes.io/job-name"
+
+	condSpecValid = "SpecValid" // the function's (fn.CondValid)
+	clusterIndex  = "restore.cluster"
+)
+
+// The XR kinds followed: the legacy cluster-scoped XR and the namespaced XR.
+var (
+	LegacyXR     = schema.GroupVersionKind{Group: schemas.Group, Version: schemas.Version, Kind: schemas.XRKind}
+	NamespacedXR = schema.GroupVersionKind{Group: "ns." + schemas.Group, Version: schemas.Version, Kind: schemas.ClaimKind}
+)
+
+// Least privilege (rbac/role.yaml, which the tests run under): reads of
+// what a restore is made of, and patches (server-side apply) of the XRs'
+// status only.
+// +kubebuilder:rbac:groups=restore.openbao-restore.io,resources=xopenbaorestores,verbs=get;list;watch
+// +kubebuilder:rbac:groups=restore.openbao-restore.io,resources=xopenbaorestores/status,verbs=patch
+// +kubebuilder:rbac:groups=ns.restore.openbao-restore.io,resources=openbaorestores,verbs=get;list;watch
+// +kubebuilder:rbac:groups=ns.restore.openbao-restore.io,resources=openbaorestores/status,verbs=patch
+// +kubebuilder:rbac:groups=restore.openbao-restore.io,resources=lockrequests,verbs=get;list;watch
+// +kubebuilder:rbac:groups=openbao.org,resources=openbaoclusters,verbs=get;list;watch
+// +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=pods,verbs=list
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// Reconciler follows the restores of one XR kind.
+type Reconciler struct {
+	GVK schema.GroupVersionKind
+	// Client reads from the manager's cache and writes to the API.
+	Client client.Client
+	// APIReader reads from the API: the pods of a finished Job and the
+	// LockRequest's submission record are read fresh before a failure is
+	// called Failed.
+	APIReader client.Reader
+	// Jobs is a cache of the restore Jobs only (by label).
+	Jobs     cache.Cache
+	Recorder events.EventRecorder
+	// Now is the clock (tests may fix it).
+	Now func() time.Time
+	// Namespaces, if set, limits the restores followed to those running
+	// in these namespaces (a legacy XR is cluster-scoped: its claim's
+	// namespace counts).
+	Namespaces []string
+	// Observe, if set, is called after each write of a new phase (tests
+	// measure latency with it).
+	Observe func(xr types.NamespacedName, phase string)
+}
+
+// Setup registers a Reconciler for each XR kind as soon as the API serves
+// it (the XRDs may be installed after the reconciler starts), with a cache
+// of the restore Jobs in these namespaces (all when empty).
+func Setup(mgr ctrl.Manager, namespaces []string, opts controller.Options) error {
+	return mgr.Add(&setup{mgr: mgr, namespaces: namespaces, opts: opts})
+}
+
+type setup struct {
+	mgr        ctrl.Manager
+	namespaces []string
+	opts       controller.Options
+}
+
+// NeedLeaderElection: the controllers it adds reconcile, so only the
+// leader registers them.
+func (s *setup) NeedLeaderElection() bool { return true }
+
+func (s *setup) Start(ctx context.Context) error {
+	jobs, err := NewJobCache(s.mgr, s.namespaces)
+	if err != nil {
+		return err
+	}
+	if err := s.mgr.Add(jobs); err != nil {
+		return err
+	}
+	pending := []schema.GroupVersionKind{LegacyXR, NamespacedXR}
+	for {
+		var still []schema.GroupVersionKind
+		for _, gvk := range pending {
+			if _, err := s.mgr.GetRESTMapper().RESTMapping(gvk.GroupKind(), gvk.Version); err != nil {
+				still = append(still, gvk)
+				continue
+			}
+			r := &Reconciler{GVK: gvk, Client: s.mgr.GetClient(), APIReader: s.mgr.GetAPIReader(), Jobs: jobs,
+				Recorder: s.mgr.GetEventRecorder(FieldManager), Namespaces: s.namespaces}
+			if err := r.SetupWithManager(s.mgr, s.opts); err != nil {
+				return err
+			}
+			log.FromContext(ctx).Info("following restores", "kind", gvk.String())
+		}
+		pending = still
+		if len(pending) == 0 {
+			<-ctx.Done()
+			return nil
+		}
+		// Waiting for a CRD to be installed, not for a restore.
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(15 * time.Second):
+		}
+	}
+}
+
+// NewJobCache is a cache holding only the restore Jobs (those labelled
+// with LabelRestore), not every Job of the cluster.
+func NewJobCache(mgr ctrl.Manager, namespaces []string) (cache.Cache, error) {
+	req, err := labels.NewRequirement(LabelRestore, selection.Exists, nil)
+	if err != nil {
+		return nil, err
+	}
+	opts := cache.Options{Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper(),
+		DefaultLabelSelector: labels.NewSelector().Add(*req)}
+	if len(namespaces) > 0 {
+		opts.DefaultNamespaces = map[string]cache.Config{}
+		for _, ns := range namespaces {
+			opts.DefaultNamespaces[ns] = cache.Config{}
+		}
+	}
+	return cache.New(mgr.GetConfig(), opts)
+}
+
+func (r *Reconciler) newXR() *unstructured.Unstructured {
+	u := &unstructured.Unstructured{}
+	u.SetGroupVersionKind(r.GVK)
+	return u
+}
+
+func (r *Reconciler) namespaced() bool { return r.GVK == NamespacedXR }
+
+// SetupWithManager registers the reconciler for its XR kind, watching the
+// XRs, their Jobs, their LockRequests and the OpenBaoClusters they name.
+func (r *Reconciler) SetupWithManager(mgr ctrl.Manager, opts controller.Options) error {
+	if r.Now == nil {
+		r.Now = time.Now
+	}
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), r.newXR(), clusterIndex, func(o client.Object) []string {
+		u := o.(*unstructured.Unstructured)
+		c, _, _ := unstructured.NestedString(u.Object, "spec", "cluster")
+		return []string{r.restoreNamespace(u) + "/" + c}
+	}); err != nil {
+		return err
+	}
+	name := "phase-" + strings.ToLower(r.GVK.Kind)
+	if r.namespaced() {
+		name += "-ns"
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		Named(name).
+		For(r.newXR()).
+		WatchesRawSource(source.Kind(r.Jobs, &batchv1.Job{}, handler.TypedEnqueueRequestsFromMapFunc(r.xrForJob))).
+		Watches(&lockv1alpha1.LockRequest{}, handler.EnqueueRequestsFromMapFunc(r.xrForLock)).
+		Watches(clusterObject(), handler.EnqueueRequestsFromMapFunc(r.xrsForCluster)).
+		WithOptions(opts).
+		Complete(r)
+}
+
+func clusterObject() *unstructured.Unstructured {
+	u := &unstructured.Unstructured{}
+	u.SetGroupVersionKind(schema.GroupVersionKind{Group: schemas.ClusterGroup, Version: schemas.ClusterVersion, Kind: schemas.ClusterKind})
+	return u
+}
+
+// restoreNamespace is where the restore runs: the claim's namespace for a
+// legacy XR (the function writes it to status.plan.namespace too), the
+// XR's own for a namespaced one.
+func (r *Reconciler) restoreNamespace(xr *unstructured.Unstructured) string {
+	if r.namespaced() {
+		return xr.GetNamespace()
+	}
+	if ns, _, _ := unstructured.NestedString(xr.Object, "spec", "claimRef", "namespace"); ns != "" {
+		return ns
+	}
+	ns, _, _ := unstructured.NestedString(xr.Object, "status", "plan", "namespace")
+	return ns
+}
+
+func (r *Reconciler) request(ns, name string) ctrl.Request {
+	if !r.namespaced() {
+		ns = ""
+	}
+	return ctrl.Request{NamespacedName: types.NamespacedName{Namespace: ns, Name: name}}
+}
+
+// xrForJob maps a Job to its XR: the controller owner of our kind, else
+// (no owner at all) Crossplane's composite label.
+func (r *Reconciler) xrForJob(_ context.Context, j *batchv1.Job) []ctrl.Request {
+	if ref := metav1.GetControllerOf(j); ref != nil {
+		gv, _ := schema.ParseGroupVersion(ref.APIVersion)
+		if ref.Kind == r.GVK.Kind && gv.Group == r.GVK.Group {
+			return []ctrl.Request{r.request(j.Namespace, ref.Name)}
+		}
+		return nil
+	}
+	if xr := j.Labels[LabelComposite]; xr != "" {
+		return []ctrl.Request{r.request(j.Namespace, xr)}
+	}
+	return nil
+}
+
+func (r *Reconciler) xrForLock(_ context.Context, o client.Object) []ctrl.Request {
+	lr, ok := o.(*lockv1alpha1.LockRequest)
+	if !ok {
+		return nil
+	}
+	gv, _ := schema.ParseGroupVersion(lr.Spec.Restore.APIVersion)
+	if lr.Spec.Restore.Kind != r.GVK.Kind || gv.Group != r.GVK.Group {
+		return nil
+	}
+	return []ctrl.Request{r.request(lr.Namespace, lr.Spec.Restore.Name)}
+}
+
+func (r *Reconciler) xrsForCluster(ctx context.Context, o client.Object) []ctrl.Request {
+	list := &unstructured.UnstructuredList{}
+	list.SetGroupVersionKind(r.GVK.GroupVersion().WithKind(r.GVK.Kind + "List"))
+	if err := r.Client.List(ctx, list, client.MatchingFields{clusterIndex: o.GetNamespace() + "/" + o.GetName()}); err != nil {
+		log.FromContext(ctx).Error(err, "listing restores of cluster", "cluster", o.GetName())
+		return nil
+	}
+	var reqs []ctrl.Request
+	for _, xr := range list.Items {
+		if p, _, _ := unstructured.NestedString(xr.Object, "status", "phase"); !Terminal(p) {
+			reqs = append(reqs, r.request(xr.GetNamespace(), xr.GetName()))
+		}
+	}
+	return reqs
+}
+
+// Reconcile reads the facts of one restore, decides with Next and writes
+// the owned status fields when they change.
+func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	xr := r.newXR()
+	if err := r.Client.Get(ctx, req.NamespacedName, xr); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !xr.GetDeletionTimestamp().IsZero() {
+		return ctrl.Result{}, nil
+	}
+	if len(r.Namespaces) > 0 && !slices.Contains(r.Namespaces, r.restoreNamespace(xr)) {
+		return ctrl.Result{}, nil
+	}
+	cur := ReadStatus(xr)
+	if Terminal(cur.Phase) {
+		return ctrl.Result{}, nil
+	}
+	f, err := r.facts(ctx, xr)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	next, evs := Next(cur, f)
+	if sameStatus(cur, next) {
+		return ctrl.Result{}, nil
+	}
+	if err := r.apply(ctx, xr, next); err != nil {
+		return ctrl.Result{}, err
+	}
+	for _, e := range evs {
+		typ := corev1.EventTypeNormal
+		if e.Warning {
+			typ = corev1.EventTypeWarning
+		}
+		r.Recorder.Eventf(xr, nil, typ, e.Reason, "Phase", "%s", e.Message)
+	}
+	if r.Observe != nil && next.Phase != cur.Phase {
+		r.Observe(req.NamespacedName, next.Phase)
+	}
+	return ctrl.Result{}, nil
+}
+
+// facts gathers what Next decides from.
+func (r *Reconciler) facts(ctx context.Context, xr *unstructured.Unstructured) (Facts, error) {
+	ns := r.restoreNamespace(xr)
+	spec, _, _ := unstructured.NestedMap(xr.Object, "spec")
+	f := Facts{UID: string(xr.GetUID()), Now: r.Now(), Ack: xr.GetAnnotations()[schemas.AcknowledgeAnnotation]}
+	f.Force, _, _ = unstructured.NestedBool(spec, "force")
+
+	// The contract's rules, but not the operator's policy (allowed
+	// images, insecure endpoints): only the function knows the Input, and
+	// it says so in its SpecValid condition.
+	image, _, _ := unstructured.NestedString(spec, "image")
+	policy := schemas.Policy{AllowInsecureEndpoints: true}
+	if image != "" {
+		policy.AllowedImages = []string{image}
+	}
+	_, vs, err := schemas.Validate(spec, policy)
+	if err != nil {
+		return f, err
+	}
+	f.Violations = vs
+	if ns == "" && !r.namespaced() {
+		f.Violations = append(f.Violations, schemas.Violation{Path: "spec.claimRef",
+			Message: "a cluster-scoped XOpenBaoRestore needs a claim: create an OpenBaoRestore in the OpenBaoCluster's namespace instead"})
+	}
+	conds, _, _ := unstructured.NestedSlice(xr.Object, "status", "conditions")
+	for _, c := range conds {
+		m, _ := c.(map[string]any)
+		if m["type"] == condSpecValid && m["status"] == "False" {
+			f.FunctionInvalid, _ = m["message"].(string)
+			if f.FunctionInvalid == "" {
+				f.FunctionInvalid, _ = m["reason"].(string)
+			}
+		}
+	}
+	if ns == "" {
+		return f, nil
+	}
+
+	cluster := clusterObject()
+	clusterName, _, _ := unstructured.NestedString(spec, "cluster")
+	if err := r.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: clusterName}, cluster); err == nil {
+		c := &Cluster{}
+		c.Initialized, _, _ = unstructured.NestedBool(cluster.Object, "status", "initialized")
+		ccs, _, _ := unstructured.NestedSlice(cluster.Object, "status", "conditions")
+		for _, cc := range ccs {
+			m, _ := cc.(map[string]any)
+			if m["type"] == "Upgrading" && m["status"] == "True" {
+				c.Upgrading = true
+			}
+		}
+		f.Cluster = c
+	} else if client.IgnoreNotFound(err) != nil {
+		return f, err
+	}
+
+	lr, err := r.lockRequest(ctx, r.Client, ns, xr)
+	if err != nil {
+		return f, err
+	}
+	job, err := r.job(ctx, ns, xr)
+	if err != nil {
+		return f, err
+	}
+	if job != nil {
+		f.Job = &Job{Name: job.Name}
+		for _, c := range job.Status.Conditions {
+			if c.Status != corev1.ConditionTrue {
+				continue
+			}
+			switch c.Type {
+			case batchv1.JobComplete:
+				f.Job.Complete = true
+			case batchv1.JobFailed:
+				f.Job.Failed, f.Job.FailedReason, f.Job.FailedMessage = true, c.Reason, c.Message
+			}
+		}
+		if f.Job.Complete || f.Job.Failed {
+			if f.Job.Pods, err = r.pods(ctx, job); err != nil {
+				return f, err
+			}
+		}
+		if f.Job.Failed {
+			// The submission record decides Failed or Unknown: read it
+			// from the API, never from a cache that may lag behind it.
+			if lr, err = r.lockRequest(ctx, r.APIReader, ns, xr); err != nil {
+				return f, err
+			}
+		}
+	}
+	if lr != nil {
+		f.Lock = &Lock{State: lr.Status.State, HeldBy: lr.Status.HeldBy, Message: lr.Status.Message, Holder: lr.Spec.Holder}
+		if s := lr.Status.Submission; s != nil {
+			f.Lock.Submission = &Submission{Pod: s.Pod, Endpoint: s.Endpoint, At: s.SubmittedAt.Time}
+		}
+		if c := meta.FindStatusCondition(lr.Status.Conditions, CondOverride); c != nil && c.Status == metav1.ConditionTrue {
+			f.Lock.Override = c.Message
+		}
+	}
+	return f, nil
+}
+
+// lockRequest finds the XR's LockRequest: the one whose spec.restore names
+// this XR by UID.
+func (r *Reconciler) lockRequest(ctx context.Context, c client.Reader, ns string, xr *unstructured.Unstructured) (*lockv1alpha1.LockRequest, error) {
+	var list lockv1alpha1.LockRequestList
+	if err := c.List(ctx, &list, client.InNamespace(ns), client.MatchingLabels{LabelComposite: xr.GetName()}); err != nil {
+		return nil, err
+	}
+	for i := range list.Items {
+		if list.Items[i].Spec.Restore.UID == string(xr.GetUID()) {
+			return &list.Items[i], nil
+		}
+	}
+	return nil, nil
+}
+
+// job finds the XR's restore Job: one controlled by this XR (by UID), or
+// labelled with its name when it has no owner.
+func (r *Reconciler) job(ctx context.Context, ns string, xr *unstructured.Unstructured) (*batchv1.Job, error) {
+	var list batchv1.JobList
+	if err := r.Jobs.List(ctx, &list, client.InNamespace(ns), client.MatchingLabels{LabelComposite: xr.GetName()}); err != nil {
+		return nil, err
+	}
+	for i := range list.Items {
+		j := &list.Items[i]
+		ref := metav1.GetControllerOf(j)
+		if ref == nil && len(j.OwnerReferences) == 0 || ref != nil && ref.UID == xr.GetUID() {
+			return j, nil
+		}
+	}
+	return nil, nil
+}
+
+// pods reads the terminated pods of a finished Job from the API, oldest
+// first, with their exit codes and termination messages.
+func (r *Reconciler) pods(ctx context.Context, j *batchv1.Job) ([]Pod, error) {
+	var list corev1.PodList
+	if err := r.APIReader.List(ctx, &list, client.InNamespace(j.Namespace), client.MatchingLabels{LabelJobName: j.Name}); err != nil {
+		return nil, err
+	}
+	slices.SortFunc(list.Items, func(a, b corev1.Pod) int {
+		if c := a.CreationTimestamp.Compare(b.CreationTimestamp.Time); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Name, b.Name)
+	})
+	var out []Pod
+	for _, p := range list.Items {
+		for _, cs := range p.Status.ContainerStatuses {
+			t := cs.State.Terminated
+			if t == nil {
+				continue
+			}
+			pod := Pod{Name: p.Name, ExitCode: t.ExitCode, Raw: t.Message}
+			var tm schemas.TerminationMessage
+			if t.Message != "" && json.Unmarshal([]byte(t.Message), &tm) == nil {
+				pod.Termination = &tm
+			}
+			out = append(out, pod)
+		}
+	}
+	return out, nil
+}
+
+// ReadStatus reads the fields this reconciler owns from an XR.
+func ReadStatus(xr *unstructured.Unstructured) Status {
+	st, _, _ := unstructured.NestedMap(xr.Object, "status")
+	var s Status
+	s.Phase, _ = st["phase"].(string)
+	s.Message, _ = st["message"].(string)
+	s.SnapshotKey, _ = st["snapshotKey"].(string)
+	switch v := st["snapshotSize"].(type) {
+	case int64:
+		s.SnapshotSize = v
+	case float64:
+		s.SnapshotSize = int64(v)
+	}
+	s.StartTime = readTime(st["startTime"])
+	s.CompletionTime = readTime(st["completionTime"])
+	conds, _ := st["conditions"].([]any)
+	for _, c := range conds {
+		m, _ := c.(map[string]any)
+		typ, _ := m["type"].(string)
+		if !owned(typ) {
+			continue
+		}
+		cd := Condition{Type: typ}
+		cd.Status, _ = m["status"].(string)
+		cd.Reason, _ = m["reason"].(string)
+		cd.Message, _ = m["message"].(string)
+		s.Conditions = append(s.Conditions, cd)
+	}
+	return s
+}
+
+func owned(t string) bool { return t == CondRestored || t == CondLockHeld || t == CondOverride }
+
+func readTime(v any) *time.Time {
+	s, _ := v.(string)
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return nil
+	}
+	return &t
+}
+
+func sameStatus(a, b Status) bool {
+	if a.Phase != b.Phase || a.Message != b.Message || a.SnapshotKey != b.SnapshotKey || a.SnapshotSize != b.SnapshotSize ||
+		!sameTime(a.StartTime, b.StartTime) || !sameTime(a.CompletionTime, b.CompletionTime) || len(a.Conditions) != len(b.Conditions) {
+		return false
+	}
+	for _, c := range a.Conditions {
+		if !slices.Contains(b.Conditions, c) {
+			return false
+		}
+	}
+	return true
+}
+
+func sameTime(a, b *time.Time) bool {
+	if a == nil || b == nil {
+		return a == nil && b == nil
+	}
+	return a.Unix() == b.Unix()
+}
+
+// apply server-side-applies the owned fields with this reconciler's field
+// manager on the status subresource. Conditions are a list map keyed by
+// type on Crossplane's XR CRDs, so applying ours leaves the function's and
+// Crossplane's conditions alone. A condition keeps its
+// lastTransitionTime while its status is unchanged.
+func (r *Reconciler) apply(ctx context.Context, xr *unstructured.Unstructured, s Status) error {
+	status := map[string]any{"phase": s.Phase}
+	if s.Message != "" {
+		status["message"] = s.Message
+	}
+	if s.StartTime != nil {
+		status["startTime"] = s.StartTime.UTC().Format(time.RFC3339)
+	}
+	if s.CompletionTime != nil {
+		status["completionTime"] = s.CompletionTime.UTC().Format(time.RFC3339)
+	}
+	if s.SnapshotKey != "" {
+		status["snapshotKey"] = s.SnapshotKey
+	}
+	if s.SnapshotSize != 0 {
+		status["snapshotSize"] = s.SnapshotSize
+	}
+	if len(s.Conditions) > 0 {
+		var existing []metav1.Condition
+		conds, _, _ := unstructured.NestedSlice(xr.Object, "status", "conditions")
+		for _, c := range conds {
+			m, _ := c.(map[string]any)
+			typ, _ := m["type"].(string)
+			st, _ := m["status"].(string)
+			ts, _ := m["lastTransitionTime"].(string)
+			t, _ := time.Parse(time.RFC3339, ts)
+			existing = append(existing, metav1.Condition{Type: typ, Status: metav1.ConditionStatus(st), LastTransitionTime: metav1.Time{Time: t}})
+		}
+		list := make([]any, 0, len(s.Conditions))
+		for _, c := range s.Conditions {
+			ltt := r.Now().UTC()
+			if old := meta.FindStatusCondition(existing, c.Type); old != nil && string(old.Status) == c.Status && !old.LastTransitionTime.IsZero() {
+				ltt = old.LastTransitionTime.UTC()
+			}
+			reason := c.Reason
+			if reason == "" {
+				reason = "Unspecified"
+			}
+			list = append(list, map[string]any{"type": c.Type, "status": c.Status, "reason": reason,
+				"message": c.Message, "lastTransitionTime": ltt.Format(time.RFC3339)})
+		}
+		status["conditions"] = list
+	}
+	md := map[string]any{"name": xr.GetName()}
+	if xr.GetNamespace() != "" {
+		md["namespace"] = xr.GetNamespace()
+	}
+	u := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": r.GVK.GroupVersion().String(), "kind": r.GVK.Kind, "metadata": md, "status": status}}
+	err := r.Client.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(FieldManager), client.ForceOwnership)
+	if err = client.IgnoreNotFound(err); err != nil {
+		return fmt.Errorf("apply status of %s %s: %w", r.GVK.Kind, xr.GetName(), err)
+	}
+	return nil
+}
+
+var _ manager.LeaderElectionRunnable = (*setup)(nil)
