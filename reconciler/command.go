@@ -20,6 +20,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/openbao-restore/openbao-restore/reconciler/lock"
+	"github.com/openbao-restore/openbao-restore/reconciler/phase"
 	lockv1alpha1 "github.com/openbao-restore/openbao-restore/schemas/lock/v1alpha1"
 )
 
@@ -90,6 +91,9 @@ func (c *Command) NewManager(cfg *rest.Config) (ctrl.Manager, error) {
 	lr := &lock.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(),
 		Recorder: mgr.GetEventRecorder("openbao-restore-lock")}
 	if err := lr.SetupWithManager(mgr, controller.Options{MaxConcurrentReconciles: c.Concurrency}); err != nil {
+		return nil, err
+	}
+	if err := phase.Setup(mgr, c.Namespace, controller.Options{MaxConcurrentReconciles: c.Concurrency}); err != nil {
 		return nil, err
 	}
 	return mgr, nil

@@ -182,7 +182,11 @@ func (w *written) get(xr types.NamespacedName, p string) (time.Time, bool) {
 
 // start runs the phase reconcilers for one namespace, as the generated
 // role's user, until the test ends.
-func start(t *testing.T, env *testbed.Env, ns string) *written {
+func start(t *testing.T, env *testbed.Env, ns string) *written { return startWith(t, env, ns, false) }
+
+// startWith, viaSetup, registers the reconcilers as the binary does (Setup,
+// after the manager started and found the XR kinds served).
+func startWith(t *testing.T, env *testbed.Env, ns string, viaSetup bool) *written {
 	t.Helper()
 	cfg := prepare(t, env)
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
@@ -195,6 +199,13 @@ func start(t *testing.T, env *testbed.Env, ns string) *written {
 		t.Fatal(err)
 	}
 	w := &written{at: map[string]map[string]time.Time{}}
+	opts := controller.Options{MaxConcurrentReconciles: 4, SkipNameValidation: ptr.To(true)}
+	if viaSetup {
+		if err := phase.Setup(mgr, []string{ns}, opts); err != nil {
+			t.Fatal(err)
+		}
+		return run(t, mgr, w)
+	}
 	jobs, err := phase.NewJobCache(mgr, []string{ns})
 	if err != nil {
 		t.Fatal(err)
@@ -205,10 +216,15 @@ func start(t *testing.T, env *testbed.Env, ns string) *written {
 	for _, gvk := range []schema.GroupVersionKind{phase.LegacyXR, phase.NamespacedXR} {
 		r := &phase.Reconciler{GVK: gvk, Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Jobs: jobs,
 			Recorder: mgr.GetEventRecorder(phase.FieldManager), Observe: w.observe, Namespaces: []string{ns}}
-		if err := r.SetupWithManager(mgr, controller.Options{MaxConcurrentReconciles: 4, SkipNameValidation: ptr.To(true)}); err != nil {
+		if err := r.SetupWithManager(mgr, opts); err != nil {
 			t.Fatal(err)
 		}
 	}
+	return run(t, mgr, w)
+}
+
+func run(t *testing.T, mgr ctrl.Manager, w *written) *written {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- mgr.Start(ctx) }()
@@ -541,12 +557,13 @@ func TestInvalidSpecFails(t *testing.T) {
 	}
 }
 
-// The lock waiting on a Backup keeps the restore Pending.
+// The lock waiting on a Backup keeps the restore Pending. The reconcilers
+// are registered here as the binary registers them (Setup).
 func TestWaitingLockStaysPending(t *testing.T) {
 	t.Parallel()
 	env := testbed.Shared(t)
 	ns := env.Namespace(t)
-	start(t, env, ns)
+	startWith(t, env, ns, true)
 	createCluster(t, env, ns)
 	xr := createXR(t, env, ns, nil)
 	createLock(t, env, ns, xr, lockv1alpha1.LockRequestStatus{State: schemas.LockWaiting, HeldBy: "backup/nightly",
