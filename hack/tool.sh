@@ -29,6 +29,9 @@ case $name in
   kube-scheduler) mod=k8s;     pkg=k8s.io/kubernetes/cmd/kube-scheduler;          ver=$kver; dir=k8s-$kver; ldflags=$k8sld ;;
   kubectl)       mod=k8s;      pkg=k8s.io/kubernetes/cmd/kubectl;                 ver=$kver; dir=k8s-$kver; ldflags=$k8sld ;;
   etcd)          mod=k8s;      pkg=go.etcd.io/etcd/server/v3;                     ver=v3.6.8; dir=k8s-$kver; ldflags="-s -w" ;;
+  crossplane-core) mod=crossplane-core; pkg=github.com/crossplane/crossplane/v2/cmd/crossplane; ver=v2.4.0
+                 ldflags="-s -w -X github.com/crossplane/crossplane-runtime/v2/pkg/version.version=v2.4.0" ;; # the engine; the stamp lets it accept packages that declare spec.crossplane.version
+  registry)      mod=registry; pkg=github.com/openbao-restore/openbao-restore/hack/tools/registry/cmd/registry; ver=v0.20.7 ;; # loopback OCI registry (go-containerregistry)
   kwok)          mod=kwok;     pkg=sigs.k8s.io/kwok/cmd/kwok;                     ver=v0.8.0; ldflags="-s -w" ;;
   azurite)       d=$cache/azurite-3.37.0; m=$d/node_modules/azurite/dist/src/blob/main.js; [ -f "$m" ] || { rm -rf "$d.tmp.$$" && mkdir -p "$d.tmp.$$" && cp "$root/hack/npm/package.json" "$root/hack/npm/package-lock.json" "$d.tmp.$$/" && (cd "$d.tmp.$$" && npm ci --no-audit --no-fund --loglevel=error >&2) && rm -rf "$d" && mv "$d.tmp.$$" "$d"; }; echo "$m"; exit 0 ;; # npm, from hack/npm's lockfile; prints the blob server's main.js
   *) echo "hack/tool.sh: unknown tool $name" >&2; exit 2 ;;

@@ -1,0 +1,153 @@
+// Package e2e runs openbao-restore on real Crossplane core v2.4.0 on the
+// loopback control plane of internal/testbed: the packages are built with
+// the real `crossplane xpkg build`, pushed to a loopback OCI registry and
+// installed with one `crossplane xpkg install configuration`; the harness
+// acts as the External package runtime (the function is served in-process
+// with mTLS from Crossplane's CA; the reconciler's revision is made
+// healthy and the reconciler runs in-process under its ServiceAccount's
+// identity). See issue 5 for what is still to come.
+package e2e
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/yaml"
+
+	"github.com/openbao-restore/openbao-restore/internal/testbed"
+	"github.com/openbao-restore/openbao-restore/internal/testbin"
+	"github.com/openbao-restore/openbao-restore/reconciler"
+	lockv1alpha1 "github.com/openbao-restore/openbao-restore/schemas/lock/v1alpha1"
+)
+
+// TestClaimComposesARestore installs the packages on real Crossplane, claims
+// a restore and checks that Crossplane calls the function, composes the
+// LockRequest and the executor's RBAC, that the reconciler holds the lock,
+// and that the restore Job is composed.
+func TestClaimComposesARestore(t *testing.T) {
+	s := StartStack(t)
+	ctx := context.Background()
+	s.startReconciler(t)
+
+	// The fixture: namespace vault, OpenBaoCluster prod, the token and the
+	// S3 credentials secrets the claim names.
+	const ns = "vault"
+	if err := s.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+		t.Fatal(err)
+	}
+	s.OpenBaoCluster(t, ns, "prod", 3)
+	for _, sec := range []*corev1.Secret{
+		{ObjectMeta: metav1.ObjectMeta{Name: "restore-token", Namespace: ns}, StringData: map[string]string{"token": "s.e2e"}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "backup-s3", Namespace: ns}, StringData: map[string]string{
+			"AWS_ACCESS_KEY_ID": "e2e", "AWS_SECRET_ACCESS_KEY": "e2e-secret"}},
+	} {
+		if err := s.Client.Create(ctx, sec); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	b, err := os.ReadFile(filepath.Join(testbin.Root(), "examples", "claim.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	claim := &unstructured.Unstructured{}
+	if err := yaml.Unmarshal(b, &claim.Object); err != nil {
+		t.Fatal(err)
+	}
+	claim.SetNamespace(ns)
+	claimed := time.Now()
+	if err := s.Client.Create(ctx, claim); err != nil {
+		t.Fatalf("create claim: %v", err)
+	}
+
+	var lr *lockv1alpha1.LockRequest
+	testbed.Eventually(t, 60*time.Second, "a LockRequest composed in "+ns, func() (bool, error) {
+		l := &lockv1alpha1.LockRequestList{}
+		if err := s.Client.List(ctx, l, client.InNamespace(ns)); err != nil {
+			return false, err
+		}
+		if len(l.Items) == 0 {
+			return false, nil
+		}
+		lr = &l.Items[0]
+		return true, nil
+	})
+	t.Logf("e2e: claim -> LockRequest %s in %s", lr.Name, time.Since(claimed).Round(time.Millisecond))
+
+	// The executor's RBAC, composed by Crossplane under the install
+	// manifest's role.
+	testbed.Eventually(t, 30*time.Second, "executor ServiceAccount, Role and RoleBinding", func() (bool, error) {
+		var sas corev1.ServiceAccountList
+		var roles rbacv1.RoleList
+		var rbs rbacv1.RoleBindingList
+		for _, l := range []client.ObjectList{&sas, &roles, &rbs} {
+			if err := s.Client.List(ctx, l, client.InNamespace(ns), client.HasLabels{"crossplane.io/composite"}); err != nil {
+				return false, err
+			}
+		}
+		return len(sas.Items) == 1 && len(roles.Items) == 1 && len(rbs.Items) == 1, nil
+	})
+	t.Logf("e2e: claim -> executor RBAC in %s", time.Since(claimed).Round(time.Millisecond))
+
+	// The reconciler takes the lock; the function then composes the Job.
+	testbed.Eventually(t, 30*time.Second, "LockRequest "+lr.Name+" Held", func() (bool, error) {
+		if err := s.Client.Get(ctx, client.ObjectKeyFromObject(lr), lr); err != nil {
+			return false, err
+		}
+		return lr.Status.State == "Held", nil
+	})
+	t.Logf("e2e: claim -> lock Held in %s", time.Since(claimed).Round(time.Millisecond))
+	testbed.Eventually(t, 30*time.Second, "the restore Job composed in "+ns, func() (bool, error) {
+		var jobs batchv1.JobList
+		if err := s.Client.List(ctx, &jobs, client.InNamespace(ns), client.HasLabels{"crossplane.io/composite"}); err != nil {
+			return false, err
+		}
+		return len(jobs.Items) == 1, nil
+	})
+	t.Logf("e2e: claim -> Job in %s; total since the stack began %s", time.Since(claimed).Round(time.Millisecond),
+		time.Since(s.Began).Round(time.Millisecond))
+}
+
+// startReconciler runs the companion reconciler in-process as the
+// reconciler's ServiceAccount (a client certificate with its user name and
+// groups), so that only the install manifest's grants authorize it.
+func (s *Stack) startReconciler(t *testing.T) {
+	t.Helper()
+	cfg, err := s.AddUser("system:serviceaccount:"+xpNamespace+":"+reconcilerSA,
+		"system:serviceaccounts", "system:serviceaccounts:"+xpNamespace, "system:authenticated")
+	if err != nil {
+		t.Fatal(err)
+	}
+	logf, err := os.Create(filepath.Join(s.Dir, "reconciler.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = logf.Close() })
+	ctrl.SetLogger(zap.New(zap.UseDevMode(true), zap.WriteTo(logf)))
+	cmd := &reconciler.Command{MetricsBindAddress: "0", HealthProbeBindAddress: "0", LeaderElect: true,
+		LeaderElectionNamespace: xpNamespace, LeaseDuration: 15 * time.Second, Concurrency: 4}
+	mgr, err := cmd.NewManager(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("reconciler: %v", err)
+		}
+	})
+}

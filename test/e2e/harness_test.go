@@ -1,0 +1,574 @@
+package e2e
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/crossplane/function-sdk-go/logging"
+	fnv1 "github.com/crossplane/function-sdk-go/proto/v1"
+
+	"github.com/openbao-restore/openbao-restore/fn"
+	"github.com/openbao-restore/openbao-restore/internal/testbed"
+	"github.com/openbao-restore/openbao-restore/internal/testbin"
+)
+
+const (
+	// crossplaneVersion is the core under test (hack/tools/crossplane-core).
+	crossplaneVersion = "v2.4.0"
+	xpNamespace       = "crossplane-system"
+	pkgVersion        = "v0.1.0"
+	// Crossplane names a dependency after its repository path
+	// (<org>-<repo>); the Composition's functionRef and the install
+	// manifest's Provider rely on these names.
+	functionName   = "openbao-restore-function-openbao-restore"
+	providerName   = "openbao-restore-reconciler-openbao-restore"
+	configName     = "configuration-openbao-restore"
+	reconcilerSA   = "openbao-restore-reconciler"
+	xrdName        = "xopenbaorestores.restore.openbao-restore.io"
+	upstreamPrefix = "ghcr.io/openbao-restore/"
+)
+
+// Stack is a control plane with Crossplane core, the loopback registry, our
+// packages installed from it and the harness acting as their runtime.
+type Stack struct {
+	*testbed.Env
+	Dir      string
+	Registry string // host:port of the loopback OCI registry
+	Began    time.Time
+}
+
+var (
+	gvkFunctionRevision = schema.GroupVersionKind{Group: "pkg.crossplane.io", Version: "v1", Kind: "FunctionRevision"}
+	gvkProviderRevision = schema.GroupVersionKind{Group: "pkg.crossplane.io", Version: "v1", Kind: "ProviderRevision"}
+)
+
+// modDir is Crossplane's module in the module cache (the tools module
+// downloaded it when hack/tool.sh built core).
+func modDir(t testing.TB) string {
+	t.Helper()
+	out, err := exec.Command("go", "env", "GOMODCACHE").Output()
+	if err != nil {
+		t.Fatalf("go env GOMODCACHE: %v", err)
+	}
+	d := filepath.Join(strings.TrimSpace(string(out)), "github.com", "crossplane", "crossplane", "v2@"+crossplaneVersion)
+	if _, err := os.Stat(d); err != nil {
+		t.Fatalf("crossplane %s is not in the module cache (hack/tool.sh crossplane-core downloads it): %v", crossplaneVersion, err)
+	}
+	return d
+}
+
+// freePort returns a loopback port that was free a moment ago.
+func freePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = l.Close() }()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// StartStack brings everything up: the control plane, Crossplane core, the
+// registry, our packages pushed and installed through one
+// `crossplane xpkg install configuration`, the function served in-process
+// and the reconciler's revision made healthy. It returns once the
+// Configuration, Function and Provider are Healthy and the XRD is
+// Established.
+func StartStack(t *testing.T) *Stack {
+	t.Helper()
+	// Build (or find) every tool before the clock starts.
+	core := testbin.Path(t, "crossplane-core")
+	crank := testbin.Path(t, "crossplane")
+	registry := testbin.Path(t, "registry")
+	mod := modDir(t)
+
+	began := time.Now()
+	e := testbed.Start(t, testbed.Options{CRDDirs: []string{testbed.TestCRDs}})
+	s := &Stack{Env: e, Dir: t.TempDir(), Began: began}
+	ctx := context.Background()
+	t.Cleanup(func() {
+		if t.Failed() {
+			s.dump(t)
+		}
+	})
+
+	// 1. Namespace, ServiceAccount and Crossplane's CRDs.
+	for _, o := range []client.Object{
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: xpNamespace}},
+		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "crossplane", Namespace: xpNamespace}},
+	} {
+		if err := e.Client.Create(ctx, o); err != nil && !apierrors.IsAlreadyExists(err) {
+			t.Fatal(err)
+		}
+	}
+	crds := filepath.Join(mod, "cluster", "crds")
+	e.InstallCRDs(t, crds)
+	t.Logf("e2e: Crossplane CRDs established at %s", time.Since(began).Round(time.Millisecond))
+
+	// 2. core init: CA and client certificate secrets, the package Lock,
+	// the default runtime config and activation policy.
+	admin := []string{"KUBECONFIG=" + e.Kubeconfig}
+	run(t, admin, core, "core", "init", "--cr-ds-path="+crds, "--enable-webhooks=false",
+		"--tlsca-secret-name=crossplane-root-ca", "--tls-client-secret-name=crossplane-tls-client",
+		"--activation=*")
+	certs := filepath.Join(s.Dir, "client-certs")
+	if err := os.MkdirAll(certs, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	var sec corev1.Secret
+	if err := e.Client.Get(ctx, client.ObjectKey{Namespace: xpNamespace, Name: "crossplane-tls-client"}, &sec); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"ca.crt", "tls.crt", "tls.key"} {
+		if err := os.WriteFile(filepath.Join(certs, f), sec.Data[f], 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// 3. RBAC as the chart sets it up: core and the RBAC manager run as
+	// their ServiceAccounts, with the chart's ClusterRoles, so a rule
+	// missing from what Crossplane or our manifests grant fails the test.
+	// The testbed's kube-controller-manager does not aggregate ClusterRoles,
+	// which Crossplane's RBAC relies on: a second one does only that.
+	startChild(t, s.Dir, "kube-controller-manager-aggregation", nil, testbin.Path(t, "kube-controller-manager"),
+		"--kubeconfig="+e.Kubeconfig, "--bind-address=127.0.0.1", "--secure-port=0", "--leader-elect=false",
+		"--controllers=clusterrole-aggregation-controller")
+	if err := e.ApplyYAML(ctx, renderChartRBAC(t, mod)); err != nil {
+		t.Fatalf("chart RBAC: %v", err)
+	}
+	if err := e.Client.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "rbac-manager", Namespace: xpNamespace}}); err != nil {
+		t.Fatal(err)
+	}
+	coreKC := s.serviceAccountKubeconfig(t, "crossplane")
+	rbacKC := s.serviceAccountKubeconfig(t, "rbac-manager")
+	startChild(t, s.Dir, "crossplane-rbac-manager", []string{"KUBECONFIG=" + rbacKC}, core, "rbac", "start",
+		"--provider-clusterrole=crossplane:allowed-provider-permissions")
+
+	// 4. core start, as a local process with the External package runtime
+	// (nobody deploys packages; this harness is their runtime).
+	xpkgCache, xfnCache := filepath.Join(s.Dir, "xpkg-cache"), filepath.Join(s.Dir, "xfn-cache")
+	for _, d := range []string{xpkgCache, xfnCache} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	health := freePort(t)
+	xp := startChild(t, s.Dir, "crossplane-core", []string{"KUBECONFIG=" + coreKC}, core, "core", "start",
+		"--enable-webhooks=false", "--package-runtime=External",
+		"--xpkg-cache-dir="+xpkgCache, "--xfn-cache-dir="+xfnCache,
+		"--tls-client-certs-dir="+certs,
+		fmt.Sprintf("--metrics-port=%d", freePort(t)), fmt.Sprintf("--health-probe-port=%d", health))
+	testbed.Eventually(t, 60*time.Second, "crossplane core ready", func() (bool, error) {
+		if xp.exited() {
+			t.Fatalf("crossplane core exited:\n%s", xp.tail(3000))
+		}
+		r, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", health)) //nolint:noctx // loopback probe
+		if err != nil {
+			return false, err
+		}
+		_ = r.Body.Close()
+		return r.StatusCode == http.StatusOK, nil
+	})
+	t.Logf("e2e: crossplane core ready at %s", time.Since(began).Round(time.Millisecond))
+
+	// 5. The loopback registry and our three packages, built by the real
+	// `crossplane xpkg build` (no runtime image: the runtime is External).
+	reg := startChild(t, s.Dir, "registry", nil, registry, "-address=127.0.0.1:0")
+	s.Registry = strings.TrimSpace(reg.waitLine(t, "listening on ", 10*time.Second))
+	s.pushPackages(t, crank)
+	t.Logf("e2e: packages pushed to %s at %s", s.Registry, time.Since(began).Round(time.Millisecond))
+
+	// 6. The install manifest, its Provider pointed at the registry, then
+	// one `crossplane xpkg install configuration`.
+	manifest, err := os.ReadFile(filepath.Join(testbin.Root(), "deploy", "install.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.ApplyYAML(ctx, []byte(s.local(string(manifest)))); err != nil {
+		t.Fatalf("apply deploy/install.yaml: %v", err)
+	}
+	run(t, admin, crank, "xpkg", "install", "configuration",
+		s.Registry+"/openbao-restore/configuration-openbao-restore:"+pkgVersion, configName)
+
+	// 7. Act as the package runtime.
+	s.serveFunction(t)
+	s.runProvider(t)
+
+	s.waitCondition(t, schema.GroupVersionKind{Group: "pkg.crossplane.io", Version: "v1", Kind: "Configuration"}, "", configName, "Healthy", 60*time.Second)
+	s.waitCondition(t, schema.GroupVersionKind{Group: "pkg.crossplane.io", Version: "v1", Kind: "Function"}, "", functionName, "Healthy", 60*time.Second)
+	s.waitCondition(t, schema.GroupVersionKind{Group: "pkg.crossplane.io", Version: "v1", Kind: "Provider"}, "", providerName, "Healthy", 60*time.Second)
+	s.waitCondition(t, schema.GroupVersionKind{Group: "apiextensions.crossplane.io", Version: "v1", Kind: "CompositeResourceDefinition"}, "", xrdName, "Established", 60*time.Second)
+	// The Configuration's dependency must be the install manifest's
+	// Provider (with its runtime config), not a second copy.
+	for _, kind := range []string{"Provider", "Function"} {
+		l := &unstructured.UnstructuredList{}
+		l.SetGroupVersionKind(schema.GroupVersionKind{Group: "pkg.crossplane.io", Version: "v1", Kind: kind + "List"})
+		if err := e.Client.List(ctx, l); err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, p := range l.Items {
+			names = append(names, p.GetName())
+		}
+		want := functionName
+		if kind == "Provider" {
+			want = providerName
+		}
+		if len(names) != 1 || names[0] != want {
+			t.Fatalf("%ss: got %v, want only %s", kind, names, want)
+		}
+	}
+	t.Logf("e2e: stack ready (packages Healthy, XRD Established) in %s", time.Since(began).Round(time.Millisecond))
+	return s
+}
+
+// serviceAccountKubeconfig writes a kubeconfig that authenticates as the
+// ServiceAccount crossplane-system/name (a client certificate with its user
+// name and groups), for a process that RBAC alone must authorize.
+func (s *Stack) serviceAccountKubeconfig(t testing.TB, name string) string {
+	t.Helper()
+	kc, err := s.UserKubeconfig("system:serviceaccount:"+xpNamespace+":"+name,
+		"system:serviceaccounts", "system:serviceaccounts:"+xpNamespace, "system:authenticated")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kc
+}
+
+// local points references to the published packages at the loopback
+// registry.
+func (s *Stack) local(doc string) string {
+	return strings.ReplaceAll(doc, upstreamPrefix, s.Registry+"/openbao-restore/")
+}
+
+// pushPackages builds the function, reconciler and configuration packages
+// and pushes them as <registry>/openbao-restore/<name>:v0.1.0. The
+// Configuration is built from a copy whose dependencies point at the
+// registry.
+func (s *Stack) pushPackages(t *testing.T, crank string) {
+	t.Helper()
+	root := testbin.Root()
+	empty := filepath.Join(s.Dir, "no-examples")
+	cfgRoot := filepath.Join(s.Dir, "configuration")
+	for _, d := range []string{empty, cfgRoot} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	files, err := filepath.Glob(filepath.Join(root, "package", "configuration", "*.yaml"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("package/configuration: %v", err)
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f) //nolint:gosec // repository files
+		if err != nil {
+			t.Fatal(err)
+		}
+		if filepath.Base(f) == "crossplane.yaml" {
+			patched := s.local(string(b))
+			if !strings.Contains(patched, s.Registry+"/openbao-restore/function-openbao-restore") ||
+				!strings.Contains(patched, s.Registry+"/openbao-restore/reconciler-openbao-restore") {
+				t.Fatalf("package/configuration/crossplane.yaml no longer depends on %s...:\n%s", upstreamPrefix, b)
+			}
+			b = []byte(patched)
+		}
+		if err := os.WriteFile(filepath.Join(cfgRoot, filepath.Base(f)), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, p := range []struct{ name, root string }{
+		{"function-openbao-restore", filepath.Join(root, "package", "function")},
+		{"reconciler-openbao-restore", filepath.Join(root, "package", "reconciler")},
+		{"configuration-openbao-restore", cfgRoot},
+	} {
+		out := filepath.Join(s.Dir, p.name+".xpkg")
+		run(t, nil, crank, "xpkg", "build", "--package-root="+p.root, "--examples-root="+empty, "-o", out)
+		run(t, nil, crank, "xpkg", "push", "-f", out, s.Registry+"/openbao-restore/"+p.name+":"+pkgVersion)
+	}
+}
+
+// activeRevision waits for the Active revision of a package and returns it.
+func (s *Stack) activeRevision(t *testing.T, gvk schema.GroupVersionKind, pkg string) *unstructured.Unstructured {
+	t.Helper()
+	var rev *unstructured.Unstructured
+	testbed.Eventually(t, 60*time.Second, "active "+gvk.Kind+" of "+pkg, func() (bool, error) {
+		l := &unstructured.UnstructuredList{}
+		l.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
+		if err := s.Client.List(context.Background(), l, client.MatchingLabels{"pkg.crossplane.io/package": pkg}); err != nil {
+			return false, err
+		}
+		for i := range l.Items {
+			if st, _, _ := unstructured.NestedString(l.Items[i].Object, "spec", "desiredState"); st == "Active" {
+				rev = &l.Items[i]
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	return rev
+}
+
+// patchRuntimeStatus writes what a package runtime would: the TLS server
+// secret name, the endpoint (functions only) and RuntimeHealthy=True.
+func (s *Stack) patchRuntimeStatus(t *testing.T, gvk schema.GroupVersionKind, name, secret, endpoint string) {
+	t.Helper()
+	testbed.Eventually(t, 30*time.Second, "runtime status of "+name, func() (bool, error) {
+		rev := &unstructured.Unstructured{}
+		rev.SetGroupVersionKind(gvk)
+		if err := s.Client.Get(context.Background(), client.ObjectKey{Name: name}, rev); err != nil {
+			return false, err
+		}
+		_ = unstructured.SetNestedField(rev.Object, secret, "status", "tlsServerSecretName")
+		if endpoint != "" {
+			_ = unstructured.SetNestedField(rev.Object, endpoint, "status", "endpoint")
+		}
+		conds, _, _ := unstructured.NestedSlice(rev.Object, "status", "conditions")
+		kept := []any{}
+		for _, c := range conds {
+			if m, ok := c.(map[string]any); ok && m["type"] == "RuntimeHealthy" {
+				continue
+			}
+			kept = append(kept, c)
+		}
+		kept = append(kept, map[string]any{"type": "RuntimeHealthy", "status": "True", "reason": "HealthyPackageRevision",
+			"lastTransitionTime": time.Now().UTC().Format(time.RFC3339)})
+		_ = unstructured.SetNestedSlice(rev.Object, kept, "status", "conditions")
+		if err := s.Client.Status().Update(context.Background(), rev); err != nil {
+			return false, err
+		}
+		return true, nil
+	})
+}
+
+// serveFunction serves fn.Function on 127.0.0.1 with mTLS: a server
+// certificate signed by Crossplane's root CA (SAN IP:127.0.0.1), client
+// certificates verified against the same CA, as core always dials
+// functions with mTLS. Then it points the FunctionRevision at it.
+func (s *Stack) serveFunction(t *testing.T) {
+	t.Helper()
+	ctx := context.Background()
+	var ca corev1.Secret
+	if err := s.Client.Get(ctx, client.ObjectKey{Namespace: xpNamespace, Name: "crossplane-root-ca"}, &ca); err != nil {
+		t.Fatal(err)
+	}
+	certPEM, keyPEM, caPEM := serverCert(t, ca.Data["tls.crt"], ca.Data["tls.key"])
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{
+		Certificates: []tls.Certificate{pair},
+		ClientCAs:    pool,
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		MinVersion:   tls.VersionTLS12,
+	})))
+	log, err := logging.NewLogger(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fnv1.RegisterFunctionRunnerServiceServer(srv, &fn.Function{Log: log})
+	go func() { _ = srv.Serve(l) }()
+	t.Cleanup(srv.Stop)
+
+	secret := functionName + "-tls-server"
+	if err := s.Client.Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: secret, Namespace: xpNamespace},
+		Data:       map[string][]byte{"tls.crt": certPEM, "tls.key": keyPEM, "ca.crt": caPEM},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	rev := s.activeRevision(t, gvkFunctionRevision, functionName)
+	s.patchRuntimeStatus(t, gvkFunctionRevision, rev.GetName(), secret, "dns:///"+l.Addr().String())
+	t.Logf("e2e: function served on %s for revision %s", l.Addr(), rev.GetName())
+}
+
+// runProvider makes the reconciler's ProviderRevision healthy as an
+// External runtime would: a TLS server secret (any certificate; it is only
+// a CA bundle for conversion webhooks) and RuntimeHealthy=True.
+func (s *Stack) runProvider(t *testing.T) {
+	t.Helper()
+	ctx := context.Background()
+	var ca corev1.Secret
+	if err := s.Client.Get(ctx, client.ObjectKey{Namespace: xpNamespace, Name: "crossplane-root-ca"}, &ca); err != nil {
+		t.Fatal(err)
+	}
+	secret := providerName + "-tls-server"
+	if err := s.Client.Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: secret, Namespace: xpNamespace},
+		Data:       map[string][]byte{"tls.crt": ca.Data["tls.crt"]},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	rev := s.activeRevision(t, gvkProviderRevision, providerName)
+	s.patchRuntimeStatus(t, gvkProviderRevision, rev.GetName(), secret, "")
+
+	// What the runtime would deploy, with no replicas: the RBAC manager
+	// binds the revision's system role to the ServiceAccounts of the
+	// Deployments the revision owns. The reconciler itself runs in the
+	// test under that ServiceAccount's identity (startReconciler).
+	replicas := int32(0)
+	labels := map[string]string{"pkg.crossplane.io/revision": rev.GetName()}
+	objs := []client.Object{
+		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: reconcilerSA, Namespace: xpNamespace}},
+		&appsv1.Deployment{
+			ObjectMeta: metav1.ObjectMeta{Name: rev.GetName(), Namespace: xpNamespace, OwnerReferences: []metav1.OwnerReference{{
+				APIVersion: gvkProviderRevision.GroupVersion().String(), Kind: gvkProviderRevision.Kind,
+				Name: rev.GetName(), UID: rev.GetUID(), Controller: ptr(true)}}},
+			Spec: appsv1.DeploymentSpec{
+				Replicas: &replicas,
+				Selector: &metav1.LabelSelector{MatchLabels: labels},
+				Template: corev1.PodTemplateSpec{
+					ObjectMeta: metav1.ObjectMeta{Labels: labels},
+					Spec: corev1.PodSpec{ServiceAccountName: reconcilerSA, Containers: []corev1.Container{{
+						Name: "package-runtime", Image: s.Registry + "/openbao-restore/reconciler-openbao-restore:" + pkgVersion,
+						Args: []string{"reconciler"}}}},
+				},
+			},
+		},
+	}
+	for _, o := range objs {
+		if err := s.Client.Create(ctx, o); err != nil && !apierrors.IsAlreadyExists(err) {
+			t.Fatal(err)
+		}
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// waitCondition waits until an object has the condition with status True.
+func (s *Stack) waitCondition(t testing.TB, gvk schema.GroupVersionKind, ns, name, cond string, timeout time.Duration) {
+	t.Helper()
+	testbed.Eventually(t, timeout, fmt.Sprintf("%s %s %s", gvk.Kind, name, cond), func() (bool, error) {
+		u := &unstructured.Unstructured{}
+		u.SetGroupVersionKind(gvk)
+		if err := s.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, u); err != nil {
+			return false, err
+		}
+		ok, msg := hasCondition(u, cond)
+		if !ok {
+			return false, fmt.Errorf("%s", msg)
+		}
+		return true, nil
+	})
+}
+
+// hasCondition reports whether u has cond=True, else a summary of its
+// conditions.
+func hasCondition(u *unstructured.Unstructured, cond string) (bool, string) {
+	conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+	var sum []string
+	for _, c := range conds {
+		m, _ := c.(map[string]any)
+		if m == nil {
+			continue
+		}
+		if m["type"] == cond && m["status"] == "True" {
+			return true, ""
+		}
+		sum = append(sum, fmt.Sprintf("%v=%v (%v: %v)", m["type"], m["status"], m["reason"], m["message"]))
+	}
+	return false, strings.Join(sum, "; ")
+}
+
+// serverCert issues a function server certificate from Crossplane's root CA
+// and returns it, its key and the CA certificate, all PEM.
+func serverCert(t testing.TB, caCertPEM, caKeyPEM []byte) (certPEM, keyPEM, caPEM []byte) {
+	t.Helper()
+	caPair, err := tls.X509KeyPair(caCertPEM, caKeyPEM)
+	if err != nil {
+		t.Fatalf("crossplane-root-ca: %v", err)
+	}
+	caCert, err := x509.ParseCertificate(caPair.Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{Organization: []string{"Crossplane"}, CommonName: functionName},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+		DNSNames:     []string{"localhost", functionName + "." + xpNamespace},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, key.Public(), caPair.PrivateKey.(crypto.Signer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}),
+		caCertPEM
+}
+
+// dump logs the conditions of Crossplane's packages, revisions and XRDs
+// and of every claim and XR, for a failed test.
+func (s *Stack) dump(t testing.TB) {
+	t.Helper()
+	kinds := []schema.GroupVersionKind{
+		{Group: "pkg.crossplane.io", Version: "v1", Kind: "Configuration"},
+		{Group: "pkg.crossplane.io", Version: "v1", Kind: "ConfigurationRevision"},
+		{Group: "pkg.crossplane.io", Version: "v1", Kind: "Function"},
+		gvkFunctionRevision,
+		{Group: "pkg.crossplane.io", Version: "v1", Kind: "Provider"},
+		gvkProviderRevision,
+		{Group: "apiextensions.crossplane.io", Version: "v1", Kind: "CompositeResourceDefinition"},
+		{Group: "restore.openbao-restore.io", Version: "v1alpha1", Kind: "OpenBaoRestore"},
+		{Group: "restore.openbao-restore.io", Version: "v1alpha1", Kind: "XOpenBaoRestore"},
+	}
+	var b strings.Builder
+	for _, gvk := range kinds {
+		l := &unstructured.UnstructuredList{}
+		l.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
+		if err := s.Client.List(context.Background(), l); err != nil {
+			fmt.Fprintf(&b, "%s: %v\n", gvk.Kind, err)
+			continue
+		}
+		for _, u := range l.Items {
+			_, conds := hasCondition(&u, "-")
+			fmt.Fprintf(&b, "%s %s/%s: %s\n", gvk.Kind, u.GetNamespace(), u.GetName(), conds)
+		}
+	}
+	t.Logf("---- Crossplane objects ----\n%s", b.String())
+}
