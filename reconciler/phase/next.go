@@ -142,6 +142,7 @@ func Next(cur Status, f Facts) (Status, []Event) {
 		if f.Job == nil {
 			next.Phase = schemas.PhaseFailed
 			next.Message = invalidMessage(f)
+			next.Conditions = append(next.Conditions, Condition{Type: CondRestored, Status: "False", Reason: "InvalidSpec", Message: next.Message})
 			break
 		}
 		// A Job exists, so the function found the spec valid when it

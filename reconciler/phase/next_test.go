@@ -51,9 +51,9 @@ func TestNext(t *testing.T) {
 		{name: "monotonic: running stays running while lock flaps", cur: Status{Phase: schemas.PhaseRunning, StartTime: &earlier},
 			f: Facts{Cluster: ok, Lock: waiting}, phase: schemas.PhaseRunning, start: true},
 		{name: "invalid spec fails at once", f: Facts{Violations: []schemas.Violation{{Path: "spec.source.key", Message: "spec.source.key must not contain .."}}},
-			phase: schemas.PhaseFailed, msg: []string{"spec.source.key must not contain ..", "nothing was locked"}, event: "RestoreFailed", completed: true},
+			phase: schemas.PhaseFailed, msg: []string{"spec.source.key must not contain ..", "nothing was locked"}, restored: "False", event: "RestoreFailed", completed: true},
 		{name: "function's verdict invalid", f: Facts{FunctionInvalid: "spec.image is not on the allow-list"}, phase: schemas.PhaseFailed,
-			msg: []string{"allow-list"}, event: "RestoreFailed", completed: true},
+			msg: []string{"allow-list"}, restored: "False", event: "RestoreFailed", completed: true},
 		{name: "job complete", cur: Status{Phase: schemas.PhaseRunning, StartTime: &earlier},
 			f: Facts{Lock: held, Job: &Job{Name: "j", Complete: true, Pods: []Pod{{Name: "p", Termination: &schemas.TerminationMessage{
 				Submitted: true, SnapshotKey: "a/b.snap", SnapshotSize: 42}}}}},

@@ -11,6 +11,7 @@ import (
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -301,7 +302,7 @@ func createLock(t *testing.T, env *testbed.Env, ns string, xr *unstructured.Unst
 	lr := &lockv1alpha1.LockRequest{
 		ObjectMeta: metav1.ObjectMeta{Name: xr.GetName() + "-lock", Namespace: ns, Labels: labels(xr), OwnerReferences: owner(xr)},
 		Spec: lockv1alpha1.LockRequestSpec{Cluster: "prod", Operation: schemas.OperationRestore, Holder: holder,
-			Restore: lockv1alpha1.RestoreRef{APIVersion: xr.GetAPIVersion(), Kind: xr.GetKind(), Name: xr.GetName(),
+			Restore: lockv1alpha1.RestoreRef{APIVersion: xr.GetAPIVersion(), Kind: xr.GetKind(), Name: xr.GetName(), Namespace: xr.GetNamespace(),
 				UID: string(xr.GetUID()), ClaimName: "r"}},
 	}
 	if err := env.Client.Create(ctx, lr); err != nil {
@@ -404,7 +405,7 @@ func observed(t *testing.T, w *written, xr *unstructured.Unstructured, p string)
 	var at time.Time
 	testbed.Eventually(t, 5*time.Second, "phase "+p+" written by the reconciler under test", func() (bool, error) {
 		var ok bool
-		at, ok = w.get(types.NamespacedName{Name: xr.GetName()}, p)
+		at, ok = w.get(client.ObjectKeyFromObject(xr), p)
 		return ok, nil
 	})
 	return at
@@ -441,7 +442,7 @@ func TestJobSucceedsCompleted(t *testing.T) {
 	if c := condition(st, phase.CondRestored); c.Status != "True" {
 		t.Errorf("Restored condition %+v", c)
 	}
-	if _, ok := w.get(types.NamespacedName{Name: xr.GetName()}, schemas.PhaseRunning); !ok {
+	if _, ok := w.get(client.ObjectKeyFromObject(xr), schemas.PhaseRunning); !ok {
 		t.Log("the Job finished before Running was written (allowed: phases may be skipped, never reversed)")
 	}
 	// The field manager owns exactly its fields.
@@ -579,4 +580,103 @@ func TestWaitingLockStaysPending(t *testing.T) {
 	if !strings.Contains(st.Message, "Backup backup/nightly") {
 		t.Errorf("message %q", st.Message)
 	}
+}
+
+// createNamespacedXR creates a namespaced XR with examples/xr.yaml's spec
+// (without the claim reference).
+func createNamespacedXR(t *testing.T, env *testbed.Env, ns string) *unstructured.Unstructured {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(testbin.Root(), "examples", "xr.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var o map[string]any
+	if err := yaml.Unmarshal(b, &o); err != nil {
+		t.Fatal(err)
+	}
+	spec := o["spec"].(map[string]any)
+	delete(spec, "claimRef")
+	xr := &unstructured.Unstructured{Object: map[string]any{"spec": spec}}
+	xr.SetGroupVersionKind(phase.NamespacedXR)
+	xr.SetNamespace(ns)
+	xr.SetName("r")
+	if err := env.Client.Create(context.Background(), xr); err != nil {
+		t.Fatal(err)
+	}
+	return xr
+}
+
+func TestNamespacedXRCompleted(t *testing.T) {
+	t.Parallel()
+	env := testbed.Shared(t)
+	ns := env.Namespace(t)
+	w := start(t, env, ns)
+	createCluster(t, env, ns)
+	xr := createNamespacedXR(t, env, ns)
+	createLock(t, env, ns, xr, lockv1alpha1.LockRequestStatus{State: schemas.LockHeld})
+	finished := createJob(t, env, ns, xr, 0, `{"submitted":true,"exitCode":0,"snapshotKey":"k.snap","snapshotSize":7}`)
+	st := waitPhase(t, env, xr, schemas.PhaseCompleted)
+	latency(t, w, xr, finished, schemas.PhaseCompleted)
+	if st.SnapshotKey != "k.snap" || st.SnapshotSize != 7 {
+		t.Errorf("status %+v", st)
+	}
+}
+
+// The function's verdict (SpecValid False, for a rule of the Input's
+// policy the reconciler cannot check) fails the restore; the conditions
+// of the function and of Crossplane survive the reconciler's apply, and a
+// Warning event says why.
+func TestFunctionVerdictFailsAndConditionsCoexist(t *testing.T) {
+	t.Parallel()
+	env := testbed.Shared(t)
+	ns := env.Namespace(t)
+	start(t, env, ns)
+	createCluster(t, env, ns)
+	xr := createNamespacedXR(t, env, ns)
+	now := time.Now().UTC().Format(time.RFC3339)
+	fnStatus := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": xr.GetAPIVersion(), "kind": xr.GetKind(),
+		"metadata": map[string]any{"name": xr.GetName(), "namespace": ns},
+		"status": map[string]any{
+			"plan": map[string]any{"stage": "InvalidSpec"},
+			"conditions": []any{
+				map[string]any{"type": "SpecValid", "status": "False", "reason": "InvalidSpec", "lastTransitionTime": now,
+					"message": "spec.image example.com/x is not on the function's allow-list"},
+				map[string]any{"type": "Ready", "status": "False", "reason": "Creating", "lastTransitionTime": now},
+			},
+		},
+	}}
+	if err := env.Client.Status().Apply(context.Background(), client.ApplyConfigurationFromUnstructured(fnStatus),
+		client.FieldOwner("apiextensions.crossplane.io/composite"), client.ForceOwnership); err != nil {
+		t.Fatal(err)
+	}
+	st := waitPhase(t, env, xr, schemas.PhaseFailed)
+	if !strings.Contains(st.Message, "allow-list") {
+		t.Errorf("message %q", st.Message)
+	}
+	types := map[string]bool{}
+	conds, _, _ := unstructured.NestedSlice(xr.Object, "status", "conditions")
+	for _, c := range conds {
+		types[c.(map[string]any)["type"].(string)] = true
+	}
+	for _, typ := range []string{"SpecValid", "Ready", phase.CondRestored} {
+		if !types[typ] {
+			t.Errorf("condition %s missing: %v", typ, conds)
+		}
+	}
+	if stage, _, _ := unstructured.NestedString(xr.Object, "status", "plan", "stage"); stage != "InvalidSpec" {
+		t.Errorf("the function's status.plan was lost: %v", xr.Object["status"])
+	}
+	testbed.Eventually(t, 10*time.Second, "RestoreFailed event", func() (bool, error) {
+		var list eventsv1.EventList
+		if err := env.Client.List(context.Background(), &list, client.InNamespace(ns)); err != nil {
+			return false, err
+		}
+		for _, e := range list.Items {
+			if e.Regarding.Name == xr.GetName() && e.Reason == "RestoreFailed" && e.Type == corev1.EventTypeWarning {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
 }
