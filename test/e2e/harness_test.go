@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -132,27 +133,7 @@ func StartStack(t *testing.T) *Stack {
 	e.InstallCRDs(t, crds)
 	t.Logf("e2e: Crossplane CRDs established at %s", time.Since(began).Round(time.Millisecond))
 
-	// 2. core init: CA and client certificate secrets, the package Lock,
-	// the default runtime config and activation policy.
-	admin := []string{"KUBECONFIG=" + e.Kubeconfig}
-	run(t, admin, core, "core", "init", "--cr-ds-path="+crds, "--enable-webhooks=false",
-		"--tlsca-secret-name=crossplane-root-ca", "--tls-client-secret-name=crossplane-tls-client",
-		"--activation=*")
-	certs := filepath.Join(s.Dir, "client-certs")
-	if err := os.MkdirAll(certs, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	var sec corev1.Secret
-	if err := e.Client.Get(ctx, client.ObjectKey{Namespace: xpNamespace, Name: "crossplane-tls-client"}, &sec); err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range []string{"ca.crt", "tls.crt", "tls.key"} {
-		if err := os.WriteFile(filepath.Join(certs, f), sec.Data[f], 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-
-	// 3. RBAC as the chart sets it up: core and the RBAC manager run as
+	// 2. RBAC as the chart sets it up: core and the RBAC manager run as
 	// their ServiceAccounts, with the chart's ClusterRoles, so a rule
 	// missing from what Crossplane or our manifests grant fails the test.
 	// The testbed's kube-controller-manager does not aggregate ClusterRoles,
@@ -168,8 +149,37 @@ func StartStack(t *testing.T) *Stack {
 	}
 	coreKC := s.serviceAccountKubeconfig(t, "crossplane")
 	rbacKC := s.serviceAccountKubeconfig(t, "rbac-manager")
-	startChild(t, s.Dir, "crossplane-rbac-manager", []string{"KUBECONFIG=" + rbacKC}, core, "rbac", "start",
+	rbacMgr := startChild(t, s.Dir, "crossplane-rbac-manager", []string{"KUBECONFIG=" + rbacKC}, core, "rbac", "start",
 		"--provider-clusterrole=crossplane:allowed-provider-permissions")
+
+	// 3. core init, as core's ServiceAccount (the chart runs it as an init
+	// container): CA and client certificate secrets, the package Lock, the
+	// default runtime config and activation policy. It is retried until the
+	// aggregated ClusterRole has its rules.
+	admin := []string{"KUBECONFIG=" + e.Kubeconfig}
+	testbed.Eventually(t, 60*time.Second, "crossplane core init", func() (bool, error) {
+		cmd := exec.Command(core, "core", "init", "--cr-ds-path="+crds, "--enable-webhooks=false", //nolint:gosec // pinned tool
+			"--tlsca-secret-name=crossplane-root-ca", "--tls-client-secret-name=crossplane-tls-client",
+			"--activation=*")
+		cmd.Env = append(os.Environ(), "KUBECONFIG="+coreKC)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return false, fmt.Errorf("%w: %s", err, out)
+		}
+		return true, nil
+	})
+	certs := filepath.Join(s.Dir, "client-certs")
+	if err := os.MkdirAll(certs, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	var sec corev1.Secret
+	if err := e.Client.Get(ctx, client.ObjectKey{Namespace: xpNamespace, Name: "crossplane-tls-client"}, &sec); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"ca.crt", "tls.crt", "tls.key"} {
+		if err := os.WriteFile(filepath.Join(certs, f), sec.Data[f], 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 
 	// 4. core start, as a local process with the External package runtime
 	// (nobody deploys packages; this harness is their runtime).
@@ -225,6 +235,25 @@ func StartStack(t *testing.T) *Stack {
 	s.waitCondition(t, schema.GroupVersionKind{Group: "pkg.crossplane.io", Version: "v1", Kind: "Function"}, "", functionName, "Healthy", 60*time.Second)
 	s.waitCondition(t, schema.GroupVersionKind{Group: "pkg.crossplane.io", Version: "v1", Kind: "Provider"}, "", providerName, "Healthy", 60*time.Second)
 	s.waitCondition(t, schema.GroupVersionKind{Group: "apiextensions.crossplane.io", Version: "v1", Kind: "CompositeResourceDefinition"}, "", xrdName, "Established", 60*time.Second)
+	// The RBAC manager binds the reconciler revision's system role to the
+	// ServiceAccount of the Deployment the revision owns (runProvider).
+	rev := s.activeRevision(t, gvkProviderRevision, providerName)
+	testbed.Eventually(t, 30*time.Second, "the RBAC manager binding "+reconcilerSA, func() (bool, error) {
+		if rbacMgr.exited() {
+			t.Fatalf("the RBAC manager exited (its metrics bind :8080, which may be taken):\n%s", rbacMgr.tail(3000))
+		}
+		var crb rbacv1.ClusterRoleBinding
+		if err := e.Client.Get(ctx, client.ObjectKey{Name: "crossplane:provider:" + rev.GetName() + ":system"}, &crb); err != nil {
+			return false, err
+		}
+		for _, sub := range crb.Subjects {
+			if sub.Kind == "ServiceAccount" && sub.Name == reconcilerSA && sub.Namespace == xpNamespace {
+				return true, nil
+			}
+		}
+		return false, fmt.Errorf("subjects %v", crb.Subjects)
+	})
+
 	// The Configuration's dependency must be the install manifest's
 	// Provider (with its runtime config), not a second copy.
 	for _, kind := range []string{"Provider", "Function"} {
