@@ -261,7 +261,7 @@ func ExitMeaning(code int32) string {
 
 func failedMessage(j *Job) string {
 	if len(j.Pods) == 0 {
-		return fmt.Sprintf("the restore Job failed (%s: %s) before any pod reported; nothing was submitted to OpenBao; the lock is released",
+		return fmt.Sprintf("the restore Job failed (%s: %s) and no pod's exit could be read; the lock request holds no submission record, so nothing was submitted to OpenBao; the lock is released",
 			j.FailedReason, j.FailedMessage)
 	}
 	p := j.Pods[len(j.Pods)-1]

@@ -302,6 +302,12 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		}
 		r.Recorder.Eventf(xr, nil, typ, e.Reason, "Phase", "%s", e.Message)
 	}
+	if next.Phase != cur.Phase {
+		transitions.WithLabelValues(r.GVK.Kind, next.Phase).Inc()
+		if Terminal(next.Phase) && next.StartTime != nil && next.CompletionTime != nil {
+			duration.WithLabelValues(next.Phase).Observe(next.CompletionTime.Sub(*next.StartTime).Seconds())
+		}
+	}
 	if r.Observe != nil && next.Phase != cur.Phase {
 		r.Observe(req.NamespacedName, next.Phase)
 	}
