@@ -1,15 +1,18 @@
 // Package e2e runs openbao-restore on real Crossplane core v2.4.0 on the
 // loopback control plane of internal/testbed: the packages are built with
 // the real `crossplane xpkg build`, pushed to a loopback OCI registry and
-// installed with one `crossplane xpkg install configuration`; the harness
-// acts as the External package runtime (the function is served in-process
-// with mTLS from Crossplane's CA; the reconciler's revision is made
-// healthy and the reconciler runs in-process under its ServiceAccount's
-// identity). See issue 5 for what is still to come.
+// installed with one `crossplane xpkg install configuration`. The harness
+// acts as the External package runtime: it runs our binary as the function
+// (mTLS from Crossplane's CA) and as the reconciler (under its
+// ServiceAccount's identity), and writes the revisions' runtime status.
+// Core and its RBAC manager run as their ServiceAccounts with the chart's
+// RBAC. See issue 5 for what is still to come.
 package e2e
 
 import (
 	"context"
+	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"testing"
@@ -20,14 +23,11 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/yaml"
 
 	"github.com/openbao-restore/openbao-restore/internal/testbed"
 	"github.com/openbao-restore/openbao-restore/internal/testbin"
-	"github.com/openbao-restore/openbao-restore/reconciler"
 	lockv1alpha1 "github.com/openbao-restore/openbao-restore/schemas/lock/v1alpha1"
 )
 
@@ -119,35 +119,26 @@ func TestClaimComposesARestore(t *testing.T) {
 		time.Since(s.Began).Round(time.Millisecond))
 }
 
-// startReconciler runs the companion reconciler in-process as the
-// reconciler's ServiceAccount (a client certificate with its user name and
-// groups), so that only the install manifest's grants authorize it.
+// startReconciler runs the companion reconciler as the Deployment of the
+// Provider package would (`openbao-restore reconciler`, POD_NAMESPACE set),
+// as a separate process authenticated as the reconciler's ServiceAccount (a
+// client certificate with its user name and groups), so that only the
+// install manifest's grants and the RBAC manager's authorize it.
 func (s *Stack) startReconciler(t *testing.T) {
 	t.Helper()
-	cfg, err := s.AddUser("system:serviceaccount:"+xpNamespace+":"+reconcilerSA,
-		"system:serviceaccounts", "system:serviceaccounts:"+xpNamespace, "system:authenticated")
-	if err != nil {
-		t.Fatal(err)
-	}
-	logf, err := os.Create(filepath.Join(s.Dir, "reconciler.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = logf.Close() })
-	ctrl.SetLogger(zap.New(zap.UseDevMode(true), zap.WriteTo(logf)))
-	cmd := &reconciler.Command{MetricsBindAddress: "0", HealthProbeBindAddress: "0", LeaderElect: true,
-		LeaderElectionNamespace: xpNamespace, LeaseDuration: 15 * time.Second, Concurrency: 4}
-	mgr, err := cmd.NewManager(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- mgr.Start(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("reconciler: %v", err)
+	kc := s.serviceAccountKubeconfig(t, reconcilerSA)
+	health := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	p := startChild(t, s.Dir, "reconciler", []string{"KUBECONFIG=" + kc, "POD_NAMESPACE=" + xpNamespace},
+		s.Bin, "reconciler", "--metrics-bind-address=0", "--health-probe-bind-address="+health)
+	testbed.Eventually(t, 60*time.Second, "the reconciler ready", func() (bool, error) {
+		if p.exited() {
+			t.Fatalf("the reconciler exited:\n%s", p.tail(3000))
 		}
+		r, err := http.Get("http://" + health + "/readyz") //nolint:noctx // loopback probe
+		if err != nil {
+			return false, err
+		}
+		_ = r.Body.Close()
+		return r.StatusCode == http.StatusOK, nil
 	})
 }

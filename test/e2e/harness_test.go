@@ -21,8 +21,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -32,10 +30,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/crossplane/function-sdk-go/logging"
-	fnv1 "github.com/crossplane/function-sdk-go/proto/v1"
-
-	"github.com/openbao-restore/openbao-restore/fn"
 	"github.com/openbao-restore/openbao-restore/internal/testbed"
 	"github.com/openbao-restore/openbao-restore/internal/testbin"
 )
@@ -62,6 +56,7 @@ type Stack struct {
 	*testbed.Env
 	Dir      string
 	Registry string // host:port of the loopback OCI registry
+	Bin      string // our binary (function, reconciler and executor)
 	Began    time.Time
 }
 
@@ -109,10 +104,16 @@ func StartStack(t *testing.T) *Stack {
 	crank := testbin.Path(t, "crossplane")
 	registry := testbin.Path(t, "registry")
 	mod := modDir(t)
+	bin := filepath.Join(t.TempDir(), "openbao-restore")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	build.Dir = testbin.Root()
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
 
 	began := time.Now()
 	e := testbed.Start(t, testbed.Options{CRDDirs: []string{testbed.TestCRDs}})
-	s := &Stack{Env: e, Dir: t.TempDir(), Began: began}
+	s := &Stack{Env: e, Dir: t.TempDir(), Bin: bin, Began: began}
 	ctx := context.Background()
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -396,10 +397,11 @@ func (s *Stack) patchRuntimeStatus(t *testing.T, gvk schema.GroupVersionKind, na
 	})
 }
 
-// serveFunction serves fn.Function on 127.0.0.1 with mTLS: a server
-// certificate signed by Crossplane's root CA (SAN IP:127.0.0.1), client
-// certificates verified against the same CA, as core always dials
-// functions with mTLS. Then it points the FunctionRevision at it.
+// serveFunction runs the function (our binary, `openbao-restore function`)
+// on 127.0.0.1 with mTLS: a server certificate signed by Crossplane's root
+// CA (SAN IP:127.0.0.1), client certificates verified against the same CA,
+// as core always dials functions with mTLS. Then it points the
+// FunctionRevision at it.
 func (s *Stack) serveFunction(t *testing.T) {
 	t.Helper()
 	ctx := context.Background()
@@ -408,29 +410,27 @@ func (s *Stack) serveFunction(t *testing.T) {
 		t.Fatal(err)
 	}
 	certPEM, keyPEM, caPEM := serverCert(t, ca.Data["tls.crt"], ca.Data["tls.key"])
-	pair, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
+	dir := filepath.Join(s.Dir, "function-tls")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(caPEM)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for f, b := range map[string][]byte{"tls.crt": certPEM, "tls.key": keyPEM, "ca.crt": caPEM} {
+		if err := os.WriteFile(filepath.Join(dir, f), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
-	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{
-		Certificates: []tls.Certificate{pair},
-		ClientCAs:    pool,
-		ClientAuth:   tls.RequireAndVerifyClientCert,
-		MinVersion:   tls.VersionTLS12,
-	})))
-	log, err := logging.NewLogger(false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fnv1.RegisterFunctionRunnerServiceServer(srv, &fn.Function{Log: log})
-	go func() { _ = srv.Serve(l) }()
-	t.Cleanup(srv.Stop)
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	p := startChild(t, s.Dir, "function", nil, s.Bin, "function", "--address="+addr, "--tls-server-certs-dir="+dir)
+	testbed.Eventually(t, 30*time.Second, "the function listening on "+addr, func() (bool, error) {
+		if p.exited() {
+			t.Fatalf("the function exited:\n%s", p.tail(3000))
+		}
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			return false, err
+		}
+		return true, c.Close()
+	})
 
 	secret := functionName + "-tls-server"
 	if err := s.Client.Create(ctx, &corev1.Secret{
@@ -440,8 +440,8 @@ func (s *Stack) serveFunction(t *testing.T) {
 		t.Fatal(err)
 	}
 	rev := s.activeRevision(t, gvkFunctionRevision, functionName)
-	s.patchRuntimeStatus(t, gvkFunctionRevision, rev.GetName(), secret, "dns:///"+l.Addr().String())
-	t.Logf("e2e: function served on %s for revision %s", l.Addr(), rev.GetName())
+	s.patchRuntimeStatus(t, gvkFunctionRevision, rev.GetName(), secret, "dns:///"+addr)
+	t.Logf("e2e: function served on %s for revision %s", addr, rev.GetName())
 }
 
 // runProvider makes the reconciler's ProviderRevision healthy as an
