@@ -2,8 +2,10 @@ package phase_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -261,6 +263,11 @@ func createCluster(t *testing.T, env *testbed.Env, ns string) {
 // spec (edit may change it).
 func createXR(t *testing.T, env *testbed.Env, ns string, edit func(spec map[string]any)) *unstructured.Unstructured {
 	t.Helper()
+	return createXRNamed(t, env, ns, ns+"-x", edit)
+}
+
+func createXRNamed(t *testing.T, env *testbed.Env, ns, name string, edit func(spec map[string]any)) *unstructured.Unstructured {
+	t.Helper()
 	b, err := os.ReadFile(filepath.Join(testbin.Root(), "examples", "xr.yaml"))
 	if err != nil {
 		t.Fatal(err)
@@ -276,7 +283,7 @@ func createXR(t *testing.T, env *testbed.Env, ns string, edit func(spec map[stri
 	}
 	xr := &unstructured.Unstructured{Object: map[string]any{"spec": spec}}
 	xr.SetGroupVersionKind(phase.LegacyXR)
-	xr.SetName(ns + "-x")
+	xr.SetName(name)
 	if err := env.Client.Create(context.Background(), xr); err != nil {
 		t.Fatal(err)
 	}
@@ -679,4 +686,40 @@ func TestFunctionVerdictFailsAndConditionsCoexist(t *testing.T) {
 		}
 		return false, nil
 	})
+}
+
+// TestConcurrentRestoresLatency measures (logs, does not assert) Job
+// finished -> phase written for 20 restores whose Jobs finish together,
+// half failing before submission, half succeeding.
+func TestConcurrentRestoresLatency(t *testing.T) {
+	t.Parallel()
+	env := testbed.Shared(t)
+	ns := env.Namespace(t)
+	w := start(t, env, ns)
+	createCluster(t, env, ns)
+	const n = 20
+	xrs := make([]*unstructured.Unstructured, n)
+	finished := make([]<-chan time.Time, n)
+	for i := range xrs {
+		xrs[i] = createXRNamed(t, env, ns, fmt.Sprintf("%s-%02d", ns, i), nil)
+		createLock(t, env, ns, xrs[i], lockv1alpha1.LockRequestStatus{State: schemas.LockHeld})
+	}
+	for i, xr := range xrs {
+		if i%2 == 0 {
+			finished[i] = createJob(t, env, ns, xr, 0, `{"submitted":true,"exitCode":0,"snapshotKey":"k.snap","snapshotSize":1}`)
+		} else {
+			finished[i] = createJob(t, env, ns, xr, 4, `{"submitted":false,"exitCode":4,"message":"not found"}`)
+		}
+	}
+	var ds []time.Duration
+	for i, xr := range xrs {
+		want := schemas.PhaseCompleted
+		if i%2 == 1 {
+			want = schemas.PhaseFailed
+		}
+		waitPhase(t, env, xr, want)
+		ds = append(ds, latency(t, w, xr, finished[i], want))
+	}
+	slices.Sort(ds)
+	t.Logf("%d restores: Job finished -> phase written p50 %s, p99 %s, max %s", n, ds[n/2], ds[n*99/100], ds[n-1])
 }
