@@ -32,6 +32,7 @@ import (
 
 	"github.com/openbao-restore/openbao-restore/internal/testbed"
 	"github.com/openbao-restore/openbao-restore/internal/testbin"
+	"github.com/openbao-restore/openbao-restore/reconciler"
 	"github.com/openbao-restore/openbao-restore/reconciler/phase"
 	"github.com/openbao-restore/openbao-restore/schemas"
 	lockv1alpha1 "github.com/openbao-restore/openbao-restore/schemas/lock/v1alpha1"
@@ -314,6 +315,9 @@ func createLock(t *testing.T, env *testbed.Env, ns string, xr *unstructured.Unst
 	}
 	if err := env.Client.Create(ctx, lr); err != nil {
 		t.Fatal(err)
+	}
+	if st.State == "" {
+		return lr // the lock reconciler answers
 	}
 	if st.State == schemas.LockHeld {
 		st.HeldBy = holder
@@ -722,4 +726,55 @@ func TestConcurrentRestoresLatency(t *testing.T) {
 	}
 	slices.Sort(ds)
 	t.Logf("%d restores: Job finished -> phase written p50 %s, p99 %s, max %s", n, ds[n/2], ds[n*99/100], ds[n-1])
+}
+
+// TestWithLockReconcilerInTheBinary runs the reconciler as the binary does
+// (reconciler.Command: the lock and the phase reconcilers in one manager)
+// as a user holding exactly the union of the two generated roles, which is
+// what deploy/install.yaml grants: the real lock is taken on the cluster,
+// and the restore goes Pending -> Validating -> Completed.
+func TestWithLockReconcilerInTheBinary(t *testing.T) {
+	t.Parallel()
+	env := testbed.Shared(t)
+	ns := env.Namespace(t)
+	prepare(t, env)
+	ctx := context.Background()
+	const user = "openbao-restore-reconciler-union-test"
+	lockRole, err := os.ReadFile(filepath.Join("..", "lock", "rbac", "role.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := env.ApplyYAML(ctx, lockRole); err != nil {
+		t.Fatal(err)
+	}
+	for _, role := range []string{"openbao-restore-lock", "openbao-restore-phase"} {
+		if err := env.Client.Create(ctx, &rbacv1.ClusterRoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Name: user + "-" + role},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role},
+			Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: user}},
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg, err := env.AddUser(user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := &reconciler.Command{MetricsBindAddress: "0", HealthProbeBindAddress: "0", LeaderElect: false,
+		Namespace: []string{ns}, Concurrency: 4}
+	mgr, err := cmd.NewManager(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, mgr, nil)
+
+	createCluster(t, env, ns)
+	xr := createXR(t, env, ns, nil)
+	createLock(t, env, ns, xr, lockv1alpha1.LockRequestStatus{})
+	st := waitPhase(t, env, xr, schemas.PhaseValidating)
+	if c := condition(st, phase.CondLockHeld); c.Status != "True" {
+		t.Errorf("LockHeld %+v", c)
+	}
+	createJob(t, env, ns, xr, 0, `{"submitted":true,"exitCode":0,"snapshotKey":"k.snap","snapshotSize":3}`)
+	waitPhase(t, env, xr, schemas.PhaseCompleted)
 }
