@@ -335,6 +335,11 @@ func createLock(t *testing.T, env *testbed.Env, ns string, xr *unstructured.Unst
 // watch.
 func createJob(t *testing.T, env *testbed.Env, ns string, xr *unstructured.Unstructured, exit int32, msg string) <-chan time.Time {
 	t.Helper()
+	return createJobWith(t, env, ns, xr, exit, msg, nil)
+}
+
+func createJobWith(t *testing.T, env *testbed.Env, ns string, xr *unstructured.Unstructured, exit int32, msg string, edit func(*batchv1.Job)) <-chan time.Time {
+	t.Helper()
 	ctx := context.Background()
 	name := xr.GetName() + "-restore"
 	env.JobPodStage(t, ns, name, exit, msg)
@@ -374,6 +379,9 @@ func createJob(t *testing.T, env *testbed.Env, ns string, xr *unstructured.Unstr
 			},
 		},
 	}
+	if edit != nil {
+		edit(j)
+	}
 	if err := env.Client.Create(ctx, j); err != nil {
 		t.Fatal(err)
 	}
@@ -382,8 +390,13 @@ func createJob(t *testing.T, env *testbed.Env, ns string, xr *unstructured.Unstr
 
 func waitPhase(t *testing.T, env *testbed.Env, xr *unstructured.Unstructured, want string) phase.Status {
 	t.Helper()
+	return waitPhaseFor(t, env, xr, want, 30*time.Second)
+}
+
+func waitPhaseFor(t *testing.T, env *testbed.Env, xr *unstructured.Unstructured, want string, timeout time.Duration) phase.Status {
+	t.Helper()
 	var st phase.Status
-	testbed.Eventually(t, 30*time.Second, xr.GetName()+" phase "+want, func() (bool, error) {
+	testbed.Eventually(t, timeout, xr.GetName()+" phase "+want, func() (bool, error) {
 		if err := env.Client.Get(context.Background(), client.ObjectKeyFromObject(xr), xr); err != nil {
 			return false, err
 		}
@@ -407,6 +420,14 @@ func latency(t *testing.T, w *written, xr *unstructured.Unstructured, finished <
 	d := at.Sub(done)
 	t.Logf("Job finished -> phase %s written: %s", p, d)
 	return d
+}
+
+func get(t *testing.T, env *testbed.Env, xr *unstructured.Unstructured) *unstructured.Unstructured {
+	t.Helper()
+	if err := env.Client.Get(context.Background(), client.ObjectKeyFromObject(xr), xr); err != nil {
+		t.Fatal(err)
+	}
+	return xr
 }
 
 // observed returns when the reconciler under test wrote the phase (its
@@ -777,4 +798,54 @@ func TestWithLockReconcilerInTheBinary(t *testing.T) {
 	}
 	createJob(t, env, ns, xr, 0, `{"submitted":true,"exitCode":0,"snapshotKey":"k.snap","snapshotSize":3}`)
 	waitPhase(t, env, xr, schemas.PhaseCompleted)
+}
+
+// The function's podFailurePolicy retries exit code 10 (transient, nothing
+// submitted) up to backoffLimit: the restore stays Running while the Job
+// retries (the Job controller waits 10 s before the retry), and is Failed
+// once the retries are spent.
+func TestTransientExitRetriedThenFailed(t *testing.T) {
+	t.Parallel()
+	env := testbed.Shared(t)
+	ns := env.Namespace(t)
+	w := start(t, env, ns)
+	createCluster(t, env, ns)
+	xr := createXR(t, env, ns, nil)
+	createLock(t, env, ns, xr, lockv1alpha1.LockRequestStatus{State: schemas.LockHeld})
+	finished := createJobWith(t, env, ns, xr, 10, `{"submitted":false,"exitCode":10,"message":"object store timed out"}`, func(j *batchv1.Job) {
+		j.Spec.BackoffLimit = ptr.To[int32](1)
+		j.Spec.PodFailurePolicy = &batchv1.PodFailurePolicy{Rules: []batchv1.PodFailurePolicyRule{
+			{Action: batchv1.PodFailurePolicyActionIgnore, OnPodConditions: []batchv1.PodFailurePolicyOnPodConditionsPattern{
+				{Type: corev1.DisruptionTarget, Status: corev1.ConditionTrue}}},
+			{Action: batchv1.PodFailurePolicyActionCount, OnExitCodes: &batchv1.PodFailurePolicyOnExitCodesRequirement{
+				Operator: batchv1.PodFailurePolicyOnExitCodesOpIn, Values: []int32{10}}},
+			{Action: batchv1.PodFailurePolicyActionFailJob, OnExitCodes: &batchv1.PodFailurePolicyOnExitCodesRequirement{
+				Operator: batchv1.PodFailurePolicyOnExitCodesOpNotIn, Values: []int32{10}}},
+		}}
+	})
+	waitPhase(t, env, xr, schemas.PhaseRunning)
+	testbed.Eventually(t, 30*time.Second, "the first pod failed", func() (bool, error) {
+		var pods corev1.PodList
+		err := env.Client.List(context.Background(), &pods, client.InNamespace(ns))
+		return err == nil && len(pods.Items) > 0 && pods.Items[0].Status.Phase == corev1.PodFailed, err
+	})
+	time.Sleep(time.Second)
+	if st := phase.ReadStatus(get(t, env, xr)); st.Phase != schemas.PhaseRunning {
+		t.Fatalf("phase %s after the first (retried) failure, want Running", st.Phase)
+	}
+	st := waitPhaseFor(t, env, xr, schemas.PhaseFailed, time.Minute)
+	latency(t, w, xr, finished, schemas.PhaseFailed)
+	var pods corev1.PodList
+	if err := env.Client.List(context.Background(), &pods, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	if len(pods.Items) != 2 {
+		t.Errorf("%d pods, want 2 (the first try and one retry)", len(pods.Items))
+	}
+	if _, ok := w.get(client.ObjectKeyFromObject(xr), schemas.PhaseRunning); !ok {
+		t.Error("never Running while the Job retried")
+	}
+	if !strings.Contains(st.Message, "exit code 10") || !strings.Contains(st.Message, "transient") {
+		t.Errorf("message %q", st.Message)
+	}
 }
