@@ -150,8 +150,16 @@ func StartStack(t *testing.T) *Stack {
 	}
 	coreKC := s.serviceAccountKubeconfig(t, "crossplane")
 	rbacKC := s.serviceAccountKubeconfig(t, "rbac-manager")
-	rbacMgr := startChild(t, s.Dir, "crossplane-rbac-manager", []string{"KUBECONFIG=" + rbacKC}, core, "rbac", "start",
-		"--provider-clusterrole=crossplane:allowed-provider-permissions")
+	// The RBAC manager's metrics always bind :8080 (it has no flag for
+	// that); if another process holds the port, it exits at start and is
+	// started again below.
+	rbacStarts := 1
+	startRBAC := func() *child {
+		return startChild(t, s.Dir, fmt.Sprintf("crossplane-rbac-manager-%d", rbacStarts), []string{"KUBECONFIG=" + rbacKC},
+			core, "rbac", "start", "--provider-clusterrole=crossplane:allowed-provider-permissions")
+	}
+	rbacMgr := startRBAC()
+	rbacSince := time.Now()
 
 	// 3. core init, as core's ServiceAccount (the chart runs it as an init
 	// container): CA and client certificate secrets, the package Lock, the
@@ -209,6 +217,26 @@ func StartStack(t *testing.T) *Stack {
 	})
 	t.Logf("e2e: crossplane core ready at %s", time.Since(began).Round(time.Millisecond))
 
+	// The RBAC manager must run before packages arrive: core cannot watch
+	// a new XR kind until it has bound core to it, and does not retry
+	// soon. It fails at start, if ever, when its metrics port is taken.
+	for {
+		if rbacMgr.exited() {
+			if rbacStarts >= 30 || !strings.Contains(rbacMgr.tail(3000), "address already in use") {
+				t.Fatalf("the RBAC manager exited:\n%s", rbacMgr.tail(3000))
+			}
+			rbacStarts++
+			t.Logf("e2e: the RBAC manager found :8080 taken; starting it again (attempt %d)", rbacStarts)
+			time.Sleep(time.Second)
+			rbacMgr, rbacSince = startRBAC(), time.Now()
+			continue
+		}
+		if time.Since(rbacSince) > 3*time.Second {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
 	// 5. The loopback registry and our three packages, built by the real
 	// `crossplane xpkg build` (no runtime image: the runtime is External).
 	reg := startChild(t, s.Dir, "registry", nil, registry, "-address=127.0.0.1:0")
@@ -241,7 +269,7 @@ func StartStack(t *testing.T) *Stack {
 	rev := s.activeRevision(t, gvkProviderRevision, providerName)
 	testbed.Eventually(t, 30*time.Second, "the RBAC manager binding "+reconcilerSA, func() (bool, error) {
 		if rbacMgr.exited() {
-			t.Fatalf("the RBAC manager exited (its metrics bind :8080, which may be taken):\n%s", rbacMgr.tail(3000))
+			t.Fatalf("the RBAC manager exited:\n%s", rbacMgr.tail(3000))
 		}
 		var crb rbacv1.ClusterRoleBinding
 		if err := e.Client.Get(ctx, client.ObjectKey{Name: "crossplane:provider:" + rev.GetName() + ":system"}, &crb); err != nil {
