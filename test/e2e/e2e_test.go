@@ -34,7 +34,9 @@ import (
 // TestClaimComposesARestore installs the packages on real Crossplane, claims
 // a restore and checks that Crossplane calls the function, composes the
 // LockRequest and the executor's RBAC, that the reconciler holds the lock,
-// and that the restore Job is composed.
+// that the restore Job is composed, and, once kwok has completed the Job's
+// pod (no executor runs yet), that the claim goes Completed and Ready and
+// the lock is released.
 func TestClaimComposesARestore(t *testing.T) {
 	s := StartStack(t)
 	ctx := context.Background()
@@ -47,6 +49,7 @@ func TestClaimComposesARestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.OpenBaoCluster(t, ns, "prod", 3)
+	before := s.podUIDs(t, ns)
 	for _, sec := range []*corev1.Secret{
 		{ObjectMeta: metav1.ObjectMeta{Name: "restore-token", Namespace: ns}, StringData: map[string]string{"token": "s.e2e"}},
 		{ObjectMeta: metav1.ObjectMeta{Name: "backup-s3", Namespace: ns}, StringData: map[string]string{
@@ -117,6 +120,42 @@ func TestClaimComposesARestore(t *testing.T) {
 	})
 	t.Logf("e2e: claim -> Job in %s; total since the stack began %s", time.Since(claimed).Round(time.Millisecond),
 		time.Since(s.Began).Round(time.Millisecond))
+
+	// kwok completes the Job's pod without running anything (the harness
+	// kubelet of issue 5 will run the executor); the reconciler then
+	// follows through: the OpenBao pods restart, the lock is released and
+	// the claim is Completed and Ready.
+	claimKey := client.ObjectKeyFromObject(claim)
+	last := ""
+	testbed.Eventually(t, 90*time.Second, "the claim Completed and Ready, the lock Released", func() (bool, error) {
+		c := &unstructured.Unstructured{}
+		c.SetGroupVersionKind(claim.GroupVersionKind())
+		if err := s.Client.Get(ctx, claimKey, c); err != nil {
+			return false, err
+		}
+		if err := s.Client.Get(ctx, client.ObjectKeyFromObject(lr), lr); err != nil {
+			return false, err
+		}
+		phase, _, _ := unstructured.NestedString(c.Object, "status", "phase")
+		msg, _, _ := unstructured.NestedString(c.Object, "status", "message")
+		if now := phase + " / lock " + lr.Status.State; now != last {
+			t.Logf("e2e: %s after %s: claim %s (%s)", now, time.Since(claimed).Round(time.Millisecond), phase, msg)
+			last = now
+		}
+		ready, _ := hasCondition(c, "Ready")
+		return phase == "Completed" && ready && lr.Status.State == "Released", nil
+	})
+	t.Logf("e2e: claim -> Completed, Ready and the lock Released in %s", time.Since(claimed).Round(time.Millisecond))
+	// Not asserted yet: the pod restarts are the reconciler's follow-through
+	// (issue 5 asks for standbys first and the leader last, on real OpenBao).
+	replaced := 0
+	after := s.podUIDs(t, ns)
+	for name, uid := range before {
+		if after[name] != uid {
+			replaced++
+		}
+	}
+	t.Logf("e2e: %d of %d OpenBao pods were replaced during the restore", replaced, len(before))
 }
 
 // startReconciler runs the companion reconciler as the Deployment of the
@@ -141,4 +180,19 @@ func (s *Stack) startReconciler(t *testing.T) {
 		_ = r.Body.Close()
 		return r.StatusCode == http.StatusOK, nil
 	})
+}
+
+// podUIDs maps the names of the stand-in OpenBao pods to their UIDs.
+func (s *Stack) podUIDs(t *testing.T, ns string) map[string]string {
+	t.Helper()
+	var pods corev1.PodList
+	if err := s.Client.List(context.Background(), &pods, client.InNamespace(ns),
+		client.MatchingLabels(testbed.ClusterPodLabels("prod"))); err != nil {
+		t.Fatal(err)
+	}
+	m := map[string]string{}
+	for _, p := range pods.Items {
+		m[p.Name] = string(p.UID)
+	}
+	return m
 }
