@@ -15,12 +15,14 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -31,25 +33,24 @@ import (
 	lockv1alpha1 "github.com/openbao-restore/openbao-restore/schemas/lock/v1alpha1"
 )
 
-// TestClaimComposesARestore installs the packages on real Crossplane, claims
-// a restore and checks that Crossplane calls the function, composes the
-// LockRequest and the executor's RBAC, that the reconciler holds the lock,
-// that the restore Job is composed, and, once kwok has completed the Job's
-// pod (no executor runs yet), that the claim goes Completed and Ready and
-// the lock is released.
-func TestClaimComposesARestore(t *testing.T) {
+// TestOnCrossplane starts one stack and runs the scenarios on it, each in a
+// namespace of its own.
+func TestOnCrossplane(t *testing.T) {
 	s := StartStack(t)
-	ctx := context.Background()
 	s.startReconciler(t)
+	t.Run("ClaimComposesARestore", func(t *testing.T) { claimComposesARestore(t, s) })
+	t.Run("InvalidClaims", func(t *testing.T) { invalidClaims(t, s) })
+}
 
-	// The fixture: namespace vault, OpenBaoCluster prod, the token and the
-	// S3 credentials secrets the claim names.
-	const ns = "vault"
+// fixture creates the namespace, the OpenBaoCluster prod (three stand-in
+// pods), the token and the S3 credentials Secrets that claims name.
+func (s *Stack) fixture(t *testing.T, ns string) {
+	t.Helper()
+	ctx := context.Background()
 	if err := s.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
 		t.Fatal(err)
 	}
 	s.OpenBaoCluster(t, ns, "prod", 3)
-	before := s.podUIDs(t, ns)
 	for _, sec := range []*corev1.Secret{
 		{ObjectMeta: metav1.ObjectMeta{Name: "restore-token", Namespace: ns}, StringData: map[string]string{"token": "s.e2e"}},
 		{ObjectMeta: metav1.ObjectMeta{Name: "backup-s3", Namespace: ns}, StringData: map[string]string{
@@ -59,6 +60,18 @@ func TestClaimComposesARestore(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// claimComposesARestore claims examples/claim.yaml and checks that
+// Crossplane calls the function and composes the LockRequest and the
+// executor's RBAC, that the reconciler holds the lock, that the restore Job
+// is composed, and, once kwok has completed the Job's pod (no executor runs
+// yet), that the claim goes Completed and Ready and the lock is released.
+func claimComposesARestore(t *testing.T, s *Stack) {
+	ctx := context.Background()
+	const ns = "vault"
+	s.fixture(t, ns)
+	before := s.podUIDs(t, ns)
 
 	b, err := os.ReadFile(filepath.Join(testbin.Root(), "examples", "claim.yaml"))
 	if err != nil {
@@ -195,4 +208,78 @@ func (s *Stack) podUIDs(t *testing.T, ns string) map[string]string {
 		m[p.Name] = string(p.UID)
 	}
 	return m
+}
+
+// invalidClaims claims each example of examples/invalid (XRs for render,
+// turned into claims): each is either refused at admission by the XRD's
+// schema or CEL, or accepted and then reported SpecValid=False with a
+// message naming the field. Either way no LockRequest and no Job appear.
+func invalidClaims(t *testing.T, s *Stack) {
+	ctx := context.Background()
+	const ns = "vault-invalid"
+	s.fixture(t, ns)
+	files, err := filepath.Glob(filepath.Join(testbin.Root(), "examples", "invalid", "*.yaml"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("examples/invalid: %v", err)
+	}
+	var accepted []*unstructured.Unstructured
+	for _, f := range files {
+		b, err := os.ReadFile(f) //nolint:gosec // repository files
+		if err != nil {
+			t.Fatal(err)
+		}
+		xr := map[string]any{}
+		if err := yaml.Unmarshal(b, &xr); err != nil {
+			t.Fatal(err)
+		}
+		spec, _, _ := unstructured.NestedMap(xr, "spec")
+		delete(spec, "claimRef")
+		name := strings.TrimSuffix(filepath.Base(f), ".yaml")
+		claim := &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": "restore.openbao-restore.io/v1alpha1", "kind": "OpenBaoRestore",
+			"metadata": map[string]any{"name": name, "namespace": ns}, "spec": spec}}
+		err = s.Client.Create(ctx, claim)
+		switch {
+		case apierrors.IsInvalid(err):
+			t.Logf("e2e: %s: refused at admission: %v", name, err)
+		case err != nil:
+			t.Fatalf("%s: %v", name, err)
+		default:
+			accepted = append(accepted, claim)
+		}
+	}
+	for _, claim := range accepted {
+		var msg string
+		testbed.Eventually(t, 30*time.Second, claim.GetName()+" SpecValid=False", func() (bool, error) {
+			c := &unstructured.Unstructured{}
+			c.SetGroupVersionKind(claim.GroupVersionKind())
+			if err := s.Client.Get(ctx, client.ObjectKeyFromObject(claim), c); err != nil {
+				return false, err
+			}
+			conds, _, _ := unstructured.NestedSlice(c.Object, "status", "conditions")
+			for _, x := range conds {
+				if m, _ := x.(map[string]any); m != nil && m["type"] == "SpecValid" && m["status"] == "False" {
+					msg, _ = m["message"].(string)
+					return true, nil
+				}
+			}
+			return false, nil
+		})
+		if !strings.Contains(msg, "spec.") {
+			t.Errorf("%s: the message names no field: %q", claim.GetName(), msg)
+		}
+		t.Logf("e2e: %s: accepted, then invalid: %s", claim.GetName(), msg)
+	}
+	// The claims have been judged; nothing may have been composed.
+	var lrs lockv1alpha1.LockRequestList
+	var jobs batchv1.JobList
+	if err := s.Client.List(ctx, &lrs, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Client.List(ctx, &jobs, client.InNamespace(ns), client.HasLabels{"crossplane.io/composite"}); err != nil {
+		t.Fatal(err)
+	}
+	if len(lrs.Items) != 0 || len(jobs.Items) != 0 {
+		t.Errorf("invalid claims composed %d LockRequests and %d Jobs", len(lrs.Items), len(jobs.Items))
+	}
 }
