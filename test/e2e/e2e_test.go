@@ -21,6 +21,7 @@ import (
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -40,6 +41,8 @@ func TestOnCrossplane(t *testing.T) {
 	s.startReconciler(t)
 	t.Run("ClaimComposesARestore", func(t *testing.T) { claimComposesARestore(t, s) })
 	t.Run("InvalidClaims", func(t *testing.T) { invalidClaims(t, s) })
+	t.Run("LockContention", func(t *testing.T) { lockContention(t, s) })
+	t.Run("BreakGlass", func(t *testing.T) { breakGlass(t, s) })
 }
 
 // fixture creates the namespace, the OpenBaoCluster prod (three stand-in
@@ -282,4 +285,145 @@ func invalidClaims(t *testing.T, s *Stack) {
 	if len(lrs.Items) != 0 || len(jobs.Items) != 0 {
 		t.Errorf("invalid claims composed %d LockRequests and %d Jobs", len(lrs.Items), len(jobs.Items))
 	}
+}
+
+// holdBackupLock writes a Backup's operation lock into the cluster's status,
+// as openbao-operator would during a backup.
+func (s *Stack) holdBackupLock(t *testing.T, ns, cluster, holder string) {
+	t.Helper()
+	c := &unstructured.Unstructured{}
+	c.SetAPIVersion("openbao.org/v1alpha1")
+	c.SetKind("OpenBaoCluster")
+	if err := s.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: cluster}, c); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC().Format(time.RFC3339)
+	_ = unstructured.SetNestedStringMap(c.Object, map[string]string{"operation": "Backup", "holder": holder,
+		"message": "e2e backup", "acquiredAt": now, "renewedAt": now}, "status", "operationLock")
+	if err := s.Client.Status().Update(context.Background(), c); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// releaseLock removes the cluster's operation lock, as the backup's end would.
+func (s *Stack) releaseLock(t *testing.T, ns, cluster string) {
+	t.Helper()
+	c := &unstructured.Unstructured{}
+	c.SetAPIVersion("openbao.org/v1alpha1")
+	c.SetKind("OpenBaoCluster")
+	if err := s.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: cluster}, c); err != nil {
+		t.Fatal(err)
+	}
+	unstructured.RemoveNestedField(c.Object, "status", "operationLock")
+	if err := s.Client.Status().Update(context.Background(), c); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// claimExample creates examples/claim.yaml in ns, changed by mutate.
+func (s *Stack) claimExample(t *testing.T, ns string, mutate func(spec map[string]any)) *unstructured.Unstructured {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(testbin.Root(), "examples", "claim.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	claim := &unstructured.Unstructured{}
+	if err := yaml.Unmarshal(b, &claim.Object); err != nil {
+		t.Fatal(err)
+	}
+	claim.SetNamespace(ns)
+	if mutate != nil {
+		spec, _, _ := unstructured.NestedMap(claim.Object, "spec")
+		mutate(spec)
+		_ = unstructured.SetNestedMap(claim.Object, spec, "spec")
+	}
+	if err := s.Client.Create(context.Background(), claim); err != nil {
+		t.Fatalf("create claim: %v", err)
+	}
+	return claim
+}
+
+// waitClaim waits until cond holds for the claim, logging each new phase
+// and Composed message as it appears.
+func (s *Stack) waitClaim(t *testing.T, claim *unstructured.Unstructured, what string, timeout time.Duration,
+	cond func(c *unstructured.Unstructured, phase, composed string) bool) {
+	t.Helper()
+	began := time.Now()
+	last := ""
+	testbed.Eventually(t, timeout, claim.GetName()+": "+what, func() (bool, error) {
+		c := &unstructured.Unstructured{}
+		c.SetGroupVersionKind(claim.GroupVersionKind())
+		if err := s.Client.Get(context.Background(), client.ObjectKeyFromObject(claim), c); err != nil {
+			return false, err
+		}
+		phase, _, _ := unstructured.NestedString(c.Object, "status", "phase")
+		composed := ""
+		conds, _, _ := unstructured.NestedSlice(c.Object, "status", "conditions")
+		for _, x := range conds {
+			if m, _ := x.(map[string]any); m != nil && m["type"] == "Composed" {
+				composed, _ = m["message"].(string)
+			}
+		}
+		if now := phase + ": " + composed; now != last {
+			t.Logf("e2e: %s after %s: phase %q, composed %q", claim.GetName(), time.Since(began).Round(time.Millisecond), phase, composed)
+			last = now
+		}
+		return cond(c, phase, composed), nil
+	})
+}
+
+// completed is the end of a restore whose Job kwok completed.
+func completed(c *unstructured.Unstructured, phase, _ string) bool {
+	ready, _ := hasCondition(c, "Ready")
+	return phase == "Completed" && ready
+}
+
+// lockContention: a Backup holds the cluster's lock, so the restore waits
+// and names the holder; once the backup releases it, the restore proceeds.
+func lockContention(t *testing.T, s *Stack) {
+	const ns, holder = "vault-contention", "openbaobackup/nightly-1"
+	s.fixture(t, ns)
+	s.holdBackupLock(t, ns, "prod", holder)
+	claim := s.claimExample(t, ns, nil)
+	s.waitClaim(t, claim, "waiting for the lock held by "+holder, 30*time.Second, func(_ *unstructured.Unstructured, _, composed string) bool {
+		return strings.Contains(composed, holder)
+	})
+	// It keeps waiting: no Job while the backup holds the lock.
+	time.Sleep(2 * time.Second)
+	var jobs batchv1.JobList
+	if err := s.Client.List(context.Background(), &jobs, client.InNamespace(ns), client.HasLabels{"crossplane.io/composite"}); err != nil {
+		t.Fatal(err)
+	}
+	if len(jobs.Items) != 0 {
+		t.Fatalf("a Job was composed while a Backup held the lock")
+	}
+	released := time.Now()
+	s.releaseLock(t, ns, "prod")
+	s.waitClaim(t, claim, "Completed and Ready", 60*time.Second, completed)
+	t.Logf("e2e: backup released -> claim Completed in %s", time.Since(released).Round(time.Millisecond))
+}
+
+// breakGlass: with force and overrideOperationLock, a stuck Backup lock is
+// overridden with a Warning event, and the restore completes.
+func breakGlass(t *testing.T, s *Stack) {
+	const ns, holder = "vault-breakglass", "openbaobackup/stuck-1"
+	s.fixture(t, ns)
+	s.holdBackupLock(t, ns, "prod", holder)
+	claim := s.claimExample(t, ns, func(spec map[string]any) {
+		spec["force"] = true
+		spec["overrideOperationLock"] = true
+	})
+	s.waitClaim(t, claim, "Completed and Ready", 60*time.Second, completed)
+	testbed.Eventually(t, 10*time.Second, "a Warning event naming the overridden holder", func() (bool, error) {
+		var evs eventsv1.EventList
+		if err := s.Client.List(context.Background(), &evs, client.InNamespace(ns)); err != nil {
+			return false, err
+		}
+		for _, e := range evs.Items {
+			if e.Type == corev1.EventTypeWarning && strings.Contains(e.Note, holder) && strings.Contains(e.Reason, "Override") {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
 }
