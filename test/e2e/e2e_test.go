@@ -43,6 +43,7 @@ func TestOnCrossplane(t *testing.T) {
 	t.Run("InvalidClaims", func(t *testing.T) { invalidClaims(t, s) })
 	t.Run("LockContention", func(t *testing.T) { lockContention(t, s) })
 	t.Run("BreakGlass", func(t *testing.T) { breakGlass(t, s) })
+	t.Run("DeleteClaimMidRun", func(t *testing.T) { deleteClaimMidRun(t, s) })
 }
 
 // fixture creates the namespace, the OpenBaoCluster prod (three stand-in
@@ -426,4 +427,93 @@ func breakGlass(t *testing.T, s *Stack) {
 		}
 		return false, nil
 	})
+}
+
+// holdJobPods keeps the Job pods of a namespace Running (a kwok Stage that
+// outweighs the default completion and waits an hour), so that a test can
+// act while a restore runs.
+func (s *Stack) holdJobPods(t *testing.T, ns string) {
+	t.Helper()
+	stage := fmt.Sprintf(`apiVersion: kwok.x-k8s.io/v1alpha1
+kind: Stage
+metadata:
+  name: e2e-hold-%s
+spec:
+  resourceRef: {apiGroup: v1, kind: Pod}
+  selector:
+    matchExpressions:
+    - {key: '.metadata.namespace', operator: In, values: [%q]}
+    - {key: '.metadata.deletionTimestamp', operator: DoesNotExist}
+    - {key: '.status.phase', operator: In, values: ['Running']}
+    - {key: '.metadata.ownerReferences.[].kind', operator: In, values: ['Job']}
+  weight: 10000
+  delay:
+    durationMilliseconds: 3600000
+  next:
+    statusTemplate: |
+      phase: Running
+`, ns, ns)
+	if err := s.ApplyYAML(context.Background(), []byte(stage)); err != nil {
+		t.Fatalf("hold stage: %v", err)
+	}
+}
+
+// deleteClaimMidRun: the claim is deleted while its Job runs; everything
+// composed is cleaned up and the cluster's lock is released.
+func deleteClaimMidRun(t *testing.T, s *Stack) {
+	ctx := context.Background()
+	const ns = "vault-delete"
+	s.fixture(t, ns)
+	s.holdJobPods(t, ns)
+	claim := s.claimExample(t, ns, nil)
+	s.waitClaim(t, claim, "Running", 30*time.Second, func(_ *unstructured.Unstructured, phase, _ string) bool {
+		return phase == "Running"
+	})
+	if err := s.Client.Delete(ctx, claim); err != nil {
+		t.Fatal(err)
+	}
+	deleted := time.Now()
+	testbed.Eventually(t, 60*time.Second, "the claim, its XR and everything composed gone, the lock released", func() (bool, error) {
+		c := &unstructured.Unstructured{}
+		c.SetGroupVersionKind(claim.GroupVersionKind())
+		if err := s.Client.Get(ctx, client.ObjectKeyFromObject(claim), c); !apierrors.IsNotFound(err) {
+			return false, fmt.Errorf("claim still there (%v)", err)
+		}
+		xrs := &unstructured.UnstructuredList{}
+		xrs.SetAPIVersion("restore.openbao-restore.io/v1alpha1")
+		xrs.SetKind("XOpenBaoRestoreList")
+		if err := s.Client.List(ctx, xrs, client.MatchingLabels{"crossplane.io/claim-namespace": ns}); err != nil || len(xrs.Items) > 0 {
+			return false, fmt.Errorf("XRs left: %d (%v)", len(xrs.Items), err)
+		}
+		var lrs lockv1alpha1.LockRequestList
+		var jobs batchv1.JobList
+		var sas corev1.ServiceAccountList
+		var roles rbacv1.RoleList
+		var rbs rbacv1.RoleBindingList
+		for _, l := range []client.ObjectList{&lrs} {
+			if err := s.Client.List(ctx, l, client.InNamespace(ns)); err != nil {
+				return false, err
+			}
+		}
+		for _, l := range []client.ObjectList{&jobs, &sas, &roles, &rbs} {
+			if err := s.Client.List(ctx, l, client.InNamespace(ns), client.HasLabels{"crossplane.io/composite"}); err != nil {
+				return false, err
+			}
+		}
+		if n := len(lrs.Items) + len(jobs.Items) + len(sas.Items) + len(roles.Items) + len(rbs.Items); n > 0 {
+			return false, fmt.Errorf("left: %d LockRequests, %d Jobs, %d ServiceAccounts, %d Roles, %d RoleBindings",
+				len(lrs.Items), len(jobs.Items), len(sas.Items), len(roles.Items), len(rbs.Items))
+		}
+		cl := &unstructured.Unstructured{}
+		cl.SetAPIVersion("openbao.org/v1alpha1")
+		cl.SetKind("OpenBaoCluster")
+		if err := s.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "prod"}, cl); err != nil {
+			return false, err
+		}
+		if l, found, _ := unstructured.NestedMap(cl.Object, "status", "operationLock"); found && len(l) > 0 {
+			return false, fmt.Errorf("the cluster's lock is still %v", l)
+		}
+		return true, nil
+	})
+	t.Logf("e2e: claim deleted mid-run -> all cleaned up and the lock released in %s", time.Since(deleted).Round(time.Millisecond))
 }
