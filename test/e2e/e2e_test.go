@@ -11,10 +11,12 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -31,6 +33,7 @@ import (
 
 	"github.com/openbao-restore/openbao-restore/internal/testbed"
 	"github.com/openbao-restore/openbao-restore/internal/testbin"
+	"github.com/openbao-restore/openbao-restore/schemas"
 	lockv1alpha1 "github.com/openbao-restore/openbao-restore/schemas/lock/v1alpha1"
 )
 
@@ -44,6 +47,7 @@ func TestOnCrossplane(t *testing.T) {
 	t.Run("LockContention", func(t *testing.T) { lockContention(t, s) })
 	t.Run("BreakGlass", func(t *testing.T) { breakGlass(t, s) })
 	t.Run("DeleteClaimMidRun", func(t *testing.T) { deleteClaimMidRun(t, s) })
+	t.Run("MissingSnapshotKey", func(t *testing.T) { missingSnapshotKey(t, s) })
 }
 
 // fixture creates the namespace, the OpenBaoCluster prod (three stand-in
@@ -516,4 +520,96 @@ func deleteClaimMidRun(t *testing.T, s *Stack) {
 		return true, nil
 	})
 	t.Logf("e2e: claim deleted mid-run -> all cleaned up and the lock released in %s", time.Since(deleted).Round(time.Millisecond))
+}
+
+// failJobPods makes the Job pods of a namespace fail with this exit code and
+// termination message (a kwok Stage), standing in for the executor until
+// the harness kubelet of issue 5 runs it.
+func (s *Stack) failJobPods(t *testing.T, ns string, code int, message string) {
+	t.Helper()
+	stage := fmt.Sprintf(`apiVersion: kwok.x-k8s.io/v1alpha1
+kind: Stage
+metadata:
+  name: e2e-fail-%s
+spec:
+  resourceRef: {apiGroup: v1, kind: Pod}
+  selector:
+    matchExpressions:
+    - {key: '.metadata.namespace', operator: In, values: [%q]}
+    - {key: '.metadata.deletionTimestamp', operator: DoesNotExist}
+    - {key: '.status.phase', operator: In, values: ['Running']}
+    - {key: '.metadata.ownerReferences.[].kind', operator: In, values: ['Job']}
+  weight: 10000
+  next:
+    statusTemplate: |
+      {{ $now := Now }}
+      containerStatuses:
+      {{ range .spec.containers }}
+      - image: {{ .image | Quote }}
+        name: {{ .name | Quote }}
+        ready: false
+        restartCount: 0
+        started: false
+        state:
+          terminated:
+            exitCode: %d
+            reason: Error
+            message: {{ %s | Quote }}
+            startedAt: {{ $now | Quote }}
+            finishedAt: {{ $now | Quote }}
+      {{ end }}
+      phase: Failed
+`, ns, ns, code, strconv.Quote(message))
+	if err := s.ApplyYAML(context.Background(), []byte(stage)); err != nil {
+		t.Fatalf("fail stage: %v", err)
+	}
+}
+
+// missingSnapshotKey: the executor exits with the snapshot exit code (faked
+// by kwok: no executor runs yet) and a termination message listing nearby
+// keys; the Job fails at once under its podFailurePolicy (one pod, no
+// retry), the claim is Failed with that message, and the lock is released.
+func missingSnapshotKey(t *testing.T, s *Stack) {
+	ctx := context.Background()
+	const ns = "vault-missing-key"
+	s.fixture(t, ns)
+	tm, err := json.Marshal(schemas.TerminationMessage{ExitCode: schemas.ExitSnapshot, SnapshotKey: "clusters/prod/missing.snap",
+		Message: "snapshot clusters/prod/missing.snap does not exist; nearby keys: clusters/prod/2025-10-14-120000.snap"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.failJobPods(t, ns, schemas.ExitSnapshot, string(tm))
+	claim := s.claimExample(t, ns, func(spec map[string]any) {
+		_ = unstructured.SetNestedField(spec, "clusters/prod/missing.snap", "source", "key")
+	})
+	claimed := time.Now()
+	s.waitClaim(t, claim, "Failed", 60*time.Second, func(_ *unstructured.Unstructured, phase, _ string) bool {
+		return phase == "Failed"
+	})
+	t.Logf("e2e: claim -> Failed in %s", time.Since(claimed).Round(time.Millisecond))
+	c := &unstructured.Unstructured{}
+	c.SetGroupVersionKind(claim.GroupVersionKind())
+	if err := s.Client.Get(ctx, client.ObjectKeyFromObject(claim), c); err != nil {
+		t.Fatal(err)
+	}
+	if msg, _, _ := unstructured.NestedString(c.Object, "status", "message"); !strings.Contains(msg, "nearby keys") {
+		t.Errorf("the claim's message does not list the nearby keys: %q", msg)
+	}
+	var jobs batchv1.JobList
+	if err := s.Client.List(ctx, &jobs, client.InNamespace(ns), client.HasLabels{"crossplane.io/composite"}); err != nil {
+		t.Fatal(err)
+	}
+	if len(jobs.Items) != 1 || jobs.Items[0].Status.Failed != 1 {
+		t.Errorf("want one Job with exactly one failed pod (no retry), got %d Jobs %+v", len(jobs.Items), jobs.Items)
+	}
+	testbed.Eventually(t, 30*time.Second, "the cluster's lock released", func() (bool, error) {
+		cl := &unstructured.Unstructured{}
+		cl.SetAPIVersion("openbao.org/v1alpha1")
+		cl.SetKind("OpenBaoCluster")
+		if err := s.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "prod"}, cl); err != nil {
+			return false, err
+		}
+		l, found, _ := unstructured.NestedMap(cl.Object, "status", "operationLock")
+		return !found || len(l) == 0, nil
+	})
 }
