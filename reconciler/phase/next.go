@@ -197,6 +197,12 @@ func followJob(next Status, f Facts) Status {
 			next.Message = failedMessage(j)
 			next.Conditions = append(next.Conditions, Condition{Type: CondRestored, Status: "False", Reason: "JobFailed", Message: next.Message})
 		}
+	case f.Cluster == nil && f.Lock != nil && f.Lock.Submission == nil:
+		// The cluster went away before anything was submitted: there is
+		// nothing left to restore into.
+		next.Phase = schemas.PhaseFailed
+		next.Message = fmt.Sprintf("the OpenBaoCluster was deleted while the restore Job %s ran, before any submission; nothing was restored", j.Name)
+		next.Conditions = append(next.Conditions, Condition{Type: CondRestored, Status: "False", Reason: "ClusterDeleted", Message: next.Message})
 	default:
 		next.Phase = schemas.PhaseRunning
 		next.Message = fmt.Sprintf("the restore Job %s is running", j.Name)

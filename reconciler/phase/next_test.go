@@ -90,8 +90,15 @@ func TestNext(t *testing.T) {
 			f: Facts{Lock: held, Job: &Job{Complete: true}}, phase: schemas.PhaseFailed, msg: []string{"m"}},
 		{name: "completed is sticky", cur: Status{Phase: schemas.PhaseCompleted, Message: "m"},
 			f: Facts{Violations: []schemas.Violation{{Message: "x"}}}, phase: schemas.PhaseCompleted, msg: []string{"m"}},
+		{name: "cluster deleted mid-run before submission fails", cur: Status{Phase: schemas.PhaseRunning, StartTime: &earlier},
+			f: Facts{Lock: held, Job: &Job{Name: "j"}}, phase: schemas.PhaseFailed, msg: []string{"deleted"}, restored: "False",
+			event: "RestoreFailed", start: true, completed: true},
+		{name: "cluster deleted mid-run after submission follows the Job", cur: Status{Phase: schemas.PhaseRunning, StartTime: &earlier},
+			f: Facts{Lock: heldSubmitted, Job: &Job{Name: "j"}}, phase: schemas.PhaseRunning, start: true},
+		{name: "cluster deleted and lock request gone follows the Job", cur: Status{Phase: schemas.PhaseRunning, StartTime: &earlier},
+			f: Facts{Job: &Job{Name: "j"}}, phase: schemas.PhaseRunning, start: true},
 		{name: "a later invalid verdict does not fail a running job", cur: Status{Phase: schemas.PhaseRunning, StartTime: &earlier},
-			f: Facts{FunctionInvalid: "x", Lock: held, Job: &Job{Name: "j"}}, phase: schemas.PhaseRunning, start: true},
+			f: Facts{FunctionInvalid: "x", Cluster: ok, Lock: held, Job: &Job{Name: "j"}}, phase: schemas.PhaseRunning, start: true},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -218,7 +218,7 @@ func startWith(t *testing.T, env *testbed.Env, ns string, viaSetup bool) *writte
 		t.Fatal(err)
 	}
 	for _, gvk := range []schema.GroupVersionKind{phase.LegacyXR, phase.NamespacedXR} {
-		r := &phase.Reconciler{GVK: gvk, Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Jobs: jobs,
+		r := &phase.Reconciler{GVK: gvk, Client: mgr.GetClient(), Cache: mgr.GetCache(), APIReader: mgr.GetAPIReader(), Jobs: jobs,
 			Recorder: mgr.GetEventRecorder(phase.FieldManager), Observe: w.observe, Namespaces: []string{ns}}
 		if err := r.SetupWithManager(mgr, opts); err != nil {
 			t.Fatal(err)
@@ -847,5 +847,34 @@ func TestTransientExitRetriedThenFailed(t *testing.T) {
 	}
 	if !strings.Contains(st.Message, "exit code 10") || !strings.Contains(st.Message, "transient") {
 		t.Errorf("message %q", st.Message)
+	}
+}
+
+// The cluster deleted while the Job runs, before any submission: Failed,
+// with a message.
+func TestClusterDeletedMidRunFails(t *testing.T) {
+	t.Parallel()
+	env := testbed.Shared(t)
+	ns := env.Namespace(t)
+	start(t, env, ns)
+	createCluster(t, env, ns)
+	xr := createXR(t, env, ns, nil)
+	createLock(t, env, ns, xr, lockv1alpha1.LockRequestStatus{State: schemas.LockHeld})
+	// A pod that is never scheduled keeps the Job running.
+	createJobWith(t, env, ns, xr, 0, "", func(j *batchv1.Job) {
+		j.Spec.Template.Spec.NodeSelector = map[string]string{"restore.openbao-restore.io/nowhere": "true"}
+	})
+	waitPhase(t, env, xr, schemas.PhaseRunning)
+	c := &unstructured.Unstructured{}
+	c.SetAPIVersion(schemas.ClusterGroup + "/" + schemas.ClusterVersion)
+	c.SetKind(schemas.ClusterKind)
+	c.SetNamespace(ns)
+	c.SetName("prod")
+	if err := env.Client.Delete(context.Background(), c); err != nil {
+		t.Fatal(err)
+	}
+	st := waitPhase(t, env, xr, schemas.PhaseFailed)
+	if !strings.Contains(st.Message, "deleted") || condition(st, phase.CondRestored).Reason != "ClusterDeleted" {
+		t.Errorf("status %+v", st)
 	}
 }

@@ -69,8 +69,12 @@ var (
 // Reconciler follows the restores of one XR kind.
 type Reconciler struct {
 	GVK schema.GroupVersionKind
-	// Client reads from the manager's cache and writes to the API.
+	// Client reads typed objects from the manager's cache and writes to
+	// the API.
 	Client client.Client
+	// Cache reads the XRs and OpenBaoClusters (unstructured, which the
+	// manager's client would read from the API) from the manager's cache.
+	Cache client.Reader
 	// APIReader reads from the API: the pods of a finished Job and the
 	// LockRequest's submission record are read fresh before a failure is
 	// called Failed.
@@ -122,7 +126,7 @@ func (s *setup) Start(ctx context.Context) error {
 				still = append(still, gvk)
 				continue
 			}
-			r := &Reconciler{GVK: gvk, Client: s.mgr.GetClient(), APIReader: s.mgr.GetAPIReader(), Jobs: jobs,
+			r := &Reconciler{GVK: gvk, Client: s.mgr.GetClient(), Cache: s.mgr.GetCache(), APIReader: s.mgr.GetAPIReader(), Jobs: jobs,
 				Recorder: s.mgr.GetEventRecorder(FieldManager), Namespaces: s.namespaces}
 			if err := r.SetupWithManager(s.mgr, s.opts); err != nil {
 				return err
@@ -254,7 +258,7 @@ func (r *Reconciler) xrForLock(_ context.Context, o client.Object) []ctrl.Reques
 func (r *Reconciler) xrsForCluster(ctx context.Context, o client.Object) []ctrl.Request {
 	list := &unstructured.UnstructuredList{}
 	list.SetGroupVersionKind(r.GVK.GroupVersion().WithKind(r.GVK.Kind + "List"))
-	if err := r.Client.List(ctx, list, client.MatchingFields{clusterIndex: o.GetNamespace() + "/" + o.GetName()}); err != nil {
+	if err := r.Cache.List(ctx, list, client.MatchingFields{clusterIndex: o.GetNamespace() + "/" + o.GetName()}); err != nil {
 		log.FromContext(ctx).Error(err, "listing restores of cluster", "cluster", o.GetName())
 		return nil
 	}
@@ -271,7 +275,7 @@ func (r *Reconciler) xrsForCluster(ctx context.Context, o client.Object) []ctrl.
 // the owned status fields when they change.
 func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	xr := r.newXR()
-	if err := r.Client.Get(ctx, req.NamespacedName, xr); err != nil {
+	if err := r.Cache.Get(ctx, req.NamespacedName, xr); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !xr.GetDeletionTimestamp().IsZero() {
@@ -291,6 +295,25 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	next, evs := Next(cur, f)
 	if sameStatus(cur, next) {
 		return ctrl.Result{}, nil
+	}
+	if next.Phase != cur.Phase {
+		// The cache may not show our previous write yet: decide a phase
+		// change on the XR as the API has it, so that a terminal phase
+		// is never written twice (with a later completionTime) and its
+		// event never repeated.
+		fresh := r.newXR()
+		if err := r.APIReader.Get(ctx, req.NamespacedName, fresh); err != nil {
+			return ctrl.Result{}, client.IgnoreNotFound(err)
+		}
+		if fc := ReadStatus(fresh); !sameStatus(fc, cur) {
+			xr, cur = fresh, fc
+			if Terminal(cur.Phase) {
+				return ctrl.Result{}, nil
+			}
+			if next, evs = Next(cur, f); sameStatus(cur, next) {
+				return ctrl.Result{}, nil
+			}
+		}
 	}
 	if err := r.apply(ctx, xr, next); err != nil {
 		return ctrl.Result{}, err
@@ -354,7 +377,7 @@ func (r *Reconciler) facts(ctx context.Context, xr *unstructured.Unstructured) (
 
 	cluster := clusterObject()
 	clusterName, _, _ := unstructured.NestedString(spec, "cluster")
-	if err := r.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: clusterName}, cluster); err == nil {
+	if err := r.Cache.Get(ctx, types.NamespacedName{Namespace: ns, Name: clusterName}, cluster); err == nil {
 		c := &Cluster{}
 		c.Initialized, _, _ = unstructured.NestedBool(cluster.Object, "status", "initialized")
 		ccs, _, _ := unstructured.NestedSlice(cluster.Object, "status", "conditions")
@@ -395,7 +418,17 @@ func (r *Reconciler) facts(ctx context.Context, xr *unstructured.Unstructured) (
 				return f, err
 			}
 		}
-		if f.Job.Failed {
+		running := !f.Job.Complete && !f.Job.Failed
+		if running && f.Cluster == nil {
+			// Only a cluster that is really gone fails a running
+			// restore: confirm on the API, not the cache.
+			if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: ns, Name: clusterName}, clusterObject()); err == nil {
+				f.Cluster = &Cluster{Initialized: true}
+			} else if client.IgnoreNotFound(err) != nil {
+				return f, err
+			}
+		}
+		if f.Job.Failed || running && f.Cluster == nil {
 			// The submission record decides Failed or Unknown: read it
 			// from the API, never from a cache that may lag behind it.
 			if lr, err = r.lockRequest(ctx, r.APIReader, ns, xr); err != nil {
