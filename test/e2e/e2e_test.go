@@ -33,6 +33,7 @@ import (
 
 	"github.com/openbao-restore/openbao-restore/internal/testbed"
 	"github.com/openbao-restore/openbao-restore/internal/testbin"
+	"github.com/openbao-restore/openbao-restore/reconciler/lock"
 	"github.com/openbao-restore/openbao-restore/schemas"
 	lockv1alpha1 "github.com/openbao-restore/openbao-restore/schemas/lock/v1alpha1"
 )
@@ -167,6 +168,29 @@ func claimComposesARestore(t *testing.T, s *Stack) {
 		return phase == "Completed" && ready && lr.Status.State == "Released", nil
 	})
 	t.Logf("e2e: claim -> Completed, Ready and the lock Released in %s", time.Since(claimed).Round(time.Millisecond))
+	// The events tell the story: the reconciler's lock events at least
+	// (events.k8s.io and core events are two views of the same objects).
+	testbed.Eventually(t, 10*time.Second, "lock acquired and released events", func() (bool, error) {
+		var evs eventsv1.EventList
+		if err := s.Client.List(ctx, &evs, client.InNamespace(ns)); err != nil {
+			return false, err
+		}
+		seen := map[string]bool{}
+		for _, e := range evs.Items {
+			seen[e.Reason] = true
+		}
+		return seen[lock.ReasonAcquired] && seen[lock.ReasonReleased], nil
+	})
+	var evs eventsv1.EventList
+	if err := s.Client.List(ctx, &evs, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	var story strings.Builder
+	for _, e := range evs.Items {
+		fmt.Fprintf(&story, "\n  %s %s/%s %s: %s", e.Type, e.Regarding.Kind, e.Regarding.Name, e.Reason, e.Note)
+	}
+	t.Logf("e2e: events in %s:%s", ns, story.String())
+
 	// Not asserted yet: the pod restarts are the reconciler's follow-through
 	// (issue 5 asks for standbys first and the leader last, on real OpenBao).
 	replaced := 0
