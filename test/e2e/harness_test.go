@@ -75,7 +75,13 @@ func modDir(t testing.TB) string {
 	}
 	d := filepath.Join(strings.TrimSpace(string(out)), "github.com", "crossplane", "crossplane", "v2@"+crossplaneVersion)
 	if _, err := os.Stat(d); err != nil {
-		t.Fatalf("crossplane %s is not in the module cache (hack/tool.sh crossplane-core downloads it): %v", crossplaneVersion, err)
+		// The binary is cached but the module cache was cleaned: fetch
+		// the module through the tools module that pins it.
+		dl := exec.Command("go", "mod", "download", "github.com/crossplane/crossplane/v2")
+		dl.Dir = filepath.Join(testbin.Root(), "hack", "tools", "crossplane-core")
+		if out, err := dl.CombinedOutput(); err != nil {
+			t.Fatalf("go mod download crossplane %s: %v\n%s", crossplaneVersion, err, out)
+		}
 	}
 	return d
 }
