@@ -2,6 +2,23 @@
 // the Job's pods, and writes the restore's phase, times, snapshot and
 // message (the fields docs/architecture.md gives the reconciler). Next is
 // the pure decision; Reconciler does the I/O.
+//
+// Decisions worth knowing:
+//   - Pending until the lock is held (a lock that waits on a Backup or an
+//     Upgrade keeps the restore Pending), Validating while the lock is held
+//     and the Job is not yet composed, Running once the Job exists.
+//   - The spec is checked against the contract with a permissive policy:
+//     the operator's policy (allowed images, insecure endpoints) lives in
+//     the function's Input, which the reconciler cannot read, so a policy
+//     refusal arrives as the function's SpecValid=False condition instead.
+//   - A failed Job is Failed only when the LockRequest, read fresh from the
+//     API, holds no submission record, no pod exited 11 and no termination
+//     message says submitted; anything else, including a LockRequest that
+//     is gone, is Unknown.
+//   - Until the pod restarts after a restore exist, a complete Job is
+//     Completed, and Resume on an Unknown restore is Completed too.
+//   - "Upgrading" is the OpenBaoCluster's condition of that type being
+//     True (an Upgrade lock already makes the lock request wait).
 package phase
 
 import (
