@@ -113,6 +113,25 @@ func xrCRD(t *testing.T, file string, scope apiextensionsv1.ResourceScope) *apie
 	}
 }
 
+// installXRCRDs installs the legacy and the namespaced XR CRDs.
+func installXRCRDs(t *testing.T, env *testbed.Env) {
+	t.Helper()
+	dir := t.TempDir()
+	for i, c := range []*apiextensionsv1.CustomResourceDefinition{
+		xrCRD(t, "package/configuration/xrd.yaml", apiextensionsv1.ClusterScoped),
+		xrCRD(t, "examples/xrd-namespaced.yaml", apiextensionsv1.NamespaceScoped),
+	} {
+		b, err := yaml.Marshal(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, string(rune('a'+i))+".yaml"), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	env.InstallCRDs(t, dir)
+}
+
 var setupOnce struct {
 	once sync.Once
 	cfg  *rest.Config
@@ -123,20 +142,7 @@ var setupOnce struct {
 func prepare(t *testing.T, env *testbed.Env) *rest.Config {
 	t.Helper()
 	setupOnce.once.Do(func() {
-		dir := t.TempDir()
-		for i, c := range []*apiextensionsv1.CustomResourceDefinition{
-			xrCRD(t, "package/configuration/xrd.yaml", apiextensionsv1.ClusterScoped),
-			xrCRD(t, "examples/xrd-namespaced.yaml", apiextensionsv1.NamespaceScoped),
-		} {
-			b, err := yaml.Marshal(c)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(filepath.Join(dir, string(rune('a'+i))+".yaml"), b, 0o600); err != nil {
-				t.Fatal(err)
-			}
-		}
-		env.InstallCRDs(t, dir)
+		installXRCRDs(t, env)
 		role, err := os.ReadFile("rbac/role.yaml")
 		if err != nil {
 			t.Fatal(err)
@@ -877,4 +883,35 @@ func TestClusterDeletedMidRunFails(t *testing.T) {
 	if !strings.Contains(st.Message, "deleted") || condition(st, phase.CondRestored).Reason != "ClusterDeleted" {
 		t.Errorf("status %+v", st)
 	}
+}
+
+// Crossplane installs the XRDs after the reconciler (a Provider) is
+// running: Setup starts following an XR kind once the API serves it,
+// without a restart. A control plane of its own, where the XR CRDs do not
+// exist yet when the manager starts.
+func TestSetupFollowsXRKindsInstalledLater(t *testing.T) {
+	t.Parallel()
+	env := testbed.Start(t, testbed.Options{CRDDirs: []string{testbed.TestCRDs, testbed.ReconcilerCRDs},
+		NoKCM: true, NoScheduler: true, NoKwok: true})
+	ns := env.Namespace(t)
+	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
+		Scheme:                 env.Scheme,
+		Cache:                  cache.Options{DefaultNamespaces: map[string]cache.Config{ns: {}}},
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := phase.Setup(mgr, []string{ns}, controller.Options{SkipNameValidation: ptr.To(true)}); err != nil {
+		t.Fatal(err)
+	}
+	run(t, mgr, nil)
+	time.Sleep(time.Second) // the first look finds neither kind
+	installXRCRDs(t, env)
+	createCluster(t, env, ns)
+	installed := time.Now()
+	xr := createNamespacedXR(t, env, ns)
+	waitPhaseFor(t, env, xr, schemas.PhasePending, 40*time.Second)
+	t.Logf("XRD installed -> first phase written: %s", time.Since(installed).Round(time.Millisecond))
 }
