@@ -43,93 +43,12 @@ func TestMain(m *testing.M) {
 	testbed.Main(m, testbed.Options{CRDDirs: []string{testbed.TestCRDs, testbed.ReconcilerCRDs}})
 }
 
-type xrd struct {
-	Spec struct {
-		Group    string                                        `json:"group"`
-		Names    apiextensionsv1.CustomResourceDefinitionNames `json:"names"`
-		Scope    string                                        `json:"scope"`
-		Versions []struct {
-			Name   string                                   `json:"name"`
-			Schema apiextensionsv1.CustomResourceValidation `json:"schema"`
-		} `json:"versions"`
-	} `json:"spec"`
-}
-
-// Crossplane's own fields in an XR's spec (objects; resourceRefs is never
-// written here).
-var crossplaneXRFields = []string{"claimRef", "compositionRef", "compositionRevisionRef", "compositionSelector",
-	"compositionUpdatePolicy", "writeConnectionSecretToRef", "publishConnectionDetailsTo", "crossplane"}
-
-// xrCRD wraps an XRD's schema into the XR's CRD, roughly as Crossplane
-// does: its spec fields, a status subresource, unknown status fields kept,
-// and status.conditions a list map keyed by type.
-func xrCRD(t *testing.T, file string, scope apiextensionsv1.ResourceScope) *apiextensionsv1.CustomResourceDefinition {
-	b, err := os.ReadFile(filepath.Join(testbin.Root(), file)) //nolint:gosec // repository file
-	if err != nil {
-		t.Fatal(err)
-	}
-	var x xrd
-	if err := yaml.Unmarshal(b, &x); err != nil {
-		t.Fatal(err)
-	}
-	s := x.Spec.Versions[0].Schema.OpenAPIV3Schema.DeepCopy()
-	spec := s.Properties["spec"]
-	for _, f := range crossplaneXRFields {
-		if _, ok := spec.Properties[f]; !ok {
-			spec.Properties[f] = apiextensionsv1.JSONSchemaProps{Type: "object", XPreserveUnknownFields: ptr.To(true)}
-		}
-	}
-	s.Properties["spec"] = spec
-	status := s.Properties["status"]
-	status.XPreserveUnknownFields = ptr.To(true)
-	if status.Properties == nil {
-		status.Properties = map[string]apiextensionsv1.JSONSchemaProps{}
-	}
-	status.Properties["conditions"] = apiextensionsv1.JSONSchemaProps{
-		Type: "array", XListType: ptr.To("map"), XListMapKeys: []string{"type"},
-		Items: &apiextensionsv1.JSONSchemaPropsOrArray{Schema: &apiextensionsv1.JSONSchemaProps{
-			Type: "object", Required: []string{"type", "status", "reason", "lastTransitionTime"},
-			Properties: map[string]apiextensionsv1.JSONSchemaProps{
-				"type": {Type: "string"}, "status": {Type: "string"}, "reason": {Type: "string"},
-				"message": {Type: "string"}, "lastTransitionTime": {Type: "string", Format: "date-time"},
-			},
-		}},
-	}
-	s.Properties["status"] = status
-	names := x.Spec.Names
-	names.ListKind = names.Kind + "List"
-	names.Singular = strings.ToLower(names.Kind)
-	return &apiextensionsv1.CustomResourceDefinition{
-		TypeMeta:   metav1.TypeMeta{APIVersion: "apiextensions.k8s.io/v1", Kind: "CustomResourceDefinition"},
-		ObjectMeta: metav1.ObjectMeta{Name: names.Plural + "." + x.Spec.Group},
-		Spec: apiextensionsv1.CustomResourceDefinitionSpec{
-			Group: x.Spec.Group, Names: names, Scope: scope,
-			Versions: []apiextensionsv1.CustomResourceDefinitionVersion{{
-				Name: x.Spec.Versions[0].Name, Served: true, Storage: true,
-				Schema:       &apiextensionsv1.CustomResourceValidation{OpenAPIV3Schema: s},
-				Subresources: &apiextensionsv1.CustomResourceSubresources{Status: &apiextensionsv1.CustomResourceSubresourceStatus{}},
-			}},
-		},
-	}
-}
-
 // installXRCRDs installs the legacy and the namespaced XR CRDs.
 func installXRCRDs(t *testing.T, env *testbed.Env) {
 	t.Helper()
-	dir := t.TempDir()
-	for i, c := range []*apiextensionsv1.CustomResourceDefinition{
-		xrCRD(t, "package/configuration/xrd.yaml", apiextensionsv1.ClusterScoped),
-		xrCRD(t, "examples/xrd-namespaced.yaml", apiextensionsv1.NamespaceScoped),
-	} {
-		b, err := yaml.Marshal(c)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, string(rune('a'+i))+".yaml"), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	env.InstallCRDs(t, dir)
+	env.InstallCRDObjects(t,
+		testbed.XRCRD(t, "package/configuration/xrd.yaml", apiextensionsv1.ClusterScoped),
+		testbed.XRCRD(t, "examples/xrd-namespaced.yaml", apiextensionsv1.NamespaceScoped))
 }
 
 var setupOnce struct {

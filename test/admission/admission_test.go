@@ -16,8 +16,6 @@ import (
 	"strings"
 	"testing"
 
-	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -32,72 +30,10 @@ func TestMain(m *testing.M) {
 	testbed.Main(m, testbed.Options{NoKCM: true, NoScheduler: true, NoKwok: true})
 }
 
-type xrd struct {
-	Spec struct {
-		Group      string                                        `json:"group"`
-		Names      apiextensionsv1.CustomResourceDefinitionNames `json:"names"`
-		ClaimNames apiextensionsv1.CustomResourceDefinitionNames `json:"claimNames"`
-		Versions   []struct {
-			Name   string                                   `json:"name"`
-			Schema apiextensionsv1.CustomResourceValidation `json:"schema"`
-		} `json:"versions"`
-	} `json:"spec"`
-}
-
-// Crossplane's own fields in a claim's and an XR's spec.
-var crossplaneClaimFields = []string{"compositionRef", "compositionRevisionRef", "compositionSelector", "compositionUpdatePolicy",
-	"compositeDeletePolicy", "resourceRef", "writeConnectionSecretToRef", "publishConnectionDetailsTo"}
-
-// claimCRD wraps the XRD's schema into a claim CRD, as Crossplane does.
-func claimCRD(t *testing.T) *apiextensionsv1.CustomResourceDefinition {
-	b, err := os.ReadFile(filepath.Join(testbin.Root(), "package", "configuration", "xrd.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var x xrd
-	if err := yaml.Unmarshal(b, &x); err != nil {
-		t.Fatal(err)
-	}
-	s := x.Spec.Versions[0].Schema.OpenAPIV3Schema.DeepCopy()
-	spec := s.Properties["spec"]
-	for _, f := range crossplaneClaimFields {
-		spec.Properties[f] = apiextensionsv1.JSONSchemaProps{Type: "object", XPreserveUnknownFields: ptr(true)}
-	}
-	s.Properties["spec"] = spec
-	status := s.Properties["status"]
-	status.XPreserveUnknownFields = ptr(true)
-	s.Properties["status"] = status
-	names := x.Spec.ClaimNames
-	names.ListKind = names.Kind + "List"
-	names.Singular = strings.ToLower(names.Kind)
-	return &apiextensionsv1.CustomResourceDefinition{
-		TypeMeta:   metav1.TypeMeta{APIVersion: "apiextensions.k8s.io/v1", Kind: "CustomResourceDefinition"},
-		ObjectMeta: metav1.ObjectMeta{Name: names.Plural + "." + x.Spec.Group},
-		Spec: apiextensionsv1.CustomResourceDefinitionSpec{
-			Group: x.Spec.Group, Names: names, Scope: apiextensionsv1.NamespaceScoped,
-			Versions: []apiextensionsv1.CustomResourceDefinitionVersion{{
-				Name: x.Spec.Versions[0].Name, Served: true, Storage: true,
-				Schema:       &apiextensionsv1.CustomResourceValidation{OpenAPIV3Schema: s},
-				Subresources: &apiextensionsv1.CustomResourceSubresources{Status: &apiextensionsv1.CustomResourceSubresourceStatus{}},
-			}},
-		},
-	}
-}
-
-func ptr[T any](v T) *T { return &v }
-
 // install installs the claim CRD and returns a client that knows it.
 func install(t *testing.T, e *testbed.Env) client.Client {
 	t.Helper()
-	dir := t.TempDir()
-	b, err := yaml.Marshal(claimCRD(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "claim-crd.yaml"), b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	e.InstallCRDs(t, dir)
+	e.InstallCRDObjects(t, testbed.ClaimCRD(t, "package/configuration/xrd.yaml"))
 	c, err := client.New(e.Config, client.Options{Scheme: e.Scheme})
 	if err != nil {
 		t.Fatal(err)
