@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"testing"
 	"time"
 )
 
@@ -141,3 +142,39 @@ exit 0`, os.Getpid(), reaperMarker, id)
 	go func() { _ = cmd.Wait(); _ = logf.Close(); close(p.done) }()
 	return p, nil
 }
+
+// Process is a child process a test runs besides the control plane
+// (Crossplane core, a registry, the binary under test), run like the
+// control-plane helpers: its own process group, killed with the test binary,
+// its output in a log file.
+type Process struct{ p *proc }
+
+// StartProcess starts bin with args and extra environment, its output in
+// dir/name.log. It is stopped when the test ends (SIGTERM, SIGKILL after 5 s),
+// and the tail of its log is logged if the test failed.
+func StartProcess(t testing.TB, dir, name string, env []string, bin string, args ...string) *Process {
+	t.Helper()
+	p, err := startProc(dir, name, bin, env, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("---- %s log tail ----\n%s", name, p.tail(4000))
+		}
+		p.stop(5 * time.Second)
+	})
+	return &Process{p: p}
+}
+
+// Name is the name the process was started with.
+func (p *Process) Name() string { return p.p.name }
+
+// LogPath is the path of the process's log file.
+func (p *Process) LogPath() string { return p.p.log }
+
+// Exited reports whether the process has already ended.
+func (p *Process) Exited() bool { return p.p.exited() }
+
+// Tail returns the last n bytes of the process's log.
+func (p *Process) Tail(n int) string { return p.p.tail(n) }

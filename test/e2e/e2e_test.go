@@ -215,8 +215,8 @@ func (s *Stack) startReconciler(t *testing.T) {
 	p := startChild(t, s.Dir, "reconciler", []string{"KUBECONFIG=" + kc, "POD_NAMESPACE=" + xpNamespace},
 		s.Bin, "reconciler", "--metrics-bind-address=0", "--health-probe-bind-address="+health)
 	testbed.Eventually(t, 60*time.Second, "the reconciler ready", func() (bool, error) {
-		if p.exited() {
-			t.Fatalf("the reconciler exited:\n%s", p.tail(3000))
+		if p.Exited() {
+			t.Fatalf("the reconciler exited:\n%s", p.Tail(3000))
 		}
 		r, err := http.Get("http://" + health + "/readyz") //nolint:noctx // loopback probe
 		if err != nil {

@@ -211,8 +211,8 @@ func StartStack(t *testing.T) *Stack {
 		"--tls-client-certs-dir="+certs,
 		fmt.Sprintf("--metrics-port=%d", freePort(t)), fmt.Sprintf("--health-probe-port=%d", health))
 	testbed.Eventually(t, 60*time.Second, "crossplane core ready", func() (bool, error) {
-		if xp.exited() {
-			t.Fatalf("crossplane core exited:\n%s", xp.tail(3000))
+		if xp.Exited() {
+			t.Fatalf("crossplane core exited:\n%s", xp.Tail(3000))
 		}
 		r, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", health)) //nolint:noctx // loopback probe
 		if err != nil {
@@ -227,9 +227,9 @@ func StartStack(t *testing.T) *Stack {
 	// a new XR kind until it has bound core to it, and does not retry
 	// soon. It fails at start, if ever, when its metrics port is taken.
 	for {
-		if rbacMgr.exited() {
-			if rbacStarts >= 30 || !strings.Contains(rbacMgr.tail(3000), "address already in use") {
-				t.Fatalf("the RBAC manager exited:\n%s", rbacMgr.tail(3000))
+		if rbacMgr.Exited() {
+			if rbacStarts >= 30 || !strings.Contains(rbacMgr.Tail(3000), "address already in use") {
+				t.Fatalf("the RBAC manager exited:\n%s", rbacMgr.Tail(3000))
 			}
 			rbacStarts++
 			t.Logf("e2e: the RBAC manager found :8080 taken; starting it again (attempt %d)", rbacStarts)
@@ -274,8 +274,8 @@ func StartStack(t *testing.T) *Stack {
 	// ServiceAccount of the Deployment the revision owns (runProvider).
 	rev := s.activeRevision(t, gvkProviderRevision, providerName)
 	testbed.Eventually(t, 30*time.Second, "the RBAC manager binding "+reconcilerSA, func() (bool, error) {
-		if rbacMgr.exited() {
-			t.Fatalf("the RBAC manager exited:\n%s", rbacMgr.tail(3000))
+		if rbacMgr.Exited() {
+			t.Fatalf("the RBAC manager exited:\n%s", rbacMgr.Tail(3000))
 		}
 		var crb rbacv1.ClusterRoleBinding
 		if err := e.Client.Get(ctx, client.ObjectKey{Name: "crossplane:provider:" + rev.GetName() + ":system"}, &crb); err != nil {
@@ -456,8 +456,8 @@ func (s *Stack) serveFunction(t *testing.T) {
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	p := startChild(t, s.Dir, "function", nil, s.Bin, "function", "--address="+addr, "--tls-server-certs-dir="+dir)
 	testbed.Eventually(t, 30*time.Second, "the function listening on "+addr, func() (bool, error) {
-		if p.exited() {
-			t.Fatalf("the function exited:\n%s", p.tail(3000))
+		if p.Exited() {
+			t.Fatalf("the function exited:\n%s", p.Tail(3000))
 		}
 		c, err := net.Dial("tcp", addr)
 		if err != nil {

@@ -6,84 +6,23 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/openbao-restore/openbao-restore/internal/testbed"
 )
 
-// child is a process the harness runs (Crossplane core, the registry), in
-// its own process group, stopped when the test ends. Its output goes to a
-// log file in the harness's directory.
-type child struct {
-	name string
-	log  string
-	cmd  *exec.Cmd
-	done chan struct{}
-}
+// child is a process the harness runs (Crossplane core, the registry), as
+// the testbed runs its control-plane helpers: its own process group, stopped
+// when the test ends, its output in a log file in the harness's directory.
+type child struct{ *testbed.Process }
 
 // startChild starts bin with args and extra environment. The process dies
 // with the test binary (Pdeathsig), and the testbed's watchdog also finds
 // it through the inherited environment marker.
 func startChild(t testing.TB, dir, name string, env []string, bin string, args ...string) *child {
 	t.Helper()
-	logPath := filepath.Join(dir, name+".log")
-	logf, err := os.Create(logPath) //nolint:gosec // the test's own directory
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, args...) //nolint:gosec // pinned tools
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Env = append(os.Environ(), env...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		_ = logf.Close()
-		t.Fatalf("start %s: %v", name, err)
-	}
-	c := &child{name: name, log: logPath, cmd: cmd, done: make(chan struct{})}
-	go func() {
-		_ = cmd.Wait()
-		_ = logf.Close()
-		close(c.done)
-	}()
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("---- %s log tail ----\n%s", name, c.tail(4000))
-		}
-		c.stop(5 * time.Second)
-	})
-	return c
-}
-
-func (c *child) exited() bool {
-	select {
-	case <-c.done:
-		return true
-	default:
-		return false
-	}
-}
-
-func (c *child) stop(grace time.Duration) {
-	pgid := c.cmd.Process.Pid
-	_ = syscall.Kill(-pgid, syscall.SIGTERM)
-	select {
-	case <-c.done:
-	case <-time.After(grace):
-		_ = syscall.Kill(-pgid, syscall.SIGKILL)
-		<-c.done
-	}
-	_ = syscall.Kill(-pgid, syscall.SIGKILL)
-}
-
-func (c *child) tail(n int) string {
-	b, err := os.ReadFile(c.log)
-	if err != nil {
-		return err.Error()
-	}
-	if len(b) > n {
-		b = b[len(b)-n:]
-	}
-	return string(b)
+	return &child{testbed.StartProcess(t, dir, name, env, bin, args...)}
 }
 
 // waitLine waits until the child's log has a line starting with prefix and
@@ -92,7 +31,7 @@ func (c *child) waitLine(t testing.TB, prefix string, timeout time.Duration) str
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
-		if f, err := os.Open(c.log); err == nil {
+		if f, err := os.Open(c.LogPath()); err == nil {
 			s := bufio.NewScanner(f)
 			for s.Scan() {
 				if rest, ok := strings.CutPrefix(s.Text(), prefix); ok {
@@ -102,12 +41,12 @@ func (c *child) waitLine(t testing.TB, prefix string, timeout time.Duration) str
 			}
 			_ = f.Close()
 		}
-		if c.exited() {
-			t.Fatalf("%s exited:\n%s", c.name, c.tail(3000))
+		if c.Exited() {
+			t.Fatalf("%s exited:\n%s", c.Name(), c.Tail(3000))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	t.Fatalf("%s printed no %q within %s:\n%s", c.name, prefix, timeout, c.tail(3000))
+	t.Fatalf("%s printed no %q within %s:\n%s", c.Name(), prefix, timeout, c.Tail(3000))
 	return ""
 }
 
