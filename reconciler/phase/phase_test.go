@@ -166,14 +166,31 @@ func run(t *testing.T, mgr ctrl.Manager, w *written) *written {
 	return w
 }
 
-func createCluster(t *testing.T, env *testbed.Env, ns string) {
+// startWithCluster takes a namespace of the shared control plane, starts
+// the phase reconciler on it (start) and creates the cluster "prod" there.
+func startWithCluster(t *testing.T) (*testbed.Env, string, *written) {
 	t.Helper()
-	ctx := context.Background()
+	env := testbed.Shared(t)
+	ns := env.Namespace(t)
+	w := start(t, env, ns)
+	createCluster(t, env, ns)
+	return env, ns, w
+}
+
+// cluster is the OpenBaoCluster "prod" of ns (not read from the API).
+func cluster(ns string) *unstructured.Unstructured {
 	c := &unstructured.Unstructured{}
 	c.SetAPIVersion(schemas.ClusterGroup + "/" + schemas.ClusterVersion)
 	c.SetKind(schemas.ClusterKind)
 	c.SetNamespace(ns)
 	c.SetName("prod")
+	return c
+}
+
+func createCluster(t *testing.T, env *testbed.Env, ns string) {
+	t.Helper()
+	ctx := context.Background()
+	c := cluster(ns)
 	_ = unstructured.SetNestedField(c.Object, int64(3), "spec", "replicas")
 	if err := env.Client.Create(ctx, c); err != nil {
 		t.Fatal(err)
@@ -185,14 +202,8 @@ func createCluster(t *testing.T, env *testbed.Env, ns string) {
 	}
 }
 
-// createXR creates a legacy XR claimed from ns, with examples/xr.yaml's
-// spec (edit may change it).
-func createXR(t *testing.T, env *testbed.Env, ns string, edit func(spec map[string]any)) *unstructured.Unstructured {
-	t.Helper()
-	return createXRNamed(t, env, ns, ns+"-x", edit)
-}
-
-func createXRNamed(t *testing.T, env *testbed.Env, ns, name string, edit func(spec map[string]any)) *unstructured.Unstructured {
+// exampleSpec is the spec of examples/xr.yaml.
+func exampleSpec(t *testing.T) map[string]any {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(testbin.Root(), "examples", "xr.yaml"))
 	if err != nil {
@@ -202,7 +213,27 @@ func createXRNamed(t *testing.T, env *testbed.Env, ns, name string, edit func(sp
 	if err := yaml.Unmarshal(b, &o); err != nil {
 		t.Fatal(err)
 	}
-	spec := o["spec"].(map[string]any)
+	return o["spec"].(map[string]any)
+}
+
+// createHeldXR creates a legacy XR (createXR) and its LockRequest, held.
+func createHeldXR(t *testing.T, env *testbed.Env, ns string) *unstructured.Unstructured {
+	t.Helper()
+	xr := createXR(t, env, ns, nil)
+	createLock(t, env, ns, xr, lockv1alpha1.LockRequestStatus{State: schemas.LockHeld})
+	return xr
+}
+
+// createXR creates a legacy XR claimed from ns, with examples/xr.yaml's
+// spec (edit may change it).
+func createXR(t *testing.T, env *testbed.Env, ns string, edit func(spec map[string]any)) *unstructured.Unstructured {
+	t.Helper()
+	return createXRNamed(t, env, ns, ns+"-x", edit)
+}
+
+func createXRNamed(t *testing.T, env *testbed.Env, ns, name string, edit func(spec map[string]any)) *unstructured.Unstructured {
+	t.Helper()
+	spec := exampleSpec(t)
 	spec["claimRef"] = map[string]any{"apiVersion": schemas.Group + "/" + schemas.Version, "kind": schemas.ClaimKind, "name": "r", "namespace": ns}
 	if edit != nil {
 		edit(spec)
@@ -379,10 +410,7 @@ func condition(st phase.Status, typ string) phase.Condition {
 
 func TestJobSucceedsCompleted(t *testing.T) {
 	t.Parallel()
-	env := testbed.Shared(t)
-	ns := env.Namespace(t)
-	w := start(t, env, ns)
-	createCluster(t, env, ns)
+	env, ns, w := startWithCluster(t)
 	xr := createXR(t, env, ns, nil)
 	waitPhase(t, env, xr, schemas.PhasePending)
 	createLock(t, env, ns, xr, lockv1alpha1.LockRequestStatus{State: schemas.LockHeld, Message: "holding"})
@@ -416,12 +444,8 @@ func TestJobSucceedsCompleted(t *testing.T) {
 
 func TestExit4BeforeSubmissionFails(t *testing.T) {
 	t.Parallel()
-	env := testbed.Shared(t)
-	ns := env.Namespace(t)
-	w := start(t, env, ns)
-	createCluster(t, env, ns)
-	xr := createXR(t, env, ns, nil)
-	createLock(t, env, ns, xr, lockv1alpha1.LockRequestStatus{State: schemas.LockHeld})
+	env, ns, w := startWithCluster(t)
+	xr := createHeldXR(t, env, ns)
 	finished := createJob(t, env, ns, xr, 4, `{"submitted":false,"exitCode":4,"message":"snapshot clusters/prod/a.snap not found"}`)
 	st := waitPhase(t, env, xr, schemas.PhaseFailed)
 	latency(t, w, xr, finished, schemas.PhaseFailed)
@@ -437,12 +461,8 @@ func TestExit4BeforeSubmissionFails(t *testing.T) {
 
 func TestExit11UnknownThenAbandon(t *testing.T) {
 	t.Parallel()
-	env := testbed.Shared(t)
-	ns := env.Namespace(t)
-	w := start(t, env, ns)
-	createCluster(t, env, ns)
-	xr := createXR(t, env, ns, nil)
-	createLock(t, env, ns, xr, lockv1alpha1.LockRequestStatus{State: schemas.LockHeld})
+	env, ns, w := startWithCluster(t)
+	xr := createHeldXR(t, env, ns)
 	finished := createJob(t, env, ns, xr, 11, `{"submitted":true,"exitCode":11,"message":"connection reset after upload"}`)
 	st := waitPhase(t, env, xr, schemas.PhaseUnknown)
 	latency(t, w, xr, finished, schemas.PhaseUnknown)
@@ -475,10 +495,7 @@ func annotate(t *testing.T, env *testbed.Env, xr *unstructured.Unstructured, v s
 // submitted nothing.
 func TestSubmissionRecordMakesUnknown(t *testing.T) {
 	t.Parallel()
-	env := testbed.Shared(t)
-	ns := env.Namespace(t)
-	start(t, env, ns)
-	createCluster(t, env, ns)
+	env, ns, _ := startWithCluster(t)
 	xr := createXR(t, env, ns, nil)
 	createLock(t, env, ns, xr, lockv1alpha1.LockRequestStatus{State: schemas.LockHeld,
 		Submission: &lockv1alpha1.Submission{Pod: "p-0", Target: "https://bao:8200/v1/sys/storage/raft/snapshot", Endpoint: "https://bao:8200",
@@ -494,10 +511,7 @@ func TestSubmissionRecordMakesUnknown(t *testing.T) {
 
 func TestInvalidSpecFails(t *testing.T) {
 	t.Parallel()
-	env := testbed.Shared(t)
-	ns := env.Namespace(t)
-	w := start(t, env, ns)
-	createCluster(t, env, ns)
+	env, ns, w := startWithCluster(t)
 	created := time.Now()
 	xr := createXR(t, env, ns, func(spec map[string]any) {
 		spec["source"].(map[string]any)["key"] = "/clusters/../prod.snap"
@@ -543,15 +557,7 @@ func TestWaitingLockStaysPending(t *testing.T) {
 // (without the claim reference).
 func createNamespacedXR(t *testing.T, env *testbed.Env, ns string) *unstructured.Unstructured {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(testbin.Root(), "examples", "xr.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var o map[string]any
-	if err := yaml.Unmarshal(b, &o); err != nil {
-		t.Fatal(err)
-	}
-	spec := o["spec"].(map[string]any)
+	spec := exampleSpec(t)
 	delete(spec, "claimRef")
 	xr := &unstructured.Unstructured{Object: map[string]any{"spec": spec}}
 	xr.SetGroupVersionKind(phase.NamespacedXR)
@@ -565,10 +571,7 @@ func createNamespacedXR(t *testing.T, env *testbed.Env, ns string) *unstructured
 
 func TestNamespacedXRCompleted(t *testing.T) {
 	t.Parallel()
-	env := testbed.Shared(t)
-	ns := env.Namespace(t)
-	w := start(t, env, ns)
-	createCluster(t, env, ns)
+	env, ns, w := startWithCluster(t)
 	xr := createNamespacedXR(t, env, ns)
 	createLock(t, env, ns, xr, lockv1alpha1.LockRequestStatus{State: schemas.LockHeld})
 	finished := createJob(t, env, ns, xr, 0, `{"submitted":true,"exitCode":0,"snapshotKey":"k.snap","snapshotSize":7}`)
@@ -585,10 +588,7 @@ func TestNamespacedXRCompleted(t *testing.T) {
 // Warning event says why.
 func TestFunctionVerdictFailsAndConditionsCoexist(t *testing.T) {
 	t.Parallel()
-	env := testbed.Shared(t)
-	ns := env.Namespace(t)
-	start(t, env, ns)
-	createCluster(t, env, ns)
+	env, ns, _ := startWithCluster(t)
 	xr := createNamespacedXR(t, env, ns)
 	now := time.Now().UTC().Format(time.RFC3339)
 	fnStatus := &unstructured.Unstructured{Object: map[string]any{
@@ -643,10 +643,7 @@ func TestFunctionVerdictFailsAndConditionsCoexist(t *testing.T) {
 // half failing before submission, half succeeding.
 func TestConcurrentRestoresLatency(t *testing.T) {
 	t.Parallel()
-	env := testbed.Shared(t)
-	ns := env.Namespace(t)
-	w := start(t, env, ns)
-	createCluster(t, env, ns)
+	env, ns, w := startWithCluster(t)
 	const n = 20
 	xrs := make([]*unstructured.Unstructured, n)
 	finished := make([]<-chan time.Time, n)
@@ -731,12 +728,8 @@ func TestWithLockReconcilerInTheBinary(t *testing.T) {
 // once the retries are spent.
 func TestTransientExitRetriedThenFailed(t *testing.T) {
 	t.Parallel()
-	env := testbed.Shared(t)
-	ns := env.Namespace(t)
-	w := start(t, env, ns)
-	createCluster(t, env, ns)
-	xr := createXR(t, env, ns, nil)
-	createLock(t, env, ns, xr, lockv1alpha1.LockRequestStatus{State: schemas.LockHeld})
+	env, ns, w := startWithCluster(t)
+	xr := createHeldXR(t, env, ns)
 	finished := createJobWith(t, env, ns, xr, 10, `{"submitted":false,"exitCode":10,"message":"object store timed out"}`, func(j *batchv1.Job) {
 		j.Spec.BackoffLimit = ptr.To[int32](1)
 		j.Spec.PodFailurePolicy = &batchv1.PodFailurePolicy{Rules: []batchv1.PodFailurePolicyRule{
@@ -779,22 +772,14 @@ func TestTransientExitRetriedThenFailed(t *testing.T) {
 // with a message.
 func TestClusterDeletedMidRunFails(t *testing.T) {
 	t.Parallel()
-	env := testbed.Shared(t)
-	ns := env.Namespace(t)
-	start(t, env, ns)
-	createCluster(t, env, ns)
-	xr := createXR(t, env, ns, nil)
-	createLock(t, env, ns, xr, lockv1alpha1.LockRequestStatus{State: schemas.LockHeld})
+	env, ns, _ := startWithCluster(t)
+	xr := createHeldXR(t, env, ns)
 	// A pod that is never scheduled keeps the Job running.
 	createJobWith(t, env, ns, xr, 0, "", func(j *batchv1.Job) {
 		j.Spec.Template.Spec.NodeSelector = map[string]string{"restore.openbao-restore.io/nowhere": "true"}
 	})
 	waitPhase(t, env, xr, schemas.PhaseRunning)
-	c := &unstructured.Unstructured{}
-	c.SetAPIVersion(schemas.ClusterGroup + "/" + schemas.ClusterVersion)
-	c.SetKind(schemas.ClusterKind)
-	c.SetNamespace(ns)
-	c.SetName("prod")
+	c := cluster(ns)
 	if err := env.Client.Delete(context.Background(), c); err != nil {
 		t.Fatal(err)
 	}
