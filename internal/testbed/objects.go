@@ -70,9 +70,7 @@ func (e *Env) JobPodStage(t testing.TB, namespace, job string, exitCode int32, m
 	if exitCode == 0 {
 		phase, reason = "Succeeded", "Completed"
 	}
-	// The message goes through the template as a Go string literal, which
-	// kwok's Quote turns into a JSON (so YAML) string: no content of the
-	// message can break the template or the YAML.
+	// The message is quoted by TerminatedStatusTemplate.
 	stage := fmt.Sprintf(`apiVersion: kwok.x-k8s.io/v1alpha1
 kind: Stage
 metadata:
@@ -88,7 +86,29 @@ spec:
   weight: 10000
   next:
     statusTemplate: |
-      {{ $now := Now }}
+%s`, StageName(namespace, job), strconv.Quote(namespace), strconv.Quote(job),
+		TerminatedStatusTemplate(int(exitCode), reason, message, phase))
+	ctx := context.Background()
+	if err := e.ApplyYAML(ctx, []byte(stage)); err != nil {
+		t.Fatalf("job pod stage: %v", err)
+	}
+	t.Cleanup(func() {
+		u := &unstructured.Unstructured{}
+		u.SetAPIVersion("kwok.x-k8s.io/v1alpha1")
+		u.SetKind("Stage")
+		u.SetName(StageName(namespace, job))
+		_ = e.Client.Delete(context.Background(), u)
+	})
+}
+
+// TerminatedStatusTemplate is the body of a kwok Stage's
+// next.statusTemplate (indented for it) that ends every container of the
+// pod with this exit code, reason and termination message, and the pod in
+// this phase. The message goes through the template as a Go string literal,
+// which kwok's Quote turns into a JSON (so YAML) string: no content of the
+// message can break the template or the YAML.
+func TerminatedStatusTemplate(exitCode int, reason, message, phase string) string {
+	return fmt.Sprintf(`      {{ $now := Now }}
       containerStatuses:
       {{ range .spec.containers }}
       - image: {{ .image | Quote }}
@@ -105,19 +125,7 @@ spec:
             finishedAt: {{ $now | Quote }}
       {{ end }}
       phase: %s
-`, StageName(namespace, job), strconv.Quote(namespace), strconv.Quote(job), exitCode, reason,
-		strconv.Quote(message), phase)
-	ctx := context.Background()
-	if err := e.ApplyYAML(ctx, []byte(stage)); err != nil {
-		t.Fatalf("job pod stage: %v", err)
-	}
-	t.Cleanup(func() {
-		u := &unstructured.Unstructured{}
-		u.SetAPIVersion("kwok.x-k8s.io/v1alpha1")
-		u.SetKind("Stage")
-		u.SetName(StageName(namespace, job))
-		_ = e.Client.Delete(context.Background(), u)
-	})
+`, exitCode, reason, strconv.Quote(message), phase)
 }
 
 // StageName is the name of the Stage JobPodStage creates.

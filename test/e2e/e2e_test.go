@@ -16,7 +16,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -457,15 +456,15 @@ func breakGlass(t *testing.T, s *Stack) {
 	})
 }
 
-// holdJobPods keeps the Job pods of a namespace Running (a kwok Stage that
-// outweighs the default completion and waits an hour), so that a test can
-// act while a restore runs.
-func (s *Stack) holdJobPods(t *testing.T, ns string) {
+// jobPodStage applies a kwok Stage, named e2e-<what>-<ns>, for the
+// Running Job pods of a namespace that outweighs the default stages; rest
+// follows the weight in the Stage's spec.
+func (s *Stack) jobPodStage(t *testing.T, what, ns, rest string) {
 	t.Helper()
 	stage := fmt.Sprintf(`apiVersion: kwok.x-k8s.io/v1alpha1
 kind: Stage
 metadata:
-  name: e2e-hold-%s
+  name: e2e-%s-%s
 spec:
   resourceRef: {apiGroup: v1, kind: Pod}
   selector:
@@ -475,15 +474,23 @@ spec:
     - {key: '.status.phase', operator: In, values: ['Running']}
     - {key: '.metadata.ownerReferences.[].kind', operator: In, values: ['Job']}
   weight: 10000
-  delay:
+%s`, what, ns, ns, rest)
+	if err := s.ApplyYAML(context.Background(), []byte(stage)); err != nil {
+		t.Fatalf("%s stage: %v", what, err)
+	}
+}
+
+// holdJobPods keeps the Job pods of a namespace Running (a kwok Stage that
+// outweighs the default completion and waits an hour), so that a test can
+// act while a restore runs.
+func (s *Stack) holdJobPods(t *testing.T, ns string) {
+	t.Helper()
+	s.jobPodStage(t, "hold", ns, `  delay:
     durationMilliseconds: 3600000
   next:
     statusTemplate: |
       phase: Running
-`, ns, ns)
-	if err := s.ApplyYAML(context.Background(), []byte(stage)); err != nil {
-		t.Fatalf("hold stage: %v", err)
-	}
+`)
 }
 
 // deleteClaimMidRun: the claim is deleted while its Job runs; everything
@@ -551,42 +558,9 @@ func deleteClaimMidRun(t *testing.T, s *Stack) {
 // the harness kubelet of issue 5 runs it.
 func (s *Stack) failJobPods(t *testing.T, ns string, code int, message string) {
 	t.Helper()
-	stage := fmt.Sprintf(`apiVersion: kwok.x-k8s.io/v1alpha1
-kind: Stage
-metadata:
-  name: e2e-fail-%s
-spec:
-  resourceRef: {apiGroup: v1, kind: Pod}
-  selector:
-    matchExpressions:
-    - {key: '.metadata.namespace', operator: In, values: [%q]}
-    - {key: '.metadata.deletionTimestamp', operator: DoesNotExist}
-    - {key: '.status.phase', operator: In, values: ['Running']}
-    - {key: '.metadata.ownerReferences.[].kind', operator: In, values: ['Job']}
-  weight: 10000
-  next:
+	s.jobPodStage(t, "fail", ns, `  next:
     statusTemplate: |
-      {{ $now := Now }}
-      containerStatuses:
-      {{ range .spec.containers }}
-      - image: {{ .image | Quote }}
-        name: {{ .name | Quote }}
-        ready: false
-        restartCount: 0
-        started: false
-        state:
-          terminated:
-            exitCode: %d
-            reason: Error
-            message: {{ %s | Quote }}
-            startedAt: {{ $now | Quote }}
-            finishedAt: {{ $now | Quote }}
-      {{ end }}
-      phase: Failed
-`, ns, ns, code, strconv.Quote(message))
-	if err := s.ApplyYAML(context.Background(), []byte(stage)); err != nil {
-		t.Fatalf("fail stage: %v", err)
-	}
+`+testbed.TerminatedStatusTemplate(code, "Error", message, "Failed"))
 }
 
 // missingSnapshotKey: the executor exits with the snapshot exit code (faked
