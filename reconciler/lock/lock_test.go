@@ -169,6 +169,25 @@ func waitRequest(t *testing.T, env *testbed.Env, lr *lockv1alpha1.LockRequest, w
 	})
 }
 
+// createRequest creates the LockRequest newRequest builds.
+func createRequest(t *testing.T, env *testbed.Env, ns, name, cluster string, override bool) *lockv1alpha1.LockRequest {
+	t.Helper()
+	lr := newRequest(ns, name, cluster, override)
+	if err := env.Client.Create(context.Background(), lr); err != nil {
+		t.Fatal(err)
+	}
+	return lr
+}
+
+// deleteRequest deletes lr and waits until it is gone.
+func deleteRequest(t *testing.T, env *testbed.Env, lr *lockv1alpha1.LockRequest) {
+	t.Helper()
+	if err := env.Client.Delete(context.Background(), lr); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, env, lr)
+}
+
 func waitGone(t *testing.T, env *testbed.Env, lr *lockv1alpha1.LockRequest) {
 	t.Helper()
 	testbed.Eventually(t, 30*time.Second, lr.Name+" deleted", func() (bool, error) {
@@ -381,10 +400,7 @@ func TestTwentyRequestsTakeTurns(t *testing.T) {
 			return held == 1 && len(list.Items) == n-turn, nil
 		})
 		released[holder] = true
-		if err := env.Client.Delete(ctx, lr); err != nil {
-			t.Fatal(err)
-		}
-		waitGone(t, env, lr)
+		deleteRequest(t, env, lr)
 	}
 
 	testbed.Eventually(t, 10*time.Second, "the lock to be free", func() (bool, error) {
@@ -444,10 +460,7 @@ func TestBackupBlocksUntilReleased(t *testing.T) {
 	createCluster(t, env, ns, "c1", &backup)
 	startReconciler(t, env, ns)
 
-	lr := newRequest(ns, "r1", "c1", false)
-	if err := env.Client.Create(ctx, lr); err != nil {
-		t.Fatal(err)
-	}
+	lr := createRequest(t, env, ns, "r1", "c1", false)
 	waitRequest(t, env, lr, "Waiting", func(lr *lockv1alpha1.LockRequest) bool {
 		return lr.Status.State == schemas.LockWaiting
 	})
@@ -491,10 +504,7 @@ func TestBackupBlocksUntilReleased(t *testing.T) {
 		t.Errorf("a no-op reconcile wrote the cluster: resourceVersion %s -> %s", rv, rv2)
 	}
 
-	if err := env.Client.Delete(ctx, lr); err != nil {
-		t.Fatal(err)
-	}
-	waitGone(t, env, lr)
+	deleteRequest(t, env, lr)
 	if l, _ := clusterLock(t, env, ns, "c1"); !l.Free() {
 		t.Fatalf("lock left after deletion: %+v", l)
 	}
@@ -505,14 +515,10 @@ func TestOverrideTakesOverBackup(t *testing.T) {
 	t.Parallel()
 	env := testbed.Shared(t)
 	ns := env.Namespace(t)
-	ctx := context.Background()
 	createCluster(t, env, ns, "c1", &lock.ClusterLock{Operation: "Backup", Holder: "openbaobackup/nightly-2"})
 	startReconciler(t, env, ns)
 
-	lr := newRequest(ns, "r1", "c1", true)
-	if err := env.Client.Create(ctx, lr); err != nil {
-		t.Fatal(err)
-	}
+	lr := createRequest(t, env, ns, "r1", "c1", true)
 	waitRequest(t, env, lr, "Held", func(lr *lockv1alpha1.LockRequest) bool { return lr.Status.State == schemas.LockHeld })
 	if l, _ := clusterLock(t, env, ns, "c1"); l.Holder != lr.Spec.Holder || l.Operation != schemas.OperationRestore {
 		t.Fatalf("cluster lock %+v, want ours", l)
@@ -525,10 +531,7 @@ func TestOverrideTakesOverBackup(t *testing.T) {
 	if !strings.Contains(ev.Note, "operation=Backup holder=openbaobackup/nightly-2") {
 		t.Errorf("event note %q does not name the overridden holder", ev.Note)
 	}
-	if err := env.Client.Delete(ctx, lr); err != nil {
-		t.Fatal(err)
-	}
-	waitGone(t, env, lr)
+	deleteRequest(t, env, lr)
 	if l, _ := clusterLock(t, env, ns, "c1"); !l.Free() {
 		t.Fatalf("lock left after deletion: %+v", l)
 	}
@@ -540,23 +543,16 @@ func TestOverrideNeverClearsAnotherRestore(t *testing.T) {
 	t.Parallel()
 	env := testbed.Shared(t)
 	ns := env.Namespace(t)
-	ctx := context.Background()
 	other := lock.ClusterLock{Operation: schemas.OperationRestore, Holder: schemas.Holder("other", "uid-other"), Message: "test"}
 	createCluster(t, env, ns, "c1", &other)
 	_, rv := clusterLock(t, env, ns, "c1")
 	startReconciler(t, env, ns)
 
-	lr := newRequest(ns, "r1", "c1", true)
-	if err := env.Client.Create(ctx, lr); err != nil {
-		t.Fatal(err)
-	}
+	lr := createRequest(t, env, ns, "r1", "c1", true)
 	waitRequest(t, env, lr, "Waiting", func(lr *lockv1alpha1.LockRequest) bool {
 		return lr.Status.State == schemas.LockWaiting && lr.Status.HeldBy == other.Holder
 	})
-	if err := env.Client.Delete(ctx, lr); err != nil {
-		t.Fatal(err)
-	}
-	waitGone(t, env, lr)
+	deleteRequest(t, env, lr)
 	if l, rv2 := clusterLock(t, env, ns, "c1"); l != other || rv2 != rv {
 		t.Fatalf("the other restore's lock was touched: %+v (resourceVersion %s -> %s)", l, rv, rv2)
 	}
@@ -568,12 +564,8 @@ func TestClusterCreatedLater(t *testing.T) {
 	t.Parallel()
 	env := testbed.Shared(t)
 	ns := env.Namespace(t)
-	ctx := context.Background()
 	startReconciler(t, env, ns)
-	lr := newRequest(ns, "r1", "later", false)
-	if err := env.Client.Create(ctx, lr); err != nil {
-		t.Fatal(err)
-	}
+	lr := createRequest(t, env, ns, "r1", "later", false)
 	waitRequest(t, env, lr, "Waiting", func(lr *lockv1alpha1.LockRequest) bool {
 		return lr.Status.State == schemas.LockWaiting && strings.Contains(lr.Status.Message, "not found")
 	})
@@ -587,33 +579,23 @@ func TestRestartedReconcilerKeepsItsLock(t *testing.T) {
 	t.Parallel()
 	env := testbed.Shared(t)
 	ns := env.Namespace(t)
-	ctx := context.Background()
 	createCluster(t, env, ns, "c1", nil)
 	stop := startReconciler(t, env, ns)
-	lr := newRequest(ns, "r1", "c1", false)
-	if err := env.Client.Create(ctx, lr); err != nil {
-		t.Fatal(err)
-	}
+	lr := createRequest(t, env, ns, "r1", "c1", false)
 	waitRequest(t, env, lr, "Held", func(lr *lockv1alpha1.LockRequest) bool { return lr.Status.State == schemas.LockHeld })
 	stop()
 	_, rv := clusterLock(t, env, ns, "c1")
 	startReconciler(t, env, ns)
 	// A second request queues behind the first under the new reconciler,
 	// which proves the new one has reconciled the cluster.
-	lr2 := newRequest(ns, "r2", "c1", false)
-	if err := env.Client.Create(ctx, lr2); err != nil {
-		t.Fatal(err)
-	}
+	lr2 := createRequest(t, env, ns, "r2", "c1", false)
 	waitRequest(t, env, lr2, "Waiting", func(o *lockv1alpha1.LockRequest) bool {
 		return o.Status.State == schemas.LockWaiting && o.Status.HeldBy == lr.Spec.Holder
 	})
 	if l, rv2 := clusterLock(t, env, ns, "c1"); l.Holder != lr.Spec.Holder || rv2 != rv {
 		t.Fatalf("after restart: lock %+v, resourceVersion %s -> %s", l, rv, rv2)
 	}
-	if err := env.Client.Delete(ctx, lr); err != nil {
-		t.Fatal(err)
-	}
-	waitGone(t, env, lr)
+	deleteRequest(t, env, lr)
 	waitRequest(t, env, lr2, "Held", func(o *lockv1alpha1.LockRequest) bool { return o.Status.State == schemas.LockHeld })
 }
 
@@ -626,10 +608,7 @@ func TestClusterDeletedWhileHeld(t *testing.T) {
 	ctx := context.Background()
 	createCluster(t, env, ns, "c1", nil)
 	startReconciler(t, env, ns)
-	lr := newRequest(ns, "r1", "c1", false)
-	if err := env.Client.Create(ctx, lr); err != nil {
-		t.Fatal(err)
-	}
+	lr := createRequest(t, env, ns, "r1", "c1", false)
 	waitRequest(t, env, lr, "Held", func(lr *lockv1alpha1.LockRequest) bool { return lr.Status.State == schemas.LockHeld })
 	c := lock.NewCluster()
 	c.SetNamespace(ns)
@@ -640,8 +619,5 @@ func TestClusterDeletedWhileHeld(t *testing.T) {
 	waitRequest(t, env, lr, "Waiting for the missing cluster", func(lr *lockv1alpha1.LockRequest) bool {
 		return lr.Status.State == schemas.LockWaiting && strings.Contains(lr.Status.Message, "not found")
 	})
-	if err := env.Client.Delete(ctx, lr); err != nil {
-		t.Fatal(err)
-	}
-	waitGone(t, env, lr)
+	deleteRequest(t, env, lr)
 }
