@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -22,27 +21,7 @@ import (
 
 // freePortWithGRPC finds a loopback port p with p+10000 also free: SeaweedFS
 // puts each server's gRPC port 10000 above its HTTP port.
-func freePortWithGRPC(t testing.TB) int {
-	for range 100 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		p := l.Addr().(*net.TCPAddr).Port
-		if p+10000 > 65535 {
-			_ = l.Close()
-			continue
-		}
-		l2, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p+10000))
-		_ = l.Close()
-		if err == nil {
-			_ = l2.Close()
-			return p
-		}
-	}
-	t.Fatal("no free port pair")
-	return 0
-}
+func freePortWithGRPC(t testing.TB) int { return freePorts(t, 10000) }
 
 // startSeaweedFS runs a real S3 server that checks request signatures
 // (SeaweedFS "weed mini"), with one identity and the bucket "snaps".
