@@ -16,7 +16,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/watch"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -208,17 +207,7 @@ func TestKilledReconcilerConverges(t *testing.T) {
 // one holder straight to another (which a compare-and-swap never makes).
 func watchHolders(t *testing.T, env *testbed.Env, ns, name string) (violations, seen func() []string) {
 	t.Helper()
-	wc, err := client.NewWithWatch(env.Config, client.Options{Scheme: env.Scheme})
-	if err != nil {
-		t.Fatal(err)
-	}
-	list := &unstructured.UnstructuredList{}
-	list.SetGroupVersionKind(lock.ClusterGVK.GroupVersion().WithKind(schemas.ClusterKind + "List"))
-	w, err := wc.Watch(context.Background(), list, client.InNamespace(ns),
-		client.MatchingFieldsSelector{Selector: fields.OneTermEqualSelector("metadata.name", name)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	w := env.WatchNamed(t, lock.ClusterGVK.GroupVersion().WithKind(schemas.ClusterKind+"List"), ns, name)
 	var mu sync.Mutex
 	var bad, acquired []string
 	last := ""

@@ -17,7 +17,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
@@ -229,17 +228,7 @@ type holderWatch struct {
 
 func watchHolders(t *testing.T, env *testbed.Env, ns, name string) *holderWatch {
 	t.Helper()
-	wc, err := client.NewWithWatch(env.Config, client.Options{Scheme: env.Scheme})
-	if err != nil {
-		t.Fatal(err)
-	}
-	list := &unstructured.UnstructuredList{}
-	list.SetGroupVersionKind(lock.ClusterGVK.GroupVersion().WithKind(schemas.ClusterKind + "List"))
-	w, err := wc.Watch(context.Background(), list, client.InNamespace(ns),
-		client.MatchingFieldsSelector{Selector: fields.OneTermEqualSelector("metadata.name", name)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	w := env.WatchNamed(t, lock.ClusterGVK.GroupVersion().WithKind(schemas.ClusterKind+"List"), ns, name)
 	hw := &holderWatch{}
 	done := make(chan struct{})
 	go func() {
