@@ -111,7 +111,7 @@ func claimComposesARestore(t *testing.T, s *Stack) {
 
 	// The executor's RBAC, composed by Crossplane under the install
 	// manifest's role.
-	testbed.Eventually(t, 30*time.Second, "executor ServiceAccount, Role and RoleBinding", func() (bool, error) {
+	testbed.Eventually(t, 90*time.Second, "executor ServiceAccount, Role and RoleBinding", func() (bool, error) {
 		var sas corev1.ServiceAccountList
 		var roles rbacv1.RoleList
 		var rbs rbacv1.RoleBindingList
@@ -125,14 +125,14 @@ func claimComposesARestore(t *testing.T, s *Stack) {
 	t.Logf("e2e: claim -> executor RBAC in %s", time.Since(claimed).Round(time.Millisecond))
 
 	// The reconciler takes the lock; the function then composes the Job.
-	testbed.Eventually(t, 30*time.Second, "LockRequest "+lr.Name+" Held", func() (bool, error) {
+	testbed.Eventually(t, 90*time.Second, "LockRequest "+lr.Name+" Held", func() (bool, error) {
 		if err := s.Client.Get(ctx, client.ObjectKeyFromObject(lr), lr); err != nil {
 			return false, err
 		}
 		return lr.Status.State == "Held", nil
 	})
 	t.Logf("e2e: claim -> lock Held in %s", time.Since(claimed).Round(time.Millisecond))
-	testbed.Eventually(t, 30*time.Second, "the restore Job composed in "+ns, func() (bool, error) {
+	testbed.Eventually(t, 90*time.Second, "the restore Job composed in "+ns, func() (bool, error) {
 		var jobs batchv1.JobList
 		if err := s.Client.List(ctx, &jobs, client.InNamespace(ns), client.HasLabels{"crossplane.io/composite"}); err != nil {
 			return false, err
@@ -281,7 +281,7 @@ func invalidClaims(t *testing.T, s *Stack) {
 	}
 	for _, claim := range accepted {
 		var msg string
-		testbed.Eventually(t, 30*time.Second, claim.GetName()+" SpecValid=False", func() (bool, error) {
+		testbed.Eventually(t, 90*time.Second, claim.GetName()+" SpecValid=False", func() (bool, error) {
 			c := &unstructured.Unstructured{}
 			c.SetGroupVersionKind(claim.GroupVersionKind())
 			if err := s.Client.Get(ctx, client.ObjectKeyFromObject(claim), c); err != nil {
@@ -413,7 +413,7 @@ func lockContention(t *testing.T, s *Stack) {
 	s.fixture(t, ns)
 	s.holdBackupLock(t, ns, "prod", holder)
 	claim := s.claimExample(t, ns, nil)
-	s.waitClaim(t, claim, "waiting for the lock held by "+holder, 30*time.Second, func(_ *unstructured.Unstructured, _, composed string) bool {
+	s.waitClaim(t, claim, "waiting for the lock held by "+holder, 90*time.Second, func(_ *unstructured.Unstructured, _, composed string) bool {
 		return strings.Contains(composed, holder)
 	})
 	// It keeps waiting: no Job while the backup holds the lock.
@@ -501,7 +501,7 @@ func deleteClaimMidRun(t *testing.T, s *Stack) {
 	s.fixture(t, ns)
 	s.holdJobPods(t, ns)
 	claim := s.claimExample(t, ns, nil)
-	s.waitClaim(t, claim, "Running", 30*time.Second, func(_ *unstructured.Unstructured, phase, _ string) bool {
+	s.waitClaim(t, claim, "Running", 90*time.Second, func(_ *unstructured.Unstructured, phase, _ string) bool {
 		return phase == "Running"
 	})
 	if err := s.Client.Delete(ctx, claim); err != nil {
@@ -600,7 +600,7 @@ func missingSnapshotKey(t *testing.T, s *Stack) {
 	if len(jobs.Items) != 1 || jobs.Items[0].Status.Failed != 1 {
 		t.Errorf("want one Job with exactly one failed pod (no retry), got %d Jobs %+v", len(jobs.Items), jobs.Items)
 	}
-	testbed.Eventually(t, 30*time.Second, "the cluster's lock released", func() (bool, error) {
+	testbed.Eventually(t, 90*time.Second, "the cluster's lock released", func() (bool, error) {
 		cl := &unstructured.Unstructured{}
 		cl.SetAPIVersion("openbao.org/v1alpha1")
 		cl.SetKind("OpenBaoCluster")
