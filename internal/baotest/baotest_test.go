@@ -105,7 +105,7 @@ func TestThreeVoters(t *testing.T) {
 		leader := c.Leader(t)
 		i := (leader + 2) % 3
 		c.RestartSealed(t, i)
-		// OpenBao retries the unseal every few seconds: outlast a retry.
+		// OpenBao retries the unseal every 5 s: outlast a retry.
 		time.Sleep(6 * time.Second)
 		h := c.Health(t, i)
 		if !h.Initialized || !h.Sealed {
@@ -122,12 +122,36 @@ func TestThreeVoters(t *testing.T) {
 		c.WaitHealthy(t)
 	})
 
-	t.Run("snapshot", func(t *testing.T) {
+	t.Run("leader crash", func(t *testing.T) {
+		leader := c.Leader(t)
+		t1 := time.Now()
+		c.Kill(t, leader)
+		l := c.Leader(t)
+		t.Logf("new leader active %s after SIGKILL", time.Since(t1).Round(10*time.Millisecond))
+		if l == leader {
+			t.Fatalf("leadership stayed on %d", l)
+		}
+		c.Start(t, leader)
+		c.WaitHealthy(t)
+	})
+
+	t.Run("snapshot and restore", func(t *testing.T) {
+		c.Put(t, "foo", "snap")
 		b := c.Snapshot(t)
 		if len(b) < 1000 || b[0] != 0x1f || b[1] != 0x8b {
-			t.Errorf("snapshot: %d bytes, starts % x", len(b), b[:min(len(b), 4)])
+			t.Fatalf("snapshot: %d bytes, starts % x", len(b), b[:min(len(b), 4)])
 		}
 		t.Logf("snapshot: %d bytes", len(b))
+		c.Put(t, "foo", "after")
+		t1 := time.Now()
+		c.Restore(t, b)
+		t.Logf("restore to healthy: %s", time.Since(t1).Round(10*time.Millisecond))
+		for i := range c.Nodes {
+			if v := c.Get(t, i, "foo"); v != "snap" {
+				t.Errorf("node %d: foo=%q after restore", i, v)
+			}
+		}
+		c.WaitHealthy(t)
 	})
 }
 
