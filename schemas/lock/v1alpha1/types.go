@@ -100,6 +100,10 @@ type Submission struct {
 	SubmittedAt metav1.Time `json:"submittedAt"`
 }
 
+// The root rule below: a rule on status runs only when status exists before
+// and after a write, so it takes one at the root to keep a write that drops
+// status as a whole from erasing the submission record.
+
 // LockRequest asks for an OpenBaoCluster's operation lock.
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
@@ -108,6 +112,7 @@ type Submission struct {
 // +kubebuilder:printcolumn:name="State",type=string,JSONPath=`.status.state`
 // +kubebuilder:printcolumn:name="Holder",type=string,JSONPath=`.spec.holder`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:validation:XValidation:rule="!has(oldSelf.status) || !has(oldSelf.status.submission) || (has(self.status) && has(self.status.submission))",message="status.submission: a submission record is never removed"
 type LockRequest struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
