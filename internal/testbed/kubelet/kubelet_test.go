@@ -1,0 +1,448 @@
+package kubelet_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/openbao-restore/openbao-restore/internal/testbed"
+	"github.com/openbao-restore/openbao-restore/internal/testbed/kubelet"
+)
+
+func TestMain(m *testing.M) {
+	testbed.Main(m, testbed.Options{})
+}
+
+const helperImage = "harness.test/podhelper:v1"
+
+var helper struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// podHelper builds testdata/podhelper once per test binary.
+func podHelper(t *testing.T) string {
+	t.Helper()
+	helper.once.Do(func() {
+		dir, err := os.MkdirTemp("", "podhelper-")
+		if err != nil {
+			helper.err = err
+			return
+		}
+		helper.path = filepath.Join(dir, "podhelper")
+		out, err := exec.Command("go", "build", "-o", helper.path, "./testdata/podhelper").CombinedOutput()
+		if err != nil {
+			helper.err = fmt.Errorf("go build podhelper: %v\n%s", err, out)
+		}
+	})
+	if helper.err != nil {
+		t.Fatal(helper.err)
+	}
+	return helper.path
+}
+
+// start gives the test a harness kubelet of its own on the shared control
+// plane (its own node, storage class and subnet), stopped when it ends.
+func start(t *testing.T, env *testbed.Env) *kubelet.Kubelet {
+	t.Helper()
+	var mu sync.Mutex
+	done := false
+	t.Cleanup(func() { mu.Lock(); done = true; mu.Unlock() })
+	node := "harness-" + strings.ToLower(strings.ReplaceAll(strings.TrimPrefix(t.Name(), "Test"), "/", "-"))
+	k, err := kubelet.Start(context.Background(), env.Config, kubelet.Options{
+		Node:   node,
+		Images: map[string]string{"harness.test/podhelper": podHelper(t)},
+		Dir:    t.TempDir(),
+		Logf: func(format string, args ...any) {
+			mu.Lock()
+			defer mu.Unlock()
+			if !done {
+				t.Logf(format, args...)
+			}
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("---- harness kubelet logs ----\n%s", k.AllLogs())
+		}
+		k.Stop()
+	})
+	return k
+}
+
+func create(t *testing.T, env *testbed.Env, objs ...client.Object) {
+	t.Helper()
+	for _, o := range objs {
+		if err := env.Client.Create(context.Background(), o); err != nil {
+			t.Fatalf("create %T %s: %v", o, o.GetName(), err)
+		}
+	}
+}
+
+func jobPods(t *testing.T, env *testbed.Env, ns, job string) []corev1.Pod {
+	t.Helper()
+	var pods corev1.PodList
+	if err := env.Client.List(context.Background(), &pods, client.InNamespace(ns),
+		client.MatchingLabels{"batch.kubernetes.io/job-name": job}); err != nil {
+		t.Fatal(err)
+	}
+	return pods.Items
+}
+
+// waitRunning waits until the pod's first container has been started and
+// returns how long after since that took.
+func waitStarted(t *testing.T, env *testbed.Env, ns string, sel client.MatchingLabels, since time.Time) time.Duration {
+	t.Helper()
+	var took time.Duration
+	testbed.Eventually(t, time.Minute, "a pod started", func() (bool, error) {
+		var pods corev1.PodList
+		if err := env.Client.List(context.Background(), &pods, client.InNamespace(ns), sel); err != nil {
+			return false, err
+		}
+		for _, p := range pods.Items {
+			if len(p.Status.ContainerStatuses) > 0 && p.Status.ContainerStatuses[0].ContainerID != "" {
+				took = time.Since(since)
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	return took
+}
+
+// TestJobReadsVolumesAndEnv: a Job's pod reads a Secret and a ConfigMap
+// mounted below /etc, its pod IP from the downward API, writes below /etc
+// and a termination message, and exits 0; the Job controller completes the
+// Job; the host's /etc is untouched.
+func TestJobReadsVolumesAndEnv(t *testing.T) {
+	t.Parallel()
+	env := testbed.Shared(t)
+	k := start(t, env)
+	ns := env.Namespace(t)
+	for _, p := range []string{"/etc/harness", "/etc/harness-written"} {
+		if _, err := os.Stat(p); err == nil {
+			t.Fatalf("%s exists on the host before the test", p)
+		}
+	}
+	create(t, env,
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "creds", Namespace: ns}, StringData: map[string]string{"password": "s3cret"}},
+		&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "cfg", Namespace: ns}, Data: map[string]string{"greeting": "hello"}},
+	)
+	spec := corev1.PodSpec{
+		RestartPolicy: corev1.RestartPolicyNever,
+		Containers: []corev1.Container{{
+			Name: "main", Image: helperImage,
+			Args: []string{"job", "/etc/harness/secret/password", "/etc/harness/config/greeting"},
+			Env: []corev1.EnvVar{
+				{Name: "POD_IP", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.podIP"}}},
+				{Name: "WRITE_DIR", Value: "/etc/harness-written/sub"},
+			},
+			VolumeMounts: []corev1.VolumeMount{
+				{Name: "secret", MountPath: "/etc/harness/secret"},
+				{Name: "config", MountPath: "/etc/harness/config"},
+			},
+		}},
+		Volumes: []corev1.Volume{
+			{Name: "secret", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "creds", DefaultMode: ptr.To[int32](0o400)}}},
+			{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "cfg"}}}},
+		},
+	}
+	k.PlaceOnNode(&spec)
+	job := &batchv1.Job{
+		ObjectMeta: metav1.ObjectMeta{Name: "reads", Namespace: ns},
+		Spec:       batchv1.JobSpec{BackoffLimit: ptr.To[int32](0), Template: corev1.PodTemplateSpec{Spec: spec}},
+	}
+	began := time.Now()
+	create(t, env, job)
+	t.Logf("job created -> process started: %s", waitStarted(t, env, ns, client.MatchingLabels{"batch.kubernetes.io/job-name": "reads"}, began))
+	env.WaitJob(t, ns, job.Name, batchv1.JobComplete, time.Minute)
+	t.Logf("job created -> Complete: %s", time.Since(began).Round(time.Millisecond))
+
+	pods := jobPods(t, env, ns, job.Name)
+	if len(pods) != 1 {
+		t.Fatalf("want 1 pod, got %d", len(pods))
+	}
+	p := pods[0]
+	if p.Spec.NodeName != k.Node() || p.Status.Phase != corev1.PodSucceeded {
+		t.Fatalf("pod on %q in phase %s", p.Spec.NodeName, p.Status.Phase)
+	}
+	if ip := net.ParseIP(p.Status.PodIP); ip == nil || !k.Subnet().Contains(ip) {
+		t.Fatalf("pod IP %q not in %s", p.Status.PodIP, k.Subnet())
+	}
+	term := p.Status.ContainerStatuses[0].State.Terminated
+	want := fmt.Sprintf("password=s3cret greeting=hello podIP=%s hostname=%s", p.Status.PodIP, p.Name)
+	if term == nil || term.ExitCode != 0 || term.Reason != "Completed" || term.Message != want {
+		t.Fatalf("terminated state %+v, want message %q\nlogs:\n%s", term, want, k.Logs(ns, p.Name))
+	}
+	for _, path := range []string{"/etc/harness", "/etc/harness-written"} {
+		if _, err := os.Stat(path); err == nil {
+			t.Errorf("%s appeared on the host", path)
+		}
+	}
+	if logs := k.Logs(ns, p.Name); !strings.Contains(logs, "/etc/harness/secret/password: s3cret") {
+		t.Errorf("logs: %s", logs)
+	}
+}
+
+// TestJobPodFailurePolicy: a shell pod (a host program, no image mapping)
+// exits 3; the Job's podFailurePolicy fails the Job on exit code 3; the
+// termination message falls back to the log.
+func TestJobPodFailurePolicy(t *testing.T) {
+	t.Parallel()
+	env := testbed.Shared(t)
+	k := start(t, env)
+	ns := env.Namespace(t)
+	spec := corev1.PodSpec{
+		RestartPolicy: corev1.RestartPolicyNever,
+		Containers: []corev1.Container{{
+			Name: "main", Image: "busybox", Command: []string{"sh", "-c", "echo failing on purpose >&2; exit 3"},
+			TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+		}},
+	}
+	k.PlaceOnNode(&spec)
+	job := &batchv1.Job{
+		ObjectMeta: metav1.ObjectMeta{Name: "fails", Namespace: ns},
+		Spec: batchv1.JobSpec{
+			BackoffLimit: ptr.To[int32](6),
+			PodFailurePolicy: &batchv1.PodFailurePolicy{Rules: []batchv1.PodFailurePolicyRule{{
+				Action:      batchv1.PodFailurePolicyActionFailJob,
+				OnExitCodes: &batchv1.PodFailurePolicyOnExitCodesRequirement{Operator: batchv1.PodFailurePolicyOnExitCodesOpIn, Values: []int32{3}},
+			}}},
+			Template: corev1.PodTemplateSpec{Spec: spec},
+		},
+	}
+	began := time.Now()
+	create(t, env, job)
+	env.WaitJob(t, ns, job.Name, batchv1.JobFailed, time.Minute)
+	t.Logf("job created -> Failed: %s", time.Since(began).Round(time.Millisecond))
+	var j batchv1.Job
+	if err := env.Client.Get(context.Background(), client.ObjectKeyFromObject(job), &j); err != nil {
+		t.Fatal(err)
+	}
+	reason := ""
+	for _, c := range j.Status.Conditions {
+		if c.Type == batchv1.JobFailed {
+			reason = c.Reason
+		}
+	}
+	if reason != batchv1.JobReasonPodFailurePolicy {
+		t.Fatalf("Job failed with reason %q, want %q", reason, batchv1.JobReasonPodFailurePolicy)
+	}
+	pods := jobPods(t, env, ns, job.Name)
+	if len(pods) != 1 {
+		t.Fatalf("want 1 pod (the policy stops retries), got %d", len(pods))
+	}
+	term := pods[0].Status.ContainerStatuses[0].State.Terminated
+	if pods[0].Status.Phase != corev1.PodFailed || term == nil || term.ExitCode != 3 || term.Reason != "Error" ||
+		term.Message != "failing on purpose\n" {
+		t.Fatalf("pod phase %s, terminated %+v", pods[0].Status.Phase, term)
+	}
+}
+
+func get(url string) (string, error) {
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return "", err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	b, err := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("%s: %s: %s", url, resp.Status, b)
+	}
+	return string(b), err
+}
+
+func readyPod(env *testbed.Env, ns, name string) (*corev1.Pod, bool) {
+	var p corev1.Pod
+	if err := env.Client.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: name}, &p); err != nil {
+		return nil, false
+	}
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue && p.DeletionTimestamp == nil {
+			return &p, true
+		}
+	}
+	return &p, false
+}
+
+// TestStatefulSetRestartKeepsData: two pods of a StatefulSet serve HTTP on
+// their own pod IPs with a readiness probe and a data directory on a
+// volume claim; deleting pod 0 stops its process, the StatefulSet
+// controller recreates it, and the new process finds the file the old one
+// wrote, at the same IP.
+func TestStatefulSetRestartKeepsData(t *testing.T) {
+	t.Parallel()
+	env := testbed.Shared(t)
+	k := start(t, env)
+	ns := env.Namespace(t)
+	ctx := context.Background()
+	labels := map[string]string{"app": "web"}
+	spec := corev1.PodSpec{
+		TerminationGracePeriodSeconds: ptr.To[int64](30),
+		Containers: []corev1.Container{{
+			Name: "server", Image: helperImage, Args: []string{"serve", "/openbao/data"},
+			Env: []corev1.EnvVar{
+				{Name: "POD_IP", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.podIP"}}},
+				{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
+			},
+			Ports:        []corev1.ContainerPort{{Name: "api", ContainerPort: 8200}},
+			VolumeMounts: []corev1.VolumeMount{{Name: "data", MountPath: "/openbao/data"}},
+			ReadinessProbe: &corev1.Probe{
+				ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/ready", Port: intstr.FromString("api")}},
+				PeriodSeconds: 1,
+			},
+		}},
+	}
+	k.PlaceOnNode(&spec)
+	sts := &appsv1.StatefulSet{
+		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: ns},
+		Spec: appsv1.StatefulSetSpec{
+			Replicas: ptr.To[int32](2), ServiceName: "web", PodManagementPolicy: appsv1.ParallelPodManagement,
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: spec},
+			VolumeClaimTemplates: []corev1.PersistentVolumeClaim{{
+				ObjectMeta: metav1.ObjectMeta{Name: "data"},
+				Spec: corev1.PersistentVolumeClaimSpec{
+					StorageClassName: ptr.To(k.StorageClass()),
+					AccessModes:      []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+					Resources:        corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}},
+				},
+			}},
+		},
+	}
+	began := time.Now()
+	create(t, env, sts)
+	pods := map[string]*corev1.Pod{}
+	testbed.Eventually(t, 90*time.Second, "both pods Ready", func() (bool, error) {
+		for _, n := range []string{"web-0", "web-1"} {
+			p, ok := readyPod(env, ns, n)
+			if !ok {
+				return false, nil
+			}
+			pods[n] = p
+		}
+		return true, nil
+	})
+	t.Logf("statefulset created -> 2 pods Ready: %s", time.Since(began).Round(time.Millisecond))
+	ip0, ip1 := pods["web-0"].Status.PodIP, pods["web-1"].Status.PodIP
+	if ip0 == ip1 || !strings.HasPrefix(ip0, "127.") || !strings.HasPrefix(ip1, "127.") {
+		t.Fatalf("pod IPs %s and %s", ip0, ip1)
+	}
+	for n, p := range pods {
+		who, err := get("http://" + net.JoinHostPort(p.Status.PodIP, "8200") + "/whoami")
+		if err != nil || !strings.HasPrefix(who, n+" "+p.Status.PodIP) {
+			t.Fatalf("%s whoami: %q, %v", n, who, err)
+		}
+	}
+	resp, err := http.Post("http://"+net.JoinHostPort(ip0, "8200")+"/write?name=marker", "text/plain", strings.NewReader("kept"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+
+	old := pods["web-0"]
+	began = time.Now()
+	if err := env.Client.Delete(ctx, old, client.Preconditions{UID: &old.UID}); err != nil {
+		t.Fatal(err)
+	}
+	var fresh *corev1.Pod
+	testbed.Eventually(t, 90*time.Second, "web-0 recreated and Ready", func() (bool, error) {
+		p, ok := readyPod(env, ns, "web-0")
+		if ok && p.UID != old.UID {
+			fresh = p
+			return true, nil
+		}
+		return false, nil
+	})
+	t.Logf("pod web-0 deleted -> replacement Ready: %s", time.Since(began).Round(time.Millisecond))
+	if fresh.Status.PodIP != ip0 {
+		t.Fatalf("web-0 came back with IP %s, want its old %s (the default allocator keeps it)", fresh.Status.PodIP, ip0)
+	}
+	got, err := get("http://" + net.JoinHostPort(fresh.Status.PodIP, "8200") + "/read?name=marker")
+	if err != nil || got != "kept" {
+		t.Fatalf("marker after the restart: %q, %v", got, err)
+	}
+	logs := k.Logs(ns, "web-0")
+	if strings.Count(logs, "listening on") != 2 || !strings.Contains(logs, "SIGTERM: shutting down") {
+		t.Fatalf("web-0 logs:\n%s", logs)
+	}
+}
+
+// TestInClusterClient: the process reads a projected service-account token
+// and uses client-go's InClusterConfig (default token mount, the
+// apiserver's CA, KUBERNETES_SERVICE_HOST/PORT) to get its own pod.
+func TestInClusterClient(t *testing.T) {
+	t.Parallel()
+	env := testbed.Shared(t)
+	k := start(t, env)
+	ns := env.Namespace(t)
+	create(t, env,
+		&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: "pod-reader", Namespace: ns},
+			Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get"}}}},
+		&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "pod-reader", Namespace: ns},
+			RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "pod-reader"},
+			Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: "default", Namespace: ns}}},
+	)
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "incluster", Namespace: ns},
+		Spec: corev1.PodSpec{
+			RestartPolicy:      corev1.RestartPolicyNever,
+			ServiceAccountName: "default",
+			Containers: []corev1.Container{{
+				Name: "main", Image: helperImage, Args: []string{"incluster"},
+				Env: []corev1.EnvVar{
+					{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
+					{Name: "EXTRA_TOKEN", Value: "/var/run/secrets/extra/token"},
+				},
+				VolumeMounts: []corev1.VolumeMount{{Name: "extra", MountPath: "/var/run/secrets/extra"}},
+			}},
+			Volumes: []corev1.Volume{{Name: "extra", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+				Sources: []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{
+					Audience: "harness-test", ExpirationSeconds: ptr.To[int64](600), Path: "token"}}},
+			}}}},
+		},
+	}
+	k.PlaceOnNode(&pod.Spec)
+	began := time.Now()
+	create(t, env, pod)
+	var p corev1.Pod
+	testbed.Eventually(t, time.Minute, "the pod finished", func() (bool, error) {
+		if err := env.Client.Get(context.Background(), client.ObjectKeyFromObject(pod), &p); err != nil {
+			return false, err
+		}
+		return p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed, nil
+	})
+	t.Logf("pod created -> Succeeded: %s", time.Since(began).Round(time.Millisecond))
+	term := p.Status.ContainerStatuses[0].State.Terminated
+	if p.Status.Phase != corev1.PodSucceeded || term == nil || !strings.HasPrefix(term.Message, "uid="+string(p.UID)+" ") {
+		t.Fatalf("phase %s, terminated %+v\nlogs:\n%s", p.Status.Phase, term, k.Logs(ns, p.Name))
+	}
+	if _, err := os.Stat("/var/run/secrets/extra"); err == nil {
+		t.Errorf("/var/run/secrets/extra appeared on the host")
+	}
+}

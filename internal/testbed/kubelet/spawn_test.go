@@ -1,0 +1,74 @@
+package kubelet
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestSpawn starts a shell in its own namespaces with a volume below /etc,
+// a new top-level directory and a termination-log file, and checks that the
+// host sees none of it.
+func TestSpawn(t *testing.T) {
+	dir := t.TempDir()
+	vol := filepath.Join(dir, "vol")
+	if err := os.MkdirAll(vol, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(vol, "f"), []byte("content"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	term := filepath.Join(dir, "term")
+	if err := os.WriteFile(term, nil, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	root := filepath.Join(dir, "root")
+	if err := os.Mkdir(root, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	logPath := filepath.Join(dir, "log")
+	lf, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = lf.Close() }()
+	began := time.Now()
+	p, err := spawn(spawnSpec{
+		Root: root, Scratch: dir, Hostname: "spawned",
+		Mounts: []bindMount{
+			{Source: vol, Target: "/etc/spawn-test/vol", ReadOnly: true},
+			{Source: vol, Target: "/spawn-test/data"},
+			{Source: vol, Target: "/var/run/secrets/spawn-test"},
+			{Source: term, Target: "/dev/termination-log"},
+		},
+		Path: "/bin/sh",
+		Args: []string{"sh", "-c", `cat /etc/spawn-test/vol/f /spawn-test/data/f /var/run/secrets/spawn-test/f; echo; hostname; echo $$; ` +
+			`mkdir -p /etc/spawn-test/new; echo msg > /dev/termination-log; touch /etc/spawn-test/vol/g 2>/dev/null || echo read-only; echo 0 > /dev/null && echo devnull`},
+		Env: []string{"PATH=/usr/bin:/bin"}, Dir: "/spawn-test/data", Log: lf,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		p.signal(9)
+		t.Fatal("process did not exit")
+	}
+	t.Logf("spawn to exit: %s", time.Since(began))
+	out, _ := os.ReadFile(logPath)
+	want := "contentcontentcontent\nspawned\n1\nread-only\ndevnull\n"
+	if p.code != 0 || string(out) != want {
+		t.Fatalf("exit %d, %v, output %q, want %q", p.code, p.err, out, want)
+	}
+	if b, _ := os.ReadFile(term); strings.TrimSpace(string(b)) != "msg" {
+		t.Fatalf("termination log %q", b)
+	}
+	for _, p := range []string{"/etc/spawn-test", "/spawn-test", "/run/secrets/spawn-test"} {
+		if _, err := os.Stat(p); err == nil {
+			t.Errorf("%s exists on the host", p)
+		}
+	}
+}
