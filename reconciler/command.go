@@ -35,6 +35,11 @@ type Command struct {
 	LeaseDuration           time.Duration `default:"15s" help:"Leader lease duration."`
 	Namespace               []string      `help:"Watch only these namespaces (default: all)."`
 	Concurrency             int           `default:"8" help:"LockRequests reconciled in parallel."`
+	HealthURL               string        `default:"{{.Scheme}}://{{.IP}}:8200" help:"Where the restart after a restore reaches each OpenBao pod's sys/health: a Go template over .Scheme (https unless the cluster disables TLS), .IP, .Name, .Namespace, .Cluster and .Ordinal, with an add function."`
+	HealthTimeout           time.Duration `default:"2s" help:"Timeout of one health request."`
+	RestartTimeout          time.Duration `default:"5m" help:"How long the restart waits for a replacement pod, or the cluster, to be Ready and healthy before the restore goes Unknown."`
+	SealedTimeout           time.Duration `default:"1m" help:"How long the restart waits for a sealed pod to unseal before the restore goes Unknown."`
+	RestartPoll             time.Duration `default:"1s" help:"How often a restart under way looks again at the pods and their health."`
 }
 
 // Run the reconciler.
@@ -93,7 +98,13 @@ func (c *Command) NewManager(cfg *rest.Config) (ctrl.Manager, error) {
 	if err := lr.SetupWithManager(mgr, controller.Options{MaxConcurrentReconciles: c.Concurrency}); err != nil {
 		return nil, err
 	}
-	if err := phase.Setup(mgr, c.Namespace, controller.Options{MaxConcurrentReconciles: c.Concurrency}); err != nil {
+	prober, err := phase.NewProber(c.HealthURL, c.HealthTimeout)
+	if err != nil {
+		return nil, err
+	}
+	restart := phase.RestartOptions{Prober: prober, Poll: c.RestartPoll,
+		Timeouts: phase.Timeouts{Gate: c.RestartTimeout, Sealed: c.SealedTimeout}}
+	if err := phase.Setup(mgr, c.Namespace, controller.Options{MaxConcurrentReconciles: c.Concurrency}, restart); err != nil {
 		return nil, err
 	}
 	return mgr, nil

@@ -5,10 +5,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -74,34 +72,6 @@ func leastPrivilegeKubeconfig(t *testing.T, env *testbed.Env) string {
 	return kc
 }
 
-// child is the reconciler running as a separate process.
-type child struct {
-	t      *testing.T
-	kc, ns string
-	log    *os.File
-	cmd    *exec.Cmd
-	starts int
-}
-
-func (c *child) start() {
-	c.t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), childEnv+"="+c.ns, "KUBECONFIG="+c.kc)
-	cmd.Stdout, cmd.Stderr = c.log, c.log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		c.t.Fatal(err)
-	}
-	c.cmd = cmd
-	c.starts++
-}
-
-// kill SIGKILLs the reconciler: no cleanup, no lease release, mid-write.
-func (c *child) kill() {
-	_ = c.cmd.Process.Kill()
-	_ = c.cmd.Wait()
-}
-
 // The reconciler is SIGKILLed at random moments while restores queue for one
 // cluster and release it one by one. Restarted each time, it converges: the
 // lock never passes between holders without being free, every request gets
@@ -119,22 +89,7 @@ func TestKilledReconcilerConverges(t *testing.T) {
 	}
 	violations, seen := watchHolders(t, env, ns, "c1")
 
-	logf, err := os.Create(filepath.Join(t.TempDir(), "reconciler.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ch := &child{t: t, kc: leastPrivilegeKubeconfig(t, env), ns: ns, log: logf}
-	ch.start()
-	t.Cleanup(func() {
-		ch.kill()
-		if t.Failed() {
-			b, _ := os.ReadFile(logf.Name())
-			if len(b) > 6000 {
-				b = b[len(b)-6000:]
-			}
-			t.Logf("---- reconciler log tail ----\n%s", b)
-		}
-	})
+	ch := testbed.StartChild(t, []string{childEnv + "=" + ns, "KUBECONFIG=" + leastPrivilegeKubeconfig(t, env)})
 
 	const n = 8
 	for i := range n {
@@ -154,8 +109,8 @@ func TestKilledReconcilerConverges(t *testing.T) {
 	for turn := range n {
 		// Kill it while it acquires (the lock is being handed over).
 		time.Sleep(time.Duration(rng.IntN(150)) * time.Millisecond)
-		ch.kill()
-		ch.start()
+		ch.Kill()
+		ch.Start()
 		var holder *lockv1alpha1.LockRequest
 		testbed.Eventually(t, 60*time.Second, fmt.Sprintf("turn %d: a holder with status Held", turn), func() (bool, error) {
 			got := lock.NewCluster()
@@ -181,8 +136,8 @@ func TestKilledReconcilerConverges(t *testing.T) {
 		}
 		// Kill it while it releases.
 		time.Sleep(time.Duration(rng.IntN(150)) * time.Millisecond)
-		ch.kill()
-		ch.start()
+		ch.Kill()
+		ch.Start()
 		testbed.Eventually(t, 60*time.Second, holder.Name+" released and gone", func() (bool, error) {
 			err := env.Client.Get(ctx, client.ObjectKeyFromObject(holder), &lockv1alpha1.LockRequest{})
 			return apierrors.IsNotFound(err), nil
@@ -200,7 +155,7 @@ func TestKilledReconcilerConverges(t *testing.T) {
 	if s := seen(); len(s) != n {
 		t.Errorf("acquisitions seen %d, want %d: %v", len(s), n, s)
 	}
-	t.Logf("reconciler started %d times", ch.starts)
+	t.Logf("reconciler started %d times", ch.Starts)
 }
 
 // watchHolders records acquisitions on the cluster and the transitions from

@@ -200,6 +200,16 @@ func (e *Env) OpenBaoCluster(t testing.TB, namespace, name string, replicas int3
 	if err := e.Client.Status().Patch(ctx, c, client.MergeFrom(orig)); err != nil {
 		t.Fatalf("OpenBaoCluster status: %v", err)
 	}
+	e.OpenBaoPods(t, namespace, name, replicas)
+	return c
+}
+
+// OpenBaoPods creates the StatefulSet that stands in for a cluster's
+// OpenBao pods (kwok pods carrying ClusterPodLabels, named <name>-<i>) and
+// waits until they are all Ready.
+func (e *Env) OpenBaoPods(t testing.TB, namespace, name string, replicas int32) {
+	t.Helper()
+	ctx := context.Background()
 	labels := ClusterPodLabels(name)
 	sts := &appsv1.StatefulSet{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace, Labels: labels},
@@ -221,5 +231,4 @@ func (e *Env) OpenBaoCluster(t testing.TB, namespace, name string, replicas int3
 		err := e.Client.Get(ctx, client.ObjectKeyFromObject(sts), sts)
 		return err == nil && sts.Status.ReadyReplicas == replicas && sts.Status.ObservedGeneration == sts.Generation, err
 	})
-	return c
 }

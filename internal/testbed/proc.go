@@ -178,3 +178,48 @@ func (p *Process) Exited() bool { return p.p.exited() }
 
 // Tail returns the last n bytes of the process's log.
 func (p *Process) Tail(n int) string { return p.p.tail(n) }
+
+// Child is the test binary run again as a separate process, for tests that
+// SIGKILL a component and start it again (the child's TestMain decides from
+// its environment what to run). Each start logs to its own file.
+type Child struct {
+	t      testing.TB
+	dir    string
+	env    []string
+	p      *proc
+	Starts int
+}
+
+// StartChild starts the test binary (running no tests) with extra
+// environment. It is killed when the test ends, and the tail of its last
+// log is logged if the test failed.
+func StartChild(t testing.TB, env []string) *Child {
+	t.Helper()
+	c := &Child{t: t, dir: t.TempDir(), env: env}
+	c.Start()
+	t.Cleanup(func() {
+		c.Kill()
+		if t.Failed() {
+			t.Logf("---- child (start %d) log tail ----\n%s", c.Starts, c.p.tail(8000))
+		}
+	})
+	return c
+}
+
+// Start starts the child again (after Kill).
+func (c *Child) Start() {
+	c.t.Helper()
+	c.Starts++
+	p, err := startProc(c.dir, fmt.Sprintf("child-%d", c.Starts), os.Args[0], c.env, "-test.run=^$")
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.p = p
+}
+
+// Kill SIGKILLs the child's process group and waits for it: no cleanup, no
+// lease release, perhaps mid-write.
+func (c *Child) Kill() {
+	_ = syscall.Kill(-c.p.cmd.Process.Pid, syscall.SIGKILL)
+	<-c.p.done
+}

@@ -15,8 +15,14 @@
 //     API, holds no submission record, no pod exited 11 and no termination
 //     message says submitted; anything else, including a LockRequest that
 //     is gone, is Unknown.
-//   - Until the pod restarts after a restore exist, a complete Job is
-//     Completed, and Resume on an Unknown restore is Completed too.
+//   - A complete Job starts the follow-through (restart.go): the phase
+//     stays Running while the OpenBao pods restart behind health gates,
+//     and becomes Completed when all are back, or Unknown when a gate
+//     times out. The executor reporting OpenBao sealed after the restore
+//     is Unknown at once: a restart cannot unseal it.
+//   - Unknown changes only by an acknowledgement: Abandon ends Failed;
+//     Resume sends the restore back to Running to re-run the gates and
+//     finish the restart (the one move back to an earlier phase).
 //   - "Upgrading" is the OpenBaoCluster's condition of that type being
 //     True (an Upgrade lock already makes the lock request wait).
 package phase
@@ -62,6 +68,11 @@ type Facts struct {
 	Job *Job
 	// Ack is the value of the acknowledge annotation on the XR.
 	Ack string
+	// Members are the cluster's OpenBao pods and their health, read
+	// while the restart is due or under way; nil otherwise.
+	Members *Members
+	// Timeouts bound the restart's waits; zero means DefaultTimeouts.
+	Timeouts Timeouts
 	// Now is the time of the decision.
 	Now time.Time
 }
@@ -123,6 +134,9 @@ type Status struct {
 	SnapshotKey               string
 	SnapshotSize              int64
 	Conditions                []Condition
+	// Restart is the follow-through's progress; nil until the Job
+	// succeeded (or a Resume).
+	Restart *Restart
 }
 
 // Event is a Kubernetes event to emit.
@@ -150,9 +164,12 @@ func Next(cur Status, f Facts) (Status, []Event) {
 	}
 	next := cur
 	next.Conditions = lockConditions(f.Lock)
-	if cur.Phase == schemas.PhaseUnknown {
-		next.Phase, next.Message = unknownAck(cur, f)
-		return finish(cur, next, f)
+	switch {
+	case cur.Phase == schemas.PhaseUnknown:
+		return unknown(cur, next, f)
+	case cur.Restart != nil:
+		// The Job succeeded: only the restart decides from here.
+		return restarting(cur, next, f)
 	}
 	switch {
 	case len(f.Violations) > 0 || f.FunctionInvalid != "":
@@ -187,7 +204,45 @@ func Next(cur Status, f Facts) (Status, []Event) {
 	if rank[next.Phase] < rank[cur.Phase] {
 		next.Phase = cur.Phase
 	}
+	if next.Restart != nil {
+		return restarting(cur, next, f)
+	}
 	return finish(cur, next, f)
+}
+
+// restarting takes the follow-through one step (restartStep).
+func restarting(cur, next Status, f Facts) (Status, []Event) {
+	if f.Cluster == nil {
+		next.Phase = schemas.PhaseFailed
+		next.Message = "the snapshot was restored, but the OpenBaoCluster was deleted before its pods were restarted; nothing is left to restart"
+		next.Conditions = append(next.Conditions, Condition{Type: CondRestored, Status: "False", Reason: "ClusterDeleted", Message: next.Message})
+		return finish(cur, next, f)
+	}
+	to := f.Timeouts
+	if to == (Timeouts{}) {
+		to = DefaultTimeouts
+	}
+	r, phase, msg, evs := restartStep(*next.Restart, f.Members, f.UID, to, f.Now.UTC().Truncate(time.Second))
+	next.Restart, next.Phase, next.Message = &r, phase, msg
+	switch phase {
+	case schemas.PhaseCompleted:
+		next.Message = restoredMessage(next) + "; " + msg
+		next.Conditions = append(next.Conditions, Condition{Type: CondRestored, Status: "True", Reason: "Restored", Message: next.Message})
+	case schemas.PhaseUnknown:
+		next.Conditions = append(next.Conditions, Condition{Type: CondRestored, Status: "Unknown", Reason: "RestartStuck", Message: msg})
+	default:
+		next.Conditions = append(next.Conditions, Condition{Type: CondRestored, Status: "Unknown", Reason: "RestartingPods",
+			Message: "the snapshot was restored; the OpenBao pods are being restarted"})
+	}
+	out, fevs := finish(cur, next, f)
+	return out, append(evs, fevs...)
+}
+
+func restoredMessage(s Status) string {
+	if s.SnapshotKey == "" {
+		return "the restore Job succeeded"
+	}
+	return fmt.Sprintf("restored snapshot %s (%d bytes)", s.SnapshotKey, s.SnapshotSize)
 }
 
 // followJob decides from the Job.
@@ -195,15 +250,19 @@ func followJob(next Status, f Facts) Status {
 	j := f.Job
 	switch {
 	case j.Complete:
-		next.Phase = schemas.PhaseCompleted
-		next.Message = "the restore Job succeeded"
-		if t := lastTermination(j); t != nil {
+		next.Phase = schemas.PhaseRunning
+		t := lastTermination(j)
+		if t != nil {
 			next.SnapshotKey, next.SnapshotSize = t.SnapshotKey, t.SnapshotSize
-			if t.SnapshotKey != "" {
-				next.Message = fmt.Sprintf("restored snapshot %s (%d bytes)", t.SnapshotKey, t.SnapshotSize)
-			}
 		}
-		next.Conditions = append(next.Conditions, Condition{Type: CondRestored, Status: "True", Reason: "Restored", Message: next.Message})
+		if t != nil && t.Sealed != nil && *t.Sealed {
+			next.Phase = schemas.PhaseUnknown
+			next.Message = sealedMessage(f.UID)
+			next.Conditions = append(next.Conditions, Condition{Type: CondRestored, Status: "Unknown", Reason: "Sealed", Message: next.Message})
+			break
+		}
+		now := f.Now.UTC().Truncate(time.Second)
+		next.Restart = &Restart{StartedAt: &now}
 	case j.Failed:
 		if known, why := submitted(f); known || f.Lock == nil {
 			next.Phase = schemas.PhaseUnknown
@@ -317,19 +376,36 @@ func invalidMessage(f Facts) string {
 	return fmt.Sprintf("the spec is invalid (%d problem(s)); nothing was locked or run: %s", len(ms), strings.Join(ms, "; "))
 }
 
-// unknownAck resolves an Unknown restore by its acknowledgement.
-func unknownAck(cur Status, f Facts) (string, string) {
+// unknown resolves an Unknown restore by its acknowledgement. A Resume
+// is acted on once: the restart records it, and the annotation must be
+// removed and set again to resume a second time.
+func unknown(cur, next Status, f Facts) (Status, []Event) {
+	var r Restart
+	if cur.Restart != nil {
+		r = *cur.Restart
+	}
+	if f.Ack == "" && r.Acknowledged != "" {
+		r.Acknowledged = ""
+		next.Restart = &r
+		return finish(cur, next, f)
+	}
 	uid, ack, ok := strings.Cut(f.Ack, "/")
-	if !ok || uid != f.UID {
-		return cur.Phase, cur.Message
+	if !ok || uid != f.UID || f.Ack == r.Acknowledged {
+		return finish(cur, next, f)
 	}
 	switch ack {
 	case AckAbandon:
-		return schemas.PhaseFailed, "abandoned by acknowledgement (" + schemas.AcknowledgeAnnotation + "=" + f.Ack + "); the lock is released"
+		next.Phase = schemas.PhaseFailed
+		next.Message = "abandoned by acknowledgement (" + schemas.AcknowledgeAnnotation + "=" + f.Ack + "); the lock is released"
+		next.Conditions = append(next.Conditions, Condition{Type: CondRestored, Status: "False", Reason: "Acknowledged", Message: next.Message})
+		return finish(cur, next, f)
 	case AckResume:
-		return schemas.PhaseCompleted, "completed by acknowledgement (" + schemas.AcknowledgeAnnotation + "=" + f.Ack + "): a person confirmed the restore took effect"
+		now := f.Now.UTC().Truncate(time.Second)
+		r.Acknowledged, r.StartedAt, r.CompletedAt = f.Ack, &now, nil
+		next.Restart = &r
+		return restarting(cur, next, f)
 	}
-	return cur.Phase, cur.Message
+	return finish(cur, next, f)
 }
 
 func lockConditions(l *Lock) []Condition {
@@ -360,10 +436,6 @@ func finish(cur, next Status, f Facts) (Status, []Event) {
 	}
 	if Terminal(next.Phase) && next.CompletionTime == nil {
 		next.CompletionTime = &now
-	}
-	if cur.Phase == schemas.PhaseUnknown && next.Phase != cur.Phase {
-		st := map[string]string{schemas.PhaseFailed: "False", schemas.PhaseCompleted: "True"}[next.Phase]
-		next.Conditions = append(next.Conditions, Condition{Type: CondRestored, Status: st, Reason: "Acknowledged", Message: next.Message})
 	}
 	next.Conditions = merge(cur.Conditions, next.Conditions)
 	if next.Phase == cur.Phase {

@@ -1,6 +1,7 @@
 package phase
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +19,7 @@ func TestNext(t *testing.T) {
 		Submission: &Submission{Pod: "p-1", Endpoint: "https://bao:8200", At: earlier}}
 	waiting := &Lock{State: schemas.LockWaiting, HeldBy: "backup/x", Holder: holder, Message: "held by Backup backup/x"}
 	ok := &Cluster{Initialized: true}
+	yes := true
 	term := func(code int32, submitted bool, msg string) Pod {
 		return Pod{Name: "p-1", ExitCode: code, Termination: &schemas.TerminationMessage{ExitCode: int(code), Submitted: submitted, Message: msg}}
 	}
@@ -54,12 +56,28 @@ func TestNext(t *testing.T) {
 			phase: schemas.PhaseFailed, msg: []string{"spec.source.key must not contain ..", "nothing was locked"}, restored: "False", event: "RestoreFailed", completed: true},
 		{name: "function's verdict invalid", f: Facts{FunctionInvalid: "spec.image is not on the allow-list"}, phase: schemas.PhaseFailed,
 			msg: []string{"allow-list"}, restored: "False", event: "RestoreFailed", completed: true},
-		{name: "job complete", cur: Status{Phase: schemas.PhaseRunning, StartTime: &earlier},
-			f: Facts{Lock: held, Job: &Job{Name: "j", Complete: true, Pods: []Pod{{Name: "p", Termination: &schemas.TerminationMessage{
+		{name: "job complete starts the restart", cur: Status{Phase: schemas.PhaseRunning, StartTime: &earlier},
+			f: Facts{Cluster: ok, Lock: held, Members: cluster3(0, nil), Job: &Job{Name: "j", Complete: true, Pods: []Pod{{Name: "p", Termination: &schemas.TerminationMessage{
 				Submitted: true, SnapshotKey: "a/b.snap", SnapshotSize: 42}}}}},
-			phase: schemas.PhaseCompleted, msg: []string{"a/b.snap", "42"}, restored: "True", event: "RestoreCompleted", start: true, completed: true},
+			phase: schemas.PhaseRunning, msg: []string{"deleting pod prod-1 (standby)"}, restored: "Unknown", event: "RestartingPod", start: true},
 		{name: "complete straight from validating sets start", cur: Status{Phase: schemas.PhaseValidating},
-			f: Facts{Lock: held, Job: &Job{Name: "j", Complete: true}}, phase: schemas.PhaseCompleted, restored: "True", event: "RestoreCompleted", start: true, completed: true},
+			f: Facts{Cluster: ok, Lock: held, Job: &Job{Name: "j", Complete: true}}, phase: schemas.PhaseRunning, restored: "Unknown", event: "RestoreRunning", start: true},
+		{name: "restart done: completed", cur: Status{Phase: schemas.PhaseRunning, StartTime: &earlier, SnapshotKey: "a/b.snap", SnapshotSize: 42,
+			Restart: &Restart{StartedAt: &earlier, Pods: []RestartedPod{{Name: "prod-0", UID: "x", DeletedAt: &earlier, HealthyAt: &earlier},
+				{Name: "prod-1", UID: "x", DeletedAt: &earlier, HealthyAt: &earlier}, {Name: "prod-2", UID: "x", DeletedAt: &earlier, HealthyAt: &earlier}}}},
+			f: Facts{Cluster: ok, Members: cluster3(0, nil), Job: &Job{Name: "j", Complete: true}}, phase: schemas.PhaseCompleted,
+			msg: []string{"restored snapshot a/b.snap (42 bytes)", "all 3 OpenBao pods"}, restored: "True", event: "RestoreCompleted", start: true, completed: true},
+		{name: "restart follows the progress, not the Job", cur: Status{Phase: schemas.PhaseRunning, StartTime: &earlier, Restart: &Restart{StartedAt: &earlier}},
+			f:     Facts{UID: uid, Cluster: ok, Members: &Members{StatefulSet: "prod", Missing: true}, Job: failedJob(), Timeouts: Timeouts{Gate: time.Second, Sealed: time.Second}},
+			phase: schemas.PhaseUnknown,
+			msg:   []string{"StatefulSet prod does not exist", "u-1/Resume"}, restored: "Unknown", event: "RestoreUnknown", start: true},
+		{name: "cluster deleted during the restart", cur: Status{Phase: schemas.PhaseRunning, StartTime: &earlier, Restart: &Restart{StartedAt: &earlier}},
+			f: Facts{Members: cluster3(0, nil), Job: &Job{Name: "j", Complete: true}}, phase: schemas.PhaseFailed,
+			msg: []string{"deleted before its pods were restarted"}, restored: "False", event: "RestoreFailed", start: true, completed: true},
+		{name: "sealed after the restore: unknown at once", cur: Status{Phase: schemas.PhaseRunning, StartTime: &earlier},
+			f: Facts{UID: uid, Cluster: ok, Lock: held, Job: &Job{Name: "j", Complete: true, Pods: []Pod{{Name: "p", Termination: &schemas.TerminationMessage{
+				Submitted: true, Sealed: &yes}}}}},
+			phase: schemas.PhaseUnknown, msg: []string{"sealed itself", "source cluster's unseal", "u-1/Resume"}, restored: "Unknown", event: "RestoreUnknown", start: true},
 		{name: "exit 4 before submission fails", cur: Status{Phase: schemas.PhaseRunning, StartTime: &earlier},
 			f: Facts{Lock: held, Job: failedJob(term(4, false, "snapshot not found"))}, phase: schemas.PhaseFailed,
 			msg: []string{"exit code 4", "snapshot is missing", "snapshot not found", "lock is released"}, restored: "False", event: "RestoreFailed", start: true, completed: true},
@@ -83,9 +101,13 @@ func TestNext(t *testing.T) {
 		{name: "abandon ends failed", cur: Status{Phase: schemas.PhaseUnknown, StartTime: &earlier},
 			f: Facts{UID: uid, Ack: uid + "/Abandon", Lock: heldSubmitted, Job: failedJob()}, phase: schemas.PhaseFailed,
 			msg: []string{"abandoned"}, restored: "False", event: "RestoreFailed", start: true, completed: true},
-		{name: "resume ends completed", cur: Status{Phase: schemas.PhaseUnknown, StartTime: &earlier},
-			f: Facts{UID: uid, Ack: uid + "/Resume", Lock: heldSubmitted, Job: failedJob()}, phase: schemas.PhaseCompleted,
-			msg: []string{"confirmed"}, restored: "True", event: "RestoreCompleted", start: true, completed: true},
+		{name: "resume re-runs the gates and restarts", cur: Status{Phase: schemas.PhaseUnknown, StartTime: &earlier},
+			f: Facts{UID: uid, Ack: uid + "/Resume", Cluster: ok, Members: cluster3(0, nil), Lock: heldSubmitted, Job: failedJob()}, phase: schemas.PhaseRunning,
+			msg: []string{"deleting pod prod-1"}, restored: "Unknown", event: "RestoreRunning", start: true},
+		{name: "a resume already acted on is not repeated", cur: Status{Phase: schemas.PhaseUnknown, Message: "m", StartTime: &earlier,
+			Restart: &Restart{StartedAt: &earlier, Acknowledged: uid + "/Resume"}},
+			f: Facts{UID: uid, Ack: uid + "/Resume", Cluster: ok, Members: cluster3(0, nil), Job: &Job{Complete: true}}, phase: schemas.PhaseUnknown,
+			msg: []string{"m"}, start: true},
 		{name: "failed is sticky", cur: Status{Phase: schemas.PhaseFailed, Message: "m"},
 			f: Facts{Lock: held, Job: &Job{Complete: true}}, phase: schemas.PhaseFailed, msg: []string{"m"}},
 		{name: "completed is sticky", cur: Status{Phase: schemas.PhaseCompleted, Message: "m"},
@@ -121,13 +143,15 @@ func TestNext(t *testing.T) {
 			if restored != c.restored {
 				t.Errorf("Restored condition %q, want %q", restored, c.restored)
 			}
-			switch {
-			case c.event == "" && len(evs) != 0:
-				t.Errorf("events %v, want none", evs)
-			case c.event != "" && (len(evs) != 1 || evs[0].Reason != c.event):
-				t.Errorf("events %v, want one %s", evs, c.event)
-			case len(evs) == 1 && evs[0].Warning != (c.phase == schemas.PhaseFailed || c.phase == schemas.PhaseUnknown):
-				t.Errorf("event %v: wrong type", evs[0])
+			var reasons []string
+			for _, e := range evs {
+				reasons = append(reasons, e.Reason)
+				if strings.HasPrefix(e.Reason, "Restore") && e.Warning != (c.phase == schemas.PhaseFailed || c.phase == schemas.PhaseUnknown) {
+					t.Errorf("event %v: wrong type", e)
+				}
+			}
+			if c.event == "" && len(evs) != 0 || c.event != "" && !slices.Contains(reasons, c.event) {
+				t.Errorf("events %v, want %q", reasons, c.event)
 			}
 			if (got.StartTime != nil) != c.start {
 				t.Errorf("startTime %v, want set=%v", got.StartTime, c.start)
@@ -139,6 +163,28 @@ func TestNext(t *testing.T) {
 				t.Errorf("completionTime %v, want set=%v", got.CompletionTime, c.completed)
 			}
 		})
+	}
+}
+
+// An acknowledgement is acted on once; removing the annotation forgets it,
+// so that setting it again resumes again.
+func TestResumeOnceThenAgain(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	ack := "u/" + AckResume
+	cur := Status{Phase: schemas.PhaseUnknown, Message: "m", Restart: &Restart{StartedAt: &now, Acknowledged: ack}}
+	f := Facts{UID: "u", Cluster: &Cluster{Initialized: true}, Members: cluster3(0, nil), Now: now}
+	f.Ack = ack
+	if got, _ := Next(cur, f); got.Phase != schemas.PhaseUnknown {
+		t.Fatalf("consumed ack acted on: %s", got.Phase)
+	}
+	f.Ack = ""
+	got, _ := Next(cur, f)
+	if got.Phase != schemas.PhaseUnknown || got.Restart.Acknowledged != "" {
+		t.Fatalf("removal not recorded: %+v", got.Restart)
+	}
+	f.Ack = ack
+	if got, _ = Next(got, f); got.Phase != schemas.PhaseRunning || got.Restart.Acknowledged != ack {
+		t.Fatalf("second resume: %s %+v", got.Phase, got.Restart)
 	}
 }
 

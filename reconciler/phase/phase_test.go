@@ -30,9 +30,9 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/yaml"
 
+	"github.com/openbao-restore/openbao-restore/internal/baotest"
 	"github.com/openbao-restore/openbao-restore/internal/testbed"
 	"github.com/openbao-restore/openbao-restore/internal/testbin"
-	"github.com/openbao-restore/openbao-restore/reconciler"
 	"github.com/openbao-restore/openbao-restore/reconciler/phase"
 	"github.com/openbao-restore/openbao-restore/schemas"
 	lockv1alpha1 "github.com/openbao-restore/openbao-restore/schemas/lock/v1alpha1"
@@ -40,6 +40,9 @@ import (
 
 // Jobs must really run here: the full test bed (KCM, scheduler, kwok).
 func TestMain(m *testing.M) {
+	if runChild() {
+		return
+	}
 	testbed.Main(m, testbed.Options{CRDDirs: []string{testbed.TestCRDs, testbed.ReconcilerCRDs}})
 }
 
@@ -111,13 +114,31 @@ func (w *written) get(xr types.NamespacedName, p string) (time.Time, bool) {
 
 // start runs the phase reconcilers for one namespace, as the generated
 // role's user, until the test ends.
-func start(t *testing.T, env *testbed.Env, ns string) *written { return startWith(t, env, ns, false) }
+func start(t *testing.T, env *testbed.Env, ns string) *written {
+	return startWith(t, env, ns, false, noHealth)
+}
+
+// noHealth is a health URL nothing answers: for tests whose restores never
+// reach the restart.
+const noHealth = "http://127.0.0.1:1"
+
+// restartOptions are the restart settings of the tests: a fast poll and
+// short timeouts, with OpenBao's health at url.
+func restartOptions(t *testing.T, url string) phase.RestartOptions {
+	t.Helper()
+	p, err := phase.NewProber(url, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return phase.RestartOptions{Prober: p, Poll: 200 * time.Millisecond, Timeouts: phase.Timeouts{Gate: 45 * time.Second, Sealed: 3 * time.Second}}
+}
 
 // startWith, viaSetup, registers the reconcilers as the binary does (Setup,
 // after the manager started and found the XR kinds served).
-func startWith(t *testing.T, env *testbed.Env, ns string, viaSetup bool) *written {
+func startWith(t *testing.T, env *testbed.Env, ns string, viaSetup bool, healthURL string) *written {
 	t.Helper()
 	cfg := prepare(t, env)
+	restart := restartOptions(t, healthURL)
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 env.Scheme,
 		Cache:                  cache.Options{DefaultNamespaces: map[string]cache.Config{ns: {}}},
@@ -130,7 +151,7 @@ func startWith(t *testing.T, env *testbed.Env, ns string, viaSetup bool) *writte
 	w := &written{at: map[string]map[string]time.Time{}}
 	opts := controller.Options{MaxConcurrentReconciles: 4, SkipNameValidation: ptr.To(true)}
 	if viaSetup {
-		if err := phase.Setup(mgr, []string{ns}, opts); err != nil {
+		if err := phase.Setup(mgr, []string{ns}, opts, restart); err != nil {
 			t.Fatal(err)
 		}
 		return run(t, mgr, w)
@@ -144,7 +165,7 @@ func startWith(t *testing.T, env *testbed.Env, ns string, viaSetup bool) *writte
 	}
 	for _, gvk := range []schema.GroupVersionKind{phase.LegacyXR, phase.NamespacedXR} {
 		r := &phase.Reconciler{GVK: gvk, Client: mgr.GetClient(), Cache: mgr.GetCache(), APIReader: mgr.GetAPIReader(), Jobs: jobs,
-			Recorder: mgr.GetEventRecorder(phase.FieldManager), Observe: w.observe, Namespaces: []string{ns}}
+			Recorder: mgr.GetEventRecorder(phase.FieldManager), Observe: w.observe, Namespaces: []string{ns}, Restart: restart}
 		if err := r.SetupWithManager(mgr, opts); err != nil {
 			t.Fatal(err)
 		}
@@ -167,13 +188,28 @@ func run(t *testing.T, mgr ctrl.Manager, w *written) *written {
 }
 
 // startWithCluster takes a namespace of the shared control plane, starts
-// the phase reconciler on it (start) and creates the cluster "prod" there.
+// the phase reconciler on it (start) and creates the cluster "prod" there,
+// without pods: for restores that never reach the restart.
 func startWithCluster(t *testing.T) (*testbed.Env, string, *written) {
 	t.Helper()
 	env := testbed.Shared(t)
 	ns := env.Namespace(t)
 	w := start(t, env, ns)
 	createCluster(t, env, ns)
+	return env, ns, w
+}
+
+// startRestoring is startWithCluster for restores that reach the restart:
+// the cluster "prod" has one kwok pod, whose health is a real one-node
+// OpenBao.
+func startRestoring(t *testing.T) (*testbed.Env, string, *written) {
+	t.Helper()
+	env := testbed.Shared(t)
+	ns := env.Namespace(t)
+	bao := baotest.Start(t, 1)
+	w := startWith(t, env, ns, false, bao.Nodes[0].Addr)
+	createCluster(t, env, ns)
+	env.OpenBaoPods(t, ns, "prod", 1)
 	return env, ns, w
 }
 
@@ -192,6 +228,7 @@ func createCluster(t *testing.T, env *testbed.Env, ns string) {
 	ctx := context.Background()
 	c := cluster(ns)
 	_ = unstructured.SetNestedField(c.Object, int64(3), "spec", "replicas")
+	_ = unstructured.SetNestedField(c.Object, false, "spec", "tls", "enabled")
 	if err := env.Client.Create(ctx, c); err != nil {
 		t.Fatal(err)
 	}
@@ -359,7 +396,10 @@ func waitPhaseFor(t *testing.T, env *testbed.Env, xr *unstructured.Unstructured,
 			return false, err
 		}
 		st = phase.ReadStatus(xr)
-		return st.Phase == want, nil
+		if st.Phase != want {
+			return false, fmt.Errorf("phase %s: %s", st.Phase, st.Message)
+		}
+		return true, nil
 	})
 	return st
 }
@@ -412,7 +452,7 @@ func condition(st phase.Status, typ string) phase.Condition {
 
 func TestJobSucceedsCompleted(t *testing.T) {
 	t.Parallel()
-	env, ns, w := startWithCluster(t)
+	env, ns, w := startRestoring(t)
 	xr := createXR(t, env, ns, nil)
 	waitPhase(t, env, xr, schemas.PhasePending)
 	createLock(t, env, ns, xr, lockv1alpha1.LockRequestStatus{State: schemas.LockHeld, Message: "holding"})
@@ -497,7 +537,7 @@ func annotate(t *testing.T, env *testbed.Env, xr *unstructured.Unstructured, v s
 // submitted nothing.
 func TestSubmissionRecordMakesUnknown(t *testing.T) {
 	t.Parallel()
-	env, ns, _ := startWithCluster(t)
+	env, ns, _ := startRestoring(t)
 	xr := createXR(t, env, ns, nil)
 	createLock(t, env, ns, xr, lockv1alpha1.LockRequestStatus{State: schemas.LockHeld,
 		Submission: &lockv1alpha1.Submission{Pod: "p-0", Target: "https://bao:8200/v1/sys/storage/raft/snapshot", Endpoint: "https://bao:8200",
@@ -537,7 +577,7 @@ func TestWaitingLockStaysPending(t *testing.T) {
 	t.Parallel()
 	env := testbed.Shared(t)
 	ns := env.Namespace(t)
-	startWith(t, env, ns, true)
+	startWith(t, env, ns, true, noHealth)
 	createCluster(t, env, ns)
 	xr := createXR(t, env, ns, nil)
 	createLock(t, env, ns, xr, lockv1alpha1.LockRequestStatus{State: schemas.LockWaiting, HeldBy: "backup/nightly",
@@ -573,7 +613,7 @@ func createNamespacedXR(t *testing.T, env *testbed.Env, ns string) *unstructured
 
 func TestNamespacedXRCompleted(t *testing.T) {
 	t.Parallel()
-	env, ns, w := startWithCluster(t)
+	env, ns, w := startRestoring(t)
 	xr := createNamespacedXR(t, env, ns)
 	createLock(t, env, ns, xr, lockv1alpha1.LockRequestStatus{State: schemas.LockHeld})
 	finished := createJob(t, env, ns, xr, 0, `{"submitted":true,"exitCode":0,"snapshotKey":"k.snap","snapshotSize":7}`)
@@ -645,7 +685,7 @@ func TestFunctionVerdictFailsAndConditionsCoexist(t *testing.T) {
 // half failing before submission, half succeeding.
 func TestConcurrentRestoresLatency(t *testing.T) {
 	t.Parallel()
-	env, ns, w := startWithCluster(t)
+	env, ns, w := startRestoring(t)
 	const n = 20
 	xrs := make([]*unstructured.Unstructured, n)
 	finished := make([]<-chan time.Time, n)
@@ -673,6 +713,36 @@ func TestConcurrentRestoresLatency(t *testing.T) {
 	t.Logf("%d restores: Job finished -> phase written p50 %s, p99 %s, max %s", n, ds[n/2], ds[n*99/100], ds[n-1])
 }
 
+var unionOnce sync.Once
+
+// unionUser is a user holding exactly the union of the lock's and the
+// phase's generated roles, which is what deploy/install.yaml grants.
+func unionUser(t *testing.T, env *testbed.Env) string {
+	t.Helper()
+	prepare(t, env)
+	const user = "openbao-restore-reconciler-union-test"
+	unionOnce.Do(func() {
+		ctx := context.Background()
+		lockRole, err := os.ReadFile(filepath.Join("..", "lock", "rbac", "role.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := env.ApplyYAML(ctx, lockRole); err != nil {
+			t.Fatal(err)
+		}
+		for _, role := range []string{"openbao-restore-lock", "openbao-restore-phase"} {
+			if err := env.Client.Create(ctx, &rbacv1.ClusterRoleBinding{
+				ObjectMeta: metav1.ObjectMeta{Name: user + "-" + role},
+				RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role},
+				Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: user}},
+			}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+	return user
+}
+
 // TestWithLockReconcilerInTheBinary runs the reconciler as the binary does
 // (reconciler.Command: the lock and the phase reconcilers in one manager)
 // as a user holding exactly the union of the two generated roles, which is
@@ -682,31 +752,12 @@ func TestWithLockReconcilerInTheBinary(t *testing.T) {
 	t.Parallel()
 	env := testbed.Shared(t)
 	ns := env.Namespace(t)
-	prepare(t, env)
-	ctx := context.Background()
-	const user = "openbao-restore-reconciler-union-test"
-	lockRole, err := os.ReadFile(filepath.Join("..", "lock", "rbac", "role.yaml"))
+	cfg, err := env.AddUser(unionUser(t, env))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := env.ApplyYAML(ctx, lockRole); err != nil {
-		t.Fatal(err)
-	}
-	for _, role := range []string{"openbao-restore-lock", "openbao-restore-phase"} {
-		if err := env.Client.Create(ctx, &rbacv1.ClusterRoleBinding{
-			ObjectMeta: metav1.ObjectMeta{Name: user + "-" + role},
-			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role},
-			Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: user}},
-		}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	cfg, err := env.AddUser(user)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := &reconciler.Command{MetricsBindAddress: "0", HealthProbeBindAddress: "0", LeaderElect: false,
-		Namespace: []string{ns}, Concurrency: 4}
+	bao := baotest.Start(t, 1)
+	cmd := command(ns, bao.Nodes[0].Addr)
 	mgr, err := cmd.NewManager(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -714,6 +765,7 @@ func TestWithLockReconcilerInTheBinary(t *testing.T) {
 	run(t, mgr, nil)
 
 	createCluster(t, env, ns)
+	env.OpenBaoPods(t, ns, "prod", 1)
 	xr := createXR(t, env, ns, nil)
 	createLock(t, env, ns, xr, lockv1alpha1.LockRequestStatus{})
 	st := waitPhase(t, env, xr, schemas.PhaseValidating)
@@ -809,7 +861,7 @@ func TestSetupFollowsXRKindsInstalledLater(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := phase.Setup(mgr, []string{ns}, controller.Options{SkipNameValidation: ptr.To(true)}); err != nil {
+	if err := phase.Setup(mgr, []string{ns}, controller.Options{SkipNameValidation: ptr.To(true)}, restartOptions(t, noHealth)); err != nil {
 		t.Fatal(err)
 	}
 	run(t, mgr, nil)

@@ -63,7 +63,8 @@ var (
 // +kubebuilder:rbac:groups=restore.openbao-restore.io,resources=lockrequests,verbs=get;list;watch
 // +kubebuilder:rbac:groups=openbao.org,resources=openbaoclusters,verbs=get;list;watch
 // +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get;list;watch
-// +kubebuilder:rbac:groups="",resources=pods,verbs=list
+// +kubebuilder:rbac:groups="",resources=pods,verbs=list;delete
+// +kubebuilder:rbac:groups=apps,resources=statefulsets,verbs=get
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // Reconciler follows the restores of one XR kind.
@@ -91,19 +92,33 @@ type Reconciler struct {
 	// Observe, if set, is called after each write of a new phase (tests
 	// measure latency with it).
 	Observe func(xr types.NamespacedName, phase string)
+	// Restart configures the follow-through after a restore.
+	Restart RestartOptions
+}
+
+// RestartOptions configure the pod restarts after a restore.
+type RestartOptions struct {
+	// Prober reads each pod's sys/health.
+	Prober *Prober
+	// Timeouts bound the waits; zero means DefaultTimeouts.
+	Timeouts Timeouts
+	// Poll is how often a restart under way looks again at the pods and
+	// their health (OpenBao's health cannot be watched); default 1 s.
+	Poll time.Duration
 }
 
 // Setup registers a Reconciler for each XR kind as soon as the API serves
 // it (the XRDs may be installed after the reconciler starts), with a cache
 // of the restore Jobs in these namespaces (all when empty).
-func Setup(mgr ctrl.Manager, namespaces []string, opts controller.Options) error {
-	return mgr.Add(&setup{mgr: mgr, namespaces: namespaces, opts: opts})
+func Setup(mgr ctrl.Manager, namespaces []string, opts controller.Options, restart RestartOptions) error {
+	return mgr.Add(&setup{mgr: mgr, namespaces: namespaces, opts: opts, restart: restart})
 }
 
 type setup struct {
 	mgr        ctrl.Manager
 	namespaces []string
 	opts       controller.Options
+	restart    RestartOptions
 }
 
 // NeedLeaderElection: the controllers it adds reconcile, so only the
@@ -127,7 +142,7 @@ func (s *setup) Start(ctx context.Context) error {
 				continue
 			}
 			r := &Reconciler{GVK: gvk, Client: s.mgr.GetClient(), Cache: s.mgr.GetCache(), APIReader: s.mgr.GetAPIReader(), Jobs: jobs,
-				Recorder: s.mgr.GetEventRecorder(FieldManager), Namespaces: s.namespaces}
+				Recorder: s.mgr.GetEventRecorder(FieldManager), Namespaces: s.namespaces, Restart: s.restart}
 			if err := r.SetupWithManager(s.mgr, s.opts); err != nil {
 				return err
 			}
@@ -178,6 +193,16 @@ func (r *Reconciler) namespaced() bool { return r.GVK == NamespacedXR }
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager, opts controller.Options) error {
 	if r.Now == nil {
 		r.Now = time.Now
+	}
+	if r.Restart.Poll == 0 {
+		r.Restart.Poll = time.Second
+	}
+	if r.Restart.Prober == nil {
+		p, err := NewProber(DefaultHealthURL, 2*time.Second)
+		if err != nil {
+			return err
+		}
+		r.Restart.Prober = p
 	}
 	if err := mgr.GetFieldIndexer().IndexField(context.Background(), r.newXR(), clusterIndex, func(o client.Object) []string {
 		u := o.(*unstructured.Unstructured)
@@ -288,60 +313,80 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if Terminal(cur.Phase) {
 		return ctrl.Result{}, nil
 	}
-	f, err := r.facts(ctx, xr)
+	f, err := r.facts(ctx, xr, cur)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
 	next, evs := Next(cur, f)
-	if sameStatus(cur, next) {
-		return ctrl.Result{}, nil
-	}
-	if next.Phase != cur.Phase {
+	if !sameStatus(cur, next) && (next.Phase != cur.Phase || chosen(cur, next)) {
 		// The cache may not show our previous write yet: decide a phase
-		// change on the XR as the API has it, so that a terminal phase
-		// is never written twice (with a later completionTime) and its
-		// event never repeated.
+		// change, or the choice of a pod to delete, on the XR as the API
+		// has it, so that a terminal phase is never written twice (with
+		// a later completionTime), its event never repeated, and no pod
+		// chosen twice. The write then carries that resourceVersion.
 		fresh := r.newXR()
 		if err := r.APIReader.Get(ctx, req.NamespacedName, fresh); err != nil {
 			return ctrl.Result{}, client.IgnoreNotFound(err)
 		}
+		xr = fresh
 		if fc := ReadStatus(fresh); !sameStatus(fc, cur) {
-			xr, cur = fresh, fc
+			cur = fc
 			if Terminal(cur.Phase) {
 				return ctrl.Result{}, nil
 			}
-			if next, evs = Next(cur, f); sameStatus(cur, next) {
-				return ctrl.Result{}, nil
+			next, evs = Next(cur, f)
+		}
+	}
+	if !sameStatus(cur, next) {
+		rv := ""
+		if chosen(cur, next) {
+			rv = xr.GetResourceVersion()
+		}
+		if err := r.apply(ctx, xr, next, rv); err != nil {
+			return ctrl.Result{}, err
+		}
+		for _, e := range evs {
+			typ := corev1.EventTypeNormal
+			if e.Warning {
+				typ = corev1.EventTypeWarning
+			}
+			r.Recorder.Eventf(xr, nil, typ, e.Reason, "Phase", "%s", e.Message)
+		}
+		if next.Phase != cur.Phase {
+			transitions.WithLabelValues(r.GVK.Kind, next.Phase).Inc()
+			if Terminal(next.Phase) && next.StartTime != nil && next.CompletionTime != nil {
+				duration.WithLabelValues(next.Phase).Observe(next.CompletionTime.Sub(*next.StartTime).Seconds())
+			}
+			if r.Observe != nil {
+				r.Observe(req.NamespacedName, next.Phase)
 			}
 		}
 	}
-	if err := r.apply(ctx, xr, next); err != nil {
-		return ctrl.Result{}, err
-	}
-	for _, e := range evs {
-		typ := corev1.EventTypeNormal
-		if e.Warning {
-			typ = corev1.EventTypeWarning
+	// The status written (or already there) records the pod to delete;
+	// only now is it deleted. After a crash this finishes the deletion.
+	if next.Phase == schemas.PhaseRunning && next.Restart != nil && next.Restart.CompletedAt == nil {
+		if err := r.deletePending(ctx, r.restoreNamespace(xr), next.Restart, f.Members); err != nil {
+			return ctrl.Result{}, err
 		}
-		r.Recorder.Eventf(xr, nil, typ, e.Reason, "Phase", "%s", e.Message)
-	}
-	if next.Phase != cur.Phase {
-		transitions.WithLabelValues(r.GVK.Kind, next.Phase).Inc()
-		if Terminal(next.Phase) && next.StartTime != nil && next.CompletionTime != nil {
-			duration.WithLabelValues(next.Phase).Observe(next.CompletionTime.Sub(*next.StartTime).Seconds())
-		}
-	}
-	if r.Observe != nil && next.Phase != cur.Phase {
-		r.Observe(req.NamespacedName, next.Phase)
+		return ctrl.Result{RequeueAfter: r.Restart.Poll}, nil
 	}
 	return ctrl.Result{}, nil
 }
 
+// chosen reports whether next records a pod deletion that cur does not.
+func chosen(cur, next Status) bool {
+	n := 0
+	if cur.Restart != nil {
+		n = len(cur.Restart.Pods)
+	}
+	return next.Restart != nil && len(next.Restart.Pods) > n
+}
+
 // facts gathers what Next decides from.
-func (r *Reconciler) facts(ctx context.Context, xr *unstructured.Unstructured) (Facts, error) {
+func (r *Reconciler) facts(ctx context.Context, xr *unstructured.Unstructured, cur Status) (Facts, error) {
 	ns := r.restoreNamespace(xr)
 	spec, _, _ := unstructured.NestedMap(xr.Object, "spec")
-	f := Facts{UID: string(xr.GetUID()), Now: r.Now(), Ack: xr.GetAnnotations()[schemas.AcknowledgeAnnotation]}
+	f := Facts{UID: string(xr.GetUID()), Now: r.Now(), Ack: xr.GetAnnotations()[schemas.AcknowledgeAnnotation], Timeouts: r.Restart.Timeouts}
 	f.Force, _, _ = unstructured.NestedBool(spec, "force")
 
 	// The contract's rules, but not the operator's policy (allowed
@@ -377,7 +422,11 @@ func (r *Reconciler) facts(ctx context.Context, xr *unstructured.Unstructured) (
 
 	cluster := clusterObject()
 	clusterName, _, _ := unstructured.NestedString(spec, "cluster")
+	scheme := "https"
 	if err := r.Cache.Get(ctx, types.NamespacedName{Namespace: ns, Name: clusterName}, cluster); err == nil {
+		if tlsOn, found, _ := unstructured.NestedBool(cluster.Object, "spec", "tls", "enabled"); found && !tlsOn {
+			scheme = "http"
+		}
 		c := &Cluster{}
 		c.Initialized, _, _ = unstructured.NestedBool(cluster.Object, "status", "initialized")
 		ccs, _, _ := unstructured.NestedSlice(cluster.Object, "status", "conditions")
@@ -432,6 +481,22 @@ func (r *Reconciler) facts(ctx context.Context, xr *unstructured.Unstructured) (
 			// The submission record decides Failed or Unknown: read it
 			// from the API, never from a cache that may lag behind it.
 			if lr, err = r.lockRequest(ctx, r.APIReader, ns, xr); err != nil {
+				return f, err
+			}
+		}
+	}
+	// The restart is due (the Job succeeded, or a Resume) or under way:
+	// read the pods, their health, and whether the cluster really exists.
+	if cur.Restart != nil || f.Job != nil && f.Job.Complete || cur.Phase == schemas.PhaseUnknown && f.Ack != "" {
+		if f.Cluster == nil {
+			if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: ns, Name: clusterName}, clusterObject()); err == nil {
+				f.Cluster = &Cluster{Initialized: true}
+			} else if client.IgnoreNotFound(err) != nil {
+				return f, err
+			}
+		}
+		if f.Cluster != nil {
+			if f.Members, err = r.members(ctx, ns, clusterName, scheme); err != nil {
 				return f, err
 			}
 		}
@@ -526,6 +591,20 @@ func ReadStatus(xr *unstructured.Unstructured) Status {
 	}
 	s.StartTime = readTime(st["startTime"])
 	s.CompletionTime = readTime(st["completionTime"])
+	if rs, ok := st["restart"].(map[string]any); ok {
+		r := &Restart{StartedAt: readTime(rs["startedAt"]), CompletedAt: readTime(rs["completedAt"])}
+		r.Acknowledged, _ = rs["acknowledged"].(string)
+		pods, _ := rs["pods"].([]any)
+		for _, p := range pods {
+			m, _ := p.(map[string]any)
+			rp := RestartedPod{DeletedAt: readTime(m["deletedAt"]), HealthyAt: readTime(m["healthyAt"])}
+			rp.Name, _ = m["name"].(string)
+			rp.UID, _ = m["uid"].(string)
+			rp.Leader, _ = m["leader"].(bool)
+			r.Pods = append(r.Pods, rp)
+		}
+		s.Restart = r
+	}
 	conds, _ := st["conditions"].([]any)
 	for _, c := range conds {
 		m, _ := c.(map[string]any)
@@ -555,7 +634,8 @@ func readTime(v any) *time.Time {
 
 func sameStatus(a, b Status) bool {
 	if a.Phase != b.Phase || a.Message != b.Message || a.SnapshotKey != b.SnapshotKey || a.SnapshotSize != b.SnapshotSize ||
-		!sameTime(a.StartTime, b.StartTime) || !sameTime(a.CompletionTime, b.CompletionTime) || len(a.Conditions) != len(b.Conditions) {
+		!sameTime(a.StartTime, b.StartTime) || !sameTime(a.CompletionTime, b.CompletionTime) || len(a.Conditions) != len(b.Conditions) ||
+		!sameRestart(a.Restart, b.Restart) {
 		return false
 	}
 	for _, c := range a.Conditions {
@@ -564,6 +644,28 @@ func sameStatus(a, b Status) bool {
 		}
 	}
 	return true
+}
+
+func sameRestart(a, b *Restart) bool {
+	if a == nil || b == nil {
+		return a == nil && b == nil
+	}
+	if a.Acknowledged != b.Acknowledged || !sameTime(a.StartedAt, b.StartedAt) || !sameTime(a.CompletedAt, b.CompletedAt) || len(a.Pods) != len(b.Pods) {
+		return false
+	}
+	for i, p := range a.Pods {
+		q := b.Pods[i]
+		if p.Name != q.Name || p.UID != q.UID || p.Leader != q.Leader || !sameTime(p.DeletedAt, q.DeletedAt) || !sameTime(p.HealthyAt, q.HealthyAt) {
+			return false
+		}
+	}
+	return true
+}
+
+func stamp(t *time.Time, m map[string]any, key string) {
+	if t != nil {
+		m[key] = t.UTC().Format(time.RFC3339)
+	}
 }
 
 func sameTime(a, b *time.Time) bool {
@@ -578,16 +680,33 @@ func sameTime(a, b *time.Time) bool {
 // type on Crossplane's XR CRDs, so applying ours leaves the function's and
 // Crossplane's conditions alone. A condition keeps its
 // lastTransitionTime while its status is unchanged.
-func (r *Reconciler) apply(ctx context.Context, xr *unstructured.Unstructured, s Status) error {
+//
+// rv, if set, makes the write conditional on the XR's resourceVersion: a
+// pod chosen for deletion is recorded only on the status it was chosen
+// from.
+func (r *Reconciler) apply(ctx context.Context, xr *unstructured.Unstructured, s Status, rv string) error {
 	status := map[string]any{"phase": s.Phase}
 	if s.Message != "" {
 		status["message"] = s.Message
 	}
-	if s.StartTime != nil {
-		status["startTime"] = s.StartTime.UTC().Format(time.RFC3339)
-	}
-	if s.CompletionTime != nil {
-		status["completionTime"] = s.CompletionTime.UTC().Format(time.RFC3339)
+	stamp(s.StartTime, status, "startTime")
+	stamp(s.CompletionTime, status, "completionTime")
+	if rs := s.Restart; rs != nil {
+		m := map[string]any{}
+		stamp(rs.StartedAt, m, "startedAt")
+		stamp(rs.CompletedAt, m, "completedAt")
+		if rs.Acknowledged != "" {
+			m["acknowledged"] = rs.Acknowledged
+		}
+		pods := make([]any, 0, len(rs.Pods))
+		for _, p := range rs.Pods {
+			pm := map[string]any{"name": p.Name, "uid": p.UID, "leader": p.Leader}
+			stamp(p.DeletedAt, pm, "deletedAt")
+			stamp(p.HealthyAt, pm, "healthyAt")
+			pods = append(pods, pm)
+		}
+		m["pods"] = pods
+		status["restart"] = m
 	}
 	if s.SnapshotKey != "" {
 		status["snapshotKey"] = s.SnapshotKey
@@ -622,6 +741,9 @@ func (r *Reconciler) apply(ctx context.Context, xr *unstructured.Unstructured, s
 		status["conditions"] = list
 	}
 	md := map[string]any{"name": xr.GetName()}
+	if rv != "" {
+		md["resourceVersion"] = rv
+	}
 	if xr.GetNamespace() != "" {
 		md["namespace"] = xr.GetNamespace()
 	}

@@ -1,0 +1,266 @@
+package phase
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/openbao-restore/openbao-restore/schemas"
+)
+
+// The follow-through after a restore. OpenBao can keep stale in-memory
+// state after a Raft restore, so every pod of the cluster is restarted, one
+// at a time, standbys first and the leader last, each behind health gates.
+//
+// Crash safety rests on one rule: a pod's deletion is recorded in
+// status.restart (its name and UID) before it is carried out, and is
+// carried out with that UID as a precondition. A restarted reconciler finds
+// the record and either finishes that deletion (the old pod is still there)
+// or waits for the replacement; it can never delete a replacement, and a
+// pod name with a record is never chosen again.
+
+// Restart is the progress of the pod restarts, kept in status.restart.
+type Restart struct {
+	// StartedAt is when the restart began, or was resumed.
+	StartedAt *time.Time
+	// Pods are the pods deleted so far, in order.
+	Pods []RestartedPod
+	// CompletedAt is when every pod was back and healthy.
+	CompletedAt *time.Time
+	// Acknowledged is the last acknowledgement acted on, so that an
+	// annotation left in place resumes only once.
+	Acknowledged string
+}
+
+// RestartedPod is one recorded deletion.
+type RestartedPod struct {
+	Name, UID string
+	// Leader says the pod was the active node when it was chosen.
+	Leader    bool
+	DeletedAt *time.Time
+	// HealthyAt is when its replacement passed the gates.
+	HealthyAt *time.Time
+}
+
+// Members is what the restart sees of the cluster's OpenBao pods.
+type Members struct {
+	StatefulSet string
+	// Missing: the StatefulSet does not exist.
+	Missing bool
+	// Replicas is the StatefulSet's desired replica count.
+	Replicas int
+	Pods     []Member
+}
+
+// Member is one pod of the StatefulSet and its health.
+type Member struct {
+	Name, UID, ResourceVersion string
+	Ordinal                    int
+	Ready, Terminating         bool
+	Health                     Health
+}
+
+// Health is what OpenBao's unauthenticated sys/health said.
+type Health struct {
+	// Err says why the endpoint did not answer; empty when it did.
+	Err                          string
+	Initialized, Sealed, Standby bool
+}
+
+// Timeouts bound each wait of the restart.
+type Timeouts struct {
+	// Gate bounds any one wait: for a replacement to be Ready and
+	// healthy, or for the cluster to be healthy before the next deletion.
+	Gate time.Duration
+	// Sealed bounds the wait on a sealed pod, which an auto-unseal opens
+	// within seconds and a Shamir seal never opens by itself.
+	Sealed time.Duration
+}
+
+// DefaultTimeouts are the reconciler's defaults (its flags).
+var DefaultTimeouts = Timeouts{Gate: 5 * time.Minute, Sealed: time.Minute}
+
+func (r *Restart) pod(name string) *RestartedPod {
+	for i := range r.Pods {
+		if r.Pods[i].Name == name {
+			return &r.Pods[i]
+		}
+	}
+	return nil
+}
+
+// Pending is the recorded deletion whose replacement has not yet passed
+// the gates, if any: the reconciler deletes its pod while a pod with the
+// recorded UID still exists.
+func (r *Restart) Pending() *RestartedPod {
+	if r == nil {
+		return nil
+	}
+	for i := range r.Pods {
+		if r.Pods[i].HealthyAt == nil {
+			return &r.Pods[i]
+		}
+	}
+	return nil
+}
+
+// since is when the current wait began: the last step taken.
+func (r *Restart) since() time.Time {
+	var t time.Time
+	later := func(p *time.Time) {
+		if p != nil && p.After(t) {
+			t = *p
+		}
+	}
+	later(r.StartedAt)
+	for _, p := range r.Pods {
+		later(p.DeletedAt)
+		later(p.HealthyAt)
+	}
+	return t
+}
+
+func (m *Members) pod(name string) *Member {
+	for i := range m.Pods {
+		if m.Pods[i].Name == name {
+			return &m.Pods[i]
+		}
+	}
+	return nil
+}
+
+// gate says why a pod is not yet serving, "" when it is, and whether the
+// reason is a seal.
+func (p *Member) gate() (why string, sealed bool) {
+	switch {
+	case p.Terminating:
+		return fmt.Sprintf("pod %s is terminating", p.Name), false
+	case !p.Ready:
+		return fmt.Sprintf("pod %s is not Ready", p.Name), false
+	case p.Health.Err != "":
+		return fmt.Sprintf("pod %s's health endpoint does not answer (%s)", p.Name, p.Health.Err), false
+	case !p.Health.Initialized:
+		return fmt.Sprintf("pod %s's OpenBao is not initialized", p.Name), false
+	case p.Health.Sealed:
+		return fmt.Sprintf("pod %s's OpenBao is sealed", p.Name), true
+	}
+	return "", false
+}
+
+// restartStep takes the restart as far as the facts allow: it marks a
+// replacement healthy, or records the next pod to delete. It returns the
+// new progress, the outcome (Running while in progress, Completed, or
+// Unknown when a gate timed out), a message and the events of the step.
+func restartStep(cur Restart, m *Members, uid string, to Timeouts, now time.Time) (Restart, string, string, []Event) {
+	r := cur
+	r.Pods = slices.Clone(cur.Pods)
+	if m == nil {
+		return r, schemas.PhaseRunning, "reading the cluster's pods", nil
+	}
+	var evs []Event
+	stuck := func(why string, sealed bool) (Restart, string, string, []Event) {
+		waited := now.Sub(r.since())
+		limit := to.Gate
+		if sealed && to.Sealed < limit {
+			limit = to.Sealed
+		}
+		msg := fmt.Sprintf("restarting the OpenBao pods (%d of %d done): waiting because %s", done(r), max(m.Replicas, len(r.Pods)), why)
+		if waited < limit {
+			return r, schemas.PhaseRunning, msg, evs
+		}
+		return r, schemas.PhaseUnknown, stuckMessage(why, sealed, waited, uid), evs
+	}
+	if m.Missing {
+		return stuck(fmt.Sprintf("the cluster's StatefulSet %s does not exist", m.StatefulSet), false)
+	}
+	if e := r.Pending(); e != nil {
+		p := m.pod(e.Name)
+		switch {
+		case p == nil:
+			return stuck(fmt.Sprintf("the StatefulSet has not yet recreated pod %s", e.Name), false)
+		case p.UID == e.UID:
+			return stuck(fmt.Sprintf("pod %s (uid %s) is being deleted", e.Name, e.UID), false)
+		}
+		if why, sealed := p.gate(); why != "" {
+			return stuck(why, sealed)
+		}
+		t := now
+		r.pod(e.Name).HealthyAt = &t
+		evs = append(evs, Event{Reason: "PodRestarted", Message: fmt.Sprintf("pod %s was replaced and is Ready, initialized and unsealed", e.Name)})
+	}
+	// Before each deletion the whole cluster must be serving, with one
+	// leader: deleting a pod of an unhealthy cluster could cost quorum.
+	if len(m.Pods) < m.Replicas {
+		return stuck(fmt.Sprintf("%d of %d pods exist", len(m.Pods), m.Replicas), false)
+	}
+	var leaders []string
+	for i := range m.Pods {
+		if why, sealed := m.Pods[i].gate(); why != "" {
+			return stuck(why, sealed)
+		}
+		if !m.Pods[i].Health.Standby {
+			leaders = append(leaders, m.Pods[i].Name)
+		}
+	}
+	if len(leaders) != 1 {
+		return stuck(fmt.Sprintf("the cluster has %d active nodes (%s), not one", len(leaders), strings.Join(leaders, ", ")), false)
+	}
+	// Standbys by ordinal, then the leader.
+	order := slices.Clone(m.Pods)
+	slices.SortFunc(order, func(a, b Member) int {
+		if a.Health.Standby != b.Health.Standby {
+			if a.Health.Standby {
+				return -1
+			}
+			return 1
+		}
+		return a.Ordinal - b.Ordinal
+	})
+	for _, p := range order {
+		if r.pod(p.Name) != nil {
+			continue
+		}
+		t := now
+		r.Pods = append(r.Pods, RestartedPod{Name: p.Name, UID: p.UID, Leader: !p.Health.Standby, DeletedAt: &t})
+		role := "standby"
+		if !p.Health.Standby {
+			role = "leader"
+		}
+		msg := fmt.Sprintf("restarting the OpenBao pods one by one, standbys first: deleting pod %s (%s), %d of %d", p.Name, role, len(r.Pods), len(m.Pods))
+		evs = append(evs, Event{Reason: "RestartingPod", Message: msg})
+		return r, schemas.PhaseRunning, msg, evs
+	}
+	t := now
+	r.CompletedAt = &t
+	return r, schemas.PhaseCompleted, fmt.Sprintf("all %d OpenBao pods were restarted (standbys first, the leader last) and are Ready, initialized and unsealed", len(r.Pods)), evs
+}
+
+func done(r Restart) int {
+	n := 0
+	for _, p := range r.Pods {
+		if p.HealthyAt != nil {
+			n++
+		}
+	}
+	return n
+}
+
+func stuckMessage(why string, sealed bool, waited time.Duration, uid string) string {
+	what := "find out why (kubectl describe pod, the pod's logs), fix it"
+	if sealed {
+		what = "unseal it (bao operator unseal; if the snapshot came from another cluster, OpenBao sealed itself and needs that cluster's unseal or recovery keys)"
+	}
+	return fmt.Sprintf("the snapshot was restored, but the restart of the OpenBao pods stopped after %s because %s; the operation lock stays held. "+
+		"To go on: %s, then annotate the XR or the claim with %s=%s/%s to re-run the health gates and finish the restart, or %s=%s/%s to release the lock and end the restore as Failed",
+		waited.Round(time.Second), why, what, schemas.AcknowledgeAnnotation, uid, AckResume, schemas.AcknowledgeAnnotation, uid, AckAbandon)
+}
+
+// sealedMessage is the Unknown message when the executor found OpenBao
+// sealed after the restore.
+func sealedMessage(uid string) string {
+	return "the snapshot was restored, but OpenBao sealed itself afterwards, as it does after a snapshot of another cluster that shares the seal key; " +
+		"the operation lock stays held. Unseal every pod with the source cluster's unseal or recovery keys (bao operator unseal), then annotate the XR or the claim with " +
+		fmt.Sprintf("%s=%s/%s to restart the pods behind the health gates, or %s=%s/%s to release the lock and end the restore as Failed",
+			schemas.AcknowledgeAnnotation, uid, AckResume, schemas.AcknowledgeAnnotation, uid, AckAbandon)
+}

@@ -1,0 +1,167 @@
+package phase
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/openbao-restore/openbao-restore/schemas"
+)
+
+// cluster3 is a healthy three-pod cluster whose leader is pod ordinal
+// leader; edit changes the pods.
+func cluster3(leader int, edit func(ps []Member)) *Members {
+	m := &Members{StatefulSet: "prod", Replicas: 3}
+	for i := range 3 {
+		m.Pods = append(m.Pods, Member{Name: "prod-" + string(rune('0'+i)), UID: "old-" + string(rune('0'+i)), Ordinal: i, Ready: true,
+			Health: Health{Initialized: true, Standby: i != leader}})
+	}
+	if edit != nil {
+		edit(m.Pods)
+	}
+	return m
+}
+
+func at(t time.Time) *time.Time { return &t }
+
+func TestRestartStep(t *testing.T) {
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	to := Timeouts{Gate: time.Minute, Sealed: 10 * time.Second}
+	started := Restart{StartedAt: at(t0)}
+	deleted1 := Restart{StartedAt: at(t0), Pods: []RestartedPod{{Name: "prod-1", UID: "old-1", DeletedAt: at(t0)}}}
+	replaced := func(name string, edit func(*Member)) func([]Member) {
+		return func(ps []Member) {
+			for i := range ps {
+				if ps[i].Name == name {
+					ps[i].UID = "new-" + name
+					if edit != nil {
+						edit(&ps[i])
+					}
+				}
+			}
+		}
+	}
+	standbysDone := Restart{StartedAt: at(t0), Pods: []RestartedPod{
+		{Name: "prod-1", UID: "old-1", DeletedAt: at(t0), HealthyAt: at(t0)},
+		{Name: "prod-2", UID: "old-2", DeletedAt: at(t0), HealthyAt: at(t0)}}}
+	allDone := standbysDone
+	allDone.Pods = append(append([]RestartedPod(nil), standbysDone.Pods...), RestartedPod{Name: "prod-0", UID: "old-0", Leader: true, DeletedAt: at(t0), HealthyAt: at(t0)})
+
+	cases := []struct {
+		name     string
+		cur      Restart
+		m        *Members
+		after    time.Duration
+		phase    string
+		msg      []string
+		chosen   string // the pod recorded for deletion by this step
+		leader   bool
+		healthy  string // the pod marked healthy by this step
+		complete bool
+	}{
+		{name: "standby with the lowest ordinal first", cur: started, m: cluster3(0, nil), phase: schemas.PhaseRunning,
+			msg: []string{"deleting pod prod-1 (standby), 1 of 3"}, chosen: "prod-1"},
+		{name: "the leader's ordinal does not matter", cur: started, m: cluster3(1, nil), phase: schemas.PhaseRunning, chosen: "prod-0"},
+		{name: "old pod still there: wait for its deletion", cur: deleted1, m: cluster3(0, nil), phase: schemas.PhaseRunning,
+			msg: []string{"prod-1 (uid old-1) is being deleted"}},
+		{name: "replacement not yet created", cur: deleted1, m: cluster3(0, nil),
+			phase: schemas.PhaseRunning, msg: []string{"not yet recreated pod prod-1"}},
+		{name: "replacement not Ready", cur: deleted1, m: cluster3(0, replaced("prod-1", func(p *Member) { p.Ready = false })),
+			phase: schemas.PhaseRunning, msg: []string{"pod prod-1 is not Ready", "0 of 3 done"}},
+		{name: "replacement not Ready past the gate timeout", cur: deleted1, m: cluster3(0, replaced("prod-1", func(p *Member) { p.Ready = false })),
+			after: 2 * time.Minute, phase: schemas.PhaseUnknown, msg: []string{"stopped after 2m0s because pod prod-1 is not Ready", "u-1/Resume", "u-1/Abandon", "lock stays held"}},
+		{name: "replacement sealed: short wait", cur: deleted1, m: cluster3(0, replaced("prod-1", func(p *Member) { p.Health.Sealed = true })),
+			after: 5 * time.Second, phase: schemas.PhaseRunning, msg: []string{"sealed"}},
+		{name: "replacement sealed past the sealed timeout", cur: deleted1, m: cluster3(0, replaced("prod-1", func(p *Member) { p.Health.Sealed = true })),
+			after: 11 * time.Second, phase: schemas.PhaseUnknown, msg: []string{"prod-1's OpenBao is sealed", "bao operator unseal", "another cluster"}},
+		{name: "replacement not answering", cur: deleted1, m: cluster3(0, replaced("prod-1", func(p *Member) { p.Health = Health{Err: "connection refused"} })),
+			phase: schemas.PhaseRunning, msg: []string{"does not answer (connection refused)"}},
+		{name: "replacement uninitialized", cur: deleted1, m: cluster3(0, replaced("prod-1", func(p *Member) { p.Health.Initialized = false })),
+			phase: schemas.PhaseRunning, msg: []string{"not initialized"}},
+		{name: "replacement healthy: next standby", cur: deleted1, m: cluster3(0, replaced("prod-1", nil)), phase: schemas.PhaseRunning,
+			healthy: "prod-1", chosen: "prod-2", msg: []string{"deleting pod prod-2 (standby), 2 of 3"}},
+		{name: "replacement healthy, but another pod is not: wait", cur: deleted1, m: cluster3(0, replaced("prod-1", func(*Member) {})),
+			phase: schemas.PhaseRunning, healthy: "prod-1"},
+		{name: "standbys done: the leader last", cur: standbysDone, m: cluster3(0, nil), phase: schemas.PhaseRunning,
+			chosen: "prod-0", leader: true, msg: []string{"prod-0 (leader), 3 of 3"}},
+		{name: "a restarted pod that became leader is not restarted again", cur: standbysDone, m: cluster3(2, nil), phase: schemas.PhaseRunning,
+			chosen: "prod-0"},
+		{name: "all back: completed", cur: allDone, m: cluster3(1, nil), phase: schemas.PhaseCompleted, complete: true,
+			msg: []string{"all 3 OpenBao pods were restarted"}},
+		{name: "no leader: wait", cur: started, m: cluster3(-1, nil), phase: schemas.PhaseRunning, msg: []string{"0 active nodes"}},
+		{name: "two leaders: wait", cur: started, m: cluster3(0, func(ps []Member) { ps[2].Health.Standby = false }), phase: schemas.PhaseRunning,
+			msg: []string{"2 active nodes (prod-0, prod-2)"}},
+		{name: "a pod missing: wait", cur: started, m: cluster3(0, func(ps []Member) {}), phase: schemas.PhaseRunning},
+		{name: "StatefulSet missing past the timeout", cur: started, m: &Members{StatefulSet: "prod", Missing: true}, after: time.Hour,
+			phase: schemas.PhaseUnknown, msg: []string{"StatefulSet prod does not exist"}},
+		{name: "a terminating pod blocks the next deletion", cur: started, m: cluster3(0, func(ps []Member) { ps[2].Terminating = true }),
+			phase: schemas.PhaseRunning, msg: []string{"prod-2 is terminating"}},
+	}
+	// "replacement not yet created" lacks prod-1; "a pod missing" lacks prod-2.
+	cases[3].m.Pods = append(cases[3].m.Pods[:1], cases[3].m.Pods[2])
+	cases[17].m.Pods = cases[17].m.Pods[:2]
+	// "replacement healthy, but another pod is not" makes prod-2 unready.
+	cases[11].m.Pods[2].Ready = false
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			before := len(c.cur.Pods)
+			r, phase, msg, _ := restartStep(c.cur, c.m, "u-1", to, t0.Add(c.after))
+			if phase != c.phase {
+				t.Fatalf("phase %s, want %s (%s)", phase, c.phase, msg)
+			}
+			for _, s := range c.msg {
+				if !strings.Contains(msg, s) {
+					t.Errorf("message %q lacks %q", msg, s)
+				}
+			}
+			switch {
+			case c.chosen == "" && len(r.Pods) != before:
+				t.Errorf("recorded %+v, want no new deletion", r.Pods[before:])
+			case c.chosen != "" && (len(r.Pods) != before+1 || r.Pods[before].Name != c.chosen || r.Pods[before].Leader != c.leader):
+				t.Errorf("recorded %+v, want %s (leader %v)", r.Pods, c.chosen, c.leader)
+			case c.chosen != "" && r.Pods[before].UID != "old-"+c.chosen[len(c.chosen)-1:]:
+				t.Errorf("recorded uid %s", r.Pods[before].UID)
+			}
+			if c.healthy != "" {
+				if p := r.pod(c.healthy); p == nil || p.HealthyAt == nil {
+					t.Errorf("%s not marked healthy: %+v", c.healthy, r.Pods)
+				}
+			}
+			if (r.CompletedAt != nil) != c.complete {
+				t.Errorf("completedAt %v", r.CompletedAt)
+			}
+			// The input is never changed.
+			if len(c.cur.Pods) != before {
+				t.Error("input changed")
+			}
+		})
+	}
+}
+
+// Every pod is chosen once, standbys first and the leader last, whatever
+// the order the pods are listed in.
+func TestRestartStepOrderEndToEnd(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	m := cluster3(1, nil)
+	m.Pods[0], m.Pods[2] = m.Pods[2], m.Pods[0]
+	r := Restart{StartedAt: &now}
+	var order []string
+	for step := 0; step < 10; step++ {
+		var phase string
+		r, phase, _, _ = restartStep(r, m, "u", DefaultTimeouts, now)
+		if phase == schemas.PhaseCompleted {
+			break
+		}
+		if e := r.Pending(); e != nil {
+			order = append(order, e.Name)
+			for i := range m.Pods {
+				if m.Pods[i].Name == e.Name {
+					m.Pods[i].UID = "new"
+				}
+			}
+		}
+	}
+	if strings.Join(order, ",") != "prod-0,prod-2,prod-1" {
+		t.Fatalf("order %v", order)
+	}
+}
