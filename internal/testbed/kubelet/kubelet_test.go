@@ -160,7 +160,10 @@ func TestJobReadsVolumesAndEnv(t *testing.T) {
 			Env: []corev1.EnvVar{
 				{Name: "POD_IP", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.podIP"}}},
 				{Name: "WRITE_DIR", Value: "/etc/harness-written/sub"},
+				{Name: "TERMINATION_PATH", Value: "/dev/harness-termination-log"},
 			},
+			// Not on the host: the kubelet overlays /dev to create it.
+			TerminationMessagePath: "/dev/harness-termination-log",
 			VolumeMounts: []corev1.VolumeMount{
 				{Name: "secret", MountPath: "/etc/harness/secret"},
 				{Name: "config", MountPath: "/etc/harness/config"},
@@ -198,7 +201,7 @@ func TestJobReadsVolumesAndEnv(t *testing.T) {
 	if term == nil || term.ExitCode != 0 || term.Reason != "Completed" || term.Message != want {
 		t.Fatalf("terminated state %+v, want message %q\nlogs:\n%s", term, want, k.Logs(ns, p.Name))
 	}
-	for _, path := range []string{"/etc/harness", "/etc/harness-written"} {
+	for _, path := range []string{"/etc/harness", "/etc/harness-written", "/dev/harness-termination-log"} {
 		if _, err := os.Stat(path); err == nil {
 			t.Errorf("%s appeared on the host", path)
 		}
@@ -444,5 +447,146 @@ func TestInClusterClient(t *testing.T) {
 	}
 	if _, err := os.Stat("/var/run/secrets/extra"); err == nil {
 		t.Errorf("/var/run/secrets/extra appeared on the host")
+	}
+}
+
+// TestRestartPolicies: OnFailure restarts a failed container in the same
+// pod (an emptyDir survives it) until the Job completes; Always restarts a
+// crashing container with back-off and counts the restarts.
+func TestRestartPolicies(t *testing.T) {
+	t.Parallel()
+	env := testbed.Shared(t)
+	k := start(t, env)
+	ns := env.Namespace(t)
+	ctx := context.Background()
+	spec := corev1.PodSpec{
+		RestartPolicy: corev1.RestartPolicyOnFailure,
+		Containers: []corev1.Container{{
+			Name: "main", Image: "busybox",
+			Command:      []string{"sh", "-c", "if [ -f /scratch/once ]; then echo second; exit 0; fi; touch /scratch/once; echo first; exit 1"},
+			VolumeMounts: []corev1.VolumeMount{{Name: "scratch", MountPath: "/scratch"}},
+		}},
+		Volumes: []corev1.Volume{{Name: "scratch", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}},
+	}
+	k.PlaceOnNode(&spec)
+	job := &batchv1.Job{
+		ObjectMeta: metav1.ObjectMeta{Name: "onfailure", Namespace: ns},
+		Spec:       batchv1.JobSpec{BackoffLimit: ptr.To[int32](3), Template: corev1.PodTemplateSpec{Spec: spec}},
+	}
+	crash := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "crash", Namespace: ns},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "main", Image: "busybox", Command: []string{"sh", "-c", "echo crashing; exit 7"}}}},
+	}
+	k.PlaceOnNode(&crash.Spec)
+	create(t, env, job, crash)
+	env.WaitJob(t, ns, job.Name, batchv1.JobComplete, time.Minute)
+	pods := jobPods(t, env, ns, job.Name)
+	if len(pods) != 1 {
+		t.Fatalf("want 1 pod, got %d", len(pods))
+	}
+	cs := pods[0].Status.ContainerStatuses[0]
+	last := cs.LastTerminationState.Terminated
+	if cs.RestartCount != 1 || last == nil || last.ExitCode != 1 || cs.State.Terminated == nil || cs.State.Terminated.ExitCode != 0 {
+		t.Fatalf("container status %+v", cs)
+	}
+	if logs := k.Logs(ns, pods[0].Name); !strings.Contains(logs, "first\nsecond\n") {
+		t.Fatalf("logs: %q", logs)
+	}
+	testbed.Eventually(t, time.Minute, "two restarts of the crashing pod", func() (bool, error) {
+		var p corev1.Pod
+		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(crash), &p); err != nil {
+			return false, err
+		}
+		if len(p.Status.ContainerStatuses) == 0 {
+			return false, nil
+		}
+		cs := p.Status.ContainerStatuses[0]
+		last := cs.LastTerminationState.Terminated
+		return cs.RestartCount >= 2 && p.Status.Phase == corev1.PodRunning && last != nil && last.ExitCode == 7, nil
+	})
+}
+
+// markerProcesses lists the processes whose environment holds marker.
+func markerProcesses(marker string) []string {
+	var pids []string
+	files, _ := filepath.Glob("/proc/[0-9]*/environ")
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for _, kv := range strings.Split(string(b), "\x00") {
+			if kv == marker {
+				pids = append(pids, strings.TrimSuffix(strings.TrimPrefix(f, "/proc/"), "/environ"))
+			}
+		}
+	}
+	return pids
+}
+
+// TestExecProbeGraceAndStop: an exec readiness probe runs inside the
+// container's root; a process that ignores SIGTERM (PID 1 of its namespace
+// without a handler) and its background child are killed after the grace
+// period when the pod is deleted, and the pod object goes away; Stop kills
+// what still runs. No process carrying the test's marker survives.
+func TestExecProbeGraceAndStop(t *testing.T) {
+	t.Parallel()
+	env := testbed.Shared(t)
+	k := start(t, env)
+	ns := env.Namespace(t)
+	ctx := context.Background()
+	marker := "HARNESS_TEST_MARKER=" + ns
+	pod := func(name string) *corev1.Pod {
+		p := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+			Spec: corev1.PodSpec{
+				TerminationGracePeriodSeconds: ptr.To[int64](1),
+				Containers: []corev1.Container{{
+					Name: "main", Image: "busybox",
+					Command: []string{"sh", "-c", "sleep 600 & sleep 0.2; touch /probe-ready; exec sleep 600"},
+					Env:     []corev1.EnvVar{{Name: "HARNESS_TEST_MARKER", Value: ns}},
+					ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{
+						Command: []string{"test", "-f", "/probe-ready"}}}},
+				}},
+			},
+		}
+		k.PlaceOnNode(&p.Spec)
+		return p
+	}
+	a, b := pod("a"), pod("b")
+	began := time.Now()
+	create(t, env, a, b)
+	for _, p := range []*corev1.Pod{a, b} {
+		testbed.Eventually(t, time.Minute, p.Name+" Ready", func() (bool, error) {
+			_, ok := readyPod(env, ns, p.Name)
+			return ok, nil
+		})
+	}
+	t.Logf("pods created -> Ready (exec probe): %s", time.Since(began).Round(time.Millisecond))
+	if _, err := os.Stat("/probe-ready"); err == nil {
+		t.Fatal("/probe-ready appeared on the host")
+	}
+	if n := len(markerProcesses(marker)); n != 4 {
+		t.Fatalf("want 4 processes (2 per pod), found %d", n)
+	}
+	began = time.Now()
+	if err := env.Client.Delete(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	testbed.Eventually(t, 30*time.Second, "pod a gone", func() (bool, error) {
+		err := env.Client.Get(ctx, client.ObjectKeyFromObject(a), &corev1.Pod{})
+		return err != nil && client.IgnoreNotFound(err) == nil, nil
+	})
+	took := time.Since(began)
+	t.Logf("pod deleted -> object gone (SIGTERM ignored, SIGKILL after 1 s): %s", took.Round(time.Millisecond))
+	if took < time.Second {
+		t.Fatalf("pod gone after %s, before its grace period", took)
+	}
+	if n := len(markerProcesses(marker)); n != 2 {
+		t.Fatalf("want 2 processes (pod b), found %d", n)
+	}
+	k.Stop()
+	if pids := markerProcesses(marker); len(pids) != 0 {
+		t.Fatalf("processes left after Stop: %v", pids)
 	}
 }

@@ -16,9 +16,10 @@ import (
 )
 
 // probeLoop runs a container's readiness probe while its process p runs.
-// Probes run every min(periodSeconds, 1 s), so that tests need not wait the
-// default 10 s; initialDelaySeconds, timeoutSeconds and the success and
-// failure thresholds are honoured.
+// Until the container is first ready, probes run every 100 ms; then every
+// min(periodSeconds, 1 s), so that tests need not wait the default 10 s.
+// initialDelaySeconds, timeoutSeconds and the success and failure
+// thresholds are honoured.
 func (w *podWorker) probeLoop(ctx context.Context, c *container, p *process) {
 	pr := c.spec.ReadinessProbe
 	period := time.Duration(max(pr.PeriodSeconds, 1)) * time.Second
@@ -37,8 +38,7 @@ func (w *podWorker) probeLoop(ctx context.Context, c *container, p *process) {
 		}
 	}
 	okRun, failRun := 0, 0
-	tick := time.NewTicker(period)
-	defer tick.Stop()
+	everReady := false
 	for {
 		err := w.probe(ctx, c, pr, p)
 		if ctx.Err() != nil {
@@ -58,6 +58,7 @@ func (w *podWorker) probeLoop(ctx context.Context, c *container, p *process) {
 			c.ready = false
 		}
 		changed := was != c.ready
+		everReady = everReady || c.ready
 		w.mu.Unlock()
 		if changed {
 			if err != nil {
@@ -67,10 +68,16 @@ func (w *podWorker) probeLoop(ctx context.Context, c *container, p *process) {
 			}
 			w.sync(ctx)
 		}
+		next := period
+		if !everReady {
+			next = 100 * time.Millisecond
+		}
+		t := time.NewTimer(next)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return
-		case <-tick.C:
+		case <-t.C:
 		}
 	}
 }
