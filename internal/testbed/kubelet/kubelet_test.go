@@ -475,7 +475,7 @@ func TestRestartPolicies(t *testing.T) {
 	}
 	crash := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "crash", Namespace: ns},
-		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "main", Image: "busybox", Command: []string{"sh", "-c", "echo crashing; exit 7"}}}},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "main", Image: "busybox", Command: []string{"sh", "-c", "echo crashing; exit 7"}}}},
 	}
 	k.PlaceOnNode(&crash.Spec)
 	create(t, env, job, crash)
