@@ -27,6 +27,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
@@ -56,6 +57,7 @@ func TestOnCrossplane(t *testing.T) {
 	t.Run("BreakGlass", func(t *testing.T) { breakGlass(t, s) })
 	t.Run("DeleteClaimMidRun", func(t *testing.T) { deleteClaimMidRun(t, s) })
 	t.Run("MissingSnapshotKey", func(t *testing.T) { missingSnapshotKey(t, s) })
+	t.Run("UnconfirmedThenResumeOnClaim", func(t *testing.T) { unconfirmedThenResume(t, s) })
 }
 
 // fixture creates the namespace, the OpenBaoCluster prod (three stand-in
@@ -615,6 +617,76 @@ func missingSnapshotKey(t *testing.T, s *Stack) {
 		cl := &unstructured.Unstructured{}
 		cl.SetAPIVersion("openbao.org/v1alpha1")
 		cl.SetKind("OpenBaoCluster")
+		if err := s.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "prod"}, cl); err != nil {
+			return false, err
+		}
+		l, found, _ := unstructured.NestedMap(cl.Object, "status", "operationLock")
+		return !found || len(l) == 0, nil
+	})
+}
+
+// unconfirmedThenResume: the executor exits 11 (submitted, outcome
+// unconfirmed; faked by kwok), so the claim is Unknown with the lock held and
+// a message naming the acknowledgement. The user annotates the CLAIM (not
+// the XR) with Resume; Crossplane carries the annotation to the XR, the
+// reconciler re-runs the health gates and restarts every OpenBao pod, and
+// the claim is Completed and Ready with the lock released.
+func unconfirmedThenResume(t *testing.T, s *Stack) {
+	ctx := context.Background()
+	const ns = "vault-unconfirmed"
+	s.fixture(t, ns)
+	tm, err := json.Marshal(schemas.TerminationMessage{ExitCode: schemas.ExitUnconfirmed, Submitted: true,
+		Message: "the connection broke after the snapshot was sent"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.failJobPods(t, ns, schemas.ExitUnconfirmed, string(tm))
+	before := s.podUIDs(t, ns)
+	claim := s.claimExample(t, ns, nil)
+	var msg string
+	s.waitClaim(t, claim, "Unknown", 90*time.Second, func(c *unstructured.Unstructured, phase, _ string) bool {
+		msg, _, _ = unstructured.NestedString(c.Object, "status", "message")
+		return phase == "Unknown"
+	})
+	c := &unstructured.Unstructured{}
+	c.SetGroupVersionKind(claim.GroupVersionKind())
+	if err := s.Client.Get(ctx, client.ObjectKeyFromObject(claim), c); err != nil {
+		t.Fatal(err)
+	}
+	xrName, _, _ := unstructured.NestedString(c.Object, "spec", "resourceRef", "name")
+	xr := &unstructured.Unstructured{}
+	xr.SetAPIVersion(schemas.Group + "/" + schemas.Version)
+	xr.SetKind(schemas.XRKind)
+	if err := s.Client.Get(ctx, client.ObjectKey{Name: xrName}, xr); err != nil {
+		t.Fatal(err)
+	}
+	ack := string(xr.GetUID()) + "/Resume"
+	if !strings.Contains(msg, schemas.AcknowledgeAnnotation+"="+ack) {
+		t.Fatalf("the claim's message does not name the acknowledgement %s: %q", ack, msg)
+	}
+	cl := &unstructured.Unstructured{}
+	cl.SetAPIVersion("openbao.org/v1alpha1")
+	cl.SetKind("OpenBaoCluster")
+	if err := s.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "prod"}, cl); err != nil {
+		t.Fatal(err)
+	}
+	if h, _, _ := unstructured.NestedString(cl.Object, "status", "operationLock", "holder"); h == "" {
+		t.Fatal("the lock was released while the restore is Unknown")
+	}
+	patch := []byte(`{"metadata":{"annotations":{"` + schemas.AcknowledgeAnnotation + `":"` + ack + `"}}}`)
+	if err := s.Client.Patch(ctx, claim, client.RawPatch(types.MergePatchType, patch)); err != nil {
+		t.Fatal(err)
+	}
+	resumed := time.Now()
+	s.waitClaim(t, claim, "Completed and Ready", 90*time.Second, completed)
+	t.Logf("e2e: Resume on the claim -> Completed in %s", time.Since(resumed).Round(time.Millisecond))
+	after := s.podUIDs(t, ns)
+	for name, uid := range before {
+		if after[name] == uid {
+			t.Errorf("pod %s was not restarted after the Resume", name)
+		}
+	}
+	testbed.Eventually(t, 90*time.Second, "the cluster's lock released", func() (bool, error) {
 		if err := s.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "prod"}, cl); err != nil {
 			return false, err
 		}
