@@ -16,7 +16,7 @@ TOOLS := crossplane crossplane-v1 cue controller-gen golangci-lint \
 
 .PHONY: help
 help: ## Show the targets.
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 .PHONY: build
 build: ## Build the binary (function, reconciler and executor).
@@ -58,6 +58,10 @@ vet: ## go vet and go mod tidy check.
 .PHONY: test
 test: tools vet lint check-generated ## Run all tests (unit, schema, golden with the real crossplane CLIs, packages, real servers).
 	go test -count=1 -timeout 60m ./...
+
+.PHONY: e2e
+e2e: tools ## The end-to-end run: real Crossplane v2.4.0 installs the packages and runs every scenario (also part of make test).
+	go test -count=1 -timeout 30m -v ./test/e2e/
 
 .PHONY: bench
 bench: ## Run the function's benchmarks six times and summarise them with benchstat.
