@@ -2,6 +2,7 @@ package executor
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -52,12 +53,41 @@ func TestFindLeader(t *testing.T) {
 
 func TestCandidates(t *testing.T) {
 	r := &run{cfg: &Config{StatefulSet: "prod", Namespace: "vault", Replicas: 2}}
-	c := r.candidates()
+	c := r.candidates(t.Context())
 	if len(c) != 2 || c[1] != "https://prod-1.prod-internal.vault.svc:8200" {
 		t.Fatalf("%v", c)
 	}
 	r.cfg.OpenBaoAddr = "http://x:1"
-	if c := r.candidates(); len(c) != 1 || c[0] != "http://x:1" {
+	if c := r.candidates(t.Context()); len(c) != 1 || c[0] != "http://x:1" {
 		t.Fatalf("%v", c)
+	}
+}
+
+// In a cluster the candidates are the pods' IPs, http without TLS; when
+// the API cannot list them, the headless service names. (The listing
+// itself runs against a real API server in recorder_apiserver_test.go.)
+func TestCandidatesFromPods(t *testing.T) {
+	pods := `{"items":[{"metadata":{"name":"prod-0","ownerReferences":[{"apiVersion":"apps/v1","kind":"StatefulSet","name":"prod","uid":"u","controller":true}]},"status":{"podIP":"10.0.0.7"}}]}`
+	fail := false
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if fail || r.URL.Path != "/api/v1/namespaces/vault/pods" {
+			w.WriteHeader(http.StatusForbidden)
+			return
+		}
+		_, _ = w.Write([]byte(pods))
+	}))
+	t.Cleanup(api.Close)
+	r := &run{cfg: &Config{StatefulSet: "prod", Namespace: "vault", Replicas: 1}, opts: Options{Log: io.Discard},
+		kube: &KubeRecorder{Base: api.URL, Token: func() (string, error) { return "t", nil }, Client: api.Client()}}
+	if c := r.candidates(t.Context()); len(c) != 1 || c[0] != "http://10.0.0.7:8200" {
+		t.Fatalf("%v", c)
+	}
+	r.cfg.TLSServerName = "prod.vault.svc"
+	if c := r.candidates(t.Context()); len(c) != 1 || c[0] != "https://10.0.0.7:8200" {
+		t.Fatalf("with TLS: %v", c)
+	}
+	fail = true
+	if c := r.candidates(t.Context()); len(c) != 1 || c[0] != "https://prod-0.prod-internal.vault.svc:8200" {
+		t.Fatalf("fallback: %v", c)
 	}
 }

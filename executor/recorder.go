@@ -17,6 +17,9 @@ import (
 	"sync"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/openbao-restore/openbao-restore/schemas"
 	lockv1 "github.com/openbao-restore/openbao-restore/schemas/lock/v1alpha1"
 )
@@ -149,12 +152,12 @@ func (k *KubeRecorder) call(ctx context.Context, method, u string, body []byte, 
 	}
 	resp, err := k.Client.Do(req)
 	if err != nil {
-		return 0, nil, transient(scrubURLError(err), "%s lockrequest %s/%s", method, k.Namespace, k.Name)
+		return 0, nil, transient(scrubURLError(err), "%s %s", method, strings.TrimPrefix(u, k.Base))
 	}
 	defer func() { _ = resp.Body.Close() }()
 	out, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
 	if err != nil {
-		return 0, nil, transient(err, "reading lockrequest %s/%s", k.Namespace, k.Name)
+		return 0, nil, transient(err, "reading %s", strings.TrimPrefix(u, k.Base))
 	}
 	return resp.StatusCode, out, nil
 }
@@ -247,4 +250,36 @@ func kubeStatus(code int, body []byte, what string) error {
 	default:
 		return transient(errors.New(st.Message), "%s: HTTP %d", what, code)
 	}
+}
+
+// PodAddresses lists the StatefulSet's pods <sts>-0 … <sts>-<replicas-1>
+// (the pods the StatefulSet controls) through the API and returns their
+// OpenBao addresses, scheme://<pod IP>:8200, by ordinal. A pod IP needs no
+// cluster DNS; with TLS the certificate is checked against TLS_SERVER_NAME.
+// The executor's Role already lets it list pods.
+func (k *KubeRecorder) PodAddresses(ctx context.Context, namespace, sts string, replicas int, scheme string) ([]string, error) {
+	u := fmt.Sprintf("%s/api/v1/namespaces/%s/pods", k.Base, namespace)
+	code, out, err := k.call(ctx, http.MethodGet, u, nil, "")
+	if err != nil {
+		return nil, err
+	}
+	if err := kubeStatus(code, out, "list the pods of "+namespace); err != nil {
+		return nil, err
+	}
+	var list corev1.PodList
+	if err := json.Unmarshal(out, &list); err != nil {
+		return nil, transient(err, "decoding the pods of %s", namespace)
+	}
+	var addrs []string
+	for i := 0; i < replicas; i++ {
+		name := fmt.Sprintf("%s-%d", sts, i)
+		for _, p := range list.Items {
+			ref := metav1.GetControllerOf(&p)
+			if p.Name != name || ref == nil || ref.Kind != "StatefulSet" || ref.Name != sts || p.Status.PodIP == "" {
+				continue
+			}
+			addrs = append(addrs, scheme+"://"+net.JoinHostPort(p.Status.PodIP, "8200"))
+		}
+	}
+	return addrs, nil
 }

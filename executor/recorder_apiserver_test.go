@@ -9,13 +9,16 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
+	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -51,6 +54,61 @@ func TestKubeRecorderAPIServer(t *testing.T) {
 	t.Run("RefusesForeignOrUnheld", b.testRefusals)
 	t.Run("RBAC", b.testRBAC)
 	t.Run("WholeStatusRemovalRefused", b.testCELWholeStatus)
+	t.Run("PodAddresses", b.testPodAddresses)
+}
+
+// testPodAddresses: with the composed Role, the executor lists the
+// StatefulSet's pods and finds each one's OpenBao address by its pod IP, by
+// ordinal, skipping pods the StatefulSet does not control, pods without an
+// IP and ordinals past the replica count.
+func (b *apiBed) testPodAddresses(t *testing.T) {
+	ns := b.env.Namespace(t)
+	ctx := t.Context()
+	rs := newRestore(ns, "pods", "uid-pods")
+	b.composeRBAC(t, rs)
+	labels := map[string]string{"app": "bao"}
+	sts := &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Name: "prod", Namespace: ns},
+		Spec: appsv1.StatefulSetSpec{Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "bao", Image: "openbao/openbao:2.4.0"}}}}}}
+	if err := b.env.Client.Create(ctx, sts); err != nil {
+		t.Fatal(err)
+	}
+	owner := []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "StatefulSet", Name: "prod", UID: sts.UID, Controller: ptr.To(true)}}
+	for _, p := range []struct {
+		name, ip string
+		owned    bool
+	}{{"prod-1", "10.1.0.2", true}, {"prod-0", "10.1.0.1", true}, {"prod-2", "10.1.0.3", true}, {"prod-9", "10.1.0.9", false}, {"prod-3", "", true}} {
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: p.name, Namespace: ns, Labels: labels},
+			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "bao", Image: "openbao/openbao:2.4.0"}}}}
+		if p.owned {
+			pod.OwnerReferences = owner
+		}
+		if err := b.env.Client.Create(ctx, pod); err != nil {
+			t.Fatal(err)
+		}
+		if p.ip != "" {
+			pod.Status.PodIP = p.ip
+			if err := b.env.Client.Status().Update(ctx, pod); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	k := b.saRecorder(t, ns, rs.names.ServiceAccount, rs.names.Lock, rs.r.UID)
+	got, err := k.PodAddresses(ctx, ns, "prod", 3, "https")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"https://10.1.0.1:8200", "https://10.1.0.2:8200", "https://10.1.0.3:8200"}; !slices.Equal(got, want) {
+		t.Errorf("addresses %v, want %v", got, want)
+	}
+	if got, err := k.PodAddresses(ctx, ns, "prod", 5, "http"); err != nil || len(got) != 3 || got[0] != "http://10.1.0.1:8200" {
+		t.Errorf("5 replicas: %v %v", got, err)
+	}
+	// Another namespace's pods are not the Role's to list.
+	if _, err := k.PodAddresses(ctx, "default", "prod", 3, "https"); ExitCode(err) != schemas.ExitConfig {
+		t.Errorf("listing another namespace: %v", err)
+	}
 }
 
 type apiBed struct {

@@ -95,6 +95,8 @@ func Main(ctx context.Context, env func(string) string, opts Options) int {
 }
 
 type run struct {
+	// kube lists the cluster's pods, when the executor runs in a cluster.
+	kube  *KubeRecorder
 	opts  Options
 	start time.Time
 	tm    schemas.TerminationMessage
@@ -150,7 +152,7 @@ func (r *run) run(ctx context.Context, env func(string) string) error {
 		if err != nil {
 			return err
 		}
-		rec = kr
+		rec, r.kube = kr, kr
 	}
 	if rec == nil {
 		r.logf("WARNING: %s is not set: the submission is not recorded, so nothing stops a second run from restoring again", schemas.EnvLockRequestName)
@@ -186,7 +188,7 @@ func (r *run) run(ctx context.Context, env func(string) string) error {
 	var addr string
 	var before *health
 	err = r.retry(ctx, "finding the active OpenBao node", func() (err error) {
-		addr, before, err = r.bao.findLeader(ctx, r.candidates())
+		addr, before, err = r.bao.findLeader(ctx, r.candidates(ctx))
 		return err
 	}, schemas.ExitLeader)
 	if err != nil {
@@ -225,7 +227,7 @@ func (r *run) run(ctx context.Context, env func(string) string) error {
 			// The leader may have changed (that is often why the stream
 			// broke): find it again, and re-apply the cluster pin.
 			var h *health
-			if addr, h, err = r.bao.findLeader(ctx, r.candidates()); err != nil {
+			if addr, h, err = r.bao.findLeader(ctx, r.candidates(ctx)); err != nil {
 				return err
 			}
 			if cfg.ExpectedClusterID != "" && h.ClusterID != cfg.ExpectedClusterID {
@@ -247,12 +249,26 @@ func (r *run) run(ctx context.Context, env func(string) string) error {
 	return r.after(ctx, addr)
 }
 
-// candidates are the addresses probed for the active node: the override, or
-// each StatefulSet pod through the headless service <statefulset>-internal
-// (as the OpenBao and Vault charts name it), over TLS on 8200.
-func (r *run) candidates() []string {
+// candidates are the addresses probed for the active node: the override;
+// else each StatefulSet pod by its IP, listed through the Kubernetes API
+// (https when the cluster has TLS, which the Job says with TLS_CA_PATH or
+// TLS_SERVER_NAME, else http); else, when the API cannot list them, each
+// pod through the headless service <statefulset>-internal (as the OpenBao
+// and Vault charts name it), over TLS on 8200.
+func (r *run) candidates(ctx context.Context) []string {
 	if r.cfg.OpenBaoAddr != "" {
 		return []string{r.cfg.OpenBaoAddr}
+	}
+	if r.kube != nil {
+		scheme := "http"
+		if r.cfg.TLSCAPath != "" || r.cfg.TLSServerName != "" {
+			scheme = "https"
+		}
+		addrs, err := r.kube.PodAddresses(ctx, r.cfg.Namespace, r.cfg.StatefulSet, r.cfg.Replicas, scheme)
+		if err == nil && len(addrs) > 0 {
+			return addrs
+		}
+		r.logf("the pods of StatefulSet %s could not be listed (%v); trying its headless service instead", r.cfg.StatefulSet, err)
 	}
 	out := make([]string, 0, r.cfg.Replicas)
 	for i := 0; i < r.cfg.Replicas; i++ {
