@@ -12,7 +12,7 @@
 //   - its containers run as processes (see Options.Images for how an image
 //     becomes a binary), each in private mount, UTS and PID namespaces in
 //     which its volumes are bound at their mount paths; nothing is written
-//     to the host's /etc or /var (spawn_linux.go explains how);
+//     to the host's /etc or /var (package nsinit explains how);
 //   - emptyDir, secret, configMap, downwardAPI, projected (service-account
 //     token through the TokenRequest API, secrets, config maps, downward
 //     API), persistentVolumeClaim (a directory per claim that survives the

@@ -18,6 +18,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
+
+	"github.com/openbao-restore/openbao-restore/internal/testbed/kubelet/nsinit"
 )
 
 const (
@@ -72,7 +74,7 @@ type container struct {
 	started      bool
 	done         bool // will not run again
 	binary       string
-	proc         *process
+	proc         *nsinit.Process
 }
 
 func newPodWorker(k *Kubelet, pod *corev1.Pod) *podWorker {
@@ -136,7 +138,7 @@ func (w *podWorker) grace() time.Duration {
 func (w *podWorker) kill(grace time.Duration) {
 	w.mu.Lock()
 	w.terminating = true
-	var procs []*process
+	var procs []*nsinit.Process
 	for _, c := range append(append([]*container(nil), w.inits...), w.conts...) {
 		if c.proc != nil {
 			procs = append(procs, c.proc)
@@ -145,15 +147,15 @@ func (w *podWorker) kill(grace time.Duration) {
 	w.mu.Unlock()
 	w.termOnce.Do(func() { close(w.term) })
 	for _, p := range procs {
-		p.signal(syscall.SIGTERM)
+		p.Signal(syscall.SIGTERM)
 	}
 	deadline := time.After(grace)
 	for _, p := range procs {
 		select {
-		case <-p.done:
+		case <-p.Done:
 		case <-deadline:
-			p.signal(syscall.SIGKILL)
-			<-p.done
+			p.Signal(syscall.SIGKILL)
+			<-p.Done
 		}
 	}
 }
@@ -408,10 +410,10 @@ func (w *podWorker) runContainer(ctx context.Context, c *container, vols map[str
 			go w.probeLoop(probeCtx, c, p)
 		}
 		w.sync(ctx)
-		<-p.done
+		<-p.Done
 		stopProbe()
 		finished := metav1.Now()
-		code := p.code
+		code := p.Code
 		msg := readTermination(termFile)
 		reason := "Completed"
 		if code != 0 {
@@ -420,8 +422,8 @@ func (w *podWorker) runContainer(ctx context.Context, c *container, vols map[str
 				msg = logTail(logFile, logOffset)
 			}
 		}
-		if p.err != nil && code < 0 {
-			reason, msg = "Error", p.err.Error()
+		if p.Err != nil && code < 0 {
+			reason, msg = "Error", p.Err.Error()
 		}
 		policy := w.latest().Spec.RestartPolicy
 		w.mu.Lock()
@@ -476,7 +478,7 @@ func (c *container) containerID(uid types.UID) string {
 }
 
 // start builds the container's namespace and starts its process.
-func (w *podWorker) start(ctx context.Context, c *container, vols map[string]volume) (p *process, startedAt metav1.Time, logFile string, logOffset int64, termFile string, err error) {
+func (w *podWorker) start(ctx context.Context, c *container, vols map[string]volume) (p *nsinit.Process, startedAt metav1.Time, logFile string, logOffset int64, termFile string, err error) {
 	pod := w.latest()
 	w.mu.Lock()
 	ip := w.ip
@@ -518,8 +520,8 @@ func (w *podWorker) start(ctx context.Context, c *container, vols map[string]vol
 		termPath = corev1.TerminationMessagePathDefault
 	}
 	mounts = append(mounts,
-		bindMount{Source: termFile, Target: termPath},
-		bindMount{Source: filepath.Join(w.dir, "etc-hosts"), Target: "/etc/hosts", ReadOnly: true})
+		nsinit.Mount{Source: termFile, Target: termPath},
+		nsinit.Mount{Source: filepath.Join(w.dir, "etc-hosts"), Target: "/etc/hosts", ReadOnly: true})
 	logFile = filepath.Join(w.dir, c.spec.Name+".log")
 	lf, err := os.OpenFile(logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -540,7 +542,7 @@ func (w *podWorker) start(ctx context.Context, c *container, vols map[string]vol
 	} else {
 		dirs = append(dirs, wd)
 	}
-	spec := spawnSpec{
+	spec := nsinit.Spec{
 		Root: filepath.Join(run, "root"), Scratch: run, Mounts: mounts, Dirs: dirs, Hostname: hostname(pod),
 		Path: bin, Args: argv, Env: env.list(), Dir: wd, Log: lf,
 	}
@@ -550,7 +552,7 @@ func (w *podWorker) start(ctx context.Context, c *container, vols map[string]vol
 		err = errors.New("pod is terminating")
 		return
 	}
-	p, err = spawn(spec)
+	p, err = nsinit.Start(spec)
 	if err != nil {
 		w.mu.Unlock()
 		return
@@ -565,14 +567,14 @@ func (w *podWorker) start(ctx context.Context, c *container, vols map[string]vol
 		w.startTime = &startedAt
 	}
 	w.mu.Unlock()
-	w.k.logf("pod %s container %s started (pid %d, IP %s) %s after the pod was seen", w.key(), c.spec.Name, p.pid, ip,
+	w.k.logf("pod %s container %s started (pid %d, IP %s) %s after the pod was seen", w.key(), c.spec.Name, p.Pid, ip,
 		time.Since(w.seen).Round(time.Millisecond))
 	return
 }
 
 // mounts lists a container's volume mounts (and the default token mount).
-func (w *podWorker) mounts(pod *corev1.Pod, c *corev1.Container, vols map[string]volume) ([]bindMount, error) {
-	var out []bindMount
+func (w *podWorker) mounts(pod *corev1.Pod, c *corev1.Container, vols map[string]volume) ([]nsinit.Mount, error) {
+	var out []nsinit.Mount
 	hasSA := false
 	for _, m := range c.VolumeMounts {
 		v, ok := vols[m.Name]
@@ -595,10 +597,10 @@ func (w *podWorker) mounts(pod *corev1.Pod, c *corev1.Container, vols map[string
 		if filepath.Clean(m.MountPath) == ServiceAccountMountPath {
 			hasSA = true
 		}
-		out = append(out, bindMount{Source: src, Target: m.MountPath, ReadOnly: m.ReadOnly || v.readOnly})
+		out = append(out, nsinit.Mount{Source: src, Target: m.MountPath, ReadOnly: m.ReadOnly || v.readOnly})
 	}
 	if v, ok := vols[defaultTokenVolume]; ok && !hasSA {
-		out = append(out, bindMount{Source: v.dir, Target: ServiceAccountMountPath, ReadOnly: true})
+		out = append(out, nsinit.Mount{Source: v.dir, Target: ServiceAccountMountPath, ReadOnly: true})
 	}
 	return out, nil
 }

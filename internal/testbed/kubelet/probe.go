@@ -13,6 +13,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/openbao-restore/openbao-restore/internal/testbed/kubelet/nsinit"
 )
 
 // probeLoop runs a container's readiness probe while its process p runs.
@@ -20,7 +22,7 @@ import (
 // min(periodSeconds, 1 s), so that tests need not wait the default 10 s.
 // initialDelaySeconds, timeoutSeconds and the success and failure
 // thresholds are honoured.
-func (w *podWorker) probeLoop(ctx context.Context, c *container, p *process) {
+func (w *podWorker) probeLoop(ctx context.Context, c *container, p *nsinit.Process) {
 	pr := c.spec.ReadinessProbe
 	period := time.Duration(max(pr.PeriodSeconds, 1)) * time.Second
 	period = min(period, time.Second)
@@ -83,7 +85,7 @@ func (w *podWorker) probeLoop(ctx context.Context, c *container, p *process) {
 }
 
 // probe runs one probe; nil means success.
-func (w *podWorker) probe(ctx context.Context, c *container, pr *corev1.Probe, p *process) error {
+func (w *podWorker) probe(ctx context.Context, c *container, pr *corev1.Probe, p *nsinit.Process) error {
 	timeout := time.Duration(max(pr.TimeoutSeconds, 1)) * time.Second
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -149,7 +151,7 @@ func (w *podWorker) probe(ctx context.Context, c *container, pr *corev1.Probe, p
 
 // execProbe runs the command inside the container's root: chroot into
 // /proc/<pid>/root reaches the container's mount namespace's view.
-func (w *podWorker) execProbe(ctx context.Context, c *container, command []string, p *process) error {
+func (w *podWorker) execProbe(ctx context.Context, c *container, command []string, p *nsinit.Process) error {
 	if len(command) == 0 {
 		return fmt.Errorf("empty exec probe")
 	}
@@ -172,7 +174,7 @@ func (w *podWorker) execProbe(ctx context.Context, c *container, command []strin
 	if c.spec.WorkingDir != "" {
 		cmd.Dir = c.spec.WorkingDir
 	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Chroot: fmt.Sprintf("/proc/%d/root", p.pid), Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Chroot: fmt.Sprintf("/proc/%d/root", p.Pid), Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("exec probe: %w: %s", err, out)

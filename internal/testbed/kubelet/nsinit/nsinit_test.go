@@ -1,9 +1,12 @@
-package kubelet
+package nsinit
 
 import (
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -35,9 +38,9 @@ func TestSpawn(t *testing.T) {
 	}
 	defer func() { _ = lf.Close() }()
 	began := time.Now()
-	p, err := spawn(spawnSpec{
+	p, err := Start(Spec{
 		Root: root, Scratch: dir, Hostname: "spawned",
-		Mounts: []bindMount{
+		Mounts: []Mount{
 			{Source: vol, Target: "/etc/spawn-test/vol", ReadOnly: true},
 			{Source: vol, Target: "/spawn-test/data"},
 			{Source: vol, Target: "/var/run/secrets/spawn-test"},
@@ -52,16 +55,16 @@ func TestSpawn(t *testing.T) {
 		t.Fatal(err)
 	}
 	select {
-	case <-p.done:
+	case <-p.Done:
 	case <-time.After(10 * time.Second):
-		p.signal(9)
+		p.Signal(9)
 		t.Fatal("process did not exit")
 	}
 	t.Logf("spawn to exit: %s", time.Since(began))
 	out, _ := os.ReadFile(logPath)
 	want := "contentcontentcontent\nspawned\n1\nread-only\ndevnull\n"
-	if p.code != 0 || string(out) != want {
-		t.Fatalf("exit %d, %v, output %q, want %q", p.code, p.err, out, want)
+	if p.Code != 0 || string(out) != want {
+		t.Fatalf("exit %d, %v, output %q, want %q", p.Code, p.Err, out, want)
 	}
 	if b, _ := os.ReadFile(term); strings.TrimSpace(string(b)) != "msg" {
 		t.Fatalf("termination log %q", b)
@@ -69,6 +72,47 @@ func TestSpawn(t *testing.T) {
 	for _, p := range []string{"/etc/spawn-test", "/spawn-test", "/run/secrets/spawn-test"} {
 		if _, err := os.Stat(p); err == nil {
 			t.Errorf("%s exists on the host", p)
+		}
+	}
+}
+
+// TestSiblingsSurvive: starting containers must never end a thread of the
+// test binary, since a child started from that thread with a parent-death
+// signal (as the test bed starts its control plane) would be killed.
+func TestSiblingsSurvive(t *testing.T) {
+	// A sibling started just before each container, from the same
+	// goroutine: the thread that forked it is the likeliest to be reused.
+	var siblings []*exec.Cmd
+	dir := t.TempDir()
+	for i := range 30 {
+		c := exec.Command("sleep", "60")
+		c.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		siblings = append(siblings, c)
+		t.Cleanup(func() { _ = c.Process.Kill(); _ = c.Wait() })
+		run := filepath.Join(dir, fmt.Sprint(i))
+		if err := os.MkdirAll(filepath.Join(run, "root"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		p, err := Start(Spec{Root: filepath.Join(run, "root"), Scratch: run, Path: "/bin/true", Args: []string{"true"}, Dir: "/"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		<-p.Done
+		if p.Code != 0 {
+			t.Fatalf("exit %d: %v", p.Code, p.Err)
+		}
+	}
+	for _, c := range siblings {
+		// A killed child stays a zombie until waited for.
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", c.Process.Pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f := strings.Fields(string(b)); len(f) < 3 || f[2] == "Z" {
+			t.Fatalf("a sibling process died: %s", b)
 		}
 	}
 }

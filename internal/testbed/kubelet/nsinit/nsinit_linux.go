@@ -1,9 +1,16 @@
-package kubelet
+// Package nsinit starts a container process of the harness kubelet in its
+// own mount, UTS and PID namespaces, with its volumes bound into a private
+// root. It has no dependencies beyond the standard library, so that its
+// init function, which does the work in the re-executed test binary, runs
+// before the heavy initialisation of client-go's packages.
+package nsinit
 
 import (
 	"bufio"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path"
@@ -17,95 +24,132 @@ import (
 
 // How a container process is started (spawn):
 //
-// A goroutine locks itself to its OS thread and unshares that thread's mount
-// and UTS namespaces (CLONE_NEWNS implies a private fs struct, so the rest of
-// the test binary is unaffected). It makes every mount private, so nothing
-// propagates back to the host, sets the pod's hostname, and builds a root for
-// the container:
+// The kubelet starts its own executable again (/proc/self/exe: the test
+// binary) with clone flags for new mount, UTS and PID namespaces, its own
+// process group and a parent-death signal, and with spawnEnv naming a JSON
+// file that describes the container. This package's init function sees
+// that variable before anything else runs, and, inside the new namespaces:
 //
-//  1. a tmpfs at <state>/root holding a mirror of the host's / (each
+//  1. makes every mount private, so nothing propagates back to the host,
+//     and sets the pod's hostname;
+//  2. mounts a tmpfs at <state>/root holding a mirror of the host's / (each
 //     top-level directory recursively bind-mounted, symlinks copied, files
 //     bind-mounted), so that new top-level directories (/openbao/data) can
 //     be created in the tmpfs;
-//  2. for every mount path whose parent does not exist yet below an existing
-//     host directory (/etc/bao/tls with /etc existing), an overlayfs over
-//     the nearest existing ancestor, its upper and work directories in the
-//     container's state directory, so that mkdir never reaches the host;
-//     the host mounts below that ancestor (/dev/pts, /dev/shm) are bound
-//     again on top of the overlay;
-//  3. each volume bind-mounted at its path (read-only when asked).
+//  3. for every mount path whose parent does not exist yet below an existing
+//     host directory (/etc/bao/tls with /etc existing), mounts an overlayfs
+//     over the nearest existing ancestor, its upper and work directories in
+//     the container's state directory, so that mkdir never reaches the
+//     host; the host mounts below that ancestor (/dev/pts, /dev/shm) are
+//     bound again on top of the overlay;
+//  4. binds each volume at its path (read-only when asked);
+//  5. chroots into the new root, changes to the working directory and execs
+//     the container's program, which keeps the PID (PID 1 of its namespace:
+//     when it dies the kernel kills everything it forked), the process
+//     group and the parent-death signal.
 //
-// The process is then forked from that same thread, so it inherits the
-// namespace, with chroot into the new root, its own process group, a new PID
-// namespace (it is PID 1 there: when it dies the kernel kills everything it
-// forked) and a parent-death signal. The goroutine stays locked to the thread
-// until the process has been reaped: Pdeathsig fires when the forking thread
-// exits, and a locked goroutine that returns takes its thread (and the mount
-// namespace) with it. No mount is ever made in the host's namespace.
+// A setup error is written to an inherited close-on-exec pipe; a pipe
+// closed with nothing written means the exec succeeded. No mount is ever
+// made in the test binary's own namespace, and no thread of the test binary
+// changes namespace: a Go thread that ended locked would SIGKILL every
+// child started from it with a parent-death signal (the control plane's
+// helpers included).
 //
 // Symlinks in mount paths are resolved inside the new root (/var/run/x is
 // /run/x here), never by the host's kernel while the root is being built, so
 // a symlink cannot lead a mkdir out of it.
 
-// bindMount is one bind mount into a container's root.
-type bindMount struct {
+// spawnEnv names the spec file of a container being set up.
+const spawnEnv = "HARNESS_KUBELET_SPAWN"
+
+func init() {
+	if spec := os.Getenv(spawnEnv); spec != "" {
+		spawnChild(spec) // never returns
+	}
+}
+
+// Mount is one bind mount into a container's root.
+type Mount struct {
 	Source   string // host path: a directory or a file
 	Target   string // absolute path inside the container
 	ReadOnly bool
 }
 
-// spawnSpec says how to start one container process.
-type spawnSpec struct {
+// Spec says how to start one container process.
+type Spec struct {
+	// Root is an empty directory the root tmpfs is mounted on.
 	Root     string // empty directory the root tmpfs is mounted on
 	Scratch  string // directory for overlay upper and work directories
-	Mounts   []bindMount
+	Mounts   []Mount
 	Dirs     []string // directories to create inside the container (working dir)
 	Hostname string
 	Path     string
 	Args     []string
 	Env      []string
 	Dir      string
-	Log      *os.File
+	Log      *os.File `json:"-"`
 }
 
-// process is a started container process.
-type process struct {
-	pid  int
-	done chan struct{} // closed when the process has been reaped
-	err  error         // the Wait error, valid after done
-	code int           // exit code (128+signal when killed), valid after done
+// Process is a started container process.
+type Process struct {
+	Pid  int
+	Done chan struct{} // closed when the process has been reaped
+	Err  error         // the Wait error, valid after Done
+	Code int           // exit code (128+signal when killed), valid after Done
 }
 
-// signal sends sig to the process's group (the whole PID namespace for
+// Signal sends sig to the process's group (the whole PID namespace for
 // SIGKILL, since the process is its init).
-func (p *process) signal(sig syscall.Signal) {
-	_ = syscall.Kill(-p.pid, sig)
-	_ = syscall.Kill(p.pid, sig)
+func (p *Process) Signal(sig syscall.Signal) {
+	_ = syscall.Kill(-p.Pid, sig)
+	_ = syscall.Kill(p.Pid, sig)
 }
 
-// spawn starts the process as described above and returns once it runs.
-func spawn(s spawnSpec) (*process, error) {
-	started := make(chan error, 1)
-	p := &process{done: make(chan struct{})}
-	go func() {
-		// Never unlocked: the thread carries the namespace and is the
-		// parent the death signal is tied to; it ends with this goroutine.
-		runtime.LockOSThread()
-		defer close(p.done)
-		cmd, err := setupAndStart(s)
-		if err != nil {
-			p.err, p.code = err, -1
-			started <- err
-			return
-		}
-		p.pid = cmd.Process.Pid
-		started <- nil
-		p.err = cmd.Wait()
-		p.code = exitCode(cmd.ProcessState)
-	}()
-	if err := <-started; err != nil {
+// Start starts the process as described above and returns once it runs.
+func Start(s Spec) (*Process, error) {
+	b, err := json.Marshal(s)
+	if err != nil {
 		return nil, err
 	}
+	specPath := filepath.Join(s.Scratch, "spawn.json")
+	if err := os.WriteFile(specPath, b, 0o600); err != nil {
+		return nil, err
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = r.Close() }()
+	env := []string{spawnEnv + "=" + specPath}
+	// The test bed's watchdog kills what carries its marker if the test
+	// binary dies (internal/testbed/proc.go).
+	if v, ok := os.LookupEnv("OPENBAO_RESTORE_TESTBED"); ok {
+		env = append(env, "OPENBAO_RESTORE_TESTBED="+v)
+	}
+	cmd := &exec.Cmd{Path: "/proc/self/exe", Args: []string{"harness-kubelet-init"}, Env: env,
+		Stdout: s.Log, Stderr: s.Log, ExtraFiles: []*os.File{w}}
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Setpgid:    true,
+		Pdeathsig:  syscall.SIGKILL,
+		Cloneflags: syscall.CLONE_NEWNS | syscall.CLONE_NEWUTS | syscall.CLONE_NEWPID,
+	}
+	err = cmd.Start()
+	_ = w.Close()
+	if err != nil {
+		return nil, err
+	}
+	msg, _ := io.ReadAll(r)
+	if len(msg) > 0 {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		return nil, errors.New(string(msg))
+	}
+	p := &Process{Pid: cmd.Process.Pid, Done: make(chan struct{})}
+	go func() {
+		p.Err = cmd.Wait()
+		p.Code = exitCode(cmd.ProcessState)
+		close(p.Done)
+	}()
 	return p, nil
 }
 
@@ -119,69 +163,88 @@ func exitCode(ps *os.ProcessState) int {
 	return ps.ExitCode()
 }
 
-// setupAndStart runs on the locked thread.
-func setupAndStart(s spawnSpec) (*exec.Cmd, error) {
-	if err := syscall.Unshare(syscall.CLONE_NEWNS | syscall.CLONE_NEWUTS); err != nil {
-		return nil, fmt.Errorf("unshare: %w", err)
+// spawnChild runs in the re-executed binary, in the new namespaces.
+func spawnChild(specPath string) {
+	runtime.LockOSThread()
+	status := os.NewFile(3, "status")
+	syscall.CloseOnExec(3)
+	fail := func(err error) {
+		_, _ = status.WriteString("harness kubelet: " + err.Error())
+		os.Exit(127)
 	}
+	b, err := os.ReadFile(specPath)
+	if err != nil {
+		fail(err)
+	}
+	var s Spec
+	if err := json.Unmarshal(b, &s); err != nil {
+		fail(err)
+	}
+	if err := setupRoot(s); err != nil {
+		fail(err)
+	}
+	if err := syscall.Chroot(s.Root); err != nil {
+		fail(fmt.Errorf("chroot: %w", err))
+	}
+	if err := syscall.Chdir(s.Dir); err != nil {
+		fail(fmt.Errorf("working directory %s: %w", s.Dir, err))
+	}
+	fail(fmt.Errorf("exec %s: %w", s.Path, syscall.Exec(s.Path, s.Args, s.Env)))
+}
+
+// setupRoot builds the container's root (steps 1 to 4 above).
+func setupRoot(s Spec) error {
 	if err := syscall.Mount("", "/", "", syscall.MS_REC|syscall.MS_PRIVATE, ""); err != nil {
-		return nil, fmt.Errorf("make mounts private: %w", err)
+		return fmt.Errorf("make mounts private: %w", err)
 	}
 	if s.Hostname != "" {
 		if err := syscall.Sethostname([]byte(s.Hostname)); err != nil {
-			return nil, fmt.Errorf("sethostname: %w", err)
+			return fmt.Errorf("sethostname: %w", err)
 		}
 	}
 	b := &rootBuilder{root: s.Root, scratch: s.Scratch, private: map[string]bool{}}
 	if err := b.mirrorHostRoot(); err != nil {
-		return nil, err
+		return err
 	}
-	mounts := append([]bindMount(nil), s.Mounts...)
+	mounts := append([]Mount(nil), s.Mounts...)
 	sort.SliceStable(mounts, func(i, j int) bool { return depth(mounts[i].Target) < depth(mounts[j].Target) })
 	// First every overlay, so that an overlay never hides a volume bound
 	// before it; then the binds, parents before children.
 	for _, m := range mounts {
 		fi, err := os.Stat(m.Source)
 		if err != nil {
-			return nil, fmt.Errorf("volume source: %w", err)
+			return fmt.Errorf("volume source: %w", err)
 		}
 		if _, err := b.ensure(m.Target, fi.IsDir()); err != nil {
-			return nil, fmt.Errorf("mount path %s: %w", m.Target, err)
+			return fmt.Errorf("mount path %s: %w", m.Target, err)
 		}
 	}
 	for _, d := range s.Dirs {
 		if _, err := b.ensure(d, true); err != nil {
-			return nil, fmt.Errorf("directory %s: %w", d, err)
+			return fmt.Errorf("directory %s: %w", d, err)
 		}
 	}
 	for _, m := range mounts {
-		fi, _ := os.Stat(m.Source)
+		fi, err := os.Stat(m.Source)
+		if err != nil {
+			return fmt.Errorf("volume source: %w", err)
+		}
 		target, err := b.ensure(m.Target, fi.IsDir())
 		if err != nil {
-			return nil, fmt.Errorf("mount path %s: %w", m.Target, err)
+			return fmt.Errorf("mount path %s: %w", m.Target, err)
 		}
 		host := filepath.Join(b.root, target)
 		if err := syscall.Mount(m.Source, host, "", syscall.MS_BIND|syscall.MS_REC, ""); err != nil {
-			return nil, fmt.Errorf("bind %s on %s: %w", m.Source, m.Target, err)
+			return fmt.Errorf("bind %s on %s: %w", m.Source, m.Target, err)
 		}
 		if m.ReadOnly {
 			if err := syscall.Mount("", host, "", syscall.MS_BIND|syscall.MS_REMOUNT|syscall.MS_RDONLY, ""); err != nil {
-				return nil, fmt.Errorf("read-only %s: %w", m.Target, err)
+				return fmt.Errorf("read-only %s: %w", m.Target, err)
 			}
 		}
 		b.private[target] = true
 	}
-	cmd := &exec.Cmd{Path: s.Path, Args: s.Args, Env: s.Env, Dir: s.Dir, Stdout: s.Log, Stderr: s.Log}
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Chroot:     b.root,
-		Setpgid:    true,
-		Pdeathsig:  syscall.SIGKILL,
-		Cloneflags: syscall.CLONE_NEWPID,
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	return cmd, nil
+	return nil
 }
 
 func depth(p string) int { return strings.Count(path.Clean(p), "/") }
@@ -382,8 +445,7 @@ func (b *rootBuilder) overlay(dir string) error {
 // submounts lists the outermost mount points strictly below dir in this
 // thread's mount namespace.
 func submounts(dir string) ([]string, error) {
-	// thread-self: this thread's namespace differs from the process's.
-	f, err := os.Open("/proc/thread-self/mountinfo")
+	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		return nil, err
 	}
