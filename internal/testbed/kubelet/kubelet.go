@@ -137,6 +137,7 @@ type Kubelet struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
+	hostsMu sync.Mutex
 	mu      sync.Mutex
 	pods    map[types.UID]*podWorker
 	ipsUsed map[string]types.UID // IP -> pod holding it
@@ -314,6 +315,60 @@ func (k *Kubelet) logf(format string, args ...any) {
 	k.opts.Logf("harness kubelet %s: "+format, append([]any{k.opts.Node}, args...)...)
 }
 
+// refreshHosts rewrites the /etc/hosts file of every pod that has one (and
+// creates self's): localhost, the pod's own names, then the names of every
+// other pod of this kubelet that has a subdomain, standing in for cluster
+// DNS (<pod>.<service>.<namespace>.svc.cluster.local resolves in a
+// StatefulSet's pods). Files are rewritten in place, so running processes
+// see the change (Go's resolver rereads the file within 5 s). It returns
+// the error of writing self's file.
+func (k *Kubelet) refreshHosts(self *podWorker) error {
+	k.hostsMu.Lock()
+	defer k.hostsMu.Unlock()
+	k.mu.Lock()
+	workers := make([]*podWorker, 0, len(k.pods))
+	for _, w := range k.pods {
+		workers = append(workers, w)
+	}
+	k.mu.Unlock()
+	entries := map[*podWorker]string{}
+	var peers []string
+	for _, w := range workers {
+		e := w.hostsEntry()
+		entries[w] = e
+		if e != "" && w.latest().Spec.Subdomain != "" {
+			peers = append(peers, e)
+		}
+	}
+	sort.Strings(peers)
+	var selfErr error
+	for _, w := range workers {
+		own := entries[w]
+		if own == "" {
+			continue
+		}
+		if _, err := os.Stat(w.hostsFile()); err != nil && w != self {
+			continue // not set up yet, or already gone
+		}
+		var sb strings.Builder
+		sb.WriteString("# Kubernetes-managed hosts file (harness kubelet).\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n")
+		sb.WriteString(own)
+		for _, p := range peers {
+			if p != own {
+				sb.WriteString(p)
+			}
+		}
+		err := os.MkdirAll(w.dir, 0o755)
+		if err == nil {
+			err = os.WriteFile(w.hostsFile(), []byte(sb.String()), 0o644)
+		}
+		if w == self {
+			selfErr = err
+		}
+	}
+	return selfErr
+}
+
 // ---- node ----
 
 func (k *Kubelet) nodeStatus() corev1.NodeStatus {
@@ -476,6 +531,7 @@ func (k *Kubelet) podChanged(o any) {
 			k.mu.Lock()
 			delete(k.pods, pod.UID)
 			k.mu.Unlock()
+			_ = k.refreshHosts(nil)
 		}()
 	}
 	k.mu.Unlock()

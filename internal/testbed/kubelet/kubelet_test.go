@@ -362,6 +362,11 @@ func TestStatefulSetRestartKeepsData(t *testing.T) {
 			t.Fatalf("%s whoami: %q, %v", n, who, err)
 		}
 	}
+	// Pod DNS names of the StatefulSet resolve through the pods' /etc/hosts.
+	peer := "web-0.web." + ns + ".svc.cluster.local"
+	if got, err := get("http://" + net.JoinHostPort(ip1, "8200") + "/resolve?name=" + peer); err != nil || got != ip0 {
+		t.Fatalf("web-1 resolves %s to %q (%v), want %s", peer, got, err, ip0)
+	}
 	resp, err := http.Post("http://"+net.JoinHostPort(ip0, "8200")+"/write?name=marker", "text/plain", strings.NewReader("kept"))
 	if err != nil {
 		t.Fatal(err)

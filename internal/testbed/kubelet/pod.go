@@ -278,7 +278,7 @@ func (w *podWorker) prepare(ctx context.Context) map[string]volume {
 			w.mu.Unlock()
 			var vols map[string]volume
 			if vols, err = w.prepareVolumes(ctx, pod); err == nil {
-				if err = w.writeHosts(pod, ip); err == nil {
+				if err = w.k.refreshHosts(w); err == nil {
 					w.mu.Lock()
 					w.volumesReady = true
 					w.waitReason, w.waitMessage = "", ""
@@ -318,19 +318,26 @@ func (w *podWorker) setWaiting(reason, msg string) {
 	}
 }
 
-// writeHosts writes the pod's /etc/hosts (bind-mounted in every container).
-func (w *podWorker) writeHosts(pod *corev1.Pod, ip string) error {
+// hostsEntry is the pod's line in /etc/hosts files ("" without an IP): its
+// DNS names under its subdomain (a StatefulSet's headless service), as
+// cluster DNS would serve them, and its bare hostname.
+func (w *podWorker) hostsEntry() string {
+	w.mu.Lock()
+	ip, pod := w.ip, w.pod
+	w.mu.Unlock()
+	if ip == "" {
+		return ""
+	}
 	h := hostname(pod)
 	names := h
 	if pod.Spec.Subdomain != "" {
-		names = fmt.Sprintf("%s.%s.%s.svc.cluster.local %s", h, pod.Spec.Subdomain, pod.Namespace, h)
+		base := h + "." + pod.Spec.Subdomain + "." + pod.Namespace
+		names = fmt.Sprintf("%s.svc.cluster.local %s.svc %s %s.%s %s", base, base, base, h, pod.Spec.Subdomain, h)
 	}
-	content := fmt.Sprintf("# Kubernetes-managed hosts file (harness kubelet).\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n%s\t%s\n", ip, names)
-	if err := os.MkdirAll(w.dir, 0o755); err != nil {
-		return err
-	}
-	return os.WriteFile(filepath.Join(w.dir, "etc-hosts"), []byte(content), 0o644)
+	return ip + "\t" + names + "\n"
 }
+
+func (w *podWorker) hostsFile() string { return filepath.Join(w.dir, "etc-hosts") }
 
 // runInits runs the init containers in order; false means the pod must not
 // go on (failed with restartPolicy Never, or stopping).

@@ -3,7 +3,7 @@
 //	podhelper job FILE...   print each file, write a termination message
 //	                        with them and $POD_IP, exit with $EXIT_CODE
 //	podhelper serve DIR     serve HTTP on $POD_IP:8200 (/ready, /write,
-//	                        /read, /whoami), keeping files in DIR
+//	                        /read, /whoami, /resolve), keeping files in DIR
 //	podhelper incluster     get its own pod through InClusterConfig
 package main
 
@@ -119,6 +119,14 @@ func serve(dir string) error {
 			return
 		}
 		_, _ = w.Write(b)
+	})
+	mux.HandleFunc("/resolve", func(w http.ResponseWriter, r *http.Request) {
+		addrs, err := net.LookupHost(r.URL.Query().Get("name"))
+		if err != nil {
+			http.Error(w, err.Error(), 404)
+			return
+		}
+		_, _ = io.WriteString(w, strings.Join(addrs, ","))
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
