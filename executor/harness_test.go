@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -36,30 +35,7 @@ type baoServer struct {
 
 // freePortPair finds a loopback port p with p+1 also free (the dev listener
 // puts its cluster port next to its API port).
-func freePortPair(t testing.TB) int { return freePorts(t, 1) }
-
-// freePorts finds a loopback port p with p+offset also free.
-func freePorts(t testing.TB, offset int) int {
-	for range 100 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		p := l.Addr().(*net.TCPAddr).Port
-		if p+offset > 65535 {
-			_ = l.Close()
-			continue
-		}
-		l2, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p+offset))
-		_ = l.Close()
-		if err == nil {
-			_ = l2.Close()
-			return p
-		}
-	}
-	t.Fatal("no free port pair")
-	return 0
-}
+func freePortPair(t testing.TB) int { return testbin.FreePorts(t, 1) }
 
 func startBao(t testing.TB) *baoServer { return startBaoSealed(t, "") }
 
