@@ -27,6 +27,7 @@ import (
 
 	"github.com/openbao-restore/openbao-restore/internal/testbed"
 	"github.com/openbao-restore/openbao-restore/internal/testbed/kubelet"
+	"github.com/openbao-restore/openbao-restore/internal/testbin"
 )
 
 func TestMain(m *testing.M) {
@@ -593,5 +594,104 @@ func TestExecProbeGraceAndStop(t *testing.T) {
 	k.Stop()
 	if pids := markerProcesses(marker); len(pids) != 0 {
 		t.Fatalf("processes left after Stop: %v", pids)
+	}
+}
+
+// TestOpenBaoPod: the real OpenBao 2.4.0 server runs as a StatefulSet pod
+// (raft storage on a volume claim, listening on its pod IP), and an exec
+// readiness probe that runs `bao status` (the image's binary) makes it Ready.
+func TestOpenBaoPod(t *testing.T) {
+	t.Parallel()
+	env := testbed.Shared(t)
+	bao := testbin.Path(t, "openbao")
+	ns := env.Namespace(t)
+	var mu sync.Mutex
+	done := false
+	t.Cleanup(func() { mu.Lock(); done = true; mu.Unlock() })
+	k, err := kubelet.Start(context.Background(), env.Config, kubelet.Options{
+		Node:   "harness-openbaopod",
+		Images: map[string]string{"openbao/openbao": bao},
+		Dir:    t.TempDir(),
+		Logf: func(format string, args ...any) {
+			mu.Lock()
+			defer mu.Unlock()
+			if !done {
+				t.Logf(format, args...)
+			}
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("---- harness kubelet logs ----\n%s", k.AllLogs())
+		}
+		k.Stop()
+	})
+	create(t, env, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "openbao-config", Namespace: ns}, Data: map[string]string{
+		"raft.hcl": "storage \"raft\" {\n  path = \"/openbao/data\"\n  node_id = \"openbao-0\"\n  performance_multiplier = 1\n}\n",
+	}})
+	labels := map[string]string{"app.kubernetes.io/name": "openbao"}
+	spec := corev1.PodSpec{
+		Containers: []corev1.Container{{
+			Name: "openbao", Image: "openbao/openbao:2.4.0",
+			Args: []string{"server", "-dev", "-dev-root-token-id=root", "-dev-listen-address=$(POD_IP):8200",
+				"-dev-no-store-token", "-config=/openbao/config/raft.hcl"},
+			Env: []corev1.EnvVar{
+				{Name: "POD_IP", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.podIP"}}},
+				{Name: "BAO_ADDR", Value: "http://$(POD_IP):8200"},
+				{Name: "BAO_API_ADDR", Value: "http://$(POD_IP):8200"},
+				{Name: "BAO_CLUSTER_ADDR", Value: "http://$(POD_IP):8201"},
+			},
+			VolumeMounts: []corev1.VolumeMount{
+				{Name: "data", MountPath: "/openbao/data"},
+				{Name: "config", MountPath: "/openbao/config"},
+			},
+			ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"bao", "status"}}}},
+		}},
+		Volumes: []corev1.Volume{{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+			LocalObjectReference: corev1.LocalObjectReference{Name: "openbao-config"}}}}},
+	}
+	k.PlaceOnNode(&spec)
+	sts := &appsv1.StatefulSet{
+		ObjectMeta: metav1.ObjectMeta{Name: "openbao", Namespace: ns},
+		Spec: appsv1.StatefulSetSpec{
+			Replicas: ptr.To[int32](1), ServiceName: "openbao-internal",
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: spec},
+			VolumeClaimTemplates: []corev1.PersistentVolumeClaim{{
+				ObjectMeta: metav1.ObjectMeta{Name: "data"},
+				Spec: corev1.PersistentVolumeClaimSpec{
+					StorageClassName: ptr.To(k.StorageClass()),
+					AccessModes:      []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+					Resources:        corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}},
+				},
+			}},
+		},
+	}
+	began := time.Now()
+	create(t, env, sts)
+	var p *corev1.Pod
+	testbed.Eventually(t, 2*time.Minute, "openbao-0 Ready", func() (bool, error) {
+		var ok bool
+		p, ok = readyPod(env, ns, "openbao-0")
+		return ok, nil
+	})
+	t.Logf("statefulset created -> OpenBao pod Ready: %s", time.Since(began).Round(time.Millisecond))
+	health, err := get("http://" + net.JoinHostPort(p.Status.PodIP, "8200") + "/v1/sys/health")
+	if err != nil || !strings.Contains(health, `"sealed":false`) {
+		t.Fatalf("health: %s, %v", health, err)
+	}
+	var pvc corev1.PersistentVolumeClaim
+	if err := env.Client.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: "data-openbao-0"}, &pvc); err != nil {
+		t.Fatal(err)
+	}
+	var pv corev1.PersistentVolume
+	if err := env.Client.Get(context.Background(), types.NamespacedName{Name: pvc.Spec.VolumeName}, &pv); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(pv.Spec.Local.Path, "raft", "raft.db")); err != nil {
+		t.Fatalf("raft data not in the claim's directory: %v", err)
 	}
 }
