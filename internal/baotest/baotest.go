@@ -138,27 +138,8 @@ func Start(t testing.TB, n int) *Cluster {
 	if n < 1 {
 		t.Fatalf("baotest: %d nodes", n)
 	}
-	bin := testbin.Path(t, "openbao")
-	dir := t.TempDir()
-	c := &Cluster{
-		bin:      bin,
-		dir:      dir,
-		KeyFile:  filepath.Join(dir, "seal.key"),
-		wrongKey: filepath.Join(dir, "wrong-seal.key"),
-		hc: &http.Client{Timeout: 30 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error {
-			return http.ErrUseLastResponse
-		}},
-		probe: &http.Client{Timeout: 2 * time.Second},
-	}
-	for _, f := range []string{c.KeyFile, c.wrongKey} {
-		key := make([]byte, 32)
-		if _, err := rand.Read(key); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(f, key, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
+	c := newCluster(t)
+	c.bin = testbin.Path(t, "openbao")
 	t.Cleanup(func() { c.teardown(t) })
 
 	// A subnet free at probe time can be taken before the servers bind (a
@@ -179,6 +160,54 @@ func Start(t testing.TB, n int) *Cluster {
 }
 
 var errExited = errors.New("server exited")
+
+// newCluster makes a cluster's clients and its two 32-byte static keys.
+func newCluster(t testing.TB) *Cluster {
+	dir := t.TempDir()
+	c := &Cluster{
+		dir:      dir,
+		KeyFile:  filepath.Join(dir, "seal.key"),
+		wrongKey: filepath.Join(dir, "wrong-seal.key"),
+		hc: &http.Client{Timeout: 30 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse
+		}},
+		probe: &http.Client{Timeout: 2 * time.Second},
+	}
+	for _, f := range []string{c.KeyFile, c.wrongKey} {
+		key := make([]byte, 32)
+		if _, err := rand.Read(key); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(f, key, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return c
+}
+
+// Attach is a cluster whose servers something else runs (the pods of a
+// StatefulSet, say), node i at ips[i] with NodeConfig's layout: the same
+// client methods, and Init instead of Start's initialisation, but no
+// process control (Stop, Start and the like fail the test). KeyFile holds a
+// fresh static key for the servers' configuration.
+func Attach(t testing.TB, ips []string) *Cluster {
+	t.Helper()
+	c := newCluster(t)
+	for i, ip := range ips {
+		c.Nodes = append(c.Nodes, &Node{Index: i, ID: fmt.Sprintf("node%d", i), IP: ip, Addr: fmt.Sprintf("http://%s:%d", ip, APIPort)})
+	}
+	return c
+}
+
+// Init initialises an attached cluster as Start does (sys/init on node 0,
+// kv-v2 at secret/, every node unsealed) and waits until it is healthy.
+func (c *Cluster) Init(t testing.TB) {
+	t.Helper()
+	if err := c.initialize(); err != nil {
+		t.Fatalf("baotest: init: %v", err)
+	}
+	c.WaitHealthy(t)
+}
 
 // boot creates n nodes on a fresh subnet, starts them and initialises node 0.
 func (c *Cluster) boot(t testing.TB, n, attempt int) error {
@@ -203,6 +232,12 @@ func (c *Cluster) boot(t testing.TB, n, attempt int) error {
 			return err
 		}
 	}
+	return c.initialize()
+}
+
+// initialize initialises node 0 through sys/init and waits until every
+// node is unsealed.
+func (c *Cluster) initialize() error {
 	n0 := c.Nodes[0]
 	if _, err := c.waitHealth(n0, func(Health) bool { return true }); err != nil {
 		return err
@@ -275,21 +310,29 @@ func randInt(t testing.TB, n int64) int {
 
 // config is the node's server configuration with the given seal key file.
 func (c *Cluster) config(nd *Node, keyFile string) string {
+	return NodeConfig(nd.Index, nd.IP, c.Nodes[0].Addr, filepath.Join(nd.Dir, "raft"), keyFile)
+}
+
+// NodeConfig is the server configuration of node index of a cluster: its
+// own address ip (API on APIPort, cluster on ClusterPort, plain HTTP), Raft
+// data in dataDir, the static seal key in keyFile, and, past node 0, a
+// retry_join to node 0 at leaderAddr. Start uses it, and so do tests that
+// run OpenBao as the pods of a StatefulSet.
+func NodeConfig(index int, ip, leaderAddr, dataDir, keyFile string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "storage \"raft\" {\n  path = %q\n  node_id = %q\n  performance_multiplier = 1\n", filepath.Join(nd.Dir, "raft"), nd.ID)
-	if nd.Index > 0 {
+	fmt.Fprintf(&b, "storage \"raft\" {\n  path = %q\n  node_id = \"node%d\"\n  performance_multiplier = 1\n", dataDir, index)
+	if index > 0 {
 		// retry_join only matters on first start, when the node has no
 		// Raft state yet; later starts rejoin from their own data.
-		fmt.Fprintf(&b, "  retry_join {\n    leader_api_addr = %q\n  }\n", c.Nodes[0].Addr)
+		fmt.Fprintf(&b, "  retry_join {\n    leader_api_addr = %q\n  }\n", leaderAddr)
 	}
 	b.WriteString("}\n")
-	fmt.Fprintf(&b, "listener \"tcp\" {\n  address = \"%s:%d\"\n  cluster_address = \"%s:%d\"\n  tls_disable = true\n}\n", nd.IP, APIPort, nd.IP, ClusterPort)
+	fmt.Fprintf(&b, "listener \"tcp\" {\n  address = \"%s:%d\"\n  cluster_address = \"%s:%d\"\n  tls_disable = true\n}\n", ip, APIPort, ip, ClusterPort)
 	fmt.Fprintf(&b, "seal \"static\" {\n  current_key_id = \"1\"\n  current_key = \"file://%s\"\n}\n", keyFile)
-	fmt.Fprintf(&b, "api_addr = %q\ncluster_addr = \"https://%s:%d\"\n", nd.Addr, nd.IP, ClusterPort)
+	fmt.Fprintf(&b, "api_addr = \"http://%s:%d\"\ncluster_addr = \"https://%s:%d\"\n", ip, APIPort, ip, ClusterPort)
 	return b.String()
 }
 
-// spawn writes node's config with keyFile and starts its process.
 func (c *Cluster) spawn(nd *Node, keyFile string) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -377,6 +420,15 @@ func (c *Cluster) teardown(t testing.TB) {
 	}
 }
 
+// local fails the test for an attached cluster, whose processes are not
+// the cluster's to start.
+func (c *Cluster) local(t testing.TB) {
+	t.Helper()
+	if c.bin == "" {
+		t.Fatal("baotest: an attached cluster's servers are run by something else")
+	}
+}
+
 // Running reports whether node i's process is running.
 func (c *Cluster) Running(i int) bool {
 	c.mu.Lock()
@@ -397,12 +449,14 @@ func (c *Cluster) Running(i int) bool {
 // 10 s). A leader stopped this way hands leadership over.
 func (c *Cluster) Stop(t testing.TB, i int) {
 	t.Helper()
+	c.local(t)
 	c.halt(c.Nodes[i], syscall.SIGTERM, 10*time.Second)
 }
 
 // Kill sends SIGKILL to node i, a crash: no leadership hand-over.
 func (c *Cluster) Kill(t testing.TB, i int) {
 	t.Helper()
+	c.local(t)
 	c.halt(c.Nodes[i], syscall.SIGKILL, 10*time.Second)
 }
 
@@ -410,6 +464,7 @@ func (c *Cluster) Kill(t testing.TB, i int) {
 // key, and waits until it is unsealed (the static seal needs no unseal call).
 func (c *Cluster) Start(t testing.TB, i int) {
 	t.Helper()
+	c.local(t)
 	nd := c.Nodes[i]
 	if err := c.spawn(nd, c.KeyFile); err != nil {
 		t.Fatalf("baotest: start %s: %v", nd.ID, err)
@@ -431,6 +486,7 @@ func (c *Cluster) Restart(t testing.TB, i int) {
 // sealed. It stays sealed until it is stopped and started with Start.
 func (c *Cluster) StartSealed(t testing.TB, i int) {
 	t.Helper()
+	c.local(t)
 	nd := c.Nodes[i]
 	if err := c.spawn(nd, c.wrongKey); err != nil {
 		t.Fatalf("baotest: start %s: %v", nd.ID, err)
