@@ -2,6 +2,8 @@ package kubelet_test
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -67,13 +69,18 @@ func podHelper(t *testing.T) string {
 // plane (its own node, storage class and subnet), stopped when it ends.
 func start(t *testing.T, env *testbed.Env) *kubelet.Kubelet {
 	t.Helper()
+	return startWith(t, env, map[string]string{"harness.test/podhelper": podHelper(t)})
+}
+
+func startWith(t *testing.T, env *testbed.Env, images map[string]string) *kubelet.Kubelet {
+	t.Helper()
 	var mu sync.Mutex
 	done := false
 	t.Cleanup(func() { mu.Lock(); done = true; mu.Unlock() })
 	node := "harness-" + strings.ToLower(strings.ReplaceAll(strings.TrimPrefix(t.Name(), "Test"), "/", "-"))
 	k, err := kubelet.Start(context.Background(), env.Config, kubelet.Options{
 		Node:   node,
-		Images: map[string]string{"harness.test/podhelper": podHelper(t)},
+		Images: images,
 		Dir:    t.TempDir(),
 		Logf: func(format string, args ...any) {
 			mu.Lock()
@@ -605,30 +612,7 @@ func TestOpenBaoPod(t *testing.T) {
 	env := testbed.Shared(t)
 	bao := testbin.Path(t, "openbao")
 	ns := env.Namespace(t)
-	var mu sync.Mutex
-	done := false
-	t.Cleanup(func() { mu.Lock(); done = true; mu.Unlock() })
-	k, err := kubelet.Start(context.Background(), env.Config, kubelet.Options{
-		Node:   "harness-openbaopod",
-		Images: map[string]string{"openbao/openbao": bao},
-		Dir:    t.TempDir(),
-		Logf: func(format string, args ...any) {
-			mu.Lock()
-			defer mu.Unlock()
-			if !done {
-				t.Logf(format, args...)
-			}
-		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("---- harness kubelet logs ----\n%s", k.AllLogs())
-		}
-		k.Stop()
-	})
+	k := startWith(t, env, map[string]string{"openbao/openbao": bao})
 	create(t, env, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "openbao-config", Namespace: ns}, Data: map[string]string{
 		"raft.hcl": "storage \"raft\" {\n  path = \"/openbao/data\"\n  node_id = \"openbao-0\"\n  performance_multiplier = 1\n}\n",
 	}})
@@ -694,4 +678,197 @@ func TestOpenBaoPod(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(pv.Spec.Local.Path, "raft", "raft.db")); err != nil {
 		t.Fatalf("raft data not in the claim's directory: %v", err)
 	}
+}
+
+const openBaoConfigTemplate = `disable_mlock = true
+ui = false
+listener "tcp" {
+  address = "POD_IP:8200"
+  cluster_address = "POD_IP:8201"
+  tls_disable = true
+}
+api_addr = "http://POD_IP:8200"
+cluster_addr = "http://POD_IP:8201"
+seal "static" {
+  current_key_id = "1"
+  current_key = "file:///openbao/seal/key"
+}
+storage "raft" {
+  path = "/openbao/data"
+  node_id = "POD_NAME"
+  performance_multiplier = 1
+  retry_join { leader_api_addr = "http://openbao-0.openbao-internal.NAMESPACE.svc.cluster.local:8200" }
+  retry_join { leader_api_addr = "http://openbao-1.openbao-internal.NAMESPACE.svc.cluster.local:8200" }
+  retry_join { leader_api_addr = "http://openbao-2.openbao-internal.NAMESPACE.svc.cluster.local:8200" }
+}
+`
+
+func baoRequest(method, url, token, body string) (int, string, error) {
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		return 0, "", err
+	}
+	if token != "" {
+		req.Header.Set("X-Vault-Token", token)
+	}
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
+
+// TestOpenBaoThreeVoters: three OpenBao 2.4.0 nodes as a StatefulSet, as
+// the e2e runs them: an init container renders the config with the pod's IP
+// and name, the static seal key comes from a Secret, raft data lives on
+// volume claims, the nodes find each other by their pod DNS names
+// (retry_join), and a deleted standby comes back unsealed, as a voter, at
+// the same IP.
+func TestOpenBaoThreeVoters(t *testing.T) {
+	t.Parallel()
+	env := testbed.Shared(t)
+	bao := testbin.Path(t, "openbao")
+	k := startWith(t, env, map[string]string{"openbao/openbao": bao})
+	ns := env.Namespace(t)
+	ctx := context.Background()
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		t.Fatal(err)
+	}
+	create(t, env,
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "openbao-seal", Namespace: ns}, Data: map[string][]byte{"key": key}},
+		&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "openbao-config", Namespace: ns}, Data: map[string]string{"config.hcl": openBaoConfigTemplate}},
+	)
+	fieldEnv := func(name, path string) corev1.EnvVar {
+		return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: path}}}
+	}
+	labels := map[string]string{"app.kubernetes.io/name": "openbao"}
+	spec := corev1.PodSpec{
+		TerminationGracePeriodSeconds: ptr.To[int64](10),
+		InitContainers: []corev1.Container{{
+			Name: "config", Image: "busybox",
+			Command: []string{"sh", "-c", `sed -e "s/POD_IP/$POD_IP/g" -e "s/POD_NAME/$POD_NAME/g" -e "s/NAMESPACE/$NAMESPACE/g" /openbao/template/config.hcl > /openbao/config/config.hcl`},
+			Env:     []corev1.EnvVar{fieldEnv("POD_IP", "status.podIP"), fieldEnv("POD_NAME", "metadata.name"), fieldEnv("NAMESPACE", "metadata.namespace")},
+			VolumeMounts: []corev1.VolumeMount{
+				{Name: "template", MountPath: "/openbao/template"},
+				{Name: "config", MountPath: "/openbao/config"},
+			},
+		}},
+		Containers: []corev1.Container{{
+			Name: "openbao", Image: "openbao/openbao:2.4.0",
+			Args:  []string{"server", "-config=/openbao/config/config.hcl"},
+			Env:   []corev1.EnvVar{fieldEnv("POD_IP", "status.podIP")},
+			Ports: []corev1.ContainerPort{{Name: "api", ContainerPort: 8200}},
+			VolumeMounts: []corev1.VolumeMount{
+				{Name: "data", MountPath: "/openbao/data"},
+				{Name: "config", MountPath: "/openbao/config"},
+				{Name: "seal", MountPath: "/openbao/seal"},
+			},
+			ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
+				Path: "/v1/sys/health?standbyok=true&uninitcode=200", Port: intstr.FromString("api")}}},
+		}},
+		Volumes: []corev1.Volume{
+			{Name: "template", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "openbao-config"}}}},
+			{Name: "config", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+			{Name: "seal", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "openbao-seal", DefaultMode: ptr.To[int32](0o400)}}},
+		},
+	}
+	k.PlaceOnNode(&spec)
+	sts := &appsv1.StatefulSet{
+		ObjectMeta: metav1.ObjectMeta{Name: "openbao", Namespace: ns},
+		Spec: appsv1.StatefulSetSpec{
+			Replicas: ptr.To[int32](3), ServiceName: "openbao-internal", PodManagementPolicy: appsv1.ParallelPodManagement,
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: spec},
+			VolumeClaimTemplates: []corev1.PersistentVolumeClaim{{
+				ObjectMeta: metav1.ObjectMeta{Name: "data"},
+				Spec: corev1.PersistentVolumeClaimSpec{
+					StorageClassName: ptr.To(k.StorageClass()),
+					AccessModes:      []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+					Resources:        corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}},
+				},
+			}},
+		},
+	}
+	began := time.Now()
+	create(t, env, sts)
+	ips := map[string]string{}
+	testbed.Eventually(t, 2*time.Minute, "three OpenBao pods Ready (uninitialised)", func() (bool, error) {
+		for i := range 3 {
+			n := fmt.Sprintf("openbao-%d", i)
+			p, ok := readyPod(env, ns, n)
+			if !ok {
+				return false, nil
+			}
+			ips[n] = p.Status.PodIP
+		}
+		return true, nil
+	})
+	t.Logf("statefulset created -> 3 OpenBao pods Ready: %s", time.Since(began).Round(time.Millisecond))
+	addr := func(n string) string { return "http://" + net.JoinHostPort(ips[n], "8200") }
+	code, body, err := baoRequest(http.MethodPost, addr("openbao-0")+"/v1/sys/init", "", `{"recovery_shares":1,"recovery_threshold":1}`)
+	if err != nil || code != http.StatusOK {
+		t.Fatalf("init: %d %s %v", code, body, err)
+	}
+	var initResp struct {
+		RootToken string `json:"root_token"`
+	}
+	if err := json.Unmarshal([]byte(body), &initResp); err != nil || initResp.RootToken == "" {
+		t.Fatalf("init answer %s: %v", body, err)
+	}
+	token := initResp.RootToken
+	voters := func() (bool, error) {
+		code, body, err := baoRequest(http.MethodGet, addr("openbao-0")+"/v1/sys/storage/raft/autopilot/state", token, "")
+		if err != nil || code != http.StatusOK {
+			return false, fmt.Errorf("%d %s %v", code, body, err)
+		}
+		var st struct {
+			Data struct {
+				Healthy bool `json:"healthy"`
+				Servers map[string]struct {
+					Status  string `json:"status"`
+					Healthy bool   `json:"healthy"`
+				} `json:"servers"`
+			} `json:"data"`
+		}
+		if err := json.Unmarshal([]byte(body), &st); err != nil {
+			return false, err
+		}
+		if len(st.Data.Servers) != 3 || !st.Data.Healthy {
+			return false, fmt.Errorf("autopilot: %s", body)
+		}
+		for _, s := range st.Data.Servers {
+			if s.Status != "voter" && s.Status != "leader" || !s.Healthy {
+				return false, fmt.Errorf("autopilot: %s", body)
+			}
+		}
+		return true, nil
+	}
+	began = time.Now()
+	testbed.Eventually(t, 2*time.Minute, "three healthy voters", voters)
+	t.Logf("init -> three healthy voters: %s", time.Since(began).Round(time.Millisecond))
+
+	// A standby restarts: the StatefulSet recreates it with the same IP and
+	// data; the static seal unseals it, and it is a voter again.
+	var old corev1.Pod
+	if err := env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: "openbao-1"}, &old); err != nil {
+		t.Fatal(err)
+	}
+	began = time.Now()
+	if err := env.Client.Delete(ctx, &old, client.Preconditions{UID: &old.UID}); err != nil {
+		t.Fatal(err)
+	}
+	testbed.Eventually(t, time.Minute, "openbao-1 back and Ready", func() (bool, error) {
+		p, ok := readyPod(env, ns, "openbao-1")
+		return ok && p.UID != old.UID && p.Status.PodIP == ips["openbao-1"], nil
+	})
+	t.Logf("standby deleted -> replacement Ready: %s", time.Since(began).Round(time.Millisecond))
+	code, body, err = baoRequest(http.MethodGet, addr("openbao-1")+"/v1/sys/health", "", "")
+	if err != nil || code != http.StatusTooManyRequests || !strings.Contains(body, `"sealed":false`) {
+		t.Fatalf("openbao-1 health after restart: %d %s %v", code, body, err)
+	}
+	testbed.Eventually(t, time.Minute, "three healthy voters after the restart", voters)
+	t.Logf("standby deleted -> three healthy voters again: %s", time.Since(began).Round(time.Millisecond))
 }
