@@ -217,6 +217,9 @@ func (c *Child) Start() {
 	c.p = p
 }
 
+// PID is the process id of the child's current start.
+func (c *Child) PID() int { return c.p.cmd.Process.Pid }
+
 // Kill SIGKILLs the child's process group and waits for it: no cleanup, no
 // lease release, perhaps mid-write.
 func (c *Child) Kill() {
