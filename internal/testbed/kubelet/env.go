@@ -8,9 +8,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/utils/ptr"
 )
 
@@ -140,7 +142,7 @@ func (w *podWorker) buildEnv(ctx context.Context, pod *corev1.Pod, c *corev1.Con
 			e.set(v.Name, expand(v.Value, e.vals))
 			continue
 		}
-		val, skip, err := w.envValueFrom(ctx, pod, v.ValueFrom, podIP)
+		val, skip, err := w.envValueFrom(ctx, pod, c, v.ValueFrom, podIP)
 		if err != nil {
 			return nil, fmt.Errorf("env %s: %w", v.Name, err)
 		}
@@ -151,7 +153,7 @@ func (w *podWorker) buildEnv(ctx context.Context, pod *corev1.Pod, c *corev1.Con
 	return e, nil
 }
 
-func (w *podWorker) envValueFrom(ctx context.Context, pod *corev1.Pod, from *corev1.EnvVarSource, podIP string) (string, bool, error) {
+func (w *podWorker) envValueFrom(ctx context.Context, pod *corev1.Pod, c *corev1.Container, from *corev1.EnvVarSource, podIP string) (string, bool, error) {
 	var ce configError
 	switch {
 	case from.FieldRef != nil:
@@ -192,7 +194,57 @@ func (w *podWorker) envValueFrom(ctx context.Context, pod *corev1.Pod, from *cor
 		}
 		return string(v), false, nil
 	}
-	return "", false, configError{errors.New("only fieldRef, secretKeyRef and configMapKeyRef are supported by the harness kubelet")}
+	if from.ResourceFieldRef != nil {
+		v, err := resourceValue(pod, from.ResourceFieldRef, c)
+		return v, false, err
+	}
+	return "", false, configError{errors.New("this env source is not supported by the harness kubelet")}
+}
+
+// resourceValue resolves a resourceFieldRef as the kubelet does: the
+// container's request or limit, a limit defaulting to the node's
+// allocatable (64 CPUs, 256Gi), divided by the divisor and rounded up.
+func resourceValue(pod *corev1.Pod, ref *corev1.ResourceFieldSelector, current *corev1.Container) (string, error) {
+	c := current
+	if ref.ContainerName != "" || c == nil {
+		c = nil
+		for i := range pod.Spec.Containers {
+			if pod.Spec.Containers[i].Name == ref.ContainerName {
+				c = &pod.Spec.Containers[i]
+			}
+		}
+		if c == nil {
+			return "", configError{fmt.Errorf("resourceFieldRef: no container %q", ref.ContainerName)}
+		}
+	}
+	kind, name, ok := strings.Cut(ref.Resource, ".")
+	if !ok || (kind != "limits" && kind != "requests") {
+		return "", configError{fmt.Errorf("resourceFieldRef %q is not supported", ref.Resource)}
+	}
+	list := c.Resources.Limits
+	if kind == "requests" {
+		list = c.Resources.Requests
+	}
+	q, ok := list[corev1.ResourceName(name)]
+	if !ok {
+		switch {
+		case kind == "limits" && name == "cpu":
+			q = resource.MustParse("64")
+		case kind == "limits" && name == "memory":
+			q = resource.MustParse("256Gi")
+		default:
+			q = resource.MustParse("0")
+		}
+	}
+	div := ref.Divisor
+	if div.IsZero() {
+		div = resource.MustParse("1")
+	}
+	v := (q.MilliValue() + div.MilliValue() - 1) / div.MilliValue()
+	if name == "memory" || name == "ephemeral-storage" {
+		v = (q.Value() + div.Value() - 1) / div.Value()
+	}
+	return strconv.FormatInt(v, 10), nil
 }
 
 // expand replaces $(VAR) with the variable's value when it is defined, and

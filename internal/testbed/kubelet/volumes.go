@@ -264,10 +264,16 @@ func (w *podWorker) configMapFiles(ctx context.Context, ns, name string, items [
 func downwardFiles(pod *corev1.Pod, items []corev1.DownwardAPIVolumeFile, defMode *int32) ([]file, error) {
 	files := []file{}
 	for _, it := range items {
-		if it.FieldRef == nil {
-			return nil, configError{fmt.Errorf("downward API item %s: only fieldRef is supported", it.Path)}
+		var v string
+		var err error
+		switch {
+		case it.FieldRef != nil:
+			v, err = fieldValue(pod, it.FieldRef.FieldPath, "")
+		case it.ResourceFieldRef != nil:
+			v, err = resourceValue(pod, it.ResourceFieldRef, nil)
+		default:
+			err = configError{fmt.Errorf("downward API item %s: no fieldRef or resourceFieldRef", it.Path)}
 		}
-		v, err := fieldValue(pod, it.FieldRef.FieldPath, "")
 		if err != nil {
 			return nil, err
 		}
