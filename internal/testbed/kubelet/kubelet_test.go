@@ -872,3 +872,49 @@ func TestOpenBaoThreeVoters(t *testing.T) {
 	testbed.Eventually(t, time.Minute, "three healthy voters after the restart", voters)
 	t.Logf("standby deleted -> three healthy voters again: %s", time.Since(began).Round(time.Millisecond))
 }
+
+// TestAdoptNamespaces: a Job whose template says nothing about placement
+// runs on the harness node once its namespace is adopted, while a pod in
+// another namespace stays on kwok's node.
+func TestAdoptNamespaces(t *testing.T) {
+	t.Parallel()
+	env := testbed.Shared(t)
+	k := start(t, env)
+	ns, other := env.Namespace(t), env.Namespace(t)
+	ctx := context.Background()
+	began := time.Now()
+	undo, err := k.AdoptNamespaces(ctx, ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = undo(context.Background()) })
+	t.Logf("adoption policy effective after %s", time.Since(began).Round(time.Millisecond))
+	spec := corev1.PodSpec{
+		RestartPolicy: corev1.RestartPolicyNever,
+		Tolerations:   []corev1.Toleration{{Key: "unrelated", Operator: corev1.TolerationOpExists}},
+		Containers:    []corev1.Container{{Name: "main", Image: "busybox", Command: []string{"sh", "-c", "echo adopted > /dev/termination-log"}}},
+	}
+	job := &batchv1.Job{
+		ObjectMeta: metav1.ObjectMeta{Name: "adopted", Namespace: ns},
+		Spec:       batchv1.JobSpec{BackoffLimit: ptr.To[int32](0), Template: corev1.PodTemplateSpec{Spec: spec}},
+	}
+	kwokPod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "elsewhere", Namespace: other}, Spec: *spec.DeepCopy()}
+	create(t, env, job, kwokPod)
+	env.WaitJob(t, ns, job.Name, batchv1.JobComplete, time.Minute)
+	pods := jobPods(t, env, ns, job.Name)
+	if len(pods) != 1 || pods[0].Spec.NodeName != k.Node() {
+		t.Fatalf("job pods: %d, on %q", len(pods), pods[0].Spec.NodeName)
+	}
+	if term := pods[0].Status.ContainerStatuses[0].State.Terminated; term == nil || term.Message != "adopted\n" {
+		t.Fatalf("terminated: %+v", term)
+	}
+	testbed.Eventually(t, time.Minute, "the other namespace's pod scheduled", func() (bool, error) {
+		var p corev1.Pod
+		err := env.Client.Get(ctx, client.ObjectKeyFromObject(kwokPod), &p)
+		return err == nil && p.Spec.NodeName != "", err
+	})
+	var p corev1.Pod
+	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(kwokPod), &p); err != nil || p.Spec.NodeName != testbed.NodeName {
+		t.Fatalf("pod in the other namespace on %q (%v), want kwok's %s", p.Spec.NodeName, err, testbed.NodeName)
+	}
+}
