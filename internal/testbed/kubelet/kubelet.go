@@ -520,7 +520,14 @@ func (k *Kubelet) podChanged(o any) {
 	if w == nil {
 		if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
 			k.mu.Unlock()
-			return // finished before we saw it (an earlier kubelet)
+			// Finished before we saw it (an earlier kubelet): nothing runs,
+			// but a deletion still needs the kubelet's final delete.
+			if pod.DeletionTimestamp != nil {
+				uid := pod.UID
+				_ = k.cs.CoreV1().Pods(pod.Namespace).Delete(k.ctx, pod.Name, metav1.DeleteOptions{
+					GracePeriodSeconds: ptr.To[int64](0), Preconditions: &metav1.Preconditions{UID: &uid}})
+			}
+			return
 		}
 		w = newPodWorker(k, pod)
 		k.pods[pod.UID] = w
