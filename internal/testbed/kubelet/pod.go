@@ -193,14 +193,7 @@ func (w *podWorker) sleep(d time.Duration) bool {
 func (w *podWorker) run() {
 	ctx, cancel := context.WithCancel(w.k.ctx)
 	defer cancel()
-	defer func() {
-		w.mu.Lock()
-		ip := w.ip
-		w.mu.Unlock()
-		if ip != "" {
-			w.k.releaseIP(ip, w.uid)
-		}
-	}()
+	defer w.releaseIP()
 	vols := w.prepare(ctx)
 	all := make(chan struct{})
 	if vols != nil {
@@ -221,8 +214,10 @@ func (w *podWorker) run() {
 	select {
 	case <-all:
 		// Every container has finished for good (or never could start):
-		// the phase is terminal. Wait for the pod's deletion.
+		// the phase is terminal. The IP is free again (status keeps it, as
+		// the kubelet's does); wait for the pod's deletion.
 		w.sync(ctx)
+		w.releaseIP()
 		select {
 		case <-w.deleteCh:
 			w.deleteObject(ctx)
@@ -233,13 +228,7 @@ func (w *podWorker) run() {
 		began := time.Now()
 		w.kill(w.grace())
 		<-all
-		w.mu.Lock()
-		ip := w.ip
-		w.ip = ""
-		w.mu.Unlock()
-		if ip != "" {
-			w.k.releaseIP(ip, w.uid)
-		}
+		w.releaseIP()
 		w.sync(ctx)
 		w.deleteObject(ctx)
 		w.k.logf("pod %s deleted: processes stopped in %s", w.key(), time.Since(began).Round(time.Millisecond))
@@ -248,6 +237,19 @@ func (w *podWorker) run() {
 		<-all
 	case <-w.stopCh:
 		<-all
+	}
+}
+
+// releaseIP gives the pod's IP back once no process of the pod runs, and
+// drops the pod from the other pods' /etc/hosts.
+func (w *podWorker) releaseIP() {
+	w.mu.Lock()
+	ip := w.ip
+	w.ip = ""
+	w.mu.Unlock()
+	if ip != "" {
+		w.k.releaseIP(ip, w.uid)
+		_ = w.k.refreshHosts(nil)
 	}
 }
 
