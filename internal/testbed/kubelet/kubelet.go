@@ -253,9 +253,12 @@ func (k *Kubelet) Stop() {
 	}
 	k.mu.Unlock()
 	k.cancel()
+	var wg sync.WaitGroup
 	for _, w := range workers {
-		w.shutdown(2 * time.Second)
+		wg.Add(1)
+		go func() { defer wg.Done(); w.shutdown(2 * time.Second) }()
 	}
+	wg.Wait()
 	k.wg.Wait()
 	if k.removeDir {
 		_ = os.RemoveAll(k.dir)

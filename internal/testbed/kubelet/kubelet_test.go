@@ -918,3 +918,52 @@ func TestAdoptNamespaces(t *testing.T) {
 		t.Fatalf("pod in the other namespace on %q (%v), want kwok's %s", p.Spec.NodeName, err, testbed.NodeName)
 	}
 }
+
+// TestWaitingReasons: a pod whose Secret does not exist yet waits with
+// CreateContainerConfigError and starts once the Secret appears; a pod whose
+// image maps to no binary waits with ErrImagePull.
+func TestWaitingReasons(t *testing.T) {
+	t.Parallel()
+	env := testbed.Shared(t)
+	k := start(t, env)
+	ns := env.Namespace(t)
+	ctx := context.Background()
+	late := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "late", Namespace: ns},
+		Spec: corev1.PodSpec{
+			RestartPolicy: corev1.RestartPolicyNever,
+			Containers: []corev1.Container{{Name: "main", Image: "busybox", Command: []string{"sh", "-c", "cat /s/v > /dev/termination-log"},
+				VolumeMounts: []corev1.VolumeMount{{Name: "s", MountPath: "/s"}}}},
+			Volumes: []corev1.Volume{{Name: "s", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "late"}}}},
+		},
+	}
+	unmapped := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "unmapped", Namespace: ns},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "main", Image: "example.invalid/nothing:v1"}}},
+	}
+	k.PlaceOnNode(&late.Spec)
+	k.PlaceOnNode(&unmapped.Spec)
+	create(t, env, late, unmapped)
+	waiting := func(p *corev1.Pod, reason string) {
+		testbed.Eventually(t, time.Minute, p.Name+" waiting with "+reason, func() (bool, error) {
+			var got corev1.Pod
+			if err := env.Client.Get(ctx, client.ObjectKeyFromObject(p), &got); err != nil {
+				return false, err
+			}
+			cs := got.Status.ContainerStatuses
+			return len(cs) == 1 && cs[0].State.Waiting != nil && cs[0].State.Waiting.Reason == reason &&
+				got.Status.Phase == corev1.PodPending, nil
+		})
+	}
+	waiting(late, "CreateContainerConfigError")
+	waiting(unmapped, "ErrImagePull")
+	create(t, env, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "late", Namespace: ns}, StringData: map[string]string{"v": "arrived"}})
+	testbed.Eventually(t, time.Minute, "late Succeeded", func() (bool, error) {
+		var got corev1.Pod
+		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(late), &got); err != nil {
+			return false, err
+		}
+		cs := got.Status.ContainerStatuses
+		return got.Status.Phase == corev1.PodSucceeded && cs[0].State.Terminated.Message == "arrived", nil
+	})
+}

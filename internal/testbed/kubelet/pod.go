@@ -403,9 +403,12 @@ func (w *podWorker) runContainer(ctx context.Context, c *container, vols map[str
 				reason = "ErrImagePull"
 			}
 			w.mu.Lock()
+			repeated := c.state.Waiting != nil && c.state.Waiting.Message == err.Error()
 			c.state = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: reason, Message: err.Error()}}
 			w.mu.Unlock()
-			w.k.logf("pod %s container %s: %v", w.key(), c.spec.Name, err)
+			if !repeated {
+				w.k.logf("pod %s container %s: %v", w.key(), c.spec.Name, err)
+			}
 			w.sync(ctx)
 			if !w.sleep(backoff) {
 				w.markDone(c)
