@@ -30,13 +30,22 @@
 // It also binds PersistentVolumeClaims of its storage class (Options.
 // StorageClass) to PersistentVolumes pinned to its node, standing in for
 // the PV controller, which the test bed does not run; the scheduler then
-// places the claim's pod on this node.
+// places the claim's pod on this node. Pods reach the node by tolerating its
+// taint and selecting it (PlaceOnNode), or, for templates a test does not
+// write, through AdoptNamespaces. Each pod's /etc/hosts lists the DNS names
+// of the kubelet's StatefulSet pods. README.md has the details, the
+// measurements and the recipe for OpenBao and the executor Job.
+//
+// Only Linux, as root (mount namespaces); the test binary is re-executed to
+// set up each container, so a binary that imports this package runs
+// nsinit's init first.
 //
 // Not done (documented gaps): liveness and startup probes, image pulls,
 // resource limits, securityContext (processes run as the test's user,
 // root), volume content updates after start, token refresh (tokens last an
-// hour or more), ephemeral containers, the pod's own network namespace (a
-// process can bind any address, not only its pod IP).
+// hour or more), sidecar and ephemeral containers, Service IPs, the pod's
+// own network namespace (a process can bind any address, not only its pod
+// IP), the kubelet API (exec, logs: use Logs).
 package kubelet
 
 import (
