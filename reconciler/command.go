@@ -40,6 +40,8 @@ type Command struct {
 	RestartTimeout          time.Duration `default:"5m" help:"How long the restart waits for a replacement pod, or the cluster, to be Ready and healthy before the restore goes Unknown."`
 	SealedTimeout           time.Duration `default:"1m" help:"How long the restart waits for a sealed pod to unseal before the restore goes Unknown."`
 	RestartPoll             time.Duration `default:"1s" help:"How often a restart under way looks again at the pods and their health."`
+	KubeAPIQPS              float32       `name:"kube-api-qps" default:"100" help:"Requests per second to the API server (client-side limit; the API server's priority and fairness protects it too). 0 means 100."`
+	KubeAPIBurst            int           `name:"kube-api-burst" default:"200" help:"Burst of requests to the API server. 0 means 200."`
 }
 
 // Run the reconciler.
@@ -58,6 +60,17 @@ func (c *Command) Run() error {
 
 // NewManager builds the manager with every reconciler registered.
 func (c *Command) NewManager(cfg *rest.Config) (ctrl.Manager, error) {
+	// controller-runtime's default client limit (20 per second, burst 30)
+	// made the restart and the lock release of 200 restores at once wait
+	// seconds on the client, not on the API server.
+	cfg = rest.CopyConfig(cfg)
+	cfg.QPS, cfg.Burst = c.KubeAPIQPS, c.KubeAPIBurst
+	if cfg.QPS == 0 {
+		cfg.QPS = 100
+	}
+	if cfg.Burst == 0 {
+		cfg.Burst = 200
+	}
 	opts := ctrl.Options{
 		Scheme:                  Scheme(),
 		Metrics:                 metricsserver.Options{BindAddress: c.MetricsBindAddress},

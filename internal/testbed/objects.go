@@ -66,6 +66,14 @@ func (e *Env) InstallCRDs(t testing.TB, paths ...string) {
 // the Job's name label in its namespace and outweighs the default stages.
 func (e *Env) JobPodStage(t testing.TB, namespace, job string, exitCode int32, message string) {
 	t.Helper()
+	e.PodStage(t, StageName(namespace, job), namespace, "batch.kubernetes.io/job-name", job, exitCode, message)
+}
+
+// PodStage makes the running pods of a namespace whose label has this value
+// end with this exit code and termination message (see JobPodStage), one
+// Stage for any number of pods.
+func (e *Env) PodStage(t testing.TB, name, namespace, label, value string, exitCode int32, message string) {
+	t.Helper()
 	phase, reason := "Failed", "Error"
 	if exitCode == 0 {
 		phase, reason = "Succeeded", "Completed"
@@ -80,23 +88,23 @@ spec:
   selector:
     matchExpressions:
     - {key: '.metadata.namespace', operator: In, values: [%s]}
-    - {key: '.metadata.labels["batch.kubernetes.io/job-name"]', operator: In, values: [%s]}
+    - {key: '.metadata.labels["%s"]', operator: In, values: [%s]}
     - {key: '.metadata.deletionTimestamp', operator: DoesNotExist}
     - {key: '.status.phase', operator: In, values: ['Running']}
   weight: 10000
   next:
     statusTemplate: |
-%s`, StageName(namespace, job), strconv.Quote(namespace), strconv.Quote(job),
+%s`, name, strconv.Quote(namespace), label, strconv.Quote(value),
 		TerminatedStatusTemplate(int(exitCode), reason, message, phase))
 	ctx := context.Background()
 	if err := e.ApplyYAML(ctx, []byte(stage)); err != nil {
-		t.Fatalf("job pod stage: %v", err)
+		t.Fatalf("pod stage: %v", err)
 	}
 	t.Cleanup(func() {
 		u := &unstructured.Unstructured{}
 		u.SetAPIVersion("kwok.x-k8s.io/v1alpha1")
 		u.SetKind("Stage")
-		u.SetName(StageName(namespace, job))
+		u.SetName(name)
 		_ = e.Client.Delete(context.Background(), u)
 	})
 }

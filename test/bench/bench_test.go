@@ -985,34 +985,14 @@ func stageName(ns string, fail bool) string {
 
 // applyStage makes the restore Jobs' pods of ns that carry the outcome
 // label end as the executor would: exit 0 with a submission, or exit 4
-// before any submission. One Stage per outcome, not per Job (see
-// env.JobPodStage for the shape).
+// before any submission. One Stage per outcome, not per Job.
 func applyStage(tb testing.TB, env *testbed.Env, ns string, fail bool) {
 	tb.Helper()
-	exit, reason, podPhase, msg := 0, "Completed", "Succeeded", okMessage
+	exit, msg := int32(0), okMessage
 	if fail {
-		exit, reason, podPhase, msg = 4, "Error", "Failed", failMessage
+		exit, msg = 4, failMessage
 	}
-	stage := fmt.Sprintf(`apiVersion: kwok.x-k8s.io/v1alpha1
-kind: Stage
-metadata:
-  name: %s
-spec:
-  resourceRef: {apiGroup: v1, kind: Pod}
-  selector:
-    matchExpressions:
-    - {key: '.metadata.namespace', operator: In, values: [%s]}
-    - {key: '.metadata.labels["%s"]', operator: In, values: [%s]}
-    - {key: '.metadata.deletionTimestamp', operator: DoesNotExist}
-    - {key: '.status.phase', operator: In, values: ['Running']}
-  weight: 10000
-  next:
-    statusTemplate: |
-%s`, stageName(ns, fail), strconv.Quote(ns), outcomeLabel, strconv.Quote(outcome(fail)),
-		testbed.TerminatedStatusTemplate(exit, reason, msg, podPhase))
-	if err := env.ApplyYAML(context.Background(), []byte(stage)); err != nil {
-		tb.Fatalf("stage: %v", err)
-	}
+	env.PodStage(tb, stageName(ns, fail), ns, outcomeLabel, outcome(fail), exit, msg)
 }
 
 func outcome(fail bool) string {

@@ -28,6 +28,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/openbao-restore/openbao-restore/internal/testbed"
@@ -103,7 +104,10 @@ func freePort(t testing.TB) int {
 // and the reconciler's revision made healthy. It returns once the
 // Configuration, Function and Provider are Healthy and the XRD is
 // Established.
-func StartStack(t *testing.T) *Stack {
+//
+// noKwok leaves kwok out: every pod then runs under the harness kubelet
+// the test starts (real executor, real OpenBao pods).
+func StartStack(t *testing.T, noKwok bool) *Stack {
 	t.Helper()
 	// Build (or find) every tool before the clock starts.
 	core := testbin.Path(t, "crossplane-core")
@@ -118,7 +122,7 @@ func StartStack(t *testing.T) *Stack {
 	}
 
 	began := time.Now()
-	e := testbed.Start(t, testbed.Options{CRDDirs: []string{testbed.TestCRDs}})
+	e := testbed.Start(t, testbed.Options{CRDDirs: []string{testbed.TestCRDs}, NoKwok: noKwok})
 	s := &Stack{Env: e, Dir: t.TempDir(), Bin: bin, Began: began}
 	ctx := context.Background()
 	t.Cleanup(func() {
@@ -509,7 +513,7 @@ func (s *Stack) runProvider(t *testing.T) {
 		&appsv1.Deployment{
 			ObjectMeta: metav1.ObjectMeta{Name: rev.GetName(), Namespace: xpNamespace, OwnerReferences: []metav1.OwnerReference{{
 				APIVersion: gvkProviderRevision.GroupVersion().String(), Kind: gvkProviderRevision.Kind,
-				Name: rev.GetName(), UID: rev.GetUID(), Controller: ptr(true)}}},
+				Name: rev.GetName(), UID: rev.GetUID(), Controller: ptr.To(true)}}},
 			Spec: appsv1.DeploymentSpec{
 				Replicas: &replicas,
 				Selector: &metav1.LabelSelector{MatchLabels: labels},
@@ -528,8 +532,6 @@ func (s *Stack) runProvider(t *testing.T) {
 		}
 	}
 }
-
-func ptr[T any](v T) *T { return &v }
 
 // waitCondition waits until an object has the condition with status True.
 func (s *Stack) waitCondition(t testing.TB, gvk schema.GroupVersionKind, ns, name, cond string, timeout time.Duration) {
