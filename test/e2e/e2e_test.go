@@ -47,7 +47,7 @@ import (
 // reconciler's restart after a restore passes real health gates and finds
 // the real leader.
 func TestOnCrossplane(t *testing.T) {
-	s := StartStack(t)
+	s := StartStack(t, false)
 	bao := baotest.Start(t, 3)
 	subnet := bao.Nodes[0].IP[:strings.LastIndexByte(bao.Nodes[0].IP, '.')+1]
 	s.startReconciler(t, "http://"+subnet+"{{add .Ordinal 1}}:8200")
