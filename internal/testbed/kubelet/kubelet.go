@@ -36,9 +36,10 @@
 // of the kubelet's StatefulSet pods. README.md has the details, the
 // measurements and the recipe for OpenBao and the executor Job.
 //
-// Only Linux, as root (mount namespaces); the test binary is re-executed to
-// set up each container, so a binary that imports this package runs
-// nsinit's init first.
+// Linux only. As root, or as another user where the kernel allows
+// unprivileged user namespaces (nsinit then adds one). The test binary is
+// re-executed to set up each container, so a binary that imports this
+// package runs nsinit's init first.
 //
 // Not done (documented gaps): liveness and startup probes, image pulls,
 // resource limits, securityContext (processes run as the test's user,

@@ -133,6 +133,14 @@ func Start(s Spec) (*Process, error) {
 		Pdeathsig:  syscall.SIGKILL,
 		Cloneflags: syscall.CLONE_NEWNS | syscall.CLONE_NEWUTS | syscall.CLONE_NEWPID,
 	}
+	if uid := os.Geteuid(); uid != 0 {
+		// Without root, a user namespace in which the caller is root grants
+		// the mounts (where the kernel allows unprivileged user namespaces).
+		cmd.SysProcAttr.Cloneflags |= syscall.CLONE_NEWUSER
+		cmd.SysProcAttr.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: uid, Size: 1}}
+		cmd.SysProcAttr.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getegid(), Size: 1}}
+		cmd.SysProcAttr.GidMappingsEnableSetgroups = false
+	}
 	err = cmd.Start()
 	_ = w.Close()
 	if err != nil {

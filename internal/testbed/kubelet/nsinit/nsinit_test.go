@@ -116,3 +116,43 @@ func TestSiblingsSurvive(t *testing.T) {
 		}
 	}
 }
+
+// TestSpawnUnprivileged runs TestSpawn as an unprivileged user (nobody),
+// where Start adds a user namespace. Run as non-root, TestSpawn itself
+// takes that path.
+func TestSpawnUnprivileged(t *testing.T) {
+	if os.Geteuid() != 0 {
+		TestSpawn(t)
+		return
+	}
+	dir, err := os.MkdirTemp("", "nsinit-unprivileged-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	tmp := filepath.Join(dir, "tmp")
+	if err := os.Mkdir(tmp, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{dir, tmp} {
+		if err := os.Chmod(d, 0o777); err != nil {
+			t.Fatal(err)
+		}
+	}
+	self, err := os.ReadFile("/proc/self/exe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "nsinit.test")
+	if err := os.WriteFile(bin, self, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-test.run=^TestSpawn$", "-test.count=1", "-test.v")
+	cmd.Dir = dir
+	cmd.Env = []string{"TMPDIR=" + tmp, "PATH=/usr/bin:/bin"}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}, Pdeathsig: syscall.SIGKILL}
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "--- PASS: TestSpawn") {
+		t.Fatalf("TestSpawn as uid 65534: %v\n%s", err, out)
+	}
+}
