@@ -25,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
+	"github.com/openbao-restore/openbao-restore/schemas"
 	lockv1alpha1 "github.com/openbao-restore/openbao-restore/schemas/lock/v1alpha1"
 )
 
@@ -164,7 +165,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 			}
 			// The cluster's creation wakes us through the watch.
 			msg := fmt.Sprintf("OpenBaoCluster %s not found in namespace %s", lr.Spec.Cluster, lr.Namespace)
-			_, err := r.setStatus(ctx, &lr, lockv1alpha1.LockRequestStatus{State: "Waiting", Message: msg}, nil)
+			_, err := r.setStatus(ctx, &lr, lockv1alpha1.LockRequestStatus{State: schemas.LockWaiting, Message: msg}, nil)
 			return ctrl.Result{}, err
 		}
 		cur := ReadLock(cluster)
@@ -258,6 +259,13 @@ func (r *Reconciler) apply(ctx context.Context, lr *lockv1alpha1.LockRequest, cl
 		_, err := r.setStatus(ctx, lr, st, nil)
 		return err
 	case Wait:
+		if cur.Free() && lr.Status.State == schemas.LockWaiting {
+			// A free lock that another request is first in line for is
+			// taken within milliseconds, and that write wakes every
+			// waiting request again: rewriting each one's status for the
+			// gap would double the writes of a hand-over for nothing.
+			return nil
+		}
 		st := waitStatus(cur, d)
 		changed, err := r.setStatus(ctx, lr, st, nil)
 		if err != nil {
@@ -376,7 +384,7 @@ func ownedConditions(in []metav1.Condition) []metav1.Condition {
 }
 
 func waitStatus(cur ClusterLock, d Decision) lockv1alpha1.LockRequestStatus {
-	return lockv1alpha1.LockRequestStatus{State: "Waiting", HeldBy: cur.Holder, Message: d.Message}
+	return lockv1alpha1.LockRequestStatus{State: schemas.LockWaiting, HeldBy: cur.Holder, Message: d.Message}
 }
 
 func sameStatus(a, b lockv1alpha1.LockRequestStatus) bool {
