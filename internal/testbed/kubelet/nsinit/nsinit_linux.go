@@ -232,6 +232,7 @@ func setupRoot(s Spec) error {
 			return fmt.Errorf("directory %s: %w", d, err)
 		}
 	}
+	var readOnly []string
 	for _, m := range mounts {
 		fi, err := os.Stat(m.Source)
 		if err != nil {
@@ -246,11 +247,16 @@ func setupRoot(s Spec) error {
 			return fmt.Errorf("bind %s on %s: %w", m.Source, m.Target, err)
 		}
 		if m.ReadOnly {
-			if err := syscall.Mount("", host, "", syscall.MS_BIND|syscall.MS_REMOUNT|syscall.MS_RDONLY, ""); err != nil {
-				return fmt.Errorf("read-only %s: %w", m.Target, err)
-			}
+			readOnly = append(readOnly, host)
 		}
 		b.private[target] = true
+	}
+	// Read-only last, so that a mount point inside a read-only volume
+	// (a secret at /etc/bao, another at /etc/bao/tls) could be created.
+	for i := len(readOnly) - 1; i >= 0; i-- {
+		if err := syscall.Mount("", readOnly[i], "", syscall.MS_BIND|syscall.MS_REMOUNT|syscall.MS_RDONLY, ""); err != nil {
+			return fmt.Errorf("read-only %s: %w", strings.TrimPrefix(readOnly[i], b.root), err)
+		}
 	}
 	return nil
 }

@@ -23,6 +23,13 @@ func TestSpawn(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(vol, "f"), []byte("content"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	vol2 := filepath.Join(dir, "vol2")
+	if err := os.MkdirAll(vol2, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(vol2, "n"), []byte("nested"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	term := filepath.Join(dir, "term")
 	if err := os.WriteFile(term, nil, 0o666); err != nil {
 		t.Fatal(err)
@@ -42,12 +49,13 @@ func TestSpawn(t *testing.T) {
 		Root: root, Scratch: dir, Hostname: "spawned",
 		Mounts: []Mount{
 			{Source: vol, Target: "/etc/spawn-test/vol", ReadOnly: true},
+			{Source: vol2, Target: "/etc/spawn-test/vol/nested", ReadOnly: true},
 			{Source: vol, Target: "/spawn-test/data"},
 			{Source: vol, Target: "/var/run/secrets/spawn-test"},
 			{Source: term, Target: "/dev/termination-log"},
 		},
 		Path: "/bin/sh",
-		Args: []string{"sh", "-c", `cat /etc/spawn-test/vol/f /spawn-test/data/f /var/run/secrets/spawn-test/f; echo; hostname; echo $$; ` +
+		Args: []string{"sh", "-c", `cat /etc/spawn-test/vol/f /spawn-test/data/f /var/run/secrets/spawn-test/f /etc/spawn-test/vol/nested/n; echo; hostname; echo $$; ` +
 			`mkdir -p /etc/spawn-test/new; echo msg > /dev/termination-log; touch /etc/spawn-test/vol/g 2>/dev/null || echo read-only; echo 0 > /dev/null && echo devnull`},
 		Env: []string{"PATH=/usr/bin:/bin"}, Dir: "/spawn-test/data", Log: lf,
 	})
@@ -62,7 +70,7 @@ func TestSpawn(t *testing.T) {
 	}
 	t.Logf("spawn to exit: %s", time.Since(began))
 	out, _ := os.ReadFile(logPath)
-	want := "contentcontentcontent\nspawned\n1\nread-only\ndevnull\n"
+	want := "contentcontentcontentnested\nspawned\n1\nread-only\ndevnull\n"
 	if p.Code != 0 || string(out) != want {
 		t.Fatalf("exit %d, %v, output %q, want %q", p.Code, p.Err, out, want)
 	}
