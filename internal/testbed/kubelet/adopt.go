@@ -20,7 +20,8 @@ import (
 // Kubernetes 1.36) adds the node's toleration and a kubernetes.io/hostname
 // nodeSelector to each pod at creation. It returns once the apiserver
 // applies the policy (checked with a dry-run pod), and a function that
-// removes it. Pods that set spec.nodeName are left alone.
+// removes it; Stop removes it too. Pods that set spec.nodeName are left
+// alone. A later call replaces the namespaces of an earlier one.
 func (k *Kubelet) AdoptNamespaces(ctx context.Context, namespaces ...string) (undo func(context.Context) error, err error) {
 	if len(namespaces) == 0 {
 		return nil, errors.New("no namespace to adopt")
@@ -81,6 +82,9 @@ func (k *Kubelet) AdoptNamespaces(ctx context.Context, namespaces ...string) (un
 	if err := undo(ctx); err != nil {
 		return nil, err
 	}
+	k.mu.Lock()
+	k.unadopt = undo
+	k.mu.Unlock()
 	if _, err := ar.MutatingAdmissionPolicies().Create(ctx, policy, metav1.CreateOptions{}); err != nil {
 		return nil, fmt.Errorf("mutating admission policy: %w", err)
 	}

@@ -154,6 +154,7 @@ type Kubelet struct {
 	lastIP  map[string]string    // namespace/name -> last IP
 	logs    map[string][]string  // namespace/name -> log files, oldest first
 	stopped bool
+	unadopt func(context.Context) error // removes the AdoptNamespaces policy
 }
 
 // Start registers the node and starts running its pods. Stop it (or cancel
@@ -247,9 +248,10 @@ func (k *Kubelet) PlaceOnNode(spec *corev1.PodSpec) {
 	spec.NodeSelector["kubernetes.io/hostname"] = k.opts.Node
 }
 
-// Stop kills every container process (SIGTERM, SIGKILL after 2 s), stops
-// watching and removes a temporary state directory. API objects are left
-// as they are. It is safe to call more than once.
+// Stop removes the AdoptNamespaces policy, kills every container process
+// (SIGTERM, SIGKILL after 2 s), stops watching and removes a temporary
+// state directory. Other API objects (the node, pods, volumes) are left as
+// they are. It is safe to call more than once.
 func (k *Kubelet) Stop() {
 	k.mu.Lock()
 	if k.stopped {
@@ -257,11 +259,18 @@ func (k *Kubelet) Stop() {
 		return
 	}
 	k.stopped = true
+	unadopt := k.unadopt
 	workers := make([]*podWorker, 0, len(k.pods))
 	for _, w := range k.pods {
 		workers = append(workers, w)
 	}
 	k.mu.Unlock()
+	if unadopt != nil {
+		// No new pod may be sent to a node nobody runs.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = unadopt(ctx)
+		cancel()
+	}
 	k.cancel()
 	var wg sync.WaitGroup
 	for _, w := range workers {

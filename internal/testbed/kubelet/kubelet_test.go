@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -598,7 +599,9 @@ func TestExecProbeGraceAndStop(t *testing.T) {
 	if n := len(markerProcesses(marker)); n != 2 {
 		t.Fatalf("want 2 processes (pod b), found %d", n)
 	}
+	began = time.Now()
 	k.Stop()
+	t.Logf("Stop with a pod ignoring SIGTERM: %s", time.Since(began).Round(time.Millisecond))
 	if pids := markerProcesses(marker); len(pids) != 0 {
 		t.Fatalf("processes left after Stop: %v", pids)
 	}
@@ -916,6 +919,16 @@ func TestAdoptNamespaces(t *testing.T) {
 	var p corev1.Pod
 	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(kwokPod), &p); err != nil || p.Spec.NodeName != testbed.NodeName {
 		t.Fatalf("pod in the other namespace on %q (%v), want kwok's %s", p.Spec.NodeName, err, testbed.NodeName)
+	}
+	k.Stop()
+	var policies admissionregistrationv1.MutatingAdmissionPolicyList
+	if err := env.Client.List(ctx, &policies); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range policies.Items {
+		if strings.HasSuffix(p.Name, k.Node()) {
+			t.Fatalf("policy %s left after Stop", p.Name)
+		}
 	}
 }
 
