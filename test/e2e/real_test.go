@@ -1,0 +1,452 @@
+package e2e
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/openbao-restore/openbao-restore/internal/baotest"
+	"github.com/openbao-restore/openbao-restore/internal/s3test"
+	"github.com/openbao-restore/openbao-restore/internal/testbed"
+	"github.com/openbao-restore/openbao-restore/internal/testbed/kubelet"
+	"github.com/openbao-restore/openbao-restore/internal/testbin"
+	"github.com/openbao-restore/openbao-restore/schemas"
+)
+
+const (
+	// baoImage is the image of the OpenBao pods; the harness kubelet runs
+	// the pinned OpenBao 2.4.0 binary for it.
+	baoImage = "openbao/openbao:2.4.0"
+	// e2eComposition is the packaged Composition with an Input that
+	// allows the loopback S3 endpoint (plain http on 127.0.0.1), as a
+	// platform team would add one for a test bed.
+	e2eComposition = "openbao-restore-e2e"
+)
+
+// TestRealRestore is scenario 1 with every part real: Crossplane installs
+// the packages; a three-voter OpenBao 2.4.0 runs as the pods of a
+// StatefulSet under the harness kubelet (each pod its own loopback IP and
+// persistent volume, unsealed by the static seal); a snapshot is uploaded
+// to SeaweedFS and the data changed; a claim restores it. The function
+// composes the Job, the reconciler takes the lock, the harness kubelet runs
+// our executor as the Job's pod, which restores the snapshot into the
+// leader; the reconciler then restarts the pods one by one, standbys first
+// and the leader last, and releases the lock. Every node then serves the
+// snapshot's data and none of the later writes.
+func TestRealRestore(t *testing.T) {
+	s := StartStack(t, true)
+	k := s.startKubelet(t)
+	ctx := context.Background()
+	const ns = "vault-real"
+	if err := s.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+		t.Fatal(err)
+	}
+	store := s3test.Start(t, "e2e-access-key", "e2e-secret-key", "snaps")
+	bao := s.openBaoStatefulSet(t, k, ns, "prod", 3)
+	s.startReconciler(t, "{{.Scheme}}://{{.IP}}:8200") // the flag's default: the pod IP
+	s.e2eComposition(t)
+
+	// The data, its snapshot in S3, then later writes the restore must undo.
+	bao.Put(t, "app/db", "password-at-snapshot")
+	bao.Put(t, "app/api", "key-at-snapshot")
+	snap := bao.Snapshot(t)
+	const key = "clusters/prod/e2e.snap"
+	store.Put(t, key, snap)
+	sum := sha256.Sum256(snap)
+	bao.Put(t, "app/db", "password-after-snapshot")
+	bao.Put(t, "app/new", "written-after-snapshot")
+	t.Logf("e2e: snapshot of %d bytes uploaded; the data changed since", len(snap))
+
+	s.clusterObject(t, ns, "prod", 3)
+	for _, sec := range []*corev1.Secret{
+		{ObjectMeta: metav1.ObjectMeta{Name: "restore-token", Namespace: ns}, StringData: map[string]string{schemas.KeyToken: bao.RootToken}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "backup-s3", Namespace: ns}, StringData: map[string]string{
+			schemas.KeyAccessKeyID: store.AccessKey, schemas.KeySecretAccessKey: store.SecretKey}},
+	} {
+		if err := s.Client.Create(ctx, sec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := s.podUIDs(t, ns)
+	claim := s.claimExample(t, ns, func(spec map[string]any) {
+		spec["compositionRef"] = map[string]any{"name": e2eComposition}
+		src := spec["source"].(map[string]any)
+		src["key"] = key
+		src["expectedDigest"] = "sha256:" + hex.EncodeToString(sum[:])
+		src["expectedSize"] = int64(len(snap))
+		src["target"] = map[string]any{"provider": "s3", "endpoint": store.URL, "bucket": store.Bucket, "region": "us-east-1",
+			"usePathStyle": true, "credentialsSecretRef": map[string]any{"name": "backup-s3"}}
+	})
+	claimed := time.Now()
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("---- harness kubelet logs ----\n%s", k.AllLogs())
+		}
+	})
+	lockSeen := s.watchLock(t, ns, "prod")
+	s.waitClaim(t, claim, "Completed and Ready", 5*time.Minute, completed)
+	t.Logf("e2e: claim -> Completed and Ready in %s", time.Since(claimed).Round(time.Millisecond))
+
+	xr := s.xrOf(t, claim)
+	st, _, _ := unstructured.NestedMap(xr.Object, "status")
+	if size, _, _ := unstructured.NestedInt64(st, "snapshotSize"); size != int64(len(snap)) {
+		t.Errorf("status.snapshotSize %d, want %d", size, len(snap))
+	}
+	for _, f := range []string{"startTime", "completionTime"} {
+		if v, _ := st[f].(string); v == "" {
+			t.Errorf("status.%s not set", f)
+		}
+	}
+	// The restart: every pod once, standbys first, the leader last.
+	pods, _, _ := unstructured.NestedSlice(st, "restart", "pods")
+	var order []string
+	for i, p := range pods {
+		m := p.(map[string]any)
+		order = append(order, fmt.Sprintf("%v(leader=%v)", m["name"], m["leader"]))
+		if leader, _ := m["leader"].(bool); leader != (i == len(pods)-1) {
+			t.Errorf("restart order %v: want standbys first and the leader last", pods)
+		}
+	}
+	if len(pods) != 3 {
+		t.Fatalf("status.restart.pods %v", pods)
+	}
+	after := s.podUIDs(t, ns)
+	for name, uid := range before {
+		if after[name] == uid {
+			t.Errorf("pod %s was not restarted", name)
+		}
+	}
+	t.Logf("e2e: pods restarted in order %v", order)
+
+	// Every node serves the snapshot's data and none of the later writes.
+	bao.WaitHealthy(t)
+	for i := range bao.Nodes {
+		for k, want := range map[string]string{"app/db": "password-at-snapshot", "app/api": "key-at-snapshot", "app/new": ""} {
+			if got := bao.Get(t, i, k); got != want {
+				t.Errorf("node %d: %s = %q, want %q", i, k, got, want)
+			}
+		}
+	}
+	// The lock was held by this restore during the run, and is free now.
+	if held := lockSeen(); !slices.ContainsFunc(held, func(h string) bool { return strings.HasPrefix(h, "openbaorestore/") }) {
+		t.Errorf("the restore never held the cluster's lock (holders seen: %v)", held)
+	}
+	s.waitLockFree(t, ns, "prod")
+	s.story(t, ns, xr.GetName())
+}
+
+// startKubelet starts the harness kubelet as the only node (kwok is off in
+// this stack), without its taint, so that the Jobs the function composes
+// land on it. It runs our binary for the executor's image and OpenBao
+// 2.4.0 for baoImage; pod prod-<i> gets the fixed address .<10+i> of its
+// subnet, so that the OpenBao configuration can name its peers.
+func (s *Stack) startKubelet(t *testing.T) *kubelet.Kubelet {
+	t.Helper()
+	var k *kubelet.Kubelet
+	ips := func(p *corev1.Pod) string {
+		rest, ok := strings.CutPrefix(p.Name, "prod-")
+		i, err := strconv.Atoi(rest)
+		if !ok || err != nil || k == nil {
+			return ""
+		}
+		return podIP(k, i)
+	}
+	// The kubelet's state (pod roots, volumes) lives outside /tmp: the
+	// executor's pod mounts an emptyDir on /tmp, which would hide it.
+	dir, err := os.MkdirTemp("/var/tmp", "openbao-restore-e2e-kubelet-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	// Our binary too: the stack built it under /tmp.
+	exe := filepath.Join(dir, "openbao-restore")
+	b, err := os.ReadFile(s.Bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(exe, b, 0o755); err != nil { //nolint:gosec // an executable
+		t.Fatal(err)
+	}
+	k, err = kubelet.Start(context.Background(), s.Config, kubelet.Options{
+		Dir:  dir,
+		IPs:  ips,
+		Logf: t.Logf,
+		Images: map[string]string{
+			upstreamPrefix + "openbao-restore": exe,
+			baoImage:                           testbin.Path(t, "openbao"),
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(k.Stop)
+	var node corev1.Node
+	if err := s.Client.Get(context.Background(), client.ObjectKey{Name: k.Node()}, &node); err != nil {
+		t.Fatal(err)
+	}
+	node.Spec.Taints = nil
+	if err := s.Client.Update(context.Background(), &node); err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// podIP is the address of pod prod-<i>.
+func podIP(k *kubelet.Kubelet, i int) string {
+	ip := k.Subnet().IP.To4()
+	return fmt.Sprintf("%d.%d.%d.%d", ip[0], ip[1], ip[2], 10+i)
+}
+
+// openBaoStatefulSet runs an OpenBao cluster as openbao-operator would: a
+// StatefulSet of n pods, each node's configuration (baotest.NodeConfig) in
+// a ConfigMap, the static seal key in a Secret, Raft data on a persistent
+// volume per pod. It waits for the pods and initialises the cluster.
+func (s *Stack) openBaoStatefulSet(t *testing.T, k *kubelet.Kubelet, ns, name string, n int) *baotest.Cluster {
+	t.Helper()
+	ctx := context.Background()
+	var ips []string
+	for i := range n {
+		ips = append(ips, podIP(k, i))
+	}
+	bao := baotest.Attach(t, ips)
+	key, err := os.ReadFile(bao.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	configs := map[string]string{}
+	for i, ip := range ips {
+		configs[fmt.Sprintf("%s-%d.hcl", name, i)] = baotest.NodeConfig(i, ip, bao.Nodes[0].Addr, "/openbao/data", "/openbao/seal/key")
+	}
+	labels := testbed.ClusterPodLabels(name)
+	health := "/v1/sys/health?standbyok=true&perfstandbyok=true&uninitcode=200"
+	sts := &appsv1.StatefulSet{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: labels},
+		Spec: appsv1.StatefulSetSpec{
+			Replicas: ptr.To(int32(n)), ServiceName: name + "-internal", PodManagementPolicy: appsv1.ParallelPodManagement,
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: corev1.PodSpec{
+				Containers: []corev1.Container{{
+					Name: "openbao", Image: baoImage,
+					Args: []string{"server", "-config=/openbao/config/$(POD_NAME).hcl"},
+					Env: []corev1.EnvVar{{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{
+						FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}}},
+					Ports: []corev1.ContainerPort{{Name: "api", ContainerPort: baotest.APIPort}},
+					VolumeMounts: []corev1.VolumeMount{
+						{Name: "data", MountPath: "/openbao/data"},
+						{Name: "config", MountPath: "/openbao/config", ReadOnly: true},
+						{Name: "seal", MountPath: "/openbao/seal", ReadOnly: true},
+					},
+					ReadinessProbe: &corev1.Probe{PeriodSeconds: 1, ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
+						Path: health, Port: intstr.FromInt32(baotest.APIPort)}}},
+				}},
+				Volumes: []corev1.Volume{
+					{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+						LocalObjectReference: corev1.LocalObjectReference{Name: name + "-config"}}}},
+					{Name: "seal", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+						SecretName: name + "-seal", DefaultMode: ptr.To(int32(0o400))}}},
+				},
+			}},
+			VolumeClaimTemplates: []corev1.PersistentVolumeClaim{{
+				ObjectMeta: metav1.ObjectMeta{Name: "data"},
+				Spec: corev1.PersistentVolumeClaimSpec{
+					StorageClassName: ptr.To(k.StorageClass()),
+					AccessModes:      []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+					Resources:        corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}},
+				},
+			}},
+		},
+	}
+	for _, o := range []client.Object{
+		&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name + "-config", Namespace: ns}, Data: configs},
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name + "-seal", Namespace: ns}, Data: map[string][]byte{"key": key}},
+		sts,
+	} {
+		if err := s.Client.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	began := time.Now()
+	testbed.Eventually(t, 3*time.Minute, fmt.Sprintf("%d OpenBao pods Ready", n), func() (bool, error) {
+		err := s.Client.Get(ctx, client.ObjectKeyFromObject(sts), sts)
+		return err == nil && sts.Status.ReadyReplicas == int32(n), err
+	})
+	bao.Init(t)
+	t.Logf("e2e: %d OpenBao pods Ready, initialised, voters and healthy in %s", n, time.Since(began).Round(time.Millisecond))
+	return bao
+}
+
+// clusterObject creates the OpenBaoCluster openbao-operator would have
+// made for the StatefulSet: TLS off, initialised.
+func (s *Stack) clusterObject(t *testing.T, ns, name string, replicas int64) {
+	t.Helper()
+	ctx := context.Background()
+	c := &unstructured.Unstructured{}
+	c.SetAPIVersion(schemas.ClusterGroup + "/" + schemas.ClusterVersion)
+	c.SetKind(schemas.ClusterKind)
+	c.SetNamespace(ns)
+	c.SetName(name)
+	_ = unstructured.SetNestedField(c.Object, replicas, "spec", "replicas")
+	_ = unstructured.SetNestedField(c.Object, false, "spec", "tls", "enabled")
+	if err := s.Client.Create(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	orig := c.DeepCopy()
+	_ = unstructured.SetNestedField(c.Object, true, "status", "initialized")
+	if err := s.Client.Status().Patch(ctx, c, client.MergeFrom(orig)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// e2eComposition copies the installed Composition under another name with
+// an Input that allows insecure endpoints (the loopback S3 server).
+func (s *Stack) e2eComposition(t *testing.T) {
+	t.Helper()
+	ctx := context.Background()
+	c := &unstructured.Unstructured{}
+	c.SetAPIVersion("apiextensions.crossplane.io/v1")
+	c.SetKind("Composition")
+	if err := s.Client.Get(ctx, client.ObjectKey{Name: xrdName}, c); err != nil {
+		t.Fatal(err)
+	}
+	steps, _, _ := unstructured.NestedSlice(c.Object, "spec", "pipeline")
+	for _, st := range steps {
+		in, _ := st.(map[string]any)["input"].(map[string]any)
+		in["allowInsecureEndpoints"] = true
+	}
+	cp := &unstructured.Unstructured{Object: map[string]any{"apiVersion": c.GetAPIVersion(), "kind": c.GetKind(),
+		"metadata": map[string]any{"name": e2eComposition}, "spec": c.Object["spec"]}}
+	_ = unstructured.SetNestedSlice(cp.Object, steps, "spec", "pipeline")
+	if err := s.Client.Create(ctx, cp); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// xrOf reads the claim's XR.
+func (s *Stack) xrOf(t *testing.T, claim *unstructured.Unstructured) *unstructured.Unstructured {
+	t.Helper()
+	ctx := context.Background()
+	c := &unstructured.Unstructured{}
+	c.SetGroupVersionKind(claim.GroupVersionKind())
+	if err := s.Client.Get(ctx, client.ObjectKeyFromObject(claim), c); err != nil {
+		t.Fatal(err)
+	}
+	name, _, _ := unstructured.NestedString(c.Object, "spec", "resourceRef", "name")
+	xr := &unstructured.Unstructured{}
+	xr.SetAPIVersion(schemas.Group + "/" + schemas.Version)
+	xr.SetKind(schemas.XRKind)
+	if err := s.Client.Get(ctx, client.ObjectKey{Name: name}, xr); err != nil {
+		t.Fatal(err)
+	}
+	return xr
+}
+
+// watchLock records every holder of the cluster's operation lock.
+func (s *Stack) watchLock(t *testing.T, ns, name string) func() []string {
+	t.Helper()
+	w := s.WatchNamed(t, schema.GroupVersionKind{Group: schemas.ClusterGroup, Version: schemas.ClusterVersion, Kind: schemas.ClusterKind + "List"}, ns, name)
+	held := make(chan string, 64)
+	go func() {
+		defer close(held)
+		for ev := range w.ResultChan() {
+			u, ok := ev.Object.(*unstructured.Unstructured)
+			if !ok {
+				continue
+			}
+			if h, _, _ := unstructured.NestedString(u.Object, "status", "operationLock", "holder"); h != "" {
+				select {
+				case held <- h:
+				default:
+				}
+			}
+		}
+	}()
+	return func() []string {
+		var out []string
+		for {
+			select {
+			case h, ok := <-held:
+				if !ok {
+					return out
+				}
+				out = append(out, h)
+			default:
+				return out
+			}
+		}
+	}
+}
+
+// waitLockFree waits until the cluster's lock is released.
+func (s *Stack) waitLockFree(t *testing.T, ns, name string) {
+	t.Helper()
+	testbed.Eventually(t, 90*time.Second, "the cluster's lock released", func() (bool, error) {
+		cl := &unstructured.Unstructured{}
+		cl.SetAPIVersion(schemas.ClusterGroup + "/" + schemas.ClusterVersion)
+		cl.SetKind(schemas.ClusterKind)
+		if err := s.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, cl); err != nil {
+			return false, err
+		}
+		l, found, _ := unstructured.NestedMap(cl.Object, "status", "operationLock")
+		return !found || len(l) == 0, nil
+	})
+}
+
+// story logs the events of the restore in time order: those of the
+// namespace (the lock request, the Job, the pods) and those of the XR
+// (cluster-scoped, so its events are in "default"); the phases and the
+// restart must be told.
+func (s *Stack) story(t *testing.T, ns, xr string) {
+	t.Helper()
+	var all []eventsv1.Event
+	testbed.Eventually(t, 30*time.Second, "the restore's events", func() (bool, error) {
+		all = nil
+		for _, n := range []string{ns, "default"} {
+			var evs eventsv1.EventList
+			if err := s.Client.List(context.Background(), &evs, client.InNamespace(n)); err != nil {
+				return false, err
+			}
+			for _, e := range evs.Items {
+				if n == ns || e.Regarding.Name == xr {
+					all = append(all, e)
+				}
+			}
+		}
+		seen := map[string]bool{}
+		for _, e := range all {
+			seen[e.Reason] = true
+		}
+		for _, r := range []string{"RestorePending", "RestoreValidating", "RestoreRunning", "RestartingPod", "PodRestarted", "RestoreCompleted",
+			"OperationLockAcquired", "OperationLockReleased"} {
+			if !seen[r] {
+				return false, fmt.Errorf("no %s event yet", r)
+			}
+		}
+		return true, nil
+	})
+	sort.SliceStable(all, func(i, j int) bool { return all[i].CreationTimestamp.Before(&all[j].CreationTimestamp) })
+	var b strings.Builder
+	for _, e := range all {
+		fmt.Fprintf(&b, "\n  %s %s %s/%s %s: %s", e.CreationTimestamp.Format("15:04:05"), e.Type, e.Regarding.Kind, e.Regarding.Name, e.Reason, e.Note)
+	}
+	t.Logf("e2e: the story:%s", b.String())
+}
