@@ -63,6 +63,10 @@ test: tools vet lint check-generated ## Run all tests (unit, schema, golden with
 e2e: tools ## The end-to-end run: real Crossplane v2.4.0 installs the packages and runs every scenario (also part of make test).
 	go test -count=1 -timeout 30m -v ./test/e2e/
 
+.PHONY: demo
+demo: tools ## The whole stack and a real restore (scenario 1), phase by phase; KEEP=1 leaves it running with a KUBECONFIG line.
+	KEEP=$(KEEP) go test -count=1 -timeout 0 -v -run 'TestRealRestore/HappyPath$$' ./test/e2e/
+
 .PHONY: bench
 bench: ## Run the function's benchmarks six times and summarise them with benchstat.
 	mkdir -p _output

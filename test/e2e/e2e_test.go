@@ -364,6 +364,12 @@ func (s *Stack) releaseLock(t *testing.T, ns, cluster string) {
 // claimExample creates examples/claim.yaml in ns, changed by mutate.
 func (s *Stack) claimExample(t *testing.T, ns string, mutate func(spec map[string]any)) *unstructured.Unstructured {
 	t.Helper()
+	return s.claimNamed(t, ns, "", mutate)
+}
+
+// claimNamed is claimExample under another name ("" keeps the example's).
+func (s *Stack) claimNamed(t *testing.T, ns, name string, mutate func(spec map[string]any)) *unstructured.Unstructured {
+	t.Helper()
 	b, err := os.ReadFile(filepath.Join(testbin.Root(), "examples", "claim.yaml"))
 	if err != nil {
 		t.Fatal(err)
@@ -373,6 +379,9 @@ func (s *Stack) claimExample(t *testing.T, ns string, mutate func(spec map[strin
 		t.Fatal(err)
 	}
 	claim.SetNamespace(ns)
+	if name != "" {
+		claim.SetName(name)
+	}
 	if mutate != nil {
 		spec, _, _ := unstructured.NestedMap(claim.Object, "spec")
 		mutate(spec)

@@ -5,22 +5,27 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -43,67 +48,109 @@ const (
 	e2eComposition = "openbao-restore-e2e"
 )
 
-// TestRealRestore is scenario 1 with every part real: Crossplane installs
-// the packages; a three-voter OpenBao 2.4.0 runs as the pods of a
+// realBed is the stack of TestRealRestore: one OpenBao cluster "prod" of
+// three pods in ns, its secrets, and the S3 store.
+type realBed struct {
+	s     *Stack
+	k     *kubelet.Kubelet
+	store *s3test.Server
+	bao   *baotest.Cluster
+	ns    string
+}
+
+// TestRealRestore runs the scenarios with every part real: Crossplane
+// installs the packages; a three-voter OpenBao 2.4.0 runs as the pods of a
 // StatefulSet under the harness kubelet (each pod its own loopback IP and
-// persistent volume, unsealed by the static seal); a snapshot is uploaded
-// to SeaweedFS and the data changed; a claim restores it. The function
-// composes the Job, the reconciler takes the lock, the harness kubelet runs
-// our executor as the Job's pod, which restores the snapshot into the
-// leader; the reconciler then restarts the pods one by one, standbys first
-// and the leader last, and releases the lock. Every node then serves the
-// snapshot's data and none of the later writes.
+// persistent volume, unsealed by the static seal); snapshots live in
+// SeaweedFS; the harness kubelet runs our executor as the Job's pod.
 func TestRealRestore(t *testing.T) {
 	s := StartStack(t, true)
 	k := s.startKubelet(t)
 	ctx := context.Background()
-	const ns = "vault-real"
-	if err := s.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+	r := &realBed{s: s, k: k, ns: "vault-real"}
+	if err := s.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: r.ns}}); err != nil {
 		t.Fatal(err)
 	}
-	store := s3test.Start(t, "e2e-access-key", "e2e-secret-key", "snaps")
-	bao := s.openBaoStatefulSet(t, k, ns, "prod", 3)
+	r.store = s3test.Start(t, "e2e-access-key", "e2e-secret-key", "snaps")
+	r.bao = s.openBaoStatefulSet(t, k, r.ns, "prod", 3)
 	s.startReconciler(t, "{{.Scheme}}://{{.IP}}:8200") // the flag's default: the pod IP
 	s.e2eComposition(t)
-
-	// The data, its snapshot in S3, then later writes the restore must undo.
-	bao.Put(t, "app/db", "password-at-snapshot")
-	bao.Put(t, "app/api", "key-at-snapshot")
-	snap := bao.Snapshot(t)
-	const key = "clusters/prod/e2e.snap"
-	store.Put(t, key, snap)
-	sum := sha256.Sum256(snap)
-	bao.Put(t, "app/db", "password-after-snapshot")
-	bao.Put(t, "app/new", "written-after-snapshot")
-	t.Logf("e2e: snapshot of %d bytes uploaded; the data changed since", len(snap))
-
-	s.clusterObject(t, ns, "prod", 3)
+	s.clusterObject(t, r.ns, "prod", 3)
 	for _, sec := range []*corev1.Secret{
-		{ObjectMeta: metav1.ObjectMeta{Name: "restore-token", Namespace: ns}, StringData: map[string]string{schemas.KeyToken: bao.RootToken}},
-		{ObjectMeta: metav1.ObjectMeta{Name: "backup-s3", Namespace: ns}, StringData: map[string]string{
-			schemas.KeyAccessKeyID: store.AccessKey, schemas.KeySecretAccessKey: store.SecretKey}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "restore-token", Namespace: r.ns}, StringData: map[string]string{schemas.KeyToken: r.bao.RootToken}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "backup-s3", Namespace: r.ns}, StringData: map[string]string{
+			schemas.KeyAccessKeyID: r.store.AccessKey, schemas.KeySecretAccessKey: r.store.SecretKey}},
 	} {
 		if err := s.Client.Create(ctx, sec); err != nil {
 			t.Fatal(err)
 		}
 	}
-	before := s.podUIDs(t, ns)
-	claim := s.claimExample(t, ns, func(spec map[string]any) {
-		spec["compositionRef"] = map[string]any{"name": e2eComposition}
-		src := spec["source"].(map[string]any)
-		src["key"] = key
-		src["expectedDigest"] = "sha256:" + hex.EncodeToString(sum[:])
-		src["expectedSize"] = int64(len(snap))
-		src["target"] = map[string]any{"provider": "s3", "endpoint": store.URL, "bucket": store.Bucket, "region": "us-east-1",
-			"usePathStyle": true, "credentialsSecretRef": map[string]any{"name": "backup-s3"}}
-	})
-	claimed := time.Now()
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("---- harness kubelet logs ----\n%s", k.AllLogs())
 		}
 	})
-	lockSeen := s.watchLock(t, ns, "prod")
+	// In order: each leaves the cluster healthy and its lock free.
+	t.Run("HappyPath", r.happyPath)
+	t.Run("MissingSnapshotKey", r.missingKey)
+	t.Run("ForeignSnapshotWithForce", r.foreignSnapshot)
+	if os.Getenv("KEEP") == "1" {
+		keep(t, s)
+	}
+}
+
+// keep leaves the stack running for a person (make demo KEEP=1) until
+// Ctrl-C, then lets the test tear it down.
+func keep(t *testing.T, s *Stack) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	fmt.Printf("\nThe stack keeps running. In another shell:\n\n  export KUBECONFIG=%s\n  kubectl get openbaorestores,xopenbaorestores,lockrequests,jobs,pods -A\n\nPress Ctrl-C here to tear it down.\n", s.Kubeconfig)
+	<-ctx.Done()
+	t.Log("e2e: torn down on request")
+}
+
+// claim claims a restore of key into prod, through the e2e Composition.
+func (r *realBed) claim(t *testing.T, name, key string, edit func(src, spec map[string]any)) *unstructured.Unstructured {
+	t.Helper()
+	return r.s.claimNamed(t, r.ns, name, func(spec map[string]any) {
+		spec["compositionRef"] = map[string]any{"name": e2eComposition}
+		src := spec["source"].(map[string]any)
+		src["key"] = key
+		delete(src, "expectedDigest")
+		delete(src, "expectedSize")
+		src["target"] = map[string]any{"provider": "s3", "endpoint": r.store.URL, "bucket": r.store.Bucket, "region": "us-east-1",
+			"usePathStyle": true, "credentialsSecretRef": map[string]any{"name": "backup-s3"}}
+		if edit != nil {
+			edit(src, spec)
+		}
+	})
+}
+
+// happyPath is scenario 1: write secrets, snapshot, upload, change them;
+// the claim restores the snapshot (with its digest and size pinned). The
+// phases go Pending, Validating, Running, Completed; the pods restart one
+// by one, standbys first and the leader last; every node then serves the
+// snapshot's data and none of the later writes; the lock was held during
+// the run and is released; the events tell the story.
+func (r *realBed) happyPath(t *testing.T) {
+	s, bao := r.s, r.bao
+	bao.Put(t, "app/db", "password-at-snapshot")
+	bao.Put(t, "app/api", "key-at-snapshot")
+	snap := bao.Snapshot(t)
+	const key = "clusters/prod/e2e.snap"
+	r.store.Put(t, key, snap)
+	sum := sha256.Sum256(snap)
+	bao.Put(t, "app/db", "password-after-snapshot")
+	bao.Put(t, "app/new", "written-after-snapshot")
+	t.Logf("e2e: snapshot of %d bytes uploaded; the data changed since", len(snap))
+
+	before := s.podUIDs(t, r.ns)
+	claim := r.claim(t, "", key, func(src, _ map[string]any) {
+		src["expectedDigest"] = "sha256:" + hex.EncodeToString(sum[:])
+		src["expectedSize"] = int64(len(snap))
+	})
+	claimed := time.Now()
+	lockSeen := s.watchLock(t, r.ns, "prod")
 	s.waitClaim(t, claim, "Completed and Ready", 5*time.Minute, completed)
 	t.Logf("e2e: claim -> Completed and Ready in %s", time.Since(claimed).Round(time.Millisecond))
 
@@ -130,7 +177,7 @@ func TestRealRestore(t *testing.T) {
 	if len(pods) != 3 {
 		t.Fatalf("status.restart.pods %v", pods)
 	}
-	after := s.podUIDs(t, ns)
+	after := s.podUIDs(t, r.ns)
 	for name, uid := range before {
 		if after[name] == uid {
 			t.Errorf("pod %s was not restarted", name)
@@ -151,8 +198,127 @@ func TestRealRestore(t *testing.T) {
 	if held := lockSeen(); !slices.ContainsFunc(held, func(h string) bool { return strings.HasPrefix(h, "openbaorestore/") }) {
 		t.Errorf("the restore never held the cluster's lock (holders seen: %v)", held)
 	}
-	s.waitLockFree(t, ns, "prod")
-	s.story(t, ns, xr.GetName())
+	s.waitLockFree(t, r.ns, "prod")
+	s.story(t, r.ns, xr.GetName())
+}
+
+// missingKey is scenario 4: a key that does not exist fails the restore
+// quickly and without a retry (one pod: a permanent exit code), with a
+// message listing the keys that exist nearby; the lock is released and the
+// cluster is untouched (same data, no pod restarted).
+func (r *realBed) missingKey(t *testing.T) {
+	s, bao := r.s, r.bao
+	want := bao.Get(t, 0, "app/db")
+	before := s.podUIDs(t, r.ns)
+	claim := r.claim(t, "missing-key", "clusters/prod/e2e-typo.snap", nil)
+	claimed := time.Now()
+	var msg string
+	s.waitClaim(t, claim, "Failed", 2*time.Minute, func(c *unstructured.Unstructured, phase, _ string) bool {
+		msg, _, _ = unstructured.NestedString(c.Object, "status", "message")
+		return phase == schemas.PhaseFailed
+	})
+	t.Logf("e2e: claim -> Failed in %s: %s", time.Since(claimed).Round(time.Millisecond), msg)
+	if !strings.Contains(msg, "clusters/prod/e2e.snap") || !strings.Contains(msg, "exit code 4") {
+		t.Errorf("the message does not give exit code 4 and the nearby key clusters/prod/e2e.snap: %q", msg)
+	}
+	var jobs batchv1.JobList
+	if err := s.Client.List(context.Background(), &jobs, client.InNamespace(r.ns), client.MatchingLabels{"crossplane.io/composite": s.xrOf(t, claim).GetName()}); err != nil {
+		t.Fatal(err)
+	}
+	if len(jobs.Items) != 1 || jobs.Items[0].Status.Failed != 1 {
+		t.Errorf("want one Job with one failed pod (no retry): %d Jobs", len(jobs.Items))
+	}
+	s.waitLockFree(t, r.ns, "prod")
+	for i := range bao.Nodes {
+		if got := bao.Get(t, i, "app/db"); got != want {
+			t.Errorf("node %d: app/db = %q, want %q (untouched)", i, got, want)
+		}
+	}
+	if after := s.podUIDs(t, r.ns); !maps.Equal(before, after) {
+		t.Errorf("pods restarted by a failed restore: %v -> %v", before, after)
+	}
+}
+
+// foreignSnapshot is scenario 7: with force, a snapshot of another cluster
+// (another static seal key) is applied, and the nodes seal themselves. The
+// restore is Unknown with the lock held and a message saying how to unseal;
+// once the nodes have the source cluster's seal key (the Secret, then a
+// restart of every pod) and the Resume annotation is set, the gates pass,
+// the pods restart once more, and the restore completes with the source
+// cluster's data on every node.
+func (r *realBed) foreignSnapshot(t *testing.T) {
+	s, bao := r.s, r.bao
+	ctx := context.Background()
+	src := baotest.Start(t, 1)
+	src.Put(t, "app/db", "from-the-other-cluster")
+	const key = "clusters/other/foreign.snap"
+	r.store.Put(t, key, src.Snapshot(t))
+	claim := r.claim(t, "foreign", key, func(_, spec map[string]any) { spec["force"] = true })
+	var msg string
+	s.waitClaim(t, claim, "Unknown", 3*time.Minute, func(c *unstructured.Unstructured, phase, _ string) bool {
+		msg, _, _ = unstructured.NestedString(c.Object, "status", "message")
+		return phase == schemas.PhaseUnknown
+	})
+	xr := s.xrOf(t, claim)
+	ack := string(xr.GetUID()) + "/Resume"
+	for _, want := range []string{"sealed itself", "unseal", schemas.AcknowledgeAnnotation + "=" + ack} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("the Unknown message lacks %q: %q", want, msg)
+		}
+	}
+	for i := range bao.Nodes {
+		h, err := bao.Probe(i)
+		t.Logf("e2e: after the foreign restore node %d answers %+v %v", i, h, err)
+	}
+	cl := &unstructured.Unstructured{}
+	cl.SetAPIVersion(schemas.ClusterGroup + "/" + schemas.ClusterVersion)
+	cl.SetKind(schemas.ClusterKind)
+	if err := s.Client.Get(ctx, client.ObjectKey{Namespace: r.ns, Name: "prod"}, cl); err != nil {
+		t.Fatal(err)
+	}
+	if h, _, _ := unstructured.NestedString(cl.Object, "status", "operationLock", "holder"); h == "" {
+		t.Fatal("the lock was released while the restore is Unknown")
+	}
+
+	// What the message says: give the nodes the source cluster's key and
+	// restart them (here: the seal Secret, then every pod deleted).
+	keyBytes, err := os.ReadFile(src.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sec corev1.Secret
+	if err := s.Client.Get(ctx, client.ObjectKey{Namespace: r.ns, Name: "prod-seal"}, &sec); err != nil {
+		t.Fatal(err)
+	}
+	sec.Data["key"] = keyBytes
+	if err := s.Client.Update(ctx, &sec); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Client.DeleteAllOf(ctx, &corev1.Pod{}, client.InNamespace(r.ns), client.MatchingLabels(testbed.ClusterPodLabels("prod"))); err != nil {
+		t.Fatal(err)
+	}
+	bao.RootToken = src.RootToken // the source cluster's data, tokens included
+	bao.WaitHealthy(t)
+	t.Logf("e2e: the pods restarted with the source cluster's key and unsealed")
+	before := s.podUIDs(t, r.ns)
+	patch := []byte(`{"metadata":{"annotations":{"` + schemas.AcknowledgeAnnotation + `":"` + ack + `"}}}`)
+	if err := s.Client.Patch(ctx, claim, client.RawPatch(types.MergePatchType, patch)); err != nil {
+		t.Fatal(err)
+	}
+	s.waitClaim(t, claim, "Completed and Ready", 3*time.Minute, completed)
+	after := s.podUIDs(t, r.ns)
+	for name, uid := range before {
+		if after[name] == uid {
+			t.Errorf("pod %s was not restarted after the Resume", name)
+		}
+	}
+	bao.WaitHealthy(t)
+	for i := range bao.Nodes {
+		if got := bao.Get(t, i, "app/db"); got != "from-the-other-cluster" {
+			t.Errorf("node %d: app/db = %q, want the source cluster's value", i, got)
+		}
+	}
+	s.waitLockFree(t, r.ns, "prod")
 }
 
 // startKubelet starts the harness kubelet as the only node (kwok is off in
