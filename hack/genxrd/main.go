@@ -191,8 +191,10 @@ func status() obj {
 							"healthyAt": obj{"type": "string", "format": "date-time", "description": "When its replacement was Ready, initialized and unsealed."},
 						}}},
 				}},
-			"execution": obj{"type": "object", "description": "What the reconciler observed of the restore Job. Written by the reconciler.",
-				"x-kubernetes-preserve-unknown-fields": true},
+			"execution": obj{"type": "object", "description": "What the reconciler did beyond the phase. Written by the reconciler.",
+				"properties": obj{
+					"nudgedAt": obj{"type": "string", "format": "date-time", "description": "When a finished restore was last written again because Crossplane's watch circuit breaker had stopped watching the XR (Responsive=False), so that the function sees the phase."},
+				}},
 		},
 	}
 }

@@ -137,6 +137,9 @@ type Status struct {
 	// Restart is the follow-through's progress; nil until the Job
 	// succeeded (or a Resume).
 	Restart *Restart
+	// Nudged is when a finished restore was last written again for
+	// Crossplane (status.execution.nudgedAt; Reconciler.nudge).
+	Nudged *time.Time
 }
 
 // Event is a Kubernetes event to emit.

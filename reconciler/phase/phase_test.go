@@ -873,3 +873,30 @@ func TestSetupFollowsXRKindsInstalledLater(t *testing.T) {
 	waitPhaseFor(t, env, xr, schemas.PhasePending, 40*time.Second)
 	t.Logf("XRD installed -> first phase written: %s", time.Since(installed).Round(time.Millisecond))
 }
+
+// A finished restore whose XR Crossplane's watch circuit breaker stopped
+// watching closely (Responsive=False), before the function has seen the
+// phase (status.plan.stage not Finished), is written again
+// (status.execution.nudgedAt), so that an event reaches Crossplane.
+func TestNudgeWhenCircuitOpen(t *testing.T) {
+	t.Parallel()
+	env, ns, _ := startWithCluster(t)
+	xr := createXR(t, env, ns, nil)
+	waitPhase(t, env, xr, schemas.PhasePending)
+	now := time.Now().UTC().Format(time.RFC3339)
+	st := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": xr.GetAPIVersion(), "kind": xr.GetKind(), "metadata": map[string]any{"name": xr.GetName()},
+		"status": map[string]any{
+			"phase": schemas.PhaseCompleted, "completionTime": now, "plan": map[string]any{"stage": "JobComplete"},
+			"conditions": []any{map[string]any{"type": "Responsive", "status": "False", "reason": "WatchCircuitOpen",
+				"message": "Too many watch events", "lastTransitionTime": now}},
+		}}}
+	if err := env.Client.Status().Apply(context.Background(), client.ApplyConfigurationFromUnstructured(st),
+		client.FieldOwner("crossplane-test"), client.ForceOwnership); err != nil {
+		t.Fatal(err)
+	}
+	testbed.Eventually(t, 30*time.Second, "status.execution.nudgedAt", func() (bool, error) {
+		got := phase.ReadStatus(get(t, env, xr))
+		return got.Nudged != nil && got.Phase == schemas.PhaseCompleted, nil
+	})
+}

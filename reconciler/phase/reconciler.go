@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 
 	"time"
 
@@ -94,6 +95,9 @@ type Reconciler struct {
 	Observe func(xr types.NamespacedName, phase string)
 	// Restart configures the follow-through after a restore.
 	Restart RestartOptions
+
+	writesMu sync.Mutex
+	writes   map[types.NamespacedName]time.Time // last status write per XR
 }
 
 // RestartOptions configure the pod restarts after a restore.
@@ -311,7 +315,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 	cur := ReadStatus(xr)
 	if Terminal(cur.Phase) {
-		return ctrl.Result{}, nil
+		return r.nudge(ctx, xr, cur)
 	}
 	f, err := r.facts(ctx, xr, cur)
 	if err != nil {
@@ -337,7 +341,18 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 			next, evs = Next(cur, f)
 		}
 	}
+	if !sameStatus(cur, next) && cosmetic(cur, next) {
+		// Every XR write is a watch event for Crossplane, whose circuit
+		// breaker stops reconciling a chatty XR (v2.4: a burst of 50
+		// events, then one every 2 s), and Crossplane answers most writes
+		// with writes of its own. A write that changes only a message or
+		// a condition waits until the XR's last write is minWriteGap old.
+		if wait := r.writeGap(req.NamespacedName); wait > 0 {
+			return ctrl.Result{RequeueAfter: wait}, nil
+		}
+	}
 	if !sameStatus(cur, next) {
+		r.wrote(req.NamespacedName)
 		rv := ""
 		if chosen(cur, next) {
 			rv = xr.GetResourceVersion()
@@ -371,6 +386,95 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{RequeueAfter: r.Restart.Poll}, nil
 	}
 	return ctrl.Result{}, nil
+}
+
+// nudgeEvery is how often a finished restore whose XR Crossplane has stopped
+// watching is written again: the half-open interval of Crossplane's watch
+// circuit breaker (v2.4), which lets one event through that often.
+const nudgeEvery = 30 * time.Second
+
+// nudge makes sure Crossplane sees a terminal phase. Crossplane's circuit
+// breaker drops the watch events of an XR that got too many (it then says
+// Responsive=False), and with realtime compositions it does not poll: if
+// the write of the terminal phase was dropped, the function would never
+// run again to release the lock and mark the XR Ready. Until the function
+// has seen the phase (status.plan.stage Finished), a restore whose XR's
+// circuit is open is written again every nudgeEvery.
+func (r *Reconciler) nudge(ctx context.Context, xr *unstructured.Unstructured, cur Status) (ctrl.Result, error) {
+	if stage, _, _ := unstructured.NestedString(xr.Object, "status", "plan", "stage"); stage == stageFinished || !circuitOpen(xr) {
+		return ctrl.Result{}, nil
+	}
+	now := r.Now()
+	if cur.Nudged != nil && now.Sub(*cur.Nudged) < nudgeEvery {
+		return ctrl.Result{RequeueAfter: nudgeEvery - now.Sub(*cur.Nudged)}, nil
+	}
+	next := cur
+	t := now.UTC().Truncate(time.Second)
+	next.Nudged = &t
+	if err := r.apply(ctx, xr, next, ""); err != nil {
+		return ctrl.Result{}, err
+	}
+	log.FromContext(ctx).Info("Crossplane's watch circuit is open for this XR: wrote it again so that the function sees the phase", "phase", cur.Phase)
+	return ctrl.Result{RequeueAfter: nudgeEvery}, nil
+}
+
+// stageFinished is the function's status.plan.stage once it has seen a
+// terminal phase (fn.StageFinished).
+const stageFinished = "Finished"
+
+// circuitOpen reports whether Crossplane says it stopped watching the XR
+// closely (its Responsive condition False).
+func circuitOpen(xr *unstructured.Unstructured) bool {
+	conds, _, _ := unstructured.NestedSlice(xr.Object, "status", "conditions")
+	for _, c := range conds {
+		if m, _ := c.(map[string]any); m["type"] == "Responsive" && m["status"] == "False" {
+			return true
+		}
+	}
+	return false
+}
+
+// minWriteGap is the least time between two writes of an XR's status that
+// change only messages or conditions (the refill time of Crossplane's
+// watch circuit breaker for one update event).
+const minWriteGap = 2 * time.Second
+
+// cosmetic reports whether next differs from cur only in its message or
+// conditions: no phase, time, snapshot or restart progress changes.
+func cosmetic(cur, next Status) bool {
+	a, b := cur, next
+	a.Message, b.Message = "", ""
+	a.Conditions, b.Conditions = nil, nil
+	return sameStatus(a, b)
+}
+
+// writeGap is how long a cosmetic write of the XR must still wait.
+func (r *Reconciler) writeGap(xr types.NamespacedName) time.Duration {
+	r.writesMu.Lock()
+	defer r.writesMu.Unlock()
+	last, ok := r.writes[xr]
+	if !ok {
+		return 0
+	}
+	return minWriteGap - r.Now().Sub(last)
+}
+
+// wrote records a write of the XR's status.
+func (r *Reconciler) wrote(xr types.NamespacedName) {
+	r.writesMu.Lock()
+	defer r.writesMu.Unlock()
+	if r.writes == nil {
+		r.writes = map[types.NamespacedName]time.Time{}
+	}
+	// Forget old entries now and then: only the last two seconds matter.
+	if len(r.writes) > 4096 {
+		for k, t := range r.writes {
+			if r.Now().Sub(t) > minWriteGap {
+				delete(r.writes, k)
+			}
+		}
+	}
+	r.writes[xr] = r.Now()
 }
 
 // chosen reports whether next records a pod deletion that cur does not.
@@ -591,6 +695,9 @@ func ReadStatus(xr *unstructured.Unstructured) Status {
 	}
 	s.StartTime = readTime(st["startTime"])
 	s.CompletionTime = readTime(st["completionTime"])
+	if ex, ok := st["execution"].(map[string]any); ok {
+		s.Nudged = readTime(ex["nudgedAt"])
+	}
 	if rs, ok := st["restart"].(map[string]any); ok {
 		r := &Restart{StartedAt: readTime(rs["startedAt"]), CompletedAt: readTime(rs["completedAt"])}
 		r.Acknowledged, _ = rs["acknowledged"].(string)
@@ -635,7 +742,7 @@ func readTime(v any) *time.Time {
 func sameStatus(a, b Status) bool {
 	if a.Phase != b.Phase || a.Message != b.Message || a.SnapshotKey != b.SnapshotKey || a.SnapshotSize != b.SnapshotSize ||
 		!sameTime(a.StartTime, b.StartTime) || !sameTime(a.CompletionTime, b.CompletionTime) || len(a.Conditions) != len(b.Conditions) ||
-		!sameRestart(a.Restart, b.Restart) {
+		!sameRestart(a.Restart, b.Restart) || !sameTime(a.Nudged, b.Nudged) {
 		return false
 	}
 	for _, c := range a.Conditions {
@@ -691,6 +798,9 @@ func (r *Reconciler) apply(ctx context.Context, xr *unstructured.Unstructured, s
 	}
 	stamp(s.StartTime, status, "startTime")
 	stamp(s.CompletionTime, status, "completionTime")
+	if s.Nudged != nil {
+		status["execution"] = map[string]any{"nudgedAt": s.Nudged.UTC().Format(time.RFC3339)}
+	}
 	if rs := s.Restart; rs != nil {
 		m := map[string]any{}
 		stamp(rs.StartedAt, m, "startedAt")

@@ -78,6 +78,10 @@ type Timeouts struct {
 	Sealed time.Duration
 }
 
+// slowWait is how long a restart waits before its message gives the
+// reason of the wait.
+const slowWait = 15 * time.Second
+
 // DefaultTimeouts are the reconciler's defaults (its flags).
 var DefaultTimeouts = Timeouts{Gate: 5 * time.Minute, Sealed: time.Minute}
 
@@ -165,11 +169,25 @@ func restartStep(cur Restart, m *Members, uid string, to Timeouts, now time.Time
 		if sealed && to.Sealed < limit {
 			limit = to.Sealed
 		}
-		msg := fmt.Sprintf("restarting the OpenBao pods (%d of %d done): waiting because %s", done(r), max(m.Replicas, len(r.Pods)), why)
-		if waited < limit {
-			return r, schemas.PhaseRunning, msg, evs
+		if waited >= limit {
+			return r, schemas.PhaseUnknown, stuckMessage(why, sealed, waited, uid), evs
 		}
-		return r, schemas.PhaseUnknown, stuckMessage(why, sealed, waited, uid), evs
+		// Every write of the XR's status is a watch event for Crossplane,
+		// whose circuit breaker stops reconciling an XR that gets too many
+		// (v2.4: a burst of 50, then one every 2 s). So the message
+		// changes with each step, not with each passing state of a pod; the
+		// reason appears only once a wait is long enough to interest a
+		// person.
+		msg := fmt.Sprintf("restarting the OpenBao pods one by one (%d of %d done): ", done(r), max(m.Replicas, len(r.Pods)))
+		if e := r.Pending(); e != nil {
+			msg += fmt.Sprintf("waiting for pod %s to come back Ready, initialized and unsealed", e.Name)
+		} else {
+			msg += "waiting for the cluster to be healthy before the next pod"
+		}
+		if waited >= slowWait {
+			msg += " (now: " + why + ")"
+		}
+		return r, schemas.PhaseRunning, msg, evs
 	}
 	if m.Missing {
 		return stuck(fmt.Sprintf("the cluster's StatefulSet %s does not exist", m.StatefulSet), false)

@@ -63,21 +63,21 @@ func TestRestartStep(t *testing.T) {
 			msg: []string{"deleting pod prod-1 (standby), 1 of 3"}, chosen: "prod-1"},
 		{name: "the leader's ordinal does not matter", cur: started, m: cluster3(1, nil), phase: schemas.PhaseRunning, chosen: "prod-0"},
 		{name: "old pod still there: wait for its deletion", cur: deleted1, m: cluster3(0, nil), phase: schemas.PhaseRunning,
-			msg: []string{"prod-1 (uid old-1) is being deleted"}},
+			after: 20 * time.Second, msg: []string{"prod-1 (uid old-1) is being deleted"}},
 		{name: "replacement not yet created", cur: deleted1, m: cluster3(0, nil),
-			phase: schemas.PhaseRunning, msg: []string{"not yet recreated pod prod-1"}},
+			after: 20 * time.Second, phase: schemas.PhaseRunning, msg: []string{"not yet recreated pod prod-1"}},
 		{name: "replacement not Ready", cur: deleted1, m: cluster3(0, replaced("prod-1", func(p *Member) { p.Ready = false })),
-			phase: schemas.PhaseRunning, msg: []string{"pod prod-1 is not Ready", "0 of 3 done"}},
+			after: 20 * time.Second, phase: schemas.PhaseRunning, msg: []string{"pod prod-1 is not Ready", "0 of 3 done"}},
 		{name: "replacement not Ready past the gate timeout", cur: deleted1, m: cluster3(0, replaced("prod-1", func(p *Member) { p.Ready = false })),
 			after: 2 * time.Minute, phase: schemas.PhaseUnknown, msg: []string{"stopped after 2m0s because pod prod-1 is not Ready", "u-1/Resume", "u-1/Abandon", "lock stays held"}},
 		{name: "replacement sealed: short wait", cur: deleted1, m: cluster3(0, replaced("prod-1", func(p *Member) { p.Health.Sealed = true })),
-			after: 5 * time.Second, phase: schemas.PhaseRunning, msg: []string{"sealed"}},
+			after: 5 * time.Second, phase: schemas.PhaseRunning, msg: []string{"waiting for pod prod-1 to come back Ready, initialized and unsealed"}},
 		{name: "replacement sealed past the sealed timeout", cur: deleted1, m: cluster3(0, replaced("prod-1", func(p *Member) { p.Health.Sealed = true })),
 			after: 11 * time.Second, phase: schemas.PhaseUnknown, msg: []string{"prod-1's OpenBao is sealed", "bao operator unseal", "another cluster"}},
 		{name: "replacement not answering", cur: deleted1, m: cluster3(0, replaced("prod-1", func(p *Member) { p.Health = Health{Err: "connection refused"} })),
-			phase: schemas.PhaseRunning, msg: []string{"does not answer (connection refused)"}},
+			after: 20 * time.Second, phase: schemas.PhaseRunning, msg: []string{"does not answer (connection refused)"}},
 		{name: "replacement uninitialized", cur: deleted1, m: cluster3(0, replaced("prod-1", func(p *Member) { p.Health.Initialized = false })),
-			phase: schemas.PhaseRunning, msg: []string{"not initialized"}},
+			after: 20 * time.Second, phase: schemas.PhaseRunning, msg: []string{"not initialized"}},
 		{name: "replacement healthy: next standby", cur: deleted1, m: cluster3(0, replaced("prod-1", nil)), phase: schemas.PhaseRunning,
 			healthy: "prod-1", chosen: "prod-2", msg: []string{"deleting pod prod-2 (standby), 2 of 3"}},
 		{name: "replacement healthy, but another pod is not: wait", cur: deleted1, m: cluster3(0, replaced("prod-1", func(*Member) {})),
@@ -88,18 +88,20 @@ func TestRestartStep(t *testing.T) {
 			chosen: "prod-0"},
 		{name: "all back: completed", cur: allDone, m: cluster3(1, nil), phase: schemas.PhaseCompleted, complete: true,
 			msg: []string{"all 3 OpenBao pods were restarted"}},
-		{name: "no leader: wait", cur: started, m: cluster3(-1, nil), phase: schemas.PhaseRunning, msg: []string{"0 active nodes"}},
-		{name: "two leaders: wait", cur: started, m: cluster3(0, func(ps []Member) { ps[2].Health.Standby = false }), phase: schemas.PhaseRunning,
+		{name: "no leader: wait", cur: started, m: cluster3(-1, nil), after: 20 * time.Second, phase: schemas.PhaseRunning, msg: []string{"0 active nodes"}},
+		{name: "a short wait keeps the message of the step", cur: started, m: cluster3(-1, nil), phase: schemas.PhaseRunning,
+			msg: []string{"restarting the OpenBao pods one by one (0 of 3 done): waiting for the cluster to be healthy before the next pod"}},
+		{name: "two leaders: wait", cur: started, m: cluster3(0, func(ps []Member) { ps[2].Health.Standby = false }), after: 20 * time.Second, phase: schemas.PhaseRunning,
 			msg: []string{"2 active nodes (prod-0, prod-2)"}},
 		{name: "a pod missing: wait", cur: started, m: cluster3(0, func(ps []Member) {}), phase: schemas.PhaseRunning},
 		{name: "StatefulSet missing past the timeout", cur: started, m: &Members{StatefulSet: "prod", Missing: true}, after: time.Hour,
 			phase: schemas.PhaseUnknown, msg: []string{"StatefulSet prod does not exist"}},
 		{name: "a terminating pod blocks the next deletion", cur: started, m: cluster3(0, func(ps []Member) { ps[2].Terminating = true }),
-			phase: schemas.PhaseRunning, msg: []string{"prod-2 is terminating"}},
+			after: 20 * time.Second, phase: schemas.PhaseRunning, msg: []string{"prod-2 is terminating"}},
 	}
 	// "replacement not yet created" lacks prod-1; "a pod missing" lacks prod-2.
 	cases[3].m.Pods = append(cases[3].m.Pods[:1], cases[3].m.Pods[2])
-	cases[17].m.Pods = cases[17].m.Pods[:2]
+	cases[18].m.Pods = cases[18].m.Pods[:2]
 	// "replacement healthy, but another pod is not" makes prod-2 unready.
 	cases[11].m.Pods[2].Ready = false
 	for _, c := range cases {

@@ -51,6 +51,8 @@ func TestOnCrossplane(t *testing.T) {
 	bao := baotest.Start(t, 3)
 	subnet := bao.Nodes[0].IP[:strings.LastIndexByte(bao.Nodes[0].IP, '.')+1]
 	s.startReconciler(t, "http://"+subnet+"{{add .Ordinal 1}}:8200")
+	writes := s.xrWrites(t)
+	defer func() { t.Logf("XR writes:%s", writes()) }()
 	t.Run("ClaimComposesARestore", func(t *testing.T) { claimComposesARestore(t, s) })
 	t.Run("InvalidClaims", func(t *testing.T) { invalidClaims(t, s) })
 	t.Run("LockContention", func(t *testing.T) { lockContention(t, s) })
@@ -58,6 +60,33 @@ func TestOnCrossplane(t *testing.T) {
 	t.Run("DeleteClaimMidRun", func(t *testing.T) { deleteClaimMidRun(t, s) })
 	t.Run("MissingSnapshotKey", func(t *testing.T) { missingSnapshotKey(t, s) })
 	t.Run("UnconfirmedThenResumeOnClaim", func(t *testing.T) { unconfirmedThenResume(t, s) })
+	s.logOpenCircuits(t)
+}
+
+// circuitsClosed logs the XRs for which Crossplane's watch circuit breaker
+// opened (their Responsive condition False). Such an XR gets too many
+// watch events (Crossplane's own writes, ours, and its composed
+// resources'; a restore with a restart and a Resume makes about 40 in a
+// few seconds, against v2.4's burst of 50), and Crossplane then reconciles
+// it only now and then: the scenarios pass anyway because the reconciler
+// writes a finished restore again until the function has seen it
+// (reconciler/phase nudge). Logged, not failed: it is Crossplane's choice.
+func (s *Stack) logOpenCircuits(t *testing.T) {
+	t.Helper()
+	list := &unstructured.UnstructuredList{}
+	list.SetAPIVersion(schemas.Group + "/" + schemas.Version)
+	list.SetKind(schemas.XRKind + "List")
+	if err := s.Client.List(context.Background(), list); err != nil {
+		t.Fatal(err)
+	}
+	for _, xr := range list.Items {
+		conds, _, _ := unstructured.NestedSlice(xr.Object, "status", "conditions")
+		for _, c := range conds {
+			if m, _ := c.(map[string]any); m["type"] == "Responsive" && m["status"] == "False" {
+				t.Logf("e2e: Crossplane's watch circuit opened for %s: %v", xr.GetName(), m["message"])
+			}
+		}
+	}
 }
 
 // fixture creates the namespace, the OpenBaoCluster prod (three stand-in
@@ -152,10 +181,11 @@ func claimComposesARestore(t *testing.T, s *Stack) {
 	t.Logf("e2e: claim -> Job in %s; total since the stack began %s", time.Since(claimed).Round(time.Millisecond),
 		time.Since(s.Began).Round(time.Millisecond))
 
-	// kwok completes the Job's pod without running anything (the harness
-	// kubelet of issue 5 will run the executor); the reconciler then
-	// follows through: the OpenBao pods restart, the lock is released and
-	// the claim is Completed and Ready.
+	// kwok completes the Job's pod without running anything (TestRealRestore
+	// runs the executor); the reconciler then follows through: the OpenBao
+	// pods restart, the lock is released and the claim is Completed and
+	// Ready. The LockRequest, once released, is deleted: a request that is
+	// gone counts as released (the cluster's lock is checked below).
 	claimKey := client.ObjectKeyFromObject(claim)
 	last := ""
 	testbed.Eventually(t, 90*time.Second, "the claim Completed and Ready, the lock Released", func() (bool, error) {
@@ -164,7 +194,9 @@ func claimComposesARestore(t *testing.T, s *Stack) {
 		if err := s.Client.Get(ctx, claimKey, c); err != nil {
 			return false, err
 		}
-		if err := s.Client.Get(ctx, client.ObjectKeyFromObject(lr), lr); err != nil {
+		if err := s.Client.Get(ctx, client.ObjectKeyFromObject(lr), lr); apierrors.IsNotFound(err) {
+			lr.Status.State = "Released"
+		} else if err != nil {
 			return false, err
 		}
 		phase, _, _ := unstructured.NestedString(c.Object, "status", "phase")
@@ -177,6 +209,7 @@ func claimComposesARestore(t *testing.T, s *Stack) {
 		return phase == "Completed" && ready && lr.Status.State == "Released", nil
 	})
 	t.Logf("e2e: claim -> Completed, Ready and the lock Released in %s", time.Since(claimed).Round(time.Millisecond))
+	s.waitLockFree(t, ns, "prod")
 	// The events tell the story: the reconciler's lock events at least
 	// (events.k8s.io and core events are two views of the same objects).
 	testbed.Eventually(t, 10*time.Second, "lock acquired and released events", func() (bool, error) {

@@ -93,7 +93,10 @@ func TestRealRestore(t *testing.T) {
 	// In order: each leaves the cluster healthy and its lock free.
 	t.Run("HappyPath", r.happyPath)
 	t.Run("MissingSnapshotKey", r.missingKey)
+	t.Run("LockContention", r.lockContention)
+	t.Run("BreakGlass", r.breakGlass)
 	t.Run("ForeignSnapshotWithForce", r.foreignSnapshot)
+	s.logOpenCircuits(t)
 	if os.Getenv("KEEP") == "1" {
 		keep(t, s)
 	}
@@ -236,6 +239,65 @@ func (r *realBed) missingKey(t *testing.T) {
 	}
 	if after := s.podUIDs(t, r.ns); !maps.Equal(before, after) {
 		t.Errorf("pods restarted by a failed restore: %v -> %v", before, after)
+	}
+}
+
+// lockContention is scenario 2 with the real executor: a Backup holds the
+// lock, so the restore waits with the holder named and nothing runs; once
+// the Backup releases it, the restore proceeds and completes.
+func (r *realBed) lockContention(t *testing.T) {
+	s := r.s
+	const holder = "openbaobackup/nightly-1"
+	s.holdBackupLock(t, r.ns, "prod", holder)
+	claim := r.claim(t, "contended", "clusters/prod/e2e.snap", nil)
+	s.waitClaim(t, claim, "waiting for the lock held by "+holder, 90*time.Second, func(_ *unstructured.Unstructured, _, composed string) bool {
+		return strings.Contains(composed, holder)
+	})
+	time.Sleep(2 * time.Second)
+	var jobs batchv1.JobList
+	if err := s.Client.List(context.Background(), &jobs, client.InNamespace(r.ns), client.MatchingLabels{"crossplane.io/composite": s.xrOf(t, claim).GetName()}); err != nil {
+		t.Fatal(err)
+	}
+	if len(jobs.Items) != 0 {
+		t.Fatal("a Job was composed while a Backup held the lock")
+	}
+	released := time.Now()
+	s.releaseLock(t, r.ns, "prod")
+	s.waitClaim(t, claim, "Completed and Ready", 3*time.Minute, completed)
+	t.Logf("e2e: backup released -> claim Completed (a real restore and restart) in %s", time.Since(released).Round(time.Millisecond))
+	s.waitLockFree(t, r.ns, "prod")
+}
+
+// breakGlass is scenario 3 with the real executor: with force and
+// overrideOperationLock, a stuck Backup lock is overridden with a Warning
+// event naming it, and the restore (through snapshot-force) completes.
+func (r *realBed) breakGlass(t *testing.T) {
+	s := r.s
+	const holder = "openbaobackup/stuck-1"
+	s.holdBackupLock(t, r.ns, "prod", holder)
+	claim := r.claim(t, "break-glass", "clusters/prod/e2e.snap", func(_, spec map[string]any) {
+		spec["force"] = true
+		spec["overrideOperationLock"] = true
+	})
+	s.waitClaim(t, claim, "Completed and Ready", 3*time.Minute, completed)
+	testbed.Eventually(t, 10*time.Second, "a Warning event naming the overridden holder", func() (bool, error) {
+		var evs eventsv1.EventList
+		if err := s.Client.List(context.Background(), &evs, client.InNamespace(r.ns)); err != nil {
+			return false, err
+		}
+		for _, e := range evs.Items {
+			if e.Type == corev1.EventTypeWarning && strings.Contains(e.Note, holder) && strings.Contains(e.Reason, "Override") {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	s.waitLockFree(t, r.ns, "prod")
+	r.bao.WaitHealthy(t)
+	for i := range r.bao.Nodes {
+		if got := r.bao.Get(t, i, "app/db"); got != "password-at-snapshot" {
+			t.Errorf("node %d: app/db = %q after the forced restore, want the snapshot's", i, got)
+		}
 	}
 }
 
