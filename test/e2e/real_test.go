@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -153,8 +154,14 @@ func (r *realBed) happyPath(t *testing.T) {
 		src["expectedSize"] = int64(len(snap))
 	})
 	claimed := time.Now()
-	lockSeen := s.watchLock(t, r.ns, "prod")
-	s.waitClaim(t, claim, "Completed and Ready", 5*time.Minute, completed)
+	tl := s.watchTimeline(t, r.ns, "prod")
+	var completedAt time.Time
+	s.waitClaim(t, claim, "Completed and Ready", 5*time.Minute, func(c *unstructured.Unstructured, phase, composed string) bool {
+		if phase == schemas.PhaseCompleted && completedAt.IsZero() {
+			completedAt = time.Now()
+		}
+		return completed(c, phase, composed)
+	})
 	t.Logf("e2e: claim -> Completed and Ready in %s", time.Since(claimed).Round(time.Millisecond))
 
 	xr := s.xrOf(t, claim)
@@ -198,10 +205,14 @@ func (r *realBed) happyPath(t *testing.T) {
 		}
 	}
 	// The lock was held by this restore during the run, and is free now.
-	if held := lockSeen(); !slices.ContainsFunc(held, func(h string) bool { return strings.HasPrefix(h, "openbaorestore/") }) {
+	s.waitLockFree(t, r.ns, "prod")
+	tl.mu.Lock()
+	held := slices.Clone(tl.holders)
+	tl.mu.Unlock()
+	if !slices.ContainsFunc(held, func(h string) bool { return strings.HasPrefix(h, "openbaorestore/") }) {
 		t.Errorf("the restore never held the cluster's lock (holders seen: %v)", held)
 	}
-	s.waitLockFree(t, r.ns, "prod")
+	tl.report(t, claimed, completedAt)
 	s.story(t, r.ns, xr.GetName())
 }
 
@@ -588,40 +599,108 @@ func (s *Stack) xrOf(t *testing.T, claim *unstructured.Unstructured) *unstructur
 	return xr
 }
 
-// watchLock records every holder of the cluster's operation lock.
-func (s *Stack) watchLock(t *testing.T, ns, name string) func() []string {
+// timeline records, from watches in the restore's namespace, the holders
+// of the cluster's lock and the moments the README's figures need: the
+// Job complete, each OpenBao pod's deletion and Ready, the lock released.
+type timeline struct {
+	mu         sync.Mutex
+	holders    []string
+	jobDone    time.Time
+	deleted    []time.Time // graceful deletion marks of the OpenBao pods
+	ready      time.Time   // the last time an OpenBao pod became Ready
+	lockFreeAt time.Time   // the last release of the lock
+}
+
+func (s *Stack) watchTimeline(t *testing.T, ns, cluster string) *timeline {
 	t.Helper()
-	w := s.WatchNamed(t, schema.GroupVersionKind{Group: schemas.ClusterGroup, Version: schemas.ClusterVersion, Kind: schemas.ClusterKind + "List"}, ns, name)
-	held := make(chan string, 64)
+	tl := &timeline{}
+	wc, err := client.NewWithWatch(s.Config, client.Options{Scheme: s.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	lock := s.WatchNamed(t, schema.GroupVersionKind{Group: schemas.ClusterGroup, Version: schemas.ClusterVersion, Kind: schemas.ClusterKind + "List"}, ns, cluster)
+	pods, err := wc.Watch(ctx, &corev1.PodList{}, client.InNamespace(ns), client.MatchingLabels(testbed.ClusterPodLabels(cluster)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	jobs, err := wc.Watch(ctx, &batchv1.JobList{}, client.InNamespace(ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pods.Stop(); jobs.Stop() })
 	go func() {
-		defer close(held)
-		for ev := range w.ResultChan() {
+		held := false
+		for ev := range lock.ResultChan() {
 			u, ok := ev.Object.(*unstructured.Unstructured)
 			if !ok {
 				continue
 			}
-			if h, _, _ := unstructured.NestedString(u.Object, "status", "operationLock", "holder"); h != "" {
-				select {
-				case held <- h:
-				default:
+			h, _, _ := unstructured.NestedString(u.Object, "status", "operationLock", "holder")
+			tl.mu.Lock()
+			switch {
+			case h != "":
+				tl.holders = append(tl.holders, h)
+				held = true
+			case held:
+				tl.lockFreeAt, held = time.Now(), false
+			}
+			tl.mu.Unlock()
+		}
+	}()
+	go func() {
+		marked := map[string]bool{}
+		for ev := range pods.ResultChan() {
+			p, ok := ev.Object.(*corev1.Pod)
+			if !ok {
+				continue
+			}
+			tl.mu.Lock()
+			if p.DeletionTimestamp != nil && p.DeletionGracePeriodSeconds != nil && *p.DeletionGracePeriodSeconds > 0 && !marked[string(p.UID)] {
+				marked[string(p.UID)] = true
+				tl.deleted = append(tl.deleted, time.Now())
+			}
+			for _, c := range p.Status.Conditions {
+				if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue && p.DeletionTimestamp == nil && !marked[string(p.UID)+"/ready"] {
+					marked[string(p.UID)+"/ready"] = true
+					tl.ready = time.Now()
+				}
+			}
+			tl.mu.Unlock()
+		}
+	}()
+	go func() {
+		for ev := range jobs.ResultChan() {
+			j, ok := ev.Object.(*batchv1.Job)
+			if !ok {
+				continue
+			}
+			for _, c := range j.Status.Conditions {
+				if c.Type == batchv1.JobComplete && c.Status == corev1.ConditionTrue {
+					tl.mu.Lock()
+					if tl.jobDone.IsZero() {
+						tl.jobDone = time.Now()
+					}
+					tl.mu.Unlock()
 				}
 			}
 		}
 	}()
-	return func() []string {
-		var out []string
-		for {
-			select {
-			case h, ok := <-held:
-				if !ok {
-					return out
-				}
-				out = append(out, h)
-			default:
-				return out
-			}
-		}
+	return tl
+}
+
+// report logs the figures of one restore.
+func (tl *timeline) report(t *testing.T, claimed, completed time.Time) {
+	tl.mu.Lock()
+	defer tl.mu.Unlock()
+	msg := fmt.Sprintf("e2e: figures: claim -> Completed %s", completed.Sub(claimed).Round(time.Millisecond))
+	if len(tl.deleted) > 0 && !tl.jobDone.IsZero() {
+		msg += fmt.Sprintf("; Job complete -> first pod restart %s", tl.deleted[0].Sub(tl.jobDone).Round(time.Millisecond))
 	}
+	if !tl.ready.IsZero() && !tl.lockFreeAt.IsZero() {
+		msg += fmt.Sprintf("; last pod Ready -> lock released %s", tl.lockFreeAt.Sub(tl.ready).Round(time.Millisecond))
+	}
+	t.Log(msg)
 }
 
 // waitLockFree waits until the cluster's lock is released.
