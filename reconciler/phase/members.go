@@ -125,7 +125,8 @@ func (r *Reconciler) members(ctx context.Context, ns, cluster, scheme string) (*
 		if ref := metav1.GetControllerOf(&p); ref == nil || ref.UID != sts.UID {
 			continue
 		}
-		mb := Member{Name: p.Name, UID: string(p.UID), ResourceVersion: p.ResourceVersion, Terminating: p.DeletionTimestamp != nil, Ordinal: -1}
+		mb := Member{Name: p.Name, UID: string(p.UID), ResourceVersion: p.ResourceVersion, IP: p.Status.PodIP,
+			Terminating: p.DeletionTimestamp != nil, Ordinal: -1}
 		if i := strings.LastIndexByte(p.Name, '-'); i >= 0 {
 			if n, err := strconv.Atoi(p.Name[i+1:]); err == nil {
 				mb.Ordinal = n
@@ -147,17 +148,9 @@ func (r *Reconciler) members(ctx context.Context, ns, cluster, scheme string) (*
 		if mb.Health.Err != "" {
 			continue
 		}
-		ip := ""
-		for _, p := range pods.Items {
-			if p.Name == mb.Name {
-				ip = p.Status.PodIP
-			}
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			mb.Health = r.Restart.Prober.Probe(ctx, Target{Scheme: scheme, IP: ip, Name: mb.Name, Namespace: ns, Cluster: cluster, Ordinal: mb.Ordinal})
-		}()
+		wg.Go(func() {
+			mb.Health = r.Restart.Prober.Probe(ctx, Target{Scheme: scheme, IP: mb.IP, Name: mb.Name, Namespace: ns, Cluster: cluster, Ordinal: mb.Ordinal})
+		})
 	}
 	wg.Wait()
 	return m, nil

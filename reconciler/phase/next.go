@@ -363,9 +363,14 @@ func failedMessage(j *Job) string {
 
 func unknownMessage(f Facts, why string) string {
 	return fmt.Sprintf("the restore Job failed after the snapshot may have reached OpenBao (%s); whether it was applied is not confirmed, "+
-		"so the operation lock stays held and nothing is retried. Check the cluster's data, then annotate the XR or the claim with "+
-		"%s=%s/%s if the restore took effect, or %s=%s/%s to release the lock and end the restore as Failed",
-		why, schemas.AcknowledgeAnnotation, f.UID, AckResume, schemas.AcknowledgeAnnotation, f.UID, AckAbandon)
+		"so the operation lock stays held and nothing is retried. Check the cluster's data, then %s", why, ackHint(f.UID, "if the restore took effect"))
+}
+
+// ackHint says how to end an Unknown restore: resume (for the reason
+// given) or abandon.
+func ackHint(uid, resume string) string {
+	return fmt.Sprintf("annotate the XR or the claim with %s=%s/%s %s, or %s=%s/%s to release the lock and end the restore as Failed",
+		schemas.AcknowledgeAnnotation, uid, AckResume, resume, schemas.AcknowledgeAnnotation, uid, AckAbandon)
 }
 
 func invalidMessage(f Facts) string {

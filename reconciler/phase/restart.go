@@ -55,10 +55,10 @@ type Members struct {
 
 // Member is one pod of the StatefulSet and its health.
 type Member struct {
-	Name, UID, ResourceVersion string
-	Ordinal                    int
-	Ready, Terminating         bool
-	Health                     Health
+	Name, UID, ResourceVersion, IP string
+	Ordinal                        int
+	Ready, Terminating             bool
+	Health                         Health
 }
 
 // Health is what OpenBao's unauthenticated sys/health said.
@@ -270,15 +270,13 @@ func stuckMessage(why string, sealed bool, waited time.Duration, uid string) str
 		what = "unseal it (bao operator unseal; if the snapshot came from another cluster, OpenBao sealed itself and needs that cluster's unseal or recovery keys)"
 	}
 	return fmt.Sprintf("the snapshot was restored, but the restart of the OpenBao pods stopped after %s because %s; the operation lock stays held. "+
-		"To go on: %s, then annotate the XR or the claim with %s=%s/%s to re-run the health gates and finish the restart, or %s=%s/%s to release the lock and end the restore as Failed",
-		waited.Round(time.Second), why, what, schemas.AcknowledgeAnnotation, uid, AckResume, schemas.AcknowledgeAnnotation, uid, AckAbandon)
+		"To go on: %s, then %s", waited.Round(time.Second), why, what, ackHint(uid, "to re-run the health gates and finish the restart"))
 }
 
 // sealedMessage is the Unknown message when the executor found OpenBao
 // sealed after the restore.
 func sealedMessage(uid string) string {
-	return "the snapshot was restored, but OpenBao sealed itself afterwards, as it does after a snapshot of another cluster that shares the seal key; " +
-		"the operation lock stays held. Unseal every pod with the source cluster's unseal or recovery keys (bao operator unseal), then annotate the XR or the claim with " +
-		fmt.Sprintf("%s=%s/%s to restart the pods behind the health gates, or %s=%s/%s to release the lock and end the restore as Failed",
-			schemas.AcknowledgeAnnotation, uid, AckResume, schemas.AcknowledgeAnnotation, uid, AckAbandon)
+	return "the snapshot was restored, but OpenBao sealed itself afterwards, as it does after a forced restore of a snapshot from a cluster with another seal key; " +
+		"the operation lock stays held. Unseal every pod with the source cluster's unseal or recovery keys (bao operator unseal), then " +
+		ackHint(uid, "to restart the pods behind the health gates")
 }

@@ -153,8 +153,27 @@ func (w *podWorker) buildEnv(ctx context.Context, pod *corev1.Pod, c *corev1.Con
 	return e, nil
 }
 
-func (w *podWorker) envValueFrom(ctx context.Context, pod *corev1.Pod, c *corev1.Container, from *corev1.EnvVarSource, podIP string) (string, bool, error) {
+// keyValue is the value of a secretKeyRef or configMapKeyRef whose object
+// was read as data (or not, err): skipped when optional and missing.
+func keyValue(kind, name, key string, optional bool, data map[string][]byte, err error) (string, bool, error) {
 	var ce configError
+	if errors.As(err, &ce) && optional {
+		return "", true, nil
+	}
+	if err != nil {
+		return "", false, err
+	}
+	v, ok := data[key]
+	if !ok {
+		if optional {
+			return "", true, nil
+		}
+		return "", false, configError{fmt.Errorf("%s %q has no key %q", kind, name, key)}
+	}
+	return string(v), false, nil
+}
+
+func (w *podWorker) envValueFrom(ctx context.Context, pod *corev1.Pod, c *corev1.Container, from *corev1.EnvVarSource, podIP string) (string, bool, error) {
 	switch {
 	case from.FieldRef != nil:
 		v, err := fieldValue(pod, from.FieldRef.FieldPath, podIP)
@@ -162,39 +181,12 @@ func (w *podWorker) envValueFrom(ctx context.Context, pod *corev1.Pod, c *corev1
 	case from.SecretKeyRef != nil:
 		r := from.SecretKeyRef
 		data, err := w.secretData(ctx, pod.Namespace, r.Name)
-		if errors.As(err, &ce) && ptr.Deref(r.Optional, false) {
-			return "", true, nil
-		}
-		if err != nil {
-			return "", false, err
-		}
-		v, ok := data[r.Key]
-		if !ok {
-			if ptr.Deref(r.Optional, false) {
-				return "", true, nil
-			}
-			return "", false, configError{fmt.Errorf("secret %q has no key %q", r.Name, r.Key)}
-		}
-		return string(v), false, nil
+		return keyValue("secret", r.Name, r.Key, ptr.Deref(r.Optional, false), data, err)
 	case from.ConfigMapKeyRef != nil:
 		r := from.ConfigMapKeyRef
 		data, err := w.configMapData(ctx, pod.Namespace, r.Name)
-		if errors.As(err, &ce) && ptr.Deref(r.Optional, false) {
-			return "", true, nil
-		}
-		if err != nil {
-			return "", false, err
-		}
-		v, ok := data[r.Key]
-		if !ok {
-			if ptr.Deref(r.Optional, false) {
-				return "", true, nil
-			}
-			return "", false, configError{fmt.Errorf("configmap %q has no key %q", r.Name, r.Key)}
-		}
-		return string(v), false, nil
-	}
-	if from.ResourceFieldRef != nil {
+		return keyValue("configmap", r.Name, r.Key, ptr.Deref(r.Optional, false), data, err)
+	case from.ResourceFieldRef != nil:
 		v, err := resourceValue(pod, from.ResourceFieldRef, c)
 		return v, false, err
 	}
