@@ -6,15 +6,12 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/watch"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/openbao-restore/openbao-restore/internal/testbed"
@@ -87,7 +84,7 @@ func TestKilledReconcilerConverges(t *testing.T) {
 	if err := env.Client.Create(ctx, c); err != nil {
 		t.Fatal(err)
 	}
-	violations, seen := watchHolders(t, env, ns, "c1")
+	hw := env.WatchLockHolders(t, ns, "c1")
 
 	ch := testbed.StartChild(t, []string{childEnv + "=" + ns, "KUBECONFIG=" + leastPrivilegeKubeconfig(t, env)})
 
@@ -149,47 +146,12 @@ func TestKilledReconcilerConverges(t *testing.T) {
 		return err == nil && lock.ReadLock(got).Free(), err
 	})
 	time.Sleep(200 * time.Millisecond) // let the watch deliver the last event
-	if v := violations(); len(v) > 0 {
-		t.Errorf("the lock passed between holders without being free: %v", v)
+	seen, violations, _ := hw.Snapshot()
+	if len(violations) > 0 {
+		t.Errorf("the lock passed between holders without being free: %v", violations)
 	}
-	if s := seen(); len(s) != n {
-		t.Errorf("acquisitions seen %d, want %d: %v", len(s), n, s)
+	if len(seen) != n {
+		t.Errorf("acquisitions seen %d, want %d: %v", len(seen), n, seen)
 	}
 	t.Logf("reconciler started %d times", ch.Starts)
-}
-
-// watchHolders records acquisitions on the cluster and the transitions from
-// one holder straight to another (which a compare-and-swap never makes).
-func watchHolders(t *testing.T, env *testbed.Env, ns, name string) (violations, seen func() []string) {
-	t.Helper()
-	w := env.WatchNamed(t, lock.ClusterGVK.GroupVersion().WithKind(schemas.ClusterKind+"List"), ns, name)
-	var mu sync.Mutex
-	var bad, acquired []string
-	last := ""
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for ev := range w.ResultChan() {
-			if ev.Type != watch.Added && ev.Type != watch.Modified {
-				continue
-			}
-			h := lock.ReadLock(ev.Object.(*unstructured.Unstructured)).Holder
-			mu.Lock()
-			if h != last {
-				if h != "" && last != "" {
-					bad = append(bad, last+" -> "+h)
-				}
-				if h != "" {
-					acquired = append(acquired, h)
-				}
-				last = h
-			}
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() { w.Stop(); <-done })
-	get := func(p *[]string) func() []string {
-		return func() []string { mu.Lock(); defer mu.Unlock(); return append([]string(nil), (*p)...) }
-	}
-	return get(&bad), get(&acquired)
 }

@@ -193,31 +193,59 @@ func ClusterPodLabels(cluster string) map[string]string {
 // controller and becomes Ready again, as after a restart.
 func (e *Env) OpenBaoCluster(t testing.TB, namespace, name string, replicas int32) *unstructured.Unstructured {
 	t.Helper()
-	ctx := context.Background()
+	c := e.OpenBaoClusterObject(t, namespace, name, replicas)
+	e.OpenBaoPods(t, namespace, name, replicas)
+	return c
+}
+
+// OpenBaoClusterObject creates only the fixture OpenBaoCluster
+// (CreateClusterObject), or fails the test.
+func (e *Env) OpenBaoClusterObject(t testing.TB, namespace, name string, replicas int32) *unstructured.Unstructured {
+	t.Helper()
+	c, err := e.CreateClusterObject(context.Background(), namespace, name, replicas)
+	if err != nil {
+		t.Fatalf("OpenBaoCluster: %v", err)
+	}
+	return c
+}
+
+// CreateClusterObject creates the fixture OpenBaoCluster as openbao-operator
+// would have it: spec.replicas, TLS off (the test beds' OpenBao serves
+// plain HTTP), status.initialized true.
+func (e *Env) CreateClusterObject(ctx context.Context, namespace, name string, replicas int32) (*unstructured.Unstructured, error) {
 	c := &unstructured.Unstructured{}
 	c.SetAPIVersion("openbao.org/v1alpha1")
 	c.SetKind("OpenBaoCluster")
 	c.SetNamespace(namespace)
 	c.SetName(name)
 	_ = unstructured.SetNestedField(c.Object, int64(replicas), "spec", "replicas")
+	_ = unstructured.SetNestedField(c.Object, false, "spec", "tls", "enabled")
 	if err := e.Client.Create(ctx, c); err != nil {
-		t.Fatalf("create OpenBaoCluster: %v", err)
+		return nil, err
 	}
 	orig := c.DeepCopy()
 	_ = unstructured.SetNestedField(c.Object, true, "status", "initialized")
-	if err := e.Client.Status().Patch(ctx, c, client.MergeFrom(orig)); err != nil {
-		t.Fatalf("OpenBaoCluster status: %v", err)
-	}
-	e.OpenBaoPods(t, namespace, name, replicas)
-	return c
+	return c, e.Client.Status().Patch(ctx, c, client.MergeFrom(orig))
 }
 
 // OpenBaoPods creates the StatefulSet that stands in for a cluster's
-// OpenBao pods (kwok pods carrying ClusterPodLabels, named <name>-<i>) and
-// waits until they are all Ready.
+// OpenBao pods (CreateOpenBaoPods) and waits until they are all Ready.
 func (e *Env) OpenBaoPods(t testing.TB, namespace, name string, replicas int32) {
 	t.Helper()
 	ctx := context.Background()
+	sts, err := e.CreateOpenBaoPods(ctx, namespace, name, replicas)
+	if err != nil {
+		t.Fatalf("create StatefulSet: %v", err)
+	}
+	Eventually(t, 60*time.Second, fmt.Sprintf("%d ready pods of %s", replicas, name), func() (bool, error) {
+		err := e.Client.Get(ctx, client.ObjectKeyFromObject(sts), sts)
+		return err == nil && sts.Status.ReadyReplicas == replicas && sts.Status.ObservedGeneration == sts.Generation, err
+	})
+}
+
+// CreateOpenBaoPods creates the StatefulSet that stands in for a cluster's
+// OpenBao pods: kwok pods carrying ClusterPodLabels, named <name>-<i>.
+func (e *Env) CreateOpenBaoPods(ctx context.Context, namespace, name string, replicas int32) (*appsv1.StatefulSet, error) {
 	labels := ClusterPodLabels(name)
 	sts := &appsv1.StatefulSet{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace, Labels: labels},
@@ -232,11 +260,5 @@ func (e *Env) OpenBaoPods(t testing.TB, namespace, name string, replicas int32) 
 			},
 		},
 	}
-	if err := e.Client.Create(ctx, sts); err != nil {
-		t.Fatalf("create StatefulSet: %v", err)
-	}
-	Eventually(t, 60*time.Second, fmt.Sprintf("%d ready pods of %s", replicas, name), func() (bool, error) {
-		err := e.Client.Get(ctx, client.ObjectKeyFromObject(sts), sts)
-		return err == nil && sts.Status.ReadyReplicas == replicas && sts.Status.ObservedGeneration == sts.Generation, err
-	})
+	return sts, e.Client.Create(ctx, sts)
 }

@@ -2,7 +2,11 @@ package testbed
 
 import (
 	"context"
+	"fmt"
+	"slices"
+	"sync"
 	"testing"
+	"time"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/fields"
@@ -29,4 +33,68 @@ func (e *Env) WatchNamed(t testing.TB, list schema.GroupVersionKind, ns, name st
 	}
 	t.Cleanup(w.Stop)
 	return w
+}
+
+// HolderWatch records every holder of an OpenBaoCluster's operation lock
+// that a watch sees, and each time the lock passes from one holder to
+// another without being free in between (what a compare-and-swap never
+// does).
+type HolderWatch struct {
+	mu         sync.Mutex
+	seen       []string // holders in order of acquisition
+	violations []string
+	last       string
+	freedAt    time.Time
+	handovers  []time.Duration // from a release to the next acquisition, as the watch saw them
+}
+
+// WatchLockHolders watches the cluster's status.operationLock until the
+// test ends.
+func (e *Env) WatchLockHolders(t testing.TB, ns, cluster string) *HolderWatch {
+	t.Helper()
+	w := e.WatchNamed(t, schema.GroupVersionKind{Group: "openbao.org", Version: "v1alpha1", Kind: "OpenBaoClusterList"}, ns, cluster)
+	hw := &HolderWatch{}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ev := range w.ResultChan() {
+			u, ok := ev.Object.(*unstructured.Unstructured)
+			if !ok || ev.Type != watch.Added && ev.Type != watch.Modified {
+				continue
+			}
+			h, _, _ := unstructured.NestedString(u.Object, "status", "operationLock", "holder")
+			hw.mu.Lock()
+			if h != hw.last {
+				if h != "" && hw.last != "" {
+					hw.violations = append(hw.violations, fmt.Sprintf("%s -> %s", hw.last, h))
+				}
+				if h != "" {
+					hw.seen = append(hw.seen, h)
+					if !hw.freedAt.IsZero() {
+						hw.handovers = append(hw.handovers, time.Since(hw.freedAt))
+					}
+				} else {
+					hw.freedAt = time.Now()
+				}
+				hw.last = h
+			}
+			hw.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() { w.Stop(); <-done })
+	return hw
+}
+
+// Snapshot returns the holders seen, the violations and the current holder.
+func (hw *HolderWatch) Snapshot() (seen, violations []string, last string) {
+	hw.mu.Lock()
+	defer hw.mu.Unlock()
+	return slices.Clone(hw.seen), slices.Clone(hw.violations), hw.last
+}
+
+// Handovers returns the times from each release to the next acquisition.
+func (hw *HolderWatch) Handovers() []time.Duration {
+	hw.mu.Lock()
+	defer hw.mu.Unlock()
+	return slices.Clone(hw.handovers)
 }

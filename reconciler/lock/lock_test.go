@@ -214,58 +214,6 @@ func findEvent(t *testing.T, env *testbed.Env, ns, regarding, typ, reason string
 	return found
 }
 
-// holderWatch records every holder a watch on the cluster sees, and fails
-// if the lock ever passes from one holder to another without being free in
-// between: that would mean a write that did not compare-and-swap.
-type holderWatch struct {
-	mu         sync.Mutex
-	seen       []string // holders in order of acquisition
-	violations []string
-	last       string
-	freedAt    time.Time
-	handovers  []time.Duration // from a release to the next acquisition, as the watch saw them
-}
-
-func watchHolders(t *testing.T, env *testbed.Env, ns, name string) *holderWatch {
-	t.Helper()
-	w := env.WatchNamed(t, lock.ClusterGVK.GroupVersion().WithKind(schemas.ClusterKind+"List"), ns, name)
-	hw := &holderWatch{}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for ev := range w.ResultChan() {
-			if ev.Type != watch.Added && ev.Type != watch.Modified {
-				continue
-			}
-			h := lock.ReadLock(ev.Object.(*unstructured.Unstructured)).Holder
-			hw.mu.Lock()
-			if h != hw.last {
-				if h != "" && hw.last != "" {
-					hw.violations = append(hw.violations, fmt.Sprintf("%s -> %s", hw.last, h))
-				}
-				if h != "" {
-					hw.seen = append(hw.seen, h)
-					if !hw.freedAt.IsZero() {
-						hw.handovers = append(hw.handovers, time.Since(hw.freedAt))
-					}
-				} else {
-					hw.freedAt = time.Now()
-				}
-				hw.last = h
-			}
-			hw.mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() { w.Stop(); <-done })
-	return hw
-}
-
-func (hw *holderWatch) snapshot() (seen, violations []string, last string) {
-	hw.mu.Lock()
-	defer hw.mu.Unlock()
-	return append([]string(nil), hw.seen...), append([]string(nil), hw.violations...), hw.last
-}
-
 // watchHeldFlips records requests whose status leaves Held while they are
 // not being deleted: the function composes the restore Job on Held, so a
 // holder must never be told it waits.
@@ -312,7 +260,7 @@ func TestTwentyRequestsTakeTurns(t *testing.T) {
 	ns := env.Namespace(t)
 	ctx := context.Background()
 	createCluster(t, env, ns, "c1", nil)
-	hw := watchHolders(t, env, ns, "c1")
+	hw := env.WatchLockHolders(t, ns, "c1")
 	flips := watchHeldFlips(t, env, ns)
 	startReconciler(t, env, ns)
 
@@ -394,22 +342,20 @@ func TestTwentyRequestsTakeTurns(t *testing.T) {
 
 	testbed.Eventually(t, 10*time.Second, "the lock to be free", func() (bool, error) {
 		l, _ := clusterLock(t, env, ns, "c1")
-		_, _, last := hw.snapshot()
+		_, _, last := hw.Snapshot()
 		return l.Free() && last == "", nil
 	})
 	if f := flips(); len(f) > 0 {
 		t.Errorf("requests went from Held back to another state while alive: %v", f)
 	}
-	seen, violations, _ := hw.snapshot()
+	seen, violations, _ := hw.Snapshot()
 	if len(violations) > 0 {
 		t.Errorf("the lock passed between holders without being free: %v", violations)
 	}
 	if len(seen) != n {
 		t.Errorf("the watch saw %d acquisitions, want %d: %v", len(seen), n, seen)
 	}
-	hw.mu.Lock()
-	ho := append([]time.Duration(nil), hw.handovers...)
-	hw.mu.Unlock()
+	ho := hw.Handovers()
 	slices.Sort(ho)
 	if len(ho) > 0 {
 		t.Logf("lock hand-over (release seen -> next holder seen) over %d turns: p50 %s, max %s",

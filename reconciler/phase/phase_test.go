@@ -139,15 +139,7 @@ func startWith(t *testing.T, env *testbed.Env, ns string, viaSetup bool, healthU
 	t.Helper()
 	cfg := prepare(t, env)
 	restart := restartOptions(t, healthURL)
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:                 env.Scheme,
-		Cache:                  cache.Options{DefaultNamespaces: map[string]cache.Config{ns: {}}},
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	mgr := newManager(t, cfg, env, ns)
 	w := &written{at: map[string]map[string]time.Time{}}
 	opts := controller.Options{MaxConcurrentReconciles: 4, SkipNameValidation: ptr.To(true)}
 	if viaSetup {
@@ -171,6 +163,21 @@ func startWith(t *testing.T, env *testbed.Env, ns string, viaSetup bool, healthU
 		}
 	}
 	return run(t, mgr, w)
+}
+
+// newManager is a manager for one namespace with no metrics or probes.
+func newManager(t *testing.T, cfg *rest.Config, env *testbed.Env, ns string) ctrl.Manager {
+	t.Helper()
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                 env.Scheme,
+		Cache:                  cache.Options{DefaultNamespaces: map[string]cache.Config{ns: {}}},
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mgr
 }
 
 func run(t *testing.T, mgr ctrl.Manager, w *written) *written {
@@ -225,18 +232,7 @@ func cluster(ns string) *unstructured.Unstructured {
 
 func createCluster(t *testing.T, env *testbed.Env, ns string) {
 	t.Helper()
-	ctx := context.Background()
-	c := cluster(ns)
-	_ = unstructured.SetNestedField(c.Object, int64(3), "spec", "replicas")
-	_ = unstructured.SetNestedField(c.Object, false, "spec", "tls", "enabled")
-	if err := env.Client.Create(ctx, c); err != nil {
-		t.Fatal(err)
-	}
-	orig := c.DeepCopy()
-	_ = unstructured.SetNestedField(c.Object, true, "status", "initialized")
-	if err := env.Client.Status().Patch(ctx, c, client.MergeFrom(orig)); err != nil {
-		t.Fatal(err)
-	}
+	env.OpenBaoClusterObject(t, ns, "prod", 3)
 }
 
 // exampleSpec is the spec of examples/xr.yaml.
@@ -852,15 +848,7 @@ func TestSetupFollowsXRKindsInstalledLater(t *testing.T) {
 	env := testbed.Start(t, testbed.Options{CRDDirs: []string{testbed.TestCRDs, testbed.ReconcilerCRDs},
 		NoKCM: true, NoScheduler: true, NoKwok: true})
 	ns := env.Namespace(t)
-	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
-		Scheme:                 env.Scheme,
-		Cache:                  cache.Options{DefaultNamespaces: map[string]cache.Config{ns: {}}},
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	mgr := newManager(t, env.Config, env, ns)
 	if err := phase.Setup(mgr, []string{ns}, controller.Options{SkipNameValidation: ptr.To(true)}, restartOptions(t, noHealth)); err != nil {
 		t.Fatal(err)
 	}

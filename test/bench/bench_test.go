@@ -663,7 +663,7 @@ func runHandover(tb testing.TB, env *testbed.Env, kubeconfig string, n int) ([]t
 	ctx := context.Background()
 	ns := createNamespace(tb, env, "bench-handover-")
 	defer cleanup(tb, env, ns)
-	if err := createClusterObject(ctx, env, ns, "c"); err != nil {
+	if _, err := env.CreateClusterObject(ctx, ns, "c", 1); err != nil {
 		tb.Fatal(err)
 	}
 	wc, err := client.NewWithWatch(env.Config, client.Options{Scheme: env.Scheme})
@@ -918,44 +918,14 @@ func parallel(n int, f func(i int) error) error {
 	return errors.Join(errs...)
 }
 
-// createClusterObject creates an OpenBaoCluster (the fixture CRD), TLS
-// off, initialized.
-func createClusterObject(ctx context.Context, env *testbed.Env, ns, name string) error {
-	c := lock.NewCluster()
-	c.SetNamespace(ns)
-	c.SetName(name)
-	_ = unstructured.SetNestedField(c.Object, int64(1), "spec", "replicas")
-	_ = unstructured.SetNestedField(c.Object, false, "spec", "tls", "enabled")
-	if err := env.Client.Create(ctx, c); err != nil {
-		return err
-	}
-	orig := c.DeepCopy()
-	_ = unstructured.SetNestedField(c.Object, true, "status", "initialized")
-	return env.Client.Status().Patch(ctx, c, client.MergeFrom(orig))
-}
-
 // createCluster creates the cluster and the one-replica StatefulSet of
-// kwok pods that stands in for its OpenBao pods (as env.OpenBaoPods does,
-// without waiting).
+// kwok pods that stands in for its OpenBao pods (without waiting).
 func createCluster(ctx context.Context, env *testbed.Env, ns, name string) error {
-	if err := createClusterObject(ctx, env, ns, name); err != nil {
+	if _, err := env.CreateClusterObject(ctx, ns, name, 1); err != nil {
 		return err
 	}
-	labels := testbed.ClusterPodLabels(name)
-	sts := &appsv1.StatefulSet{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: labels},
-		Spec: appsv1.StatefulSetSpec{
-			Replicas:            ptr.To[int32](1),
-			Selector:            &metav1.LabelSelector{MatchLabels: labels},
-			PodManagementPolicy: appsv1.ParallelPodManagement,
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "openbao", Image: "openbao/openbao:2.4.0",
-					Ports: []corev1.ContainerPort{{Name: "api", ContainerPort: 8200}}}}},
-			},
-		},
-	}
-	return env.Client.Create(ctx, sts)
+	_, err := env.CreateOpenBaoPods(ctx, ns, name, 1)
+	return err
 }
 
 // waitPodsReady waits until the n StatefulSets of ns have their pod Ready.

@@ -120,19 +120,8 @@ func claimComposesARestore(t *testing.T, s *Stack) {
 	s.fixture(t, ns)
 	before := s.podUIDs(t, ns)
 
-	b, err := os.ReadFile(filepath.Join(testbin.Root(), "examples", "claim.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	claim := &unstructured.Unstructured{}
-	if err := yaml.Unmarshal(b, &claim.Object); err != nil {
-		t.Fatal(err)
-	}
-	claim.SetNamespace(ns)
 	claimed := time.Now()
-	if err := s.Client.Create(ctx, claim); err != nil {
-		t.Fatalf("create claim: %v", err)
-	}
+	claim := s.claimExample(t, ns, nil)
 
 	var lr *lockv1alpha1.LockRequest
 	testbed.Eventually(t, 60*time.Second, "a LockRequest composed in "+ns, func() (bool, error) {
@@ -365,12 +354,7 @@ func invalidClaims(t *testing.T, s *Stack) {
 // as openbao-operator would during a backup.
 func (s *Stack) holdBackupLock(t *testing.T, ns, cluster, holder string) {
 	t.Helper()
-	c := &unstructured.Unstructured{}
-	c.SetAPIVersion("openbao.org/v1alpha1")
-	c.SetKind("OpenBaoCluster")
-	if err := s.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: cluster}, c); err != nil {
-		t.Fatal(err)
-	}
+	c := s.cluster(t, ns, cluster)
 	now := time.Now().UTC().Format(time.RFC3339)
 	_ = unstructured.SetNestedStringMap(c.Object, map[string]string{"operation": "Backup", "holder": holder,
 		"message": "e2e backup", "acquiredAt": now, "renewedAt": now}, "status", "operationLock")
@@ -382,14 +366,56 @@ func (s *Stack) holdBackupLock(t *testing.T, ns, cluster, holder string) {
 // releaseLock removes the cluster's operation lock, as the backup's end would.
 func (s *Stack) releaseLock(t *testing.T, ns, cluster string) {
 	t.Helper()
-	c := &unstructured.Unstructured{}
-	c.SetAPIVersion("openbao.org/v1alpha1")
-	c.SetKind("OpenBaoCluster")
-	if err := s.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: cluster}, c); err != nil {
-		t.Fatal(err)
-	}
+	c := s.cluster(t, ns, cluster)
 	unstructured.RemoveNestedField(c.Object, "status", "operationLock")
 	if err := s.Client.Status().Update(context.Background(), c); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// getCluster reads an OpenBaoCluster.
+func (s *Stack) getCluster(ns, name string) (*unstructured.Unstructured, error) {
+	c := &unstructured.Unstructured{}
+	c.SetAPIVersion(schemas.ClusterGroup + "/" + schemas.ClusterVersion)
+	c.SetKind(schemas.ClusterKind)
+	return c, s.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, c)
+}
+
+// cluster reads an OpenBaoCluster, or fails the test.
+func (s *Stack) cluster(t *testing.T, ns, name string) *unstructured.Unstructured {
+	t.Helper()
+	c, err := s.getCluster(ns, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// lockHolder is the holder of the cluster's operation lock ("" when free).
+func (s *Stack) lockHolder(t *testing.T, ns, name string) string {
+	t.Helper()
+	h, _, _ := unstructured.NestedString(s.cluster(t, ns, name).Object, "status", "operationLock", "holder")
+	return h
+}
+
+// waitLockFree waits until the cluster's lock is released.
+func (s *Stack) waitLockFree(t *testing.T, ns, name string) {
+	t.Helper()
+	testbed.Eventually(t, 90*time.Second, "the cluster's lock released", func() (bool, error) {
+		c, err := s.getCluster(ns, name)
+		if err != nil {
+			return false, err
+		}
+		l, found, _ := unstructured.NestedMap(c.Object, "status", "operationLock")
+		return !found || len(l) == 0, nil
+	})
+}
+
+// acknowledge sets the acknowledge annotation on a claim (or an XR).
+func (s *Stack) acknowledge(t *testing.T, o *unstructured.Unstructured, ack string) {
+	t.Helper()
+	patch := []byte(`{"metadata":{"annotations":{"` + schemas.AcknowledgeAnnotation + `":"` + ack + `"}}}`)
+	if err := s.Client.Patch(context.Background(), o, client.RawPatch(types.MergePatchType, patch)); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -594,10 +620,8 @@ func deleteClaimMidRun(t *testing.T, s *Stack) {
 			return false, fmt.Errorf("left: %d LockRequests, %d Jobs, %d ServiceAccounts, %d Roles, %d RoleBindings",
 				len(lrs.Items), len(jobs.Items), len(sas.Items), len(roles.Items), len(rbs.Items))
 		}
-		cl := &unstructured.Unstructured{}
-		cl.SetAPIVersion("openbao.org/v1alpha1")
-		cl.SetKind("OpenBaoCluster")
-		if err := s.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "prod"}, cl); err != nil {
+		cl, err := s.getCluster(ns, "prod")
+		if err != nil {
 			return false, err
 		}
 		if l, found, _ := unstructured.NestedMap(cl.Object, "status", "operationLock"); found && len(l) > 0 {
@@ -655,16 +679,7 @@ func missingSnapshotKey(t *testing.T, s *Stack) {
 	if len(jobs.Items) != 1 || jobs.Items[0].Status.Failed != 1 {
 		t.Errorf("want one Job with exactly one failed pod (no retry), got %d Jobs %+v", len(jobs.Items), jobs.Items)
 	}
-	testbed.Eventually(t, 90*time.Second, "the cluster's lock released", func() (bool, error) {
-		cl := &unstructured.Unstructured{}
-		cl.SetAPIVersion("openbao.org/v1alpha1")
-		cl.SetKind("OpenBaoCluster")
-		if err := s.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "prod"}, cl); err != nil {
-			return false, err
-		}
-		l, found, _ := unstructured.NestedMap(cl.Object, "status", "operationLock")
-		return !found || len(l) == 0, nil
-	})
+	s.waitLockFree(t, ns, "prod")
 }
 
 // unconfirmedThenResume: the executor exits 11 (submitted, outcome
@@ -674,7 +689,6 @@ func missingSnapshotKey(t *testing.T, s *Stack) {
 // reconciler re-runs the health gates and restarts every OpenBao pod, and
 // the claim is Completed and Ready with the lock released.
 func unconfirmedThenResume(t *testing.T, s *Stack) {
-	ctx := context.Background()
 	const ns = "vault-unconfirmed"
 	s.fixture(t, ns)
 	tm, err := json.Marshal(schemas.TerminationMessage{ExitCode: schemas.ExitUnconfirmed, Submitted: true,
@@ -690,35 +704,15 @@ func unconfirmedThenResume(t *testing.T, s *Stack) {
 		msg, _, _ = unstructured.NestedString(c.Object, "status", "message")
 		return phase == "Unknown"
 	})
-	c := &unstructured.Unstructured{}
-	c.SetGroupVersionKind(claim.GroupVersionKind())
-	if err := s.Client.Get(ctx, client.ObjectKeyFromObject(claim), c); err != nil {
-		t.Fatal(err)
-	}
-	xrName, _, _ := unstructured.NestedString(c.Object, "spec", "resourceRef", "name")
-	xr := &unstructured.Unstructured{}
-	xr.SetAPIVersion(schemas.Group + "/" + schemas.Version)
-	xr.SetKind(schemas.XRKind)
-	if err := s.Client.Get(ctx, client.ObjectKey{Name: xrName}, xr); err != nil {
-		t.Fatal(err)
-	}
+	xr := s.xrOf(t, claim)
 	ack := string(xr.GetUID()) + "/Resume"
 	if !strings.Contains(msg, schemas.AcknowledgeAnnotation+"="+ack) {
 		t.Fatalf("the claim's message does not name the acknowledgement %s: %q", ack, msg)
 	}
-	cl := &unstructured.Unstructured{}
-	cl.SetAPIVersion("openbao.org/v1alpha1")
-	cl.SetKind("OpenBaoCluster")
-	if err := s.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "prod"}, cl); err != nil {
-		t.Fatal(err)
-	}
-	if h, _, _ := unstructured.NestedString(cl.Object, "status", "operationLock", "holder"); h == "" {
+	if s.lockHolder(t, ns, "prod") == "" {
 		t.Fatal("the lock was released while the restore is Unknown")
 	}
-	patch := []byte(`{"metadata":{"annotations":{"` + schemas.AcknowledgeAnnotation + `":"` + ack + `"}}}`)
-	if err := s.Client.Patch(ctx, claim, client.RawPatch(types.MergePatchType, patch)); err != nil {
-		t.Fatal(err)
-	}
+	s.acknowledge(t, claim, ack)
 	resumed := time.Now()
 	s.waitClaim(t, claim, "Completed and Ready", 90*time.Second, completed)
 	t.Logf("e2e: Resume on the claim -> Completed in %s", time.Since(resumed).Round(time.Millisecond))
@@ -728,11 +722,5 @@ func unconfirmedThenResume(t *testing.T, s *Stack) {
 			t.Errorf("pod %s was not restarted after the Resume", name)
 		}
 	}
-	testbed.Eventually(t, 90*time.Second, "the cluster's lock released", func() (bool, error) {
-		if err := s.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "prod"}, cl); err != nil {
-			return false, err
-		}
-		l, found, _ := unstructured.NestedMap(cl.Object, "status", "operationLock")
-		return !found || len(l) == 0, nil
-	})
+	s.waitLockFree(t, ns, "prod")
 }

@@ -22,11 +22,9 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -76,7 +74,7 @@ func TestRealRestore(t *testing.T) {
 	r.bao = s.openBaoStatefulSet(t, k, r.ns, "prod", 3)
 	s.startReconciler(t, "{{.Scheme}}://{{.IP}}:8200") // the flag's default: the pod IP
 	s.e2eComposition(t)
-	s.clusterObject(t, r.ns, "prod", 3)
+	s.OpenBaoClusterObject(t, r.ns, "prod", 3)
 	for _, sec := range []*corev1.Secret{
 		{ObjectMeta: metav1.ObjectMeta{Name: "restore-token", Namespace: r.ns}, StringData: map[string]string{schemas.KeyToken: r.bao.RootToken}},
 		{ObjectMeta: metav1.ObjectMeta{Name: "backup-s3", Namespace: r.ns}, StringData: map[string]string{
@@ -343,13 +341,7 @@ func (r *realBed) foreignSnapshot(t *testing.T) {
 		h, err := bao.Probe(i)
 		t.Logf("e2e: after the foreign restore node %d answers %+v %v", i, h, err)
 	}
-	cl := &unstructured.Unstructured{}
-	cl.SetAPIVersion(schemas.ClusterGroup + "/" + schemas.ClusterVersion)
-	cl.SetKind(schemas.ClusterKind)
-	if err := s.Client.Get(ctx, client.ObjectKey{Namespace: r.ns, Name: "prod"}, cl); err != nil {
-		t.Fatal(err)
-	}
-	if h, _, _ := unstructured.NestedString(cl.Object, "status", "operationLock", "holder"); h == "" {
+	if s.lockHolder(t, r.ns, "prod") == "" {
 		t.Fatal("the lock was released while the restore is Unknown")
 	}
 
@@ -374,10 +366,7 @@ func (r *realBed) foreignSnapshot(t *testing.T) {
 	bao.WaitHealthy(t)
 	t.Logf("e2e: the pods restarted with the source cluster's key and unsealed")
 	before := s.podUIDs(t, r.ns)
-	patch := []byte(`{"metadata":{"annotations":{"` + schemas.AcknowledgeAnnotation + `":"` + ack + `"}}}`)
-	if err := s.Client.Patch(ctx, claim, client.RawPatch(types.MergePatchType, patch)); err != nil {
-		t.Fatal(err)
-	}
+	s.acknowledge(t, claim, ack)
 	s.waitClaim(t, claim, "Completed and Ready", 3*time.Minute, completed)
 	after := s.podUIDs(t, r.ns)
 	for name, uid := range before {
@@ -505,14 +494,7 @@ func (s *Stack) openBaoStatefulSet(t *testing.T, k *kubelet.Kubelet, ns, name st
 						SecretName: name + "-seal", DefaultMode: ptr.To(int32(0o400))}}},
 				},
 			}},
-			VolumeClaimTemplates: []corev1.PersistentVolumeClaim{{
-				ObjectMeta: metav1.ObjectMeta{Name: "data"},
-				Spec: corev1.PersistentVolumeClaimSpec{
-					StorageClassName: ptr.To(k.StorageClass()),
-					AccessModes:      []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
-					Resources:        corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}},
-				},
-			}},
+			VolumeClaimTemplates: []corev1.PersistentVolumeClaim{k.ClaimTemplate("data")},
 		},
 	}
 	for _, o := range []client.Object{
@@ -532,28 +514,6 @@ func (s *Stack) openBaoStatefulSet(t *testing.T, k *kubelet.Kubelet, ns, name st
 	bao.Init(t)
 	t.Logf("e2e: %d OpenBao pods Ready, initialised, voters and healthy in %s", n, time.Since(began).Round(time.Millisecond))
 	return bao
-}
-
-// clusterObject creates the OpenBaoCluster openbao-operator would have
-// made for the StatefulSet: TLS off, initialised.
-func (s *Stack) clusterObject(t *testing.T, ns, name string, replicas int64) {
-	t.Helper()
-	ctx := context.Background()
-	c := &unstructured.Unstructured{}
-	c.SetAPIVersion(schemas.ClusterGroup + "/" + schemas.ClusterVersion)
-	c.SetKind(schemas.ClusterKind)
-	c.SetNamespace(ns)
-	c.SetName(name)
-	_ = unstructured.SetNestedField(c.Object, replicas, "spec", "replicas")
-	_ = unstructured.SetNestedField(c.Object, false, "spec", "tls", "enabled")
-	if err := s.Client.Create(ctx, c); err != nil {
-		t.Fatal(err)
-	}
-	orig := c.DeepCopy()
-	_ = unstructured.SetNestedField(c.Object, true, "status", "initialized")
-	if err := s.Client.Status().Patch(ctx, c, client.MergeFrom(orig)); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // e2eComposition copies the installed Composition under another name with
@@ -701,21 +661,6 @@ func (tl *timeline) report(t *testing.T, claimed, completed time.Time) {
 		msg += fmt.Sprintf("; last pod Ready -> lock released %s", tl.lockFreeAt.Sub(tl.ready).Round(time.Millisecond))
 	}
 	t.Log(msg)
-}
-
-// waitLockFree waits until the cluster's lock is released.
-func (s *Stack) waitLockFree(t *testing.T, ns, name string) {
-	t.Helper()
-	testbed.Eventually(t, 90*time.Second, "the cluster's lock released", func() (bool, error) {
-		cl := &unstructured.Unstructured{}
-		cl.SetAPIVersion(schemas.ClusterGroup + "/" + schemas.ClusterVersion)
-		cl.SetKind(schemas.ClusterKind)
-		if err := s.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, cl); err != nil {
-			return false, err
-		}
-		l, found, _ := unstructured.NestedMap(cl.Object, "status", "operationLock")
-		return !found || len(l) == 0, nil
-	})
 }
 
 // story logs the events of the restore in time order: those of the

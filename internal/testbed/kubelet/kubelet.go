@@ -226,6 +226,20 @@ func (k *Kubelet) Node() string { return k.opts.Node }
 // StorageClass is the storage class whose claims this kubelet binds.
 func (k *Kubelet) StorageClass() string { return k.opts.StorageClass }
 
+// ClaimTemplate is a StatefulSet's volume claim template named name (1 GiB,
+// ReadWriteOnce) that this kubelet binds: a directory per pod that
+// survives the pod.
+func (k *Kubelet) ClaimTemplate(name string) corev1.PersistentVolumeClaim {
+	return corev1.PersistentVolumeClaim{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: corev1.PersistentVolumeClaimSpec{
+			StorageClassName: ptr.To(k.StorageClass()),
+			AccessModes:      []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+			Resources:        corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}},
+		},
+	}
+}
+
 // Subnet is the loopback subnet pod IPs are taken from.
 func (k *Kubelet) Subnet() *net.IPNet { return k.subnet }
 
