@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -128,12 +129,26 @@ func rss(f func()) (base, peak int64) {
 	}
 }
 
+// cpuTime is this process's user and system CPU time so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// reportCPU reports the CPU time (user + system, of every goroutine of the
+// process: store, client and sink alike) per byte moved since start.
+func reportCPU(b *testing.B, start time.Duration, bytes int64) {
+	b.ReportMetric(float64(cpuTime()-start)/float64(bytes), "cpu-ns/B")
+}
+
 func BenchmarkRawCopy(b *testing.B) {
 	size := benchSize()
 	store, _ := fileStore(b, size)
 	bao, got := sink(b)
 	b.SetBytes(size)
 	b.ResetTimer()
+	cpu0 := cpuTime()
 	for b.Loop() {
 		resp, err := http.Get(store + "/snaps/big.snap")
 		if err != nil {
@@ -148,6 +163,7 @@ func BenchmarkRawCopy(b *testing.B) {
 		_ = out.Body.Close()
 		_ = resp.Body.Close()
 	}
+	reportCPU(b, cpu0, size*int64(b.N))
 }
 
 func BenchmarkExecutorS3(b *testing.B) {
@@ -164,6 +180,7 @@ func BenchmarkExecutorS3(b *testing.B) {
 	b.SetBytes(size)
 	var worst int64
 	b.ResetTimer()
+	cpu0 := cpuTime()
 	for b.Loop() {
 		var code int
 		base, peak := rss(func() {
@@ -175,5 +192,6 @@ func BenchmarkExecutorS3(b *testing.B) {
 		worst = max(worst, peak-base)
 		b.Logf("RSS %s before, peak %s", human(base), human(peak))
 	}
+	reportCPU(b, cpu0, size*int64(b.N))
 	b.ReportMetric(float64(worst)/(1<<20), "MiB-rss-growth")
 }

@@ -7,13 +7,15 @@ import (
 	"sync"
 )
 
-// prefetch reads the source and hashes it in its own goroutine, a few
-// chunks ahead of the reader. SHA-256 then runs on one core while the HTTP
-// transport writes on another, instead of one after the other: on a 2-core
-// machine this roughly doubles the stream's throughput. Memory is bounded by
-// the chunk pool, whatever the object's size.
+// prefetch reads the source ahead of its reader and hashes it, in two
+// goroutines of their own: one reads the object store, the other hashes
+// what has been read, while the reader (the HTTP transport) writes what has
+// been hashed. SHA-256 is the costliest stage and cannot be split, so it
+// gets a goroutine that does nothing else; on a 2-core machine the reads
+// and writes then run beside it instead of one after the other. Memory is
+// bounded by the chunk pool, whatever the object's size.
 type prefetch struct {
-	ch     chan chunk
+	ch     chan chunk // hashed chunks, in order, for Read
 	free   chan []byte
 	done   chan struct{}
 	once   sync.Once
@@ -29,19 +31,25 @@ type chunk struct {
 
 const (
 	prefetchChunk = 256 << 10
-	prefetchDepth = 4
+	// prefetchChunks is the pool: one being read, one being hashed, one
+	// being sent, the rest queued between the stages.
+	prefetchChunks = 8
 )
 
 func newPrefetch(src io.Reader, h hash.Hash) *prefetch {
-	p := &prefetch{ch: make(chan chunk, prefetchDepth), free: make(chan []byte, prefetchDepth+2), done: make(chan struct{})}
-	for range prefetchDepth + 2 {
+	p := &prefetch{ch: make(chan chunk, prefetchChunks), free: make(chan []byte, prefetchChunks), done: make(chan struct{})}
+	for range prefetchChunks {
 		p.free <- make([]byte, prefetchChunk)
 	}
-	go p.loop(src, h)
+	read := make(chan chunk, prefetchChunks)
+	go p.readLoop(src, read)
+	go p.hashLoop(read, h)
 	return p
 }
 
-func (p *prefetch) loop(src io.Reader, h hash.Hash) {
+// readLoop fills free chunks from the source, in order; an error (io.EOF
+// at the end) is passed on after the data read before it.
+func (p *prefetch) readLoop(src io.Reader, out chan<- chunk) {
 	for {
 		var buf []byte
 		select {
@@ -54,20 +62,43 @@ func (p *prefetch) loop(src io.Reader, h hash.Hash) {
 			err = io.EOF
 		}
 		if n > 0 {
-			// Hashed before it is handed on: by the time the reader sees
-			// EOF, the hash covers every byte.
-			h.Write(buf[:n])
 			select {
-			case p.ch <- chunk{b: buf[:n]}:
+			case out <- chunk{b: buf[:n]}:
 			case <-p.done:
 				return
 			}
+		} else {
+			p.free <- buf
 		}
 		if err != nil {
 			select {
-			case p.ch <- chunk{err: err}:
+			case out <- chunk{err: err}:
 			case <-p.done:
 			}
+			return
+		}
+	}
+}
+
+// hashLoop hashes each chunk before it hands it on: by the time Read
+// returns the source's EOF, the hash covers every byte.
+func (p *prefetch) hashLoop(in <-chan chunk, h hash.Hash) {
+	for {
+		var c chunk
+		select {
+		case c = <-in:
+		case <-p.done:
+			return
+		}
+		if len(c.b) > 0 {
+			h.Write(c.b)
+		}
+		select {
+		case p.ch <- c:
+		case <-p.done:
+			return
+		}
+		if c.err != nil {
 			return
 		}
 	}
@@ -94,6 +125,6 @@ func (p *prefetch) Read(b []byte) (int, error) {
 	return n, nil
 }
 
-// Close stops the goroutine. A goroutine blocked in the source's Read ends
+// Close stops the goroutines. A goroutine blocked in the source's Read ends
 // when the caller closes the source.
 func (p *prefetch) Close() { p.once.Do(func() { close(p.done) }) }
