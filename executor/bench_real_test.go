@@ -368,16 +368,17 @@ func rounds(b *testing.B, s *restoreSetup) {
 	var peak procMem
 	var peaks []string
 	n := 0
+	mb := func(d time.Duration) float64 { return float64(s.size) / d.Seconds() / 1e6 }
 	for b.Loop() {
-		raw += s.rawRestore(b)
-		inproc += s.inProcess(b)
+		r := s.rawRestore(b)
+		i := s.inProcess(b)
 		d, m := s.child(b, bin)
-		proc += d
+		raw, inproc, proc = raw+r, inproc+i, proc+d
 		peak.hwm, peak.anon, peak.file = max(peak.hwm, m.hwm), max(peak.anon, m.anon), max(peak.file, m.file)
-		peaks = append(peaks, fmt.Sprintf("%s (anon %s, file %s)", human(m.hwm), human(m.anon), human(m.file)))
+		peaks = append(peaks, fmt.Sprintf("raw %.0f, exec %.0f, proc %.0f MB/s, peak RSS %s (anon %s, file %s)", mb(r), mb(i), mb(d), human(m.hwm), human(m.anon), human(m.file)))
 		n++
 	}
-	mbs := func(d time.Duration) float64 { return float64(s.size) * float64(n) / d.Seconds() / 1e6 }
+	mbs := func(d time.Duration) float64 { return mb(d) * float64(n) }
 	b.ReportMetric(mbs(raw), "raw-MB/s")
 	b.ReportMetric(mbs(inproc), "exec-MB/s")
 	b.ReportMetric(mbs(proc), "proc-MB/s")
@@ -386,7 +387,7 @@ func rounds(b *testing.B, s *restoreSetup) {
 	b.ReportMetric(float64(peak.hwm)/(1<<20), "MiB-peak-rss")
 	b.ReportMetric(float64(peak.anon)/(1<<20), "MiB-peak-anon")
 	b.ReportMetric(float64(peak.file)/(1<<20), "MiB-peak-file")
-	b.Logf("%s per round; executor process peak RSS per round: %s", human(s.size), strings.Join(peaks, ", "))
+	b.Logf("%s per round:\n%s", human(s.size), strings.Join(peaks, "\n"))
 }
 
 // BenchmarkLoopback: the file-backed S3-style store and the discarding
