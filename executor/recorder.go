@@ -186,6 +186,11 @@ func (k *KubeRecorder) verify(lr *lockv1.LockRequest) error {
 	if s := lr.Status.Submission; s != nil {
 		return fmt.Errorf("lockrequest %s/%s: pod %s sent the snapshot to %s at %s: %w", k.Namespace, k.Name, s.Pod, s.Target, s.SubmittedAt.UTC().Format(time.RFC3339), ErrAlreadySubmitted)
 	}
+	if lr.DeletionTimestamp != nil {
+		// Its restore ended or was deleted: the reconciler is releasing
+		// the lock (it writes no Released state before the request goes).
+		return transient(nil, "lockrequest %s/%s is being deleted: the cluster's operation lock is being released", k.Namespace, k.Name)
+	}
 	if lr.Status.State != schemas.LockHeld {
 		return transient(nil, "lockrequest %s/%s: the cluster's operation lock is not held (state %q)", k.Namespace, k.Name, lr.Status.State)
 	}

@@ -151,6 +151,28 @@ func (b *apiBed) lock(t *testing.T, rs restore, state string) *lockv1.LockReques
 	return b.get(t, lr.Namespace, lr.Name)
 }
 
+// deleting puts a finalizer on the request and deletes it, so that it
+// stays with a deletion mark (until the test ends), and returns it so.
+func (b *apiBed) deleting(t *testing.T, lr *lockv1.LockRequest) *lockv1.LockRequest {
+	t.Helper()
+	ctx := context.Background()
+	orig := lr.DeepCopy()
+	lr.Finalizers = append(lr.Finalizers, "test.openbao-restore.io/hold")
+	if err := b.env.Client.Patch(ctx, lr, client.MergeFrom(orig)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cur := b.get(t, lr.Namespace, lr.Name)
+		orig := cur.DeepCopy()
+		cur.Finalizers = nil
+		_ = b.env.Client.Patch(ctx, cur, client.MergeFrom(orig))
+	})
+	if err := b.env.Client.Delete(ctx, lr); err != nil {
+		t.Fatal(err)
+	}
+	return b.get(t, lr.Namespace, lr.Name)
+}
+
 func (b *apiBed) get(t *testing.T, ns, name string) *lockv1.LockRequest {
 	t.Helper()
 	lr := &lockv1.LockRequest{}
@@ -443,18 +465,25 @@ func (b *apiBed) testRefusals(t *testing.T) {
 	ctx := t.Context()
 	cases := []struct {
 		name, xr, lockUID, state string
+		deleting                 bool
 		code                     int
 		msg                      string
 	}{
-		{"another restore's request", "foreign", "uid-someone-else", schemas.LockHeld, schemas.ExitConfig, `belongs to restore UID "uid-someone-else"`},
-		{"waiting", "waiting", "uid-mine", schemas.LockWaiting, schemas.ExitTransient, "not held"},
-		{"released", "released", "uid-mine", "Released", schemas.ExitTransient, "not held"},
-		{"no status yet", "fresh", "uid-mine", "", schemas.ExitTransient, "not held"},
+		{"another restore's request", "foreign", "uid-someone-else", schemas.LockHeld, false, schemas.ExitConfig, `belongs to restore UID "uid-someone-else"`},
+		{"waiting", "waiting", "uid-mine", schemas.LockWaiting, false, schemas.ExitTransient, "not held"},
+		{"released", "released", "uid-mine", "Released", false, schemas.ExitTransient, "not held"},
+		{"no status yet", "fresh", "uid-mine", "", false, schemas.ExitTransient, "not held"},
+		// Held, but being deleted: the reconciler releases the lock
+		// before it drops the finalizer, without writing the state.
+		{"held but being deleted", "deleting", "uid-mine", schemas.LockHeld, true, schemas.ExitTransient, "being deleted"},
 	}
 	for _, c := range cases {
 		rs := newRestore(ns, c.xr, c.lockUID)
 		b.composeRBAC(t, rs)
 		before := b.lock(t, rs, c.state)
+		if c.deleting {
+			before = b.deleting(t, before)
+		}
 		k := b.saRecorder(t, ns, rs.names.ServiceAccount, rs.names.Lock, "uid-mine")
 		for op, err := range map[string]error{"check": k.Check(ctx), "record": k.Record(ctx, submission("restore-x"))} {
 			if err == nil || errors.Is(err, ErrAlreadySubmitted) || ExitCode(err) != c.code || !strings.Contains(err.Error(), c.msg) {

@@ -34,14 +34,30 @@ type Command struct {
 	LeaderElectionNamespace string        `env:"POD_NAMESPACE" help:"Namespace of the leader lease (the pod's own)."`
 	LeaseDuration           time.Duration `default:"15s" help:"Leader lease duration."`
 	Namespace               []string      `help:"Watch only these namespaces (default: all)."`
-	Concurrency             int           `default:"8" help:"LockRequests reconciled in parallel."`
+	Concurrency             int           `default:"16" help:"Restores (and, apart, LockRequests) reconciled in parallel; a worker spends most of its time waiting on the API server."`
 	HealthURL               string        `default:"{{.Scheme}}://{{.IP}}:8200" help:"Where the restart after a restore reaches each OpenBao pod's sys/health: a Go template over .Scheme (https unless the cluster disables TLS), .IP, .Name, .Namespace, .Cluster and .Ordinal, with an add function."`
 	HealthTimeout           time.Duration `default:"2s" help:"Timeout of one health request."`
 	RestartTimeout          time.Duration `default:"5m" help:"How long the restart waits for a replacement pod, or the cluster, to be Ready and healthy before the restore goes Unknown."`
 	SealedTimeout           time.Duration `default:"1m" help:"How long the restart waits for a sealed pod to unseal before the restore goes Unknown."`
 	RestartPoll             time.Duration `default:"1s" help:"How often a restart under way looks again at the pods and their health."`
-	KubeAPIQPS              float32       `name:"kube-api-qps" default:"100" help:"Requests per second to the API server (client-side limit; the API server's priority and fairness protects it too). 0 means 100."`
-	KubeAPIBurst            int           `name:"kube-api-burst" default:"200" help:"Burst of requests to the API server. 0 means 200."`
+	KubeAPIQPS              float32       `name:"kube-api-qps" default:"500" help:"Requests per second to the API server (a client-side limit; the API server's priority and fairness protects it too). 0 means 500."`
+	KubeAPIBurst            int           `name:"kube-api-burst" default:"1000" help:"Burst of requests to the API server. 0 means 1000."`
+}
+
+// Validate refuses settings that would stall the reconciler rather than
+// run it (kong calls it after parsing).
+func (c *Command) Validate() error {
+	switch {
+	case c.KubeAPIQPS < 0:
+		return fmt.Errorf("--kube-api-qps=%v: must be positive (0 means the default, 500)", c.KubeAPIQPS)
+	case c.KubeAPIBurst < 0:
+		return fmt.Errorf("--kube-api-burst=%d: must be positive (0 means the default, 1000)", c.KubeAPIBurst)
+	case c.Concurrency < 1:
+		return fmt.Errorf("--concurrency=%d: must be at least 1", c.Concurrency)
+	case c.RestartPoll < 0:
+		return fmt.Errorf("--restart-poll=%s: must be positive", c.RestartPoll)
+	}
+	return nil
 }
 
 // Run the reconciler.
@@ -60,16 +76,19 @@ func (c *Command) Run() error {
 
 // NewManager builds the manager with every reconciler registered.
 func (c *Command) NewManager(cfg *rest.Config) (ctrl.Manager, error) {
-	// controller-runtime's default client limit (20 per second, burst 30)
-	// made the restart and the lock release of 200 restores at once wait
-	// seconds on the client, not on the API server.
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	// controller-runtime's default client limit (20 per second, burst 30),
+	// and 100/200 after it, made 200 restores at once wait seconds on the
+	// client, not on the API server (test/bench counts the requests).
 	cfg = rest.CopyConfig(cfg)
 	cfg.QPS, cfg.Burst = c.KubeAPIQPS, c.KubeAPIBurst
 	if cfg.QPS == 0 {
-		cfg.QPS = 100
+		cfg.QPS = 500
 	}
 	if cfg.Burst == 0 {
-		cfg.Burst = 200
+		cfg.Burst = 1000
 	}
 	opts := ctrl.Options{
 		Scheme:                  Scheme(),

@@ -180,9 +180,11 @@ func (e *Env) WaitJob(t testing.TB, namespace, name string, cond batchv1.JobCond
 	return time.Since(start)
 }
 
-// ClusterPodLabels are the labels of the stand-in OpenBao pods of a cluster.
+// ClusterPodLabels are the labels of the stand-in OpenBao pods of a cluster
+// and of their StatefulSet, openbao-operator's (openbao.org/cluster is the
+// one the reconciler's restart watches by).
 func ClusterPodLabels(cluster string) map[string]string {
-	return map[string]string{"app.kubernetes.io/name": "openbao", "app.kubernetes.io/instance": cluster}
+	return map[string]string{"app.kubernetes.io/name": "openbao", "app.kubernetes.io/instance": cluster, "openbao.org/cluster": cluster}
 }
 
 // OpenBaoCluster creates the fixture OpenBaoCluster (the minimal CRD in

@@ -10,7 +10,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
@@ -33,6 +32,10 @@ const (
 	// FieldManager owns the lock in the cluster's status and the
 	// LockRequest's status fields this reconciler writes.
 	FieldManager = "openbao-restore-lock"
+	// OverrideManager owns the override condition of a request's status,
+	// apart from FieldManager's fields, so that no later write of the
+	// state (which never carries conditions) can drop it.
+	OverrideManager = "openbao-restore-lock-override"
 	// Finalizer keeps a LockRequest until its lock is released.
 	Finalizer = "restore.openbao-restore.io/operation-lock"
 	// ConditionOverride records on the request that it cleared a foreign
@@ -288,9 +291,9 @@ func (r *Reconciler) apply(ctx context.Context, lr *lockv1alpha1.LockRequest, cl
 			return err
 		}
 		r.Recorder.Eventf(lr, cluster, corev1.EventTypeNormal, ReasonReleased, "Release", "released the operation lock of cluster %s", lr.Spec.Cluster)
-		if _, err := r.setStatus(ctx, lr, lockv1alpha1.LockRequestStatus{State: "Released", Message: "released the operation lock of cluster " + lr.Spec.Cluster}, nil); err != nil {
-			return err
-		}
+		// No Released state is written: the request is being deleted
+		// and goes as soon as its finalizer does. Its deletion mark is
+		// what the executor refuses to submit under.
 		return r.dropFinalizer(ctx, lr)
 	case Forget:
 		return r.dropFinalizer(ctx, lr)
@@ -315,25 +318,32 @@ func (r *Reconciler) dropFinalizer(ctx context.Context, lr *lockv1alpha1.LockReq
 
 // setStatus server-side-applies the fields of the request's status this
 // reconciler owns (never the executor's submission), skipping the write
-// when nothing changed. cond, if set, is added to the conditions we own.
-// changed reports whether the state or the holder waited for changed.
+// when nothing changed. cond, if set, is applied first, by OverrideManager.
+// changed reports whether the state or the holder waited for changed; it
+// is decided on the API's copy only for a Waiting state, the one whose
+// change is announced by an event.
 func (r *Reconciler) setStatus(ctx context.Context, lr *lockv1alpha1.LockRequest, st lockv1alpha1.LockRequestStatus, cond *metav1.Condition) (changed bool, err error) {
-	if cond == nil && sameStatus(lr.Status, st) {
-		return false, nil
-	}
-	// The cache may lag behind our previous write. An apply computed from
-	// a stale copy would drop what that write added (the override
-	// condition): re-read from the API before deciding what to apply.
-	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(lr), lr); err != nil {
-		return false, client.IgnoreNotFound(err)
-	}
-	conds := ownedConditions(lr.Status.Conditions)
 	if cond != nil {
-		meta.SetStatusCondition(&conds, *cond)
+		if err := r.applyStatus(ctx, lr, map[string]any{"conditions": []any{map[string]any{
+			"type": cond.Type, "status": string(cond.Status), "reason": cond.Reason, "message": cond.Message,
+			"lastTransitionTime": r.Now().UTC().Format(time.RFC3339),
+		}}}, OverrideManager); err != nil {
+			return false, err
+		}
 	}
-	if sameStatus(lr.Status, st) &&
-		(cond == nil || meta.IsStatusConditionPresentAndEqual(lr.Status.Conditions, cond.Type, cond.Status)) {
+	if sameStatus(lr.Status, st) {
 		return false, nil
+	}
+	if st.State == schemas.LockWaiting {
+		// The cache may lag behind our previous write: an event per
+		// change of what we wait for, as the API has it, so that a
+		// requeue never repeats one.
+		if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(lr), lr); err != nil {
+			return false, client.IgnoreNotFound(err)
+		}
+		if sameStatus(lr.Status, st) {
+			return false, nil
+		}
 	}
 	changed = lr.Status.State != st.State || lr.Status.HeldBy != st.HeldBy
 	status := map[string]any{"state": st.State}
@@ -346,41 +356,23 @@ func (r *Reconciler) setStatus(ctx context.Context, lr *lockv1alpha1.LockRequest
 	if st.AcquiredAt != nil {
 		status["acquiredAt"] = st.AcquiredAt.UTC().Format(time.RFC3339)
 	}
-	if len(conds) > 0 {
-		list := make([]any, 0, len(conds))
-		for _, c := range conds {
-			list = append(list, map[string]any{
-				"type": c.Type, "status": string(c.Status), "reason": c.Reason, "message": c.Message,
-				"lastTransitionTime": c.LastTransitionTime.UTC().Format(time.RFC3339),
-			})
-		}
-		status["conditions"] = list
+	if err := r.applyStatus(ctx, lr, status, FieldManager); err != nil {
+		return false, err
 	}
+	lr.Status.State, lr.Status.HeldBy, lr.Status.Message, lr.Status.AcquiredAt = st.State, st.HeldBy, st.Message, st.AcquiredAt
+	return changed, nil
+}
+
+// applyStatus server-side-applies status fields of a request as manager.
+func (r *Reconciler) applyStatus(ctx context.Context, lr *lockv1alpha1.LockRequest, status map[string]any, manager string) error {
 	u := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": lockv1alpha1.GroupVersion.String(),
 		"kind":       "LockRequest",
 		"metadata":   map[string]any{"name": lr.Name, "namespace": lr.Namespace},
 		"status":     status,
 	}}
-	err = r.Client.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(FieldManager), client.ForceOwnership)
-	if err != nil {
-		return false, client.IgnoreNotFound(err)
-	}
-	lr.Status.State, lr.Status.HeldBy, lr.Status.Message, lr.Status.AcquiredAt = st.State, st.HeldBy, st.Message, st.AcquiredAt
-	lr.Status.Conditions = conds
-	return changed, nil
-}
-
-// ownedConditions keeps the condition types this reconciler writes, so that
-// an apply never drops them (and never claims anyone else's).
-func ownedConditions(in []metav1.Condition) []metav1.Condition {
-	var out []metav1.Condition
-	for _, c := range in {
-		if c.Type == ConditionOverride {
-			out = append(out, c)
-		}
-	}
-	return out
+	err := r.Client.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(manager), client.ForceOwnership)
+	return client.IgnoreNotFound(err)
 }
 
 func waitStatus(cur ClusterLock, d Decision) lockv1alpha1.LockRequestStatus {

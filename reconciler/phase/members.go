@@ -97,17 +97,31 @@ func (p *Prober) Probe(ctx context.Context, tg Target) Health {
 }
 
 // members reads the cluster's StatefulSet (named after the cluster, as
-// openbao-operator names it) and its pods from the API, and probes the
-// health of every Ready pod, in parallel.
-func (r *Reconciler) members(ctx context.Context, ns, cluster, scheme string) (*Members, error) {
-	m := &Members{StatefulSet: cluster}
+// openbao-operator names it) and its pods, and probes the health of every
+// Ready pod, in parallel. watched says they came from the member cache,
+// whose changes wake the restart; otherwise they came from the API, and
+// only polling sees them change.
+func (r *Reconciler) members(ctx context.Context, ns, cluster, scheme string) (m *Members, watched bool, err error) {
+	m = &Members{StatefulSet: cluster}
+	reader := r.APIReader
 	var sts appsv1.StatefulSet
-	if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: ns, Name: cluster}, &sts); err != nil {
-		if apierrors.IsNotFound(err) {
-			m.Missing = true
-			return m, nil
+	key := types.NamespacedName{Namespace: ns, Name: cluster}
+	if r.Members != nil {
+		if err := r.Members.Get(ctx, key, &sts); err == nil {
+			reader, watched = r.Members, true
+		} else if !apierrors.IsNotFound(err) {
+			return nil, false, err
 		}
-		return nil, err
+	}
+	if !watched {
+		// Not labelled LabelCluster, or really missing: ask the API.
+		if err := r.APIReader.Get(ctx, key, &sts); err != nil {
+			if apierrors.IsNotFound(err) {
+				m.Missing = true
+				return m, false, nil
+			}
+			return nil, false, err
+		}
 	}
 	m.Replicas = 1
 	if sts.Spec.Replicas != nil {
@@ -115,11 +129,11 @@ func (r *Reconciler) members(ctx context.Context, ns, cluster, scheme string) (*
 	}
 	sel, err := metav1.LabelSelectorAsSelector(sts.Spec.Selector)
 	if err != nil {
-		return nil, fmt.Errorf("StatefulSet %s/%s selector: %w", ns, cluster, err)
+		return nil, false, fmt.Errorf("StatefulSet %s/%s selector: %w", ns, cluster, err)
 	}
 	var pods corev1.PodList
-	if err := r.APIReader.List(ctx, &pods, client.InNamespace(ns), client.MatchingLabelsSelector{Selector: sel}); err != nil {
-		return nil, err
+	if err := reader.List(ctx, &pods, client.InNamespace(ns), client.MatchingLabelsSelector{Selector: sel}); err != nil {
+		return nil, false, err
 	}
 	for _, p := range pods.Items {
 		if ref := metav1.GetControllerOf(&p); ref == nil || ref.UID != sts.UID {
@@ -153,7 +167,7 @@ func (r *Reconciler) members(ctx context.Context, ns, cluster, scheme string) (*
 		})
 	}
 	wg.Wait()
-	return m, nil
+	return m, watched, nil
 }
 
 // deletePending carries out the recorded deletion of a restart, if the pod
@@ -180,8 +194,17 @@ func (r *Reconciler) deletePending(ctx context.Context, ns string, rs *Restart, 
 		return nil
 	case apierrors.IsNotFound(err):
 		return nil
+	case apierrors.IsConflict(err):
+		// The pod changed since it was read, perhaps from a cache that
+		// has not yet seen our own deletion: ask the API whether that
+		// very pod is still there and not yet going.
+		var cur corev1.Pod
+		gerr := r.APIReader.Get(ctx, types.NamespacedName{Namespace: ns, Name: p.Name}, &cur)
+		if apierrors.IsNotFound(gerr) || gerr == nil && (cur.UID != uid || cur.DeletionTimestamp != nil) {
+			return nil
+		}
 	}
-	// A conflict means the pod changed since it was read: the retry
-	// reads it again, and the UID precondition still holds.
+	// Still the recorded pod: the retry reads it again, and the UID
+	// precondition still holds.
 	return fmt.Errorf("delete pod %s/%s: %w", ns, p.Name, err)
 }

@@ -71,6 +71,10 @@ type Facts struct {
 	// Members are the cluster's OpenBao pods and their health, read
 	// while the restart is due or under way; nil otherwise.
 	Members *Members
+	// watched: Members came from the member cache, whose changes wake the
+	// reconciler. Only the I/O side reads it, to decide how soon to look
+	// again; Next never does.
+	watched bool
 	// Timeouts bound the restart's waits; zero means DefaultTimeouts.
 	Timeouts Timeouts
 	// Now is the time of the decision.

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
@@ -155,8 +156,15 @@ func startWith(t *testing.T, env *testbed.Env, ns string, viaSetup bool, healthU
 	if err := mgr.Add(jobs); err != nil {
 		t.Fatal(err)
 	}
+	members, err := phase.NewMemberCache(mgr, []string{ns})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mgr.Add(members); err != nil {
+		t.Fatal(err)
+	}
 	for _, gvk := range []schema.GroupVersionKind{phase.LegacyXR, phase.NamespacedXR} {
-		r := &phase.Reconciler{GVK: gvk, Client: mgr.GetClient(), Cache: mgr.GetCache(), APIReader: mgr.GetAPIReader(), Jobs: jobs,
+		r := &phase.Reconciler{GVK: gvk, Client: mgr.GetClient(), Cache: mgr.GetCache(), APIReader: mgr.GetAPIReader(), Jobs: jobs, Members: members,
 			Recorder: mgr.GetEventRecorder(phase.FieldManager), Observe: w.observe, Namespaces: []string{ns}, Restart: restart}
 		if err := r.SetupWithManager(mgr, opts); err != nil {
 			t.Fatal(err)
@@ -477,6 +485,32 @@ func TestJobSucceedsCompleted(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("no status fields managed by %s: %+v", phase.FieldManager, xr.GetManagedFields())
+	}
+}
+
+// A StatefulSet without openbao.org/cluster is not in the member cache:
+// the restart reads it and its pods from the API and polls, and still
+// completes.
+func TestRestartOfUnlabelledStatefulSetPolls(t *testing.T) {
+	t.Parallel()
+	env, ns, _ := startRestoring(t)
+	ctx := context.Background()
+	sts := &appsv1.StatefulSet{}
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "prod"}, sts); err != nil {
+		t.Fatal(err)
+	}
+	orig := sts.DeepCopy()
+	delete(sts.Labels, phase.LabelCluster) // the pods keep theirs: no rollout
+	if err := env.Client.Patch(ctx, sts, client.MergeFrom(orig)); err != nil {
+		t.Fatal(err)
+	}
+	xr := createXR(t, env, ns, nil)
+	createLock(t, env, ns, xr, lockv1alpha1.LockRequestStatus{State: schemas.LockHeld, Message: "holding"})
+	waitPhase(t, env, xr, schemas.PhaseValidating)
+	createJob(t, env, ns, xr, 0, `{"submitted":true,"exitCode":0,"snapshotKey":"k.snap","snapshotSize":3}`)
+	st := waitPhase(t, env, xr, schemas.PhaseCompleted)
+	if st.Restart == nil || len(st.Restart.Pods) != 1 || st.Restart.Pods[0].HealthyAt == nil {
+		t.Errorf("restart %+v", st.Restart)
 	}
 }
 

@@ -10,8 +10,10 @@ import (
 
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -41,6 +43,10 @@ const (
 	LabelRestore = "restore.openbao-restore.io/restore"
 	// LabelComposite is Crossplane's label naming the XR.
 	LabelComposite = "crossplane.io/composite"
+	// LabelCluster is openbao-operator's label on an OpenBaoCluster's
+	// StatefulSet and pods, naming the cluster. The restart watches the
+	// StatefulSets and pods that carry it; it polls the others.
+	LabelCluster = "openbao.org/cluster"
 	// LabelJobName is the Job controller's label on a Job's pods.
 	LabelJobName = "batch.kubernetes.io/job-name"
 
@@ -64,8 +70,8 @@ var (
 // +kubebuilder:rbac:groups=restore.openbao-restore.io,resources=lockrequests,verbs=get;list;watch
 // +kubebuilder:rbac:groups=openbao.org,resources=openbaoclusters,verbs=get;list;watch
 // +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get;list;watch
-// +kubebuilder:rbac:groups="",resources=pods,verbs=list;delete
-// +kubebuilder:rbac:groups=apps,resources=statefulsets,verbs=get
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;delete
+// +kubebuilder:rbac:groups=apps,resources=statefulsets,verbs=get;list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // Reconciler follows the restores of one XR kind.
@@ -82,7 +88,12 @@ type Reconciler struct {
 	// called Failed.
 	APIReader client.Reader
 	// Jobs is a cache of the restore Jobs only (by label).
-	Jobs     cache.Cache
+	Jobs cache.Cache
+	// Members, if set, is a cache of the StatefulSets and pods labelled
+	// LabelCluster (NewMemberCache): the restart reads them from it and
+	// is woken by their changes. Without it, or for a cluster whose
+	// StatefulSet lacks the label, the restart reads the API and polls.
+	Members  cache.Cache
 	Recorder events.EventRecorder
 	// Now is the clock (tests may fix it).
 	Now func() time.Time
@@ -137,6 +148,13 @@ func (s *setup) Start(ctx context.Context) error {
 	if err := s.mgr.Add(jobs); err != nil {
 		return err
 	}
+	members, err := NewMemberCache(s.mgr, s.namespaces)
+	if err != nil {
+		return err
+	}
+	if err := s.mgr.Add(members); err != nil {
+		return err
+	}
 	pending := []schema.GroupVersionKind{LegacyXR, NamespacedXR}
 	for {
 		var still []schema.GroupVersionKind
@@ -145,7 +163,7 @@ func (s *setup) Start(ctx context.Context) error {
 				still = append(still, gvk)
 				continue
 			}
-			r := &Reconciler{GVK: gvk, Client: s.mgr.GetClient(), Cache: s.mgr.GetCache(), APIReader: s.mgr.GetAPIReader(), Jobs: jobs,
+			r := &Reconciler{GVK: gvk, Client: s.mgr.GetClient(), Cache: s.mgr.GetCache(), APIReader: s.mgr.GetAPIReader(), Jobs: jobs, Members: members,
 				Recorder: s.mgr.GetEventRecorder(FieldManager), Namespaces: s.namespaces, Restart: s.restart}
 			if err := r.SetupWithManager(s.mgr, s.opts); err != nil {
 				return err
@@ -184,6 +202,41 @@ func NewJobCache(mgr ctrl.Manager, namespaces []string) (cache.Cache, error) {
 	return cache.New(mgr.GetConfig(), opts)
 }
 
+// NewMemberCache is a cache of the StatefulSets and pods labelled
+// LabelCluster, as openbao-operator labels an OpenBaoCluster's, holding
+// only what the restart reads of them: a cluster's pods are few, but a
+// namespace may hold many other pods, and a pod's spec is most of its size.
+func NewMemberCache(mgr ctrl.Manager, namespaces []string) (cache.Cache, error) {
+	req, err := labels.NewRequirement(LabelCluster, selection.Exists, nil)
+	if err != nil {
+		return nil, err
+	}
+	opts := cache.Options{Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper(),
+		DefaultLabelSelector: labels.NewSelector().Add(*req), DefaultTransform: slim}
+	if len(namespaces) > 0 {
+		opts.DefaultNamespaces = map[string]cache.Config{}
+		for _, ns := range namespaces {
+			opts.DefaultNamespaces[ns] = cache.Config{}
+		}
+	}
+	return cache.New(mgr.GetConfig(), opts)
+}
+
+// slim keeps of a pod or StatefulSet what members reads.
+func slim(o any) (any, error) {
+	switch v := o.(type) {
+	case *corev1.Pod:
+		v.ManagedFields = nil
+		v.Spec = corev1.PodSpec{}
+		v.Status = corev1.PodStatus{PodIP: v.Status.PodIP, Conditions: v.Status.Conditions}
+	case *appsv1.StatefulSet:
+		v.ManagedFields = nil
+		v.Spec = appsv1.StatefulSetSpec{Replicas: v.Spec.Replicas, Selector: v.Spec.Selector}
+		v.Status = appsv1.StatefulSetStatus{}
+	}
+	return o, nil
+}
+
 func (r *Reconciler) newXR() *unstructured.Unstructured {
 	u := &unstructured.Unstructured{}
 	u.SetGroupVersionKind(r.GVK)
@@ -219,14 +272,29 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager, opts controller.Options)
 	if r.namespaced() {
 		name += "-ns"
 	}
-	return ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr).
 		Named(name).
 		For(r.newXR()).
 		WatchesRawSource(source.Kind(r.Jobs, &batchv1.Job{}, handler.TypedEnqueueRequestsFromMapFunc(r.xrForJob))).
 		Watches(&lockv1alpha1.LockRequest{}, handler.EnqueueRequestsFromMapFunc(r.xrForLock)).
-		Watches(clusterObject(), handler.EnqueueRequestsFromMapFunc(r.xrsForCluster)).
-		WithOptions(opts).
-		Complete(r)
+		Watches(clusterObject(), handler.EnqueueRequestsFromMapFunc(r.xrsForCluster))
+	if r.Members != nil {
+		b = b.WatchesRawSource(source.Kind(r.Members, &corev1.Pod{}, handler.TypedEnqueueRequestsFromMapFunc(r.xrsForPod)))
+	}
+	return b.WithOptions(opts).Complete(r)
+}
+
+// xrsForPod maps a cluster's pod to the restores of that cluster under
+// way: a replacement that becomes Ready lets the restart go on at once.
+func (r *Reconciler) xrsForPod(ctx context.Context, p *corev1.Pod) []ctrl.Request {
+	c := p.Labels[LabelCluster]
+	if c == "" {
+		return nil
+	}
+	o := clusterObject()
+	o.SetNamespace(p.Namespace)
+	o.SetName(c)
+	return r.xrsForCluster(ctx, o)
 }
 
 func clusterObject() *unstructured.Unstructured {
@@ -322,42 +390,47 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, err
 	}
 	next, evs := Next(cur, f)
-	if !sameStatus(cur, next) && (next.Phase != cur.Phase || chosen(cur, next)) {
-		// The cache may not show our previous write yet: decide a phase
-		// change, or the choice of a pod to delete, on the XR as the API
-		// has it, so that a terminal phase is never written twice (with
-		// a later completionTime), its event never repeated, and no pod
-		// chosen twice. The write then carries that resourceVersion.
-		fresh := r.newXR()
-		if err := r.APIReader.Get(ctx, req.NamespacedName, fresh); err != nil {
-			return ctrl.Result{}, client.IgnoreNotFound(err)
-		}
-		xr = fresh
-		if fc := ReadStatus(fresh); !sameStatus(fc, cur) {
-			cur = fc
-			if Terminal(cur.Phase) {
-				return ctrl.Result{}, nil
+	for fresh := false; !sameStatus(cur, next); {
+		if cosmetic(cur, next) {
+			// Every XR write is a watch event for Crossplane, whose
+			// circuit breaker stops reconciling a chatty XR (v2.4: a
+			// burst of 50 events, then one every 2 s), and Crossplane
+			// answers most writes with writes of its own. A write that
+			// changes only a message or a condition waits until the XR's
+			// last write is minWriteGap old.
+			if wait := r.writeGap(req.NamespacedName); wait > 0 {
+				return ctrl.Result{RequeueAfter: wait}, nil
 			}
-			next, evs = Next(cur, f)
 		}
-	}
-	if !sameStatus(cur, next) && cosmetic(cur, next) {
-		// Every XR write is a watch event for Crossplane, whose circuit
-		// breaker stops reconciling a chatty XR (v2.4: a burst of 50
-		// events, then one every 2 s), and Crossplane answers most writes
-		// with writes of its own. A write that changes only a message or
-		// a condition waits until the XR's last write is minWriteGap old.
-		if wait := r.writeGap(req.NamespacedName); wait > 0 {
-			return ctrl.Result{RequeueAfter: wait}, nil
-		}
-	}
-	if !sameStatus(cur, next) {
-		r.wrote(req.NamespacedName)
+		// A phase change, or the choice of a pod to delete, is written
+		// only over the status it was decided from: the write carries
+		// the resourceVersion read, so that a cache behind our previous
+		// write can never write a terminal phase twice (with a later
+		// completionTime, and its event again) or choose a pod twice.
 		rv := ""
-		if chosen(cur, next) {
+		if next.Phase != cur.Phase || chosen(cur, next) {
 			rv = xr.GetResourceVersion()
 		}
-		if err := r.apply(ctx, xr, next, rv); err != nil {
+		r.wrote(req.NamespacedName)
+		err := r.apply(ctx, xr, next, rv)
+		if rv != "" && apierrors.IsConflict(err) && !fresh {
+			// The XR changed since it was read: decide again on the XR as
+			// the API has it.
+			fresh = true
+			xr = r.newXR()
+			if err := r.APIReader.Get(ctx, req.NamespacedName, xr); err != nil {
+				return ctrl.Result{}, client.IgnoreNotFound(err)
+			}
+			if fc := ReadStatus(xr); !sameStatus(fc, cur) {
+				cur = fc
+				if Terminal(cur.Phase) {
+					return ctrl.Result{}, nil
+				}
+				next, evs = Next(cur, f)
+			}
+			continue
+		}
+		if err != nil {
 			return ctrl.Result{}, err
 		}
 		for _, e := range evs {
@@ -376,6 +449,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 				r.Observe(req.NamespacedName, next.Phase)
 			}
 		}
+		break
 	}
 	// The status written (or already there) records the pod to delete;
 	// only now is it deleted. After a crash this finishes the deletion.
@@ -383,10 +457,21 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		if err := r.deletePending(ctx, r.restoreNamespace(xr), next.Restart, f.Members); err != nil {
 			return ctrl.Result{}, err
 		}
+		// OpenBao's health cannot be watched: poll while it is what the
+		// restart waits for. Pods from the member cache wake us when
+		// they change; then only the gates' timeouts need a look.
+		if f.watched && !f.Members.waitsOnHealth() {
+			return ctrl.Result{RequeueAfter: max(r.Restart.Poll, watchedRecheck)}, nil
+		}
 		return ctrl.Result{RequeueAfter: r.Restart.Poll}, nil
 	}
 	return ctrl.Result{}, nil
 }
+
+// watchedRecheck is how often a restart that waits on watched pods looks
+// again anyway: the gates' timeouts and the slow-wait message are decided
+// on a look.
+const watchedRecheck = 5 * time.Second
 
 // nudgeEvery is how often a finished restore whose XR Crossplane has stopped
 // watching is written again: the half-open interval of Crossplane's watch
@@ -566,7 +651,9 @@ func (r *Reconciler) facts(ctx context.Context, xr *unstructured.Unstructured, c
 				f.Job.Failed, f.Job.FailedReason, f.Job.FailedMessage = true, c.Reason, c.Message
 			}
 		}
-		if f.Job.Complete || f.Job.Failed {
+		// Once the restart has begun, the Job's outcome is in the status
+		// and only the restart decides: its pods need no reading.
+		if (f.Job.Complete || f.Job.Failed) && cur.Restart == nil {
 			if f.Job.Pods, err = r.pods(ctx, job); err != nil {
 				return f, err
 			}
@@ -600,7 +687,7 @@ func (r *Reconciler) facts(ctx context.Context, xr *unstructured.Unstructured, c
 			}
 		}
 		if f.Cluster != nil {
-			if f.Members, err = r.members(ctx, ns, clusterName, scheme); err != nil {
+			if f.Members, f.watched, err = r.members(ctx, ns, clusterName, scheme); err != nil {
 				return f, err
 			}
 		}

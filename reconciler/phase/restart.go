@@ -134,6 +134,29 @@ func (m *Members) pod(name string) *Member {
 	return nil
 }
 
+// waitsOnHealth says whether the restart can only go on after a change that
+// no watch reports: a Ready pod's OpenBao not answering, uninitialized or
+// sealed, or no active node among healthy pods. Everything else it waits
+// for (a pod deleted, replaced, Ready) is a pod event.
+func (m *Members) waitsOnHealth() bool {
+	if m == nil {
+		return true
+	}
+	ready, active := 0, false
+	for i := range m.Pods {
+		p := &m.Pods[i]
+		if !p.Ready || p.Terminating {
+			continue
+		}
+		if why, _ := p.gate(); why != "" {
+			return true
+		}
+		ready++
+		active = active || !p.Health.Standby
+	}
+	return ready > 0 && !active
+}
+
 // gate says why a pod is not yet serving, "" when it is, and whether the
 // reason is a seal.
 func (p *Member) gate() (why string, sealed bool) {

@@ -5,12 +5,12 @@
 package bench
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"math"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -47,12 +47,15 @@ import (
 )
 
 const (
-	// childEnv, when set ("<namespace> <health URL> <probe address>"),
+	// childEnv, when set ("<namespace> <health URL> <probe address>
+	// <metrics address>"),
 	// makes the test binary run the reconciler instead of the benchmarks.
 	childEnv = "OPENBAO_RESTORE_BENCH_CHILD"
 	// concurrency is the reconciler's --concurrency (LockRequests, and
-	// XRs of each kind, reconciled in parallel).
-	concurrency = 16
+	// XRs of each kind, reconciled in parallel): its default, unless
+	// concurrencyEnv says otherwise.
+	concurrency    = 16
+	concurrencyEnv = "OPENBAO_RESTORE_BENCH_CONCURRENCY"
 	// workers bounds the benchmark's own concurrent writes (creating
 	// clusters, XRs, LockRequests and Jobs, deleting LockRequests).
 	workers = 16
@@ -83,13 +86,21 @@ func TestMain(m *testing.M) {
 // with the benchmark's settings, until SIGTERM or SIGKILL.
 func runChild(v string) int {
 	f := strings.Fields(v)
-	if len(f) != 3 {
-		fmt.Fprintf(os.Stderr, "%s=%q: want <namespace> <health URL> <probe address>\n", childEnv, v)
+	if len(f) != 4 {
+		fmt.Fprintf(os.Stderr, "%s=%q: want <namespace> <health URL> <probe address> <metrics address>\n", childEnv, v)
 		return 2
 	}
-	c := &reconciler.Command{MetricsBindAddress: "0", HealthProbeBindAddress: f[2], LeaderElect: false,
+	c := &reconciler.Command{MetricsBindAddress: f[3], HealthProbeBindAddress: f[2], LeaderElect: false,
 		Namespace: []string{f[0]}, Concurrency: concurrency, HealthURL: f[1], HealthTimeout: 2 * time.Second,
 		RestartTimeout: 5 * time.Minute, SealedTimeout: time.Minute, RestartPoll: 200 * time.Millisecond}
+	if v := os.Getenv(concurrencyEnv); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "%s=%q: %v\n", concurrencyEnv, v, err)
+			return 2
+		}
+		c.Concurrency = n
+	}
 	if err := c.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -129,6 +140,7 @@ func BenchmarkLockHandover(b *testing.B) {
 	var ho []time.Duration
 	var cpu, rss float64
 	writes := 0
+	var l load
 	b.ResetTimer()
 	for range b.N {
 		d, w, st := runHandover(b, env, kc, handoverQueue)
@@ -136,12 +148,15 @@ func BenchmarkLockHandover(b *testing.B) {
 		writes += w
 		cpu += st.cpu
 		rss = max(rss, st.rssMiB)
+		l.add(st.load)
 	}
 	b.ReportMetric(ms(pct(ho, 0.50)), "p50-handover-ms")
 	b.ReportMetric(ms(pct(ho, 0.99)), "p99-handover-ms")
 	b.ReportMetric(cpu/float64(b.N), "cpu-s")
 	b.ReportMetric(rss, "rss-MiB")
 	b.ReportMetric(float64(writes)/float64(b.N), "status-writes")
+	b.ReportMetric(l.total()/float64(b.N), "api-calls")
+	b.Logf("lock hand-over: %s", l)
 	inOrder := slices.Clone(ho)
 	for i := range inOrder {
 		inOrder[i] = round(inOrder[i])
@@ -244,6 +259,7 @@ type result struct {
 	cpu            float64         // reconciler CPU seconds from ready to the end of the run
 	startCPU       float64         // reconciler CPU seconds until ready
 	rssMiB         float64         // reconciler peak RSS (VmHWM)
+	load           load            // the reconciler's API requests and work queues, from ready to the end
 	wall           time.Duration   // first restore created -> every lock released
 	restores       int
 	runs           int
@@ -257,6 +273,7 @@ func (r *result) add(o result) {
 	r.cpu += o.cpu
 	r.startCPU += o.startCPU
 	r.rssMiB = max(r.rssMiB, o.rssMiB)
+	r.load.add(o.load)
 	r.wall += o.wall
 	r.restores += o.restores
 	r.runs++
@@ -273,6 +290,8 @@ func (r *result) report(b *testing.B, n int) {
 	b.ReportMetric(r.cpu/runs, "cpu-s")
 	b.ReportMetric(r.cpu*1000/float64(max(r.restores, 1)), "cpu-ms/restore")
 	b.ReportMetric(r.rssMiB, "rss-MiB")
+	b.ReportMetric(r.load.total()/float64(max(r.restores, 1)), "api-calls/restore")
+	b.Logf("N=%d: %s", n, r.load)
 	if neg := negatives(r.toRestart, r.okToCompleted, r.failedToPhase, r.failedToUnlock); neg > 0 {
 		b.Logf("%d negative intervals: a watch delivered an effect before its cause", neg)
 	}
@@ -544,6 +563,7 @@ func runRestores(tb testing.TB, env *testbed.Env, kubeconfig, healthURL, prefix 
 	if res.startCPU, _, err = procStats(ch.PID()); err != nil {
 		tb.Fatal(err)
 	}
+	ready := ch.counters(tb)
 
 	spec := exampleSpec(tb)
 	var all []*restore
@@ -577,6 +597,7 @@ func runRestores(tb testing.TB, env *testbed.Env, kubeconfig, healthURL, prefix 
 		tb.Fatal(err)
 	}
 	res.cpu, res.rssMiB = cpu-res.startCPU, rss
+	res.load = loadBetween(ready, ch.counters(tb))
 	// Every LockRequest gone (the reconciler dropped its finalizer) before
 	// the reconciler stops, so that the namespace can go.
 	testbed.Eventually(tb, 2*time.Minute, "every LockRequest gone", func() (bool, error) {
@@ -718,6 +739,7 @@ func runHandover(tb testing.TB, env *testbed.Env, kubeconfig string, n int) ([]t
 	if res.startCPU, _, err = procStats(ch.PID()); err != nil {
 		tb.Fatal(err)
 	}
+	ready := ch.counters(tb)
 	timer(tb, true)
 	if err := parallel(n, func(i int) error { return env.Client.Create(ctx, handoverRequest(ns, fmt.Sprintf("q%02d", i))) }); err != nil {
 		tb.Fatal(err)
@@ -737,6 +759,7 @@ func runHandover(tb testing.TB, env *testbed.Env, kubeconfig string, n int) ([]t
 		tb.Fatal(err)
 	}
 	res.cpu, res.rssMiB = cpu-res.startCPU, rss
+	res.load = loadBetween(ready, ch.counters(tb))
 	ch.Kill()
 	acts.Wait()
 	mu.Lock()
@@ -792,15 +815,12 @@ func timer(tb testing.TB, on bool) {
 // startChild starts the reconciler as a child process (the test binary
 // again, see runChild), as the union user, following ns, and waits until
 // its caches have synced (/readyz).
-func startChild(tb testing.TB, kubeconfig, ns, healthURL string) *testbed.Child {
+func startChild(tb testing.TB, kubeconfig, ns, healthURL string) *child {
 	tb.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	probe := l.Addr().String()
-	_ = l.Close()
-	ch := testbed.StartChild(tb, []string{childEnv + "=" + ns + " " + healthURL + " " + probe, "KUBECONFIG=" + kubeconfig})
+	port := testbin.FreePorts(tb, 1)
+	probe, metrics := fmt.Sprintf("127.0.0.1:%d", port), fmt.Sprintf("127.0.0.1:%d", port+1)
+	ch := &child{Child: testbed.StartChild(tb, []string{childEnv + "=" + ns + " " + healthURL + " " + probe + " " + metrics, "KUBECONFIG=" + kubeconfig}),
+		metrics: "http://" + metrics + "/metrics"}
 	hc := &http.Client{Timeout: time.Second}
 	testbed.Eventually(tb, 2*time.Minute, "the reconciler ready", func() (bool, error) {
 		resp, err := hc.Get("http://" + probe + "/readyz")
@@ -811,6 +831,133 @@ func startChild(tb testing.TB, kubeconfig, ns, healthURL string) *testbed.Child 
 		return resp.StatusCode == http.StatusOK, fmt.Errorf("readyz %s", resp.Status)
 	})
 	return ch
+}
+
+// load is what the reconciler asked of the API server and how long work
+// waited in its queues, between two reads of its counters.
+type load struct {
+	calls      map[string]float64 // API requests by HTTP method
+	reconciles map[string]float64 // by controller
+	waitSum    map[string]float64 // seconds items waited in each controller's queue
+	busySum    map[string]float64 // seconds each controller's workers spent reconciling
+}
+
+var (
+	methods     = []string{"GET", "POST", "PATCH", "PUT", "DELETE"}
+	controllers = []string{"lockrequest", "phase-xopenbaorestore", "phase-openbaorestore-ns"}
+)
+
+func loadBetween(before, after map[string]float64) load {
+	l := load{calls: map[string]float64{}, reconciles: map[string]float64{}, waitSum: map[string]float64{}, busySum: map[string]float64{}}
+	for _, m := range methods {
+		l.calls[m] = calls(before, after, "rest_client_requests_total{", `method="`+m+`"`)
+	}
+	for _, c := range controllers {
+		l.reconciles[c] = calls(before, after, "controller_runtime_reconcile_total{", `controller="`+c+`"`)
+		l.waitSum[c] = calls(before, after, "workqueue_queue_duration_seconds_sum{", `controller="`+c+`"`)
+		l.busySum[c] = calls(before, after, "controller_runtime_reconcile_time_seconds_sum{", `controller="`+c+`"`)
+	}
+	return l
+}
+
+func (l *load) add(o load) {
+	for _, m := range []*map[string]float64{&l.calls, &l.reconciles, &l.waitSum, &l.busySum} {
+		if *m == nil {
+			*m = map[string]float64{}
+		}
+	}
+	for k, v := range o.calls {
+		l.calls[k] += v
+	}
+	for k, v := range o.reconciles {
+		l.reconciles[k] += v
+	}
+	for k, v := range o.waitSum {
+		l.waitSum[k] += v
+	}
+	for k, v := range o.busySum {
+		l.busySum[k] += v
+	}
+}
+
+func (l load) total() float64 {
+	var n float64
+	for _, v := range l.calls {
+		n += v
+	}
+	return n
+}
+
+func (l load) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "API requests %.0f (", l.total())
+	for i, m := range methods {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%s %.0f", m, l.calls[m])
+	}
+	b.WriteString(")")
+	for _, c := range controllers {
+		if n := l.reconciles[c]; n > 0 {
+			mean := func(sum float64) time.Duration { return round(time.Duration(sum / n * float64(time.Second))) }
+			fmt.Fprintf(&b, "; %s: %.0f reconciles, mean queue wait %s, mean reconcile %s", c, n, mean(l.waitSum[c]), mean(l.busySum[c]))
+		}
+	}
+	return b.String()
+}
+
+// child is the reconciler's process and its metrics endpoint.
+type child struct {
+	*testbed.Child
+	metrics string
+}
+
+// counters reads the child's Prometheus counters this benchmark reports:
+// API requests by method, reconciles and work-queue wait per controller.
+// Each key is a series as the endpoint names it, labels included.
+func (c *child) counters(tb testing.TB) map[string]float64 {
+	tb.Helper()
+	resp, err := http.Get(c.metrics)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !slices.ContainsFunc(series, func(p string) bool { return strings.HasPrefix(line, p+"{") }) {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
+			tb.Fatalf("metrics line %q: %v", line, err)
+		}
+		out[line[:i]] = v
+	}
+	if err := sc.Err(); err != nil {
+		tb.Fatal(err)
+	}
+	return out
+}
+
+// series are the counters counters reads.
+var series = []string{"rest_client_requests_total", "controller_runtime_reconcile_total",
+	"workqueue_queue_duration_seconds_sum", "controller_runtime_reconcile_time_seconds_sum"}
+
+// calls sums the differences of the series that start with prefix and
+// carry label (e.g. `method="GET"`), between two reads of counters.
+func calls(before, after map[string]float64, prefix, label string) float64 {
+	var n float64
+	for k, v := range after {
+		if strings.HasPrefix(k, prefix) && strings.Contains(k, label) {
+			n += v - before[k]
+		}
+	}
+	return n
 }
 
 // procStats reads a process's CPU time (user + system, every thread) and
