@@ -32,13 +32,15 @@ import (
 // same sink, one round per iteration: a raw copy (GET from the store, POST
 // to the sink with a plain HTTP client, no checks), the executor in this
 // process (Main), and the executor as its own process (the product's
-// binary, built here). The rounds interleave the three, so load from
-// elsewhere hits them alike. Each reports:
+// binary, built here). The rounds interleave the three, each round
+// starting with the next one, so load from elsewhere hits them alike. Each reports:
 //
 //   - raw-MB/s, exec-MB/s, proc-MB/s: bytes over the time of the transfer
 //     (for the executor, the "sent … in …" it logs: from the POST's start
 //     to OpenBao's answer; for the raw copy, from the GET to the answer);
 //   - exec-%-of-raw, proc-%-of-raw: the ratios of the totals;
+//   - proc-cpu-ns/B: the executor process's CPU time (user and system, the
+//     whole run) per byte of snapshot: the cores a Job needs for a rate;
 //   - MiB-peak-rss: the executor process's peak resident set (VmHWM; see
 //     child), the figure for "RSS stays flat"; MiB-peak-anon and
 //     MiB-peak-file split it: the anonymous memory the program allocates,
@@ -222,6 +224,7 @@ func (s *restoreSetup) child(b *testing.B, bin string) (time.Duration, procMem) 
 		b.Fatalf("executor process: %v:\n%s", err, log.String())
 	}
 	s.settled(b)
+	peak.cpu = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 	return transferTime(b, log.String()), peak
 }
 
@@ -229,6 +232,8 @@ func (s *restoreSetup) child(b *testing.B, bin string) (time.Duration, procMem) 
 type procMem struct {
 	hwm        int64 // VmHWM: the resident set's high-water mark
 	anon, file int64 // the highest RssAnon and RssFile seen
+
+	cpu time.Duration // user and system time of the whole run
 }
 
 // procStatus reads a running process's memory figures.
@@ -366,16 +371,27 @@ func rounds(b *testing.B, s *restoreSetup) {
 	bin := executorBinary(b)
 	var raw, inproc, proc time.Duration
 	var peak procMem
+	var cpu time.Duration
 	var peaks []string
 	n := 0
 	mb := func(d time.Duration) float64 { return float64(s.size) / d.Seconds() / 1e6 }
 	for b.Loop() {
-		r := s.rawRestore(b)
-		i := s.inProcess(b)
-		d, m := s.child(b, bin)
-		raw, inproc, proc = raw+r, inproc+i, proc+d
+		// Each round starts with another of the three, so that none is
+		// always first after a pause or last before one.
+		var r, i, d time.Duration
+		var m procMem
+		steps := []func(){
+			func() { r = s.rawRestore(b) },
+			func() { i = s.inProcess(b) },
+			func() { d, m = s.child(b, bin) },
+		}
+		for k := range steps {
+			steps[(k+n)%len(steps)]()
+		}
+		raw, inproc, proc, cpu = raw+r, inproc+i, proc+d, cpu+m.cpu
 		peak.hwm, peak.anon, peak.file = max(peak.hwm, m.hwm), max(peak.anon, m.anon), max(peak.file, m.file)
-		peaks = append(peaks, fmt.Sprintf("raw %.0f, exec %.0f, proc %.0f MB/s, peak RSS %s (anon %s, file %s)", mb(r), mb(i), mb(d), human(m.hwm), human(m.anon), human(m.file)))
+		peaks = append(peaks, fmt.Sprintf("raw %.0f, exec %.0f, proc %.0f MB/s, proc CPU %.2f ns/B, peak RSS %s (anon %s, file %s)",
+			mb(r), mb(i), mb(d), float64(m.cpu)/float64(s.size), human(m.hwm), human(m.anon), human(m.file)))
 		n++
 	}
 	mbs := func(d time.Duration) float64 { return mb(d) * float64(n) }
@@ -384,6 +400,7 @@ func rounds(b *testing.B, s *restoreSetup) {
 	b.ReportMetric(mbs(proc), "proc-MB/s")
 	b.ReportMetric(100*raw.Seconds()/inproc.Seconds(), "exec-%-of-raw")
 	b.ReportMetric(100*raw.Seconds()/proc.Seconds(), "proc-%-of-raw")
+	b.ReportMetric(float64(cpu)/float64(s.size)/float64(n), "proc-cpu-ns/B")
 	b.ReportMetric(float64(peak.hwm)/(1<<20), "MiB-peak-rss")
 	b.ReportMetric(float64(peak.anon)/(1<<20), "MiB-peak-anon")
 	b.ReportMetric(float64(peak.file)/(1<<20), "MiB-peak-file")

@@ -23,7 +23,7 @@ import (
 // in this process, so the figures show the executor's own cost (hashing,
 // hold-back, HTTP) against a raw GET-to-POST copy of the same bytes.
 //
-//	go test ./executor -run '^$' -bench . -benchtime 3x
+//	go test ./executor -run '^$' -bench 'RawCopy|ExecutorS3' -benchtime 3x
 //
 // EXECUTOR_BENCH_SIZE sets the object's size in bytes (default 1 GiB).
 
