@@ -30,15 +30,18 @@ import (
 
 // Benchmarks of whole restores, raw copy against executor, same store and
 // same sink, one round per iteration: a raw copy (GET from the store, POST
-// to the sink with a plain HTTP client, no checks), the executor in this
-// process (Main), and the executor as its own process (the product's
-// binary, built here). The rounds interleave the three, each round
-// starting with the next one, so load from elsewhere hits them alike. Each reports:
+// to the sink with a plain HTTP client, no checks), the anchor's way (GET
+// into a file, then POST the file), the executor in this process (Main),
+// and the executor as its own process (the product's binary, built here).
+// The rounds interleave the four, each round starting with the next one,
+// so load from elsewhere hits them alike. Each reports:
 //
-//   - raw-MB/s, exec-MB/s, proc-MB/s: bytes over the time of the transfer
-//     (for the executor, the "sent … in …" it logs: from the POST's start
-//     to OpenBao's answer; for the raw copy, from the GET to the answer);
-//   - exec-%-of-raw, proc-%-of-raw: the ratios of the totals;
+//   - raw-MB/s, anchor-MB/s, exec-MB/s, proc-MB/s: bytes over the time of
+//     the transfer (for the executor, the "sent … in …" it logs: from the
+//     POST's start to OpenBao's answer; for the others, from the GET to the
+//     answer);
+//   - exec-%-of-raw, proc-%-of-raw, proc-%-of-anchor: the ratios of the
+//     totals;
 //   - proc-cpu-ns/B: the executor process's CPU time (user and system, the
 //     whole run) per byte of snapshot: the cores a Job needs for a rate;
 //   - MiB-peak-rss: the executor process's peak resident set (VmHWM; see
@@ -140,6 +143,49 @@ func (s *restoreSetup) rawRestore(b *testing.B) time.Duration {
 	_ = resp.Body.Close()
 	if out.StatusCode != http.StatusNoContent && out.StatusCode != http.StatusOK {
 		b.Fatalf("raw POST: HTTP %d %s", out.StatusCode, msg)
+	}
+	s.settled(b)
+	return el
+}
+
+// anchorRestore is the anchor's way: download the whole object to a file,
+// then POST the file (which the transport sends with sendfile). It returns
+// the time of both.
+func (s *restoreSetup) anchorRestore(b *testing.B) time.Duration {
+	u := s.rawURL(b)
+	f, err := os.CreateTemp(b.TempDir(), "anchor-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = f.Close(); _ = os.Remove(f.Name()) }()
+	t0 := time.Now()
+	resp, err := http.Get(u) //nolint:noctx // a benchmark
+	if err != nil || resp.StatusCode != http.StatusOK {
+		b.Fatalf("anchor GET: %v %v", err, resp)
+	}
+	n, err := io.Copy(f, resp.Body)
+	_ = resp.Body.Close()
+	if err != nil || n != s.size {
+		b.Fatalf("anchor download: %d bytes, %v", n, err)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		b.Fatal(err)
+	}
+	req, err := http.NewRequest(http.MethodPost, s.restoreURL, f) //nolint:noctx // a benchmark
+	if err != nil {
+		b.Fatal(err)
+	}
+	req.ContentLength = s.size
+	req.Header.Set("X-Vault-Token", s.token)
+	out, err := http.DefaultClient.Do(req)
+	el := time.Since(t0)
+	if err != nil {
+		b.Fatalf("anchor POST: %v", err)
+	}
+	msg, _ := io.ReadAll(out.Body)
+	_ = out.Body.Close()
+	if out.StatusCode != http.StatusNoContent && out.StatusCode != http.StatusOK {
+		b.Fatalf("anchor POST: HTTP %d %s", out.StatusCode, msg)
 	}
 	s.settled(b)
 	return el
@@ -369,7 +415,7 @@ func benchPaths() executor.Paths {
 // process, in turn, once per iteration, and reports the figures.
 func rounds(b *testing.B, s *restoreSetup) {
 	bin := executorBinary(b)
-	var raw, inproc, proc time.Duration
+	var raw, anchor, inproc, proc time.Duration
 	var peak procMem
 	var cpu time.Duration
 	var peaks []string
@@ -378,28 +424,31 @@ func rounds(b *testing.B, s *restoreSetup) {
 	for b.Loop() {
 		// Each round starts with another of the three, so that none is
 		// always first after a pause or last before one.
-		var r, i, d time.Duration
+		var r, a, i, d time.Duration
 		var m procMem
 		steps := []func(){
 			func() { r = s.rawRestore(b) },
+			func() { a = s.anchorRestore(b) },
 			func() { i = s.inProcess(b) },
 			func() { d, m = s.child(b, bin) },
 		}
 		for k := range steps {
 			steps[(k+n)%len(steps)]()
 		}
-		raw, inproc, proc, cpu = raw+r, inproc+i, proc+d, cpu+m.cpu
+		raw, anchor, inproc, proc, cpu = raw+r, anchor+a, inproc+i, proc+d, cpu+m.cpu
 		peak.hwm, peak.anon, peak.file = max(peak.hwm, m.hwm), max(peak.anon, m.anon), max(peak.file, m.file)
-		peaks = append(peaks, fmt.Sprintf("raw %.0f, exec %.0f, proc %.0f MB/s, proc CPU %.2f ns/B, peak RSS %s (anon %s, file %s)",
-			mb(r), mb(i), mb(d), float64(m.cpu)/float64(s.size), human(m.hwm), human(m.anon), human(m.file)))
+		peaks = append(peaks, fmt.Sprintf("raw %.0f, anchor %.0f, exec %.0f, proc %.0f MB/s, proc CPU %.2f ns/B, peak RSS %s (anon %s, file %s)",
+			mb(r), mb(a), mb(i), mb(d), float64(m.cpu)/float64(s.size), human(m.hwm), human(m.anon), human(m.file)))
 		n++
 	}
 	mbs := func(d time.Duration) float64 { return mb(d) * float64(n) }
 	b.ReportMetric(mbs(raw), "raw-MB/s")
+	b.ReportMetric(mbs(anchor), "anchor-MB/s")
 	b.ReportMetric(mbs(inproc), "exec-MB/s")
 	b.ReportMetric(mbs(proc), "proc-MB/s")
 	b.ReportMetric(100*raw.Seconds()/inproc.Seconds(), "exec-%-of-raw")
 	b.ReportMetric(100*raw.Seconds()/proc.Seconds(), "proc-%-of-raw")
+	b.ReportMetric(100*anchor.Seconds()/proc.Seconds(), "proc-%-of-anchor")
 	b.ReportMetric(float64(cpu)/float64(s.size)/float64(n), "proc-cpu-ns/B")
 	b.ReportMetric(float64(peak.hwm)/(1<<20), "MiB-peak-rss")
 	b.ReportMetric(float64(peak.anon)/(1<<20), "MiB-peak-anon")
