@@ -24,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
+	"github.com/openbao-restore/openbao-restore/reconciler/stale"
 	"github.com/openbao-restore/openbao-restore/schemas"
 	lockv1alpha1 "github.com/openbao-restore/openbao-restore/schemas/lock/v1alpha1"
 )
@@ -58,14 +59,22 @@ const (
 // Reconciler answers LockRequests. It has one concern: the lock. The
 // restore's phase is another reconciler's.
 type Reconciler struct {
-	// Client reads from the manager's cache and writes to the API.
+	// Client reads typed objects (LockRequests) from the manager's cache
+	// and writes to the API.
 	Client client.Client
+	// Cache reads the OpenBaoClusters, which are unstructured: the
+	// manager's client would read them from the API on every reconcile.
+	Cache client.Reader
 	// APIReader reads from the API directly: after a conflict the cache
 	// may still hold the version that lost, so the retry must not use it.
 	APIReader client.Reader
 	Recorder  events.EventRecorder
 	// Now is the clock (tests may fix it).
 	Now func() time.Time
+
+	// Our own last writes of requests and of clusters: a cached copy
+	// from before one is stale, and its event is on its way.
+	requests, clusters stale.Writes
 }
 
 // Least privilege, proven by the tests, which run the reconciler under
@@ -84,6 +93,9 @@ type Reconciler struct {
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager, opts controller.Options) error {
 	if r.Now == nil {
 		r.Now = time.Now
+	}
+	if r.Cache == nil {
+		r.Cache = mgr.GetCache()
 	}
 	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &lockv1alpha1.LockRequest{}, clusterIndex,
 		func(o client.Object) []string { return []string{o.(*lockv1alpha1.LockRequest).Spec.Cluster} }); err != nil {
@@ -140,6 +152,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if err := r.Client.Get(ctx, req.NamespacedName, &lr); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
+	if r.requests.Stale(req.NamespacedName, lr.ResourceVersion) {
+		return ctrl.Result{}, nil // our write's event will bring us back
+	}
 	deleting := !lr.DeletionTimestamp.IsZero()
 	if deleting && !controllerutil.ContainsFinalizer(&lr, Finalizer) {
 		return ctrl.Result{}, nil
@@ -153,15 +168,22 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 			client.FieldOwner(FieldManager)); err != nil {
 			return ctrl.Result{}, err
 		}
+		r.requests.Wrote(req.NamespacedName, orig.ResourceVersion, lr.ResourceVersion)
 	}
 
 	cluster := NewCluster()
 	key := types.NamespacedName{Namespace: lr.Namespace, Name: lr.Spec.Cluster}
-	var reader client.Reader = r.Client
+	reader := r.Cache
 	for attempt := 0; attempt < casAttempts; attempt++ {
 		if err := reader.Get(ctx, key, cluster); err != nil {
 			if !apierrors.IsNotFound(err) {
 				return ctrl.Result{}, err
+			}
+			if reader == r.Cache {
+				// A cache may not have the cluster yet: only the API
+				// says it is gone (and with it the lock to release).
+				reader = r.APIReader
+				continue
 			}
 			if deleting {
 				return ctrl.Result{}, r.dropFinalizer(ctx, &lr)
@@ -170,6 +192,12 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 			msg := fmt.Sprintf("OpenBaoCluster %s not found in namespace %s", lr.Spec.Cluster, lr.Namespace)
 			_, err := r.setStatus(ctx, &lr, lockv1alpha1.LockRequestStatus{State: schemas.LockWaiting, Message: msg}, nil)
 			return ctrl.Result{}, err
+		}
+		if reader == r.Cache && r.clusters.Stale(key, cluster.GetResourceVersion()) {
+			// The cache has not yet seen our last swap of this lock:
+			// deciding on it would swap again and conflict. The swap's
+			// event wakes every request of the cluster.
+			return ctrl.Result{}, nil
 		}
 		cur := ReadLock(cluster)
 		in := Request{Holder: lr.Spec.Holder, Override: lr.Spec.Override, Deleting: deleting}
@@ -181,7 +209,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 			in.Ahead = ahead
 		}
 		d := Decide(lr.Spec.Cluster, cur, in)
-		if d.Action == Wait && reader != r.APIReader && !sameStatus(lr.Status, waitStatus(cur, d)) {
+		if d.Action == Wait && reader == r.Cache && !sameStatus(lr.Status, waitStatus(cur, d)) {
 			// Writes of the lock are compare-and-swap, but a Waiting
 			// status is not: decided on a stale cache it could mark a
 			// request that already holds the lock as waiting. Confirm on
@@ -302,8 +330,12 @@ func (r *Reconciler) apply(ctx context.Context, lr *lockv1alpha1.LockRequest, cl
 }
 
 func (r *Reconciler) swap(ctx context.Context, orig, modified *unstructured.Unstructured) error {
-	return r.Client.Status().Patch(ctx, modified, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{}),
-		client.FieldOwner(FieldManager))
+	if err := r.Client.Status().Patch(ctx, modified, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{}),
+		client.FieldOwner(FieldManager)); err != nil {
+		return err
+	}
+	r.clusters.Wrote(client.ObjectKeyFromObject(orig), orig.GetResourceVersion(), modified.GetResourceVersion())
+	return nil
 }
 
 func (r *Reconciler) dropFinalizer(ctx context.Context, lr *lockv1alpha1.LockRequest) error {
@@ -372,7 +404,12 @@ func (r *Reconciler) applyStatus(ctx context.Context, lr *lockv1alpha1.LockReque
 		"status":     status,
 	}}
 	err := r.Client.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(manager), client.ForceOwnership)
-	return client.IgnoreNotFound(err)
+	if err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	r.requests.Wrote(client.ObjectKeyFromObject(lr), lr.ResourceVersion, u.GetResourceVersion())
+	lr.ResourceVersion = u.GetResourceVersion()
+	return nil
 }
 
 func waitStatus(cur ClusterLock, d Decision) lockv1alpha1.LockRequestStatus {

@@ -31,6 +31,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
+	"github.com/openbao-restore/openbao-restore/reconciler/stale"
 	"github.com/openbao-restore/openbao-restore/schemas"
 	lockv1alpha1 "github.com/openbao-restore/openbao-restore/schemas/lock/v1alpha1"
 )
@@ -109,6 +110,9 @@ type Reconciler struct {
 
 	writesMu sync.Mutex
 	writes   map[types.NamespacedName]time.Time // last status write per XR
+	// own are our own last status writes: a cached XR from before one
+	// is stale, and its event is on its way.
+	own stale.Writes
 }
 
 // RestartOptions configure the pod restarts after a restore.
@@ -374,6 +378,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	xr := r.newXR()
 	if err := r.Cache.Get(ctx, req.NamespacedName, xr); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if r.own.Stale(req.NamespacedName, xr.GetResourceVersion()) {
+		return ctrl.Result{}, nil // our write's event will bring us back
 	}
 	if !xr.GetDeletionTimestamp().IsZero() {
 		return ctrl.Result{}, nil
@@ -947,9 +954,13 @@ func (r *Reconciler) apply(ctx context.Context, xr *unstructured.Unstructured, s
 	u := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": r.GVK.GroupVersion().String(), "kind": r.GVK.Kind, "metadata": md, "status": status}}
 	err := r.Client.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(FieldManager), client.ForceOwnership)
-	if err = client.IgnoreNotFound(err); err != nil {
-		return fmt.Errorf("apply status of %s %s: %w", r.GVK.Kind, xr.GetName(), err)
+	if err != nil {
+		if err = client.IgnoreNotFound(err); err != nil {
+			return fmt.Errorf("apply status of %s %s: %w", r.GVK.Kind, xr.GetName(), err)
+		}
+		return nil
 	}
+	r.own.Wrote(client.ObjectKeyFromObject(xr), xr.GetResourceVersion(), u.GetResourceVersion())
 	return nil
 }
 

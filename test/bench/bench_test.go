@@ -30,6 +30,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
@@ -262,6 +263,7 @@ type result struct {
 	load           load            // the reconciler's API requests and work queues, from ready to the end
 	wall           time.Duration   // first restore created -> every lock released
 	restores       int
+	watchRestarts  int // the benchmark's own watches the API server closed (their events' times are late)
 	runs           int
 }
 
@@ -276,6 +278,7 @@ func (r *result) add(o result) {
 	r.load.add(o.load)
 	r.wall += o.wall
 	r.restores += o.restores
+	r.watchRestarts += o.watchRestarts
 	r.runs++
 }
 
@@ -292,6 +295,9 @@ func (r *result) report(b *testing.B, n int) {
 	b.ReportMetric(r.rssMiB, "rss-MiB")
 	b.ReportMetric(r.load.total()/float64(max(r.restores, 1)), "api-calls/restore")
 	b.Logf("N=%d: %s", n, r.load)
+	if r.watchRestarts > 0 {
+		b.Logf("N=%d: the API server closed the benchmark's watches %d times (slow reader); events missed meanwhile were timed when the watch resumed", n, r.watchRestarts)
+	}
 	if neg := negatives(r.toRestart, r.okToCompleted, r.failedToPhase, r.failedToUnlock); neg > 0 {
 		b.Logf("%d negative intervals: a watch delivered an effect before its cause", neg)
 	}
@@ -333,8 +339,10 @@ type recorder struct {
 	jobMade  map[string]bool
 	lockGone map[string]bool
 	errs     []error
-	acts     sync.WaitGroup
-	sem      chan struct{}
+	// watchRestarts counts watches the API server closed mid-run.
+	watchRestarts int
+	acts          sync.WaitGroup
+	sem           chan struct{}
 }
 
 func newRecorder(tb testing.TB, env *testbed.Env, ns string) *recorder {
@@ -360,59 +368,151 @@ func (r *recorder) act(f func(context.Context) error) {
 }
 
 // watchAll starts the run's watches; stop ends them.
+//
+// Each watch is read by its own goroutine, which stamps every event with
+// the time it arrived and queues it for the handlers: under load the API
+// server closes a watch whose reader falls behind ("unresponsive"), so
+// reading must never wait on handling. A watch that the server closes is
+// started again from the last resourceVersion seen (or afresh, replaying
+// every object, if that is too old); the times of events missed meanwhile
+// are then late. watchRestarts counts such restarts.
 func (r *recorder) watchAll() (stop func()) {
 	r.tb.Helper()
 	wc, err := client.NewWithWatch(r.env.Config, client.Options{Scheme: r.env.Scheme})
 	if err != nil {
 		r.tb.Fatal(err)
 	}
-	ctx := context.Background()
+	ctx, cancel := context.WithCancel(context.Background())
 	xrs := &unstructured.UnstructuredList{}
 	xrs.SetGroupVersionKind(phase.LegacyXR.GroupVersion().WithKind(phase.LegacyXR.Kind + "List"))
 	clusters := &unstructured.UnstructuredList{}
 	clusters.SetGroupVersionKind(lock.ClusterGVK.GroupVersion().WithKind(lock.ClusterGVK.Kind + "List"))
-	type w struct {
-		list client.ObjectList
-		opts []client.ListOption
-		on   func(watch.Event)
-	}
-	var ws []watch.Interface
 	var done sync.WaitGroup
-	for _, x := range []w{
+	for _, x := range []feed{
 		{&lockv1alpha1.LockRequestList{}, []client.ListOption{client.InNamespace(r.ns)}, r.onLock},
 		{xrs, []client.ListOption{client.MatchingLabels{runLabel: r.ns}}, r.onXR},
 		{&batchv1.JobList{}, []client.ListOption{client.InNamespace(r.ns)}, r.onJob},
 		{&corev1.PodList{}, []client.ListOption{client.InNamespace(r.ns), client.MatchingLabels{"app.kubernetes.io/name": "openbao"}}, r.onPod},
 		{clusters, []client.ListOption{client.InNamespace(r.ns)}, r.onCluster},
 	} {
-		wi, err := wc.Watch(ctx, x.list, x.opts...)
-		if err != nil {
-			r.tb.Fatal(err)
-		}
-		ws = append(ws, wi)
+		q := newEventQueue()
+		done.Go(func() { r.read(ctx, wc, x, q) })
 		done.Go(func() {
-			for ev := range wi.ResultChan() {
-				if ev.Type == watch.Error {
-					r.mu.Lock()
-					r.errs = append(r.errs, fmt.Errorf("watch error: %v", ev.Object))
-					r.mu.Unlock()
-					continue
+			for {
+				ev, ok := q.pop()
+				if !ok {
+					return
 				}
 				if ev.Type != watch.Deleted {
-					x.on(ev)
+					x.on(ev.Event, ev.at)
 				}
 			}
 		})
 	}
 	return func() {
-		for _, wi := range ws {
-			wi.Stop()
-		}
+		cancel()
 		done.Wait()
 	}
 }
 
-func (r *recorder) onLock(ev watch.Event) {
+// feed is one watched kind and its handler.
+type feed struct {
+	list client.ObjectList
+	opts []client.ListOption
+	on   func(watch.Event, time.Time)
+}
+
+// read follows one watch until ctx ends, restarting it when the server
+// closes it, and queues its events; it closes q when it returns.
+func (r *recorder) read(ctx context.Context, wc client.WithWatch, x feed, q *eventQueue) {
+	defer q.close()
+	rv := ""
+	for ctx.Err() == nil {
+		opts := append(slices.Clone(x.opts), &client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: rv}})
+		wi, err := wc.Watch(ctx, x.list.DeepCopyObject().(client.ObjectList), opts...)
+		if err != nil {
+			if ctx.Err() == nil {
+				r.fail(fmt.Errorf("watch %T: %w", x.list, err))
+				time.Sleep(100 * time.Millisecond)
+			}
+			continue
+		}
+		for ev := range wi.ResultChan() {
+			if ev.Type == watch.Error {
+				// Mostly 410 Gone: the resourceVersion is too old.
+				rv = ""
+				continue
+			}
+			if o, ok := ev.Object.(client.Object); ok {
+				rv = o.GetResourceVersion()
+			}
+			q.push(stamped{Event: ev, at: time.Now()})
+		}
+		wi.Stop()
+		if ctx.Err() == nil {
+			r.mu.Lock()
+			r.watchRestarts++
+			r.mu.Unlock()
+		}
+	}
+}
+
+func (r *recorder) fail(err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.errs = append(r.errs, err)
+}
+
+// stamped is a watch event and when it arrived.
+type stamped struct {
+	watch.Event
+	at time.Time
+}
+
+// eventQueue is an unbounded FIFO, so that a watch's reader never waits.
+type eventQueue struct {
+	mu     sync.Mutex
+	cond   *sync.Cond
+	items  []stamped
+	closed bool
+}
+
+func newEventQueue() *eventQueue {
+	q := &eventQueue{}
+	q.cond = sync.NewCond(&q.mu)
+	return q
+}
+
+func (q *eventQueue) push(e stamped) {
+	q.mu.Lock()
+	q.items = append(q.items, e)
+	q.mu.Unlock()
+	q.cond.Signal()
+}
+
+func (q *eventQueue) close() {
+	q.mu.Lock()
+	q.closed = true
+	q.mu.Unlock()
+	q.cond.Signal()
+}
+
+// pop waits for the next event; false once the queue is closed and empty.
+func (q *eventQueue) pop() (stamped, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for len(q.items) == 0 && !q.closed {
+		q.cond.Wait()
+	}
+	if len(q.items) == 0 {
+		return stamped{}, false
+	}
+	e := q.items[0]
+	q.items = q.items[1:]
+	return e, true
+}
+
+func (r *recorder) onLock(ev watch.Event, now time.Time) {
 	lr, ok := ev.Object.(*lockv1alpha1.LockRequest)
 	if !ok || lr.Status.State != schemas.LockHeld || lr.Status.HeldBy != lr.Spec.Holder || !lr.DeletionTimestamp.IsZero() {
 		return
@@ -428,7 +528,7 @@ func (r *recorder) onLock(ev watch.Event) {
 	r.act(func(ctx context.Context) error { return r.env.Client.Create(ctx, j) })
 }
 
-func (r *recorder) onXR(ev watch.Event) {
+func (r *recorder) onXR(ev watch.Event, now time.Time) {
 	u, ok := ev.Object.(*unstructured.Unstructured)
 	if !ok {
 		return
@@ -438,7 +538,6 @@ func (r *recorder) onXR(ev watch.Event) {
 	if p == "" {
 		return
 	}
-	now := time.Now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.phases[u.GetName()] == nil {
@@ -459,14 +558,13 @@ func (r *recorder) onXR(ev watch.Event) {
 	})
 }
 
-func (r *recorder) onJob(ev watch.Event) {
+func (r *recorder) onJob(ev watch.Event, now time.Time) {
 	j, ok := ev.Object.(*batchv1.Job)
 	if !ok {
 		return
 	}
 	for _, c := range j.Status.Conditions {
 		if (c.Type == batchv1.JobComplete || c.Type == batchv1.JobFailed) && c.Status == corev1.ConditionTrue {
-			now := time.Now()
 			r.mu.Lock()
 			if _, seen := r.jobDone[j.Name]; !seen {
 				r.jobDone[j.Name] = now
@@ -480,12 +578,11 @@ func (r *recorder) onJob(ev watch.Event) {
 // onPod records the first graceful deletion mark of each cluster's pod:
 // the reconciler deletes with the pod's grace period, kwok then removes it
 // (and now and then a replacement) with grace 0, which does not count.
-func (r *recorder) onPod(ev watch.Event) {
+func (r *recorder) onPod(ev watch.Event, now time.Time) {
 	p, ok := ev.Object.(*corev1.Pod)
 	if !ok || p.DeletionTimestamp == nil || p.DeletionGracePeriodSeconds == nil || *p.DeletionGracePeriodSeconds == 0 {
 		return
 	}
-	now := time.Now()
 	c := p.Labels["app.kubernetes.io/instance"]
 	r.mu.Lock()
 	if _, seen := r.restart[c]; !seen {
@@ -494,13 +591,12 @@ func (r *recorder) onPod(ev watch.Event) {
 	r.mu.Unlock()
 }
 
-func (r *recorder) onCluster(ev watch.Event) {
+func (r *recorder) onCluster(ev watch.Event, now time.Time) {
 	u, ok := ev.Object.(*unstructured.Unstructured)
 	if !ok {
 		return
 	}
 	free := lock.ReadLock(u).Free()
-	now := time.Now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	switch {
@@ -564,6 +660,7 @@ func runRestores(tb testing.TB, env *testbed.Env, kubeconfig, healthURL, prefix 
 		tb.Fatal(err)
 	}
 	ready := ch.counters(tb)
+	server := serverRequests(tb, env)
 
 	spec := exampleSpec(tb)
 	var all []*restore
@@ -590,6 +687,9 @@ func runRestores(tb testing.TB, env *testbed.Env, kubeconfig, healthURL, prefix 
 		all = append(all, rs...)
 	}
 	res.wall = time.Since(start)
+	rec.mu.Lock()
+	res.watchRestarts = rec.watchRestarts
+	rec.mu.Unlock()
 	timer(tb, false)
 
 	cpu, rss, err := procStats(ch.PID())
@@ -598,6 +698,7 @@ func runRestores(tb testing.TB, env *testbed.Env, kubeconfig, healthURL, prefix 
 	}
 	res.cpu, res.rssMiB = cpu-res.startCPU, rss
 	res.load = loadBetween(ready, ch.counters(tb))
+	logServerRequests(tb, server, serverRequests(tb, env))
 	// Every LockRequest gone (the reconciler dropped its finalizer) before
 	// the reconciler stops, so that the namespace can go.
 	testbed.Eventually(tb, 2*time.Minute, "every LockRequest gone", func() (bool, error) {
@@ -837,6 +938,7 @@ func startChild(tb testing.TB, kubeconfig, ns, healthURL string) *child {
 // waited in its queues, between two reads of its counters.
 type load struct {
 	calls      map[string]float64 // API requests by HTTP method
+	conflicts  float64            // of which answered 409 Conflict
 	reconciles map[string]float64 // by controller
 	waitSum    map[string]float64 // seconds items waited in each controller's queue
 	busySum    map[string]float64 // seconds each controller's workers spent reconciling
@@ -852,6 +954,7 @@ func loadBetween(before, after map[string]float64) load {
 	for _, m := range methods {
 		l.calls[m] = calls(before, after, "rest_client_requests_total{", `method="`+m+`"`)
 	}
+	l.conflicts = calls(before, after, "rest_client_requests_total{", `code="409"`)
 	for _, c := range controllers {
 		l.reconciles[c] = calls(before, after, "controller_runtime_reconcile_total{", `controller="`+c+`"`)
 		l.waitSum[c] = calls(before, after, "workqueue_queue_duration_seconds_sum{", `controller="`+c+`"`)
@@ -869,6 +972,7 @@ func (l *load) add(o load) {
 	for k, v := range o.calls {
 		l.calls[k] += v
 	}
+	l.conflicts += o.conflicts
 	for k, v := range o.reconciles {
 		l.reconciles[k] += v
 	}
@@ -897,7 +1001,7 @@ func (l load) String() string {
 		}
 		fmt.Fprintf(&b, "%s %.0f", m, l.calls[m])
 	}
-	b.WriteString(")")
+	fmt.Fprintf(&b, "; %.0f conflicts)", l.conflicts)
 	for _, c := range controllers {
 		if n := l.reconciles[c]; n > 0 {
 			mean := func(sum float64) time.Duration { return round(time.Duration(sum / n * float64(time.Second))) }
@@ -905,6 +1009,71 @@ func (l load) String() string {
 		}
 	}
 	return b.String()
+}
+
+// serverRequests reads the API server's request counters
+// (apiserver_request_total), every client's, by resource, verb and code.
+func serverRequests(tb testing.TB, env *testbed.Env) map[string]float64 {
+	tb.Helper()
+	cs, err := kubernetes.NewForConfig(env.Config)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	raw, err := cs.RESTClient().Get().AbsPath("/metrics").DoRaw(context.Background())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	out := map[string]float64{}
+	label := func(line, name string) string {
+		_, v, ok := strings.Cut(line, name+`="`)
+		if !ok {
+			return ""
+		}
+		v, _, _ = strings.Cut(v, `"`)
+		return v
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if !strings.HasPrefix(line, "apiserver_request_total{") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
+			continue
+		}
+		res := label(line, "resource")
+		if sub := label(line, "subresource"); sub != "" {
+			res += "/" + sub
+		}
+		out[label(line, "verb")+" "+res+" "+label(line, "code")] += v
+	}
+	return out
+}
+
+// logServerRequests logs the busiest kinds of requests the API server
+// answered between two reads, whoever sent them.
+func logServerRequests(tb testing.TB, before, after map[string]float64) {
+	type kv struct {
+		k string
+		v float64
+	}
+	var all []kv
+	var total float64
+	for k, v := range after {
+		if d := v - before[k]; d > 0 && !strings.HasPrefix(k, "WATCH") {
+			all = append(all, kv{k, d})
+			total += d
+		}
+	}
+	slices.SortFunc(all, func(a, b kv) int { return int(b.v - a.v) })
+	var b strings.Builder
+	for i, e := range all {
+		if i == 16 {
+			break
+		}
+		fmt.Fprintf(&b, "; %s %.0f", e.k, e.v)
+	}
+	tb.Logf("API server, every client: %.0f requests%s", total, b.String())
 }
 
 // child is the reconciler's process and its metrics endpoint.
