@@ -19,8 +19,9 @@ help: ## Show the targets.
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 .PHONY: build
-build: ## Build the binary (function, reconciler and executor).
+build: ## Build the binaries: the product (function, reconciler, executor) and the executor alone.
 	go build -trimpath -o $(BIN) .
+	go build -trimpath -o $(BIN)-executor ./cmd/openbao-restore-executor
 
 .PHONY: render
 render: ## Render the example restore with the real crossplane CLI against the function.

@@ -5,9 +5,9 @@
 package main
 
 import (
-	"context"
+	"fmt"
 	"os"
-	"os/signal"
+	"path/filepath"
 	"syscall"
 
 	"github.com/alecthomas/kong"
@@ -54,12 +54,22 @@ func (c *FunctionCmd) Run() error {
 // tells the Job's podFailurePolicy whether a retry is safe.
 type RestoreCmd struct{}
 
-// Run the restore and exit with its code.
+// ExecutorBinary is the executor alone (cmd/openbao-restore-executor),
+// installed next to this binary in the image.
+const ExecutorBinary = "openbao-restore-executor"
+
+// Run the restore and exit with its code: in the executor alone when it is
+// installed next to this binary (the image), so that the Job's process
+// maps none of the function's and the reconciler's code; else here.
 func (c *RestoreCmd) Run() error {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	code := executor.Main(ctx, os.Getenv, executor.Options{})
-	stop()
-	os.Exit(code)
+	if self, err := os.Executable(); err == nil {
+		bin := filepath.Join(filepath.Dir(self), ExecutorBinary)
+		if _, err := os.Stat(bin); err == nil {
+			err := syscall.Exec(bin, []string{bin}, os.Environ()) //nolint:gosec // our own binary, beside this one
+			fmt.Fprintf(os.Stderr, "starting %s: %v; restoring in this process instead\n", bin, err)
+		}
+	}
+	os.Exit(executor.Run(executor.Options{}))
 	return nil
 }
 

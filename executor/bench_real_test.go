@@ -45,10 +45,13 @@ import (
 //   - proc-cpu-ns/B: the executor process's CPU time (user and system, the
 //     whole run) per byte of snapshot: the cores a Job needs for a rate;
 //   - MiB-peak-rss: the executor process's peak resident set (VmHWM; see
-//     child), the figure for "RSS stays flat"; MiB-peak-anon and
-//     MiB-peak-file split it: the anonymous memory the program allocates,
-//     and the pages of its 120 MB binary that it touched, which are clean
-//     and shared with the page cache.
+//     child) over its whole life, the product binary's start included;
+//     MiB-peak-anon and MiB-peak-file split it: the anonymous memory the
+//     program allocates, and the pages of the binary that it touched,
+//     which are clean and shared with the page cache;
+//   - MiB-peak-rss-restoring, MiB-peak-anon-restoring: the same once the
+//     product binary has exec'd the executor alone, which then restores:
+//     the figure for "RSS stays flat while restoring".
 //
 //	go test ./executor -run '^$' -bench 'Loopback|SeaweedFS|OpenBao' -benchtime 3x
 //
@@ -57,9 +60,8 @@ import (
 // EXECUTOR_BENCH_OPENBAO_SIZE (the kv data written before the snapshot,
 // default 256 MiB). EXECUTOR_BENCH_GOGC and EXECUTOR_BENCH_GOMEMLIMIT, when
 // set, are passed to the executor process as GOGC and GOMEMLIMIT.
-// EXECUTOR_BENCH_MAIN=minimal builds a binary of the executor alone (a
-// main that only calls executor.Main) instead of the product's binary, to
-// show what the other roles' code adds to the resident set.
+// The executor process is the product's binary, which execs the executor
+// alone beside it, as in the image; its peak RSS is sampled across both.
 
 // envSize reads a size in bytes from the environment.
 func envSize(name string, def int64) int64 {
@@ -246,6 +248,9 @@ func (s *restoreSetup) child(b *testing.B, bin string) (time.Duration, procMem) 
 	// high-water mark into the child's ru_maxrss. RssAnon and RssFile split
 	// the figure: what the program allocates, and the pages of its binary
 	// it has touched (clean, shared with the page cache).
+	// The exec of the executor alone starts a new memory image (and a new
+	// VmHWM): samples taken once /proc/<pid>/exe names it are that
+	// image's, its memory while it restores.
 	stop := make(chan struct{})
 	sampled := make(chan procMem)
 	go func() {
@@ -254,7 +259,10 @@ func (s *restoreSetup) child(b *testing.B, bin string) (time.Duration, procMem) 
 		defer t.Stop()
 		for {
 			m := procStatus(cmd.Process.Pid)
-			peak.hwm, peak.anon, peak.file = max(peak.hwm, m.hwm), max(peak.anon, m.anon), max(peak.file, m.file)
+			peak.take(m)
+			if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", cmd.Process.Pid)); filepath.Base(exe) == "openbao-restore-executor" {
+				peak.alone.take(m)
+			}
 			select {
 			case <-stop:
 				sampled <- peak
@@ -274,17 +282,29 @@ func (s *restoreSetup) child(b *testing.B, bin string) (time.Duration, procMem) 
 	return transferTime(b, log.String()), peak
 }
 
-// procMem is an executor process's memory at its peak, in bytes.
-type procMem struct {
+// mem is a process's memory at its peak, in bytes.
+type mem struct {
 	hwm        int64 // VmHWM: the resident set's high-water mark
 	anon, file int64 // the highest RssAnon and RssFile seen
+}
+
+func (m *mem) take(o mem) {
+	m.hwm, m.anon, m.file = max(m.hwm, o.hwm), max(m.anon, o.anon), max(m.file, o.file)
+}
+
+// procMem is an executor process's memory: over its whole life, and
+// while it is the executor alone (after the product's binary has exec'd
+// it), which is while it restores.
+type procMem struct {
+	mem
+	alone mem
 
 	cpu time.Duration // user and system time of the whole run
 }
 
 // procStatus reads a running process's memory figures.
-func procStatus(pid int) procMem {
-	var m procMem
+func procStatus(pid int) mem {
+	var m mem
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return m
@@ -323,13 +343,13 @@ func pathsEnv(p Paths) []string {
 	return out
 }
 
-// executorBinary builds the product's binary (the repository's main
-// package, as `make build` does: -trimpath, CGO_ENABLED=0) with one change
-// made through a build overlay, not in the tree: the restore command's
-// executor.Options{} gets Paths read from pathVars, because the real mount
-// points (/etc/bao/...) cannot be written here. Everything else, imports
-// and start-up included, is the Job's program. The build cache makes every
-// build after the first a link of a few seconds.
+// executorBinary builds the Job's program as the image has it (`make
+// build`: -trimpath, CGO_ENABLED=0): the product's binary, and beside it
+// the executor alone (cmd/openbao-restore-executor), which the product
+// execs for a restore. One change is made through a build overlay, not in
+// the tree: executor.Run gets Paths read from pathVars, because the real
+// mount points (/etc/bao/...) cannot be written here. The build cache
+// makes every build after the first a link of a few seconds.
 func executorBinary(b *testing.B) string {
 	t0 := time.Now()
 	bin, err := buildExecutor(b.TempDir())
@@ -345,38 +365,7 @@ func buildExecutor(dir string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	mainGo := filepath.Join(root, "main.go")
-	src, err := os.ReadFile(mainGo)
-	if err != nil {
-		return "", err
-	}
-	const call = "executor.Main(ctx, os.Getenv, executor.Options{})"
-	if !bytes.Contains(src, []byte(call)) {
-		return "", fmt.Errorf("%s no longer calls %s: update executorBinary", mainGo, call)
-	}
-	src = bytes.Replace(src, []byte(call), []byte("executor.Main(ctx, os.Getenv, executor.Options{Paths: benchPaths()})"), 1)
-	if os.Getenv("EXECUTOR_BENCH_MAIN") == "minimal" {
-		// What a binary of the executor alone would weigh: for
-		// comparison only, the product has one binary.
-		src = []byte(`package main
-
-import (
-	"context"
-	"os"
-	"os/signal"
-	"syscall"
-
-	"github.com/openbao-restore/openbao-restore/executor"
-)
-
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	code := executor.Main(ctx, os.Getenv, executor.Options{Paths: benchPaths()})
-	stop()
-	os.Exit(code)
-}
-`)
-	}
+	const call = "executor.Run(executor.Options{})"
 	extra := fmt.Sprintf(`package main
 
 import (
@@ -389,24 +378,37 @@ func benchPaths() executor.Paths {
 	return executor.Paths{TokenFile: os.Getenv(%q), JWTFile: os.Getenv(%q), CredentialsDir: os.Getenv(%q), Termination: os.Getenv(%q), KubeDir: os.Getenv(%q)}
 }
 `, pathVars[0], pathVars[1], pathVars[2], pathVars[3], pathVars[4])
-	files := map[string][]byte{"main.go": src, "bench_paths.go": []byte(extra)}
-	overlay := map[string]map[string]string{"Replace": {
-		mainGo:                                   filepath.Join(dir, "main.go"),
-		filepath.Join(root, "zz_bench_paths.go"): filepath.Join(dir, "bench_paths.go"),
-	}}
-	j, _ := json.Marshal(overlay)
-	files["overlay.json"] = j
-	for name, data := range files {
-		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+	bin := filepath.Join(dir, "openbao-restore")
+	for _, m := range []struct{ pkg, out string }{{".", bin}, {"./cmd/openbao-restore-executor", filepath.Join(dir, "openbao-restore-executor")}} {
+		mainGo := filepath.Join(root, m.pkg, "main.go")
+		src, err := os.ReadFile(mainGo)
+		if err != nil {
 			return "", err
 		}
-	}
-	bin := filepath.Join(dir, "openbao-restore")
-	cmd := exec.Command("go", "build", "-trimpath", "-overlay", filepath.Join(dir, "overlay.json"), "-o", bin, ".")
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("building the executor: %v\n%s", err, out)
+		if !bytes.Contains(src, []byte(call)) {
+			return "", fmt.Errorf("%s no longer calls %s: update executorBinary", mainGo, call)
+		}
+		src = bytes.Replace(src, []byte(call), []byte("executor.Run(executor.Options{Paths: benchPaths()})"), 1)
+		sub := filepath.Join(dir, filepath.Base(m.out)+".src")
+		if err := os.MkdirAll(sub, 0o700); err != nil {
+			return "", err
+		}
+		overlay := map[string]map[string]string{"Replace": {
+			mainGo: filepath.Join(sub, "main.go"),
+			filepath.Join(root, m.pkg, "zz_bench_paths.go"): filepath.Join(sub, "bench_paths.go"),
+		}}
+		j, _ := json.Marshal(overlay)
+		for name, data := range map[string][]byte{"main.go": src, "bench_paths.go": []byte(extra), "overlay.json": j} {
+			if err := os.WriteFile(filepath.Join(sub, name), data, 0o600); err != nil {
+				return "", err
+			}
+		}
+		cmd := exec.Command("go", "build", "-trimpath", "-overlay", filepath.Join(sub, "overlay.json"), "-o", m.out, m.pkg)
+		cmd.Dir = root
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return "", fmt.Errorf("building %s: %v\n%s", m.pkg, err, out)
+		}
 	}
 	return bin, nil
 }
@@ -436,9 +438,11 @@ func rounds(b *testing.B, s *restoreSetup) {
 			steps[(k+n)%len(steps)]()
 		}
 		raw, anchor, inproc, proc, cpu = raw+r, anchor+a, inproc+i, proc+d, cpu+m.cpu
-		peak.hwm, peak.anon, peak.file = max(peak.hwm, m.hwm), max(peak.anon, m.anon), max(peak.file, m.file)
-		peaks = append(peaks, fmt.Sprintf("raw %.0f, anchor %.0f, exec %.0f, proc %.0f MB/s, proc CPU %.2f ns/B, peak RSS %s (anon %s, file %s)",
-			mb(r), mb(a), mb(i), mb(d), float64(m.cpu)/float64(s.size), human(m.hwm), human(m.anon), human(m.file)))
+		peak.take(m.mem)
+		peak.alone.take(m.alone)
+		peaks = append(peaks, fmt.Sprintf("raw %.0f, anchor %.0f, exec %.0f, proc %.0f MB/s, proc CPU %.2f ns/B, peak RSS %s (anon %s, file %s), restoring %s (anon %s, file %s)",
+			mb(r), mb(a), mb(i), mb(d), float64(m.cpu)/float64(s.size), human(m.hwm), human(m.anon), human(m.file),
+			human(m.alone.hwm), human(m.alone.anon), human(m.alone.file)))
 		n++
 	}
 	mbs := func(d time.Duration) float64 { return mb(d) * float64(n) }
@@ -453,6 +457,8 @@ func rounds(b *testing.B, s *restoreSetup) {
 	b.ReportMetric(float64(peak.hwm)/(1<<20), "MiB-peak-rss")
 	b.ReportMetric(float64(peak.anon)/(1<<20), "MiB-peak-anon")
 	b.ReportMetric(float64(peak.file)/(1<<20), "MiB-peak-file")
+	b.ReportMetric(float64(peak.alone.hwm)/(1<<20), "MiB-peak-rss-restoring")
+	b.ReportMetric(float64(peak.alone.anon)/(1<<20), "MiB-peak-anon-restoring")
 	b.Logf("%s per round:\n%s", human(s.size), strings.Join(peaks, "\n"))
 }
 

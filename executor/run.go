@@ -14,8 +14,10 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"os"
+	"os/signal"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -67,6 +69,14 @@ func (o *Options) defaults() {
 	if o.ProgressEvery == 0 {
 		o.ProgressEvery = 10 * time.Second
 	}
+}
+
+// Run is the restore Job's program: Main on the process's environment,
+// stopped by SIGTERM or an interrupt; it returns the exit code.
+func Run(opts Options) int {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	return Main(ctx, os.Getenv, opts)
 }
 
 // Main runs one restore and returns the process exit code (schemas.Exit*).

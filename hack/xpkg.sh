@@ -12,6 +12,7 @@ crossplane=$(hack/tool.sh crossplane)
 
 mkdir -p bin _output
 CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o bin/openbao-restore .
+CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o bin/openbao-restore-executor ./cmd/openbao-restore-executor
 cp /etc/ssl/certs/ca-certificates.crt bin/ca-certificates.crt
 
 img=localhost/openbao-restore:$version

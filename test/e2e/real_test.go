@@ -406,14 +406,17 @@ func (s *Stack) startKubelet(t *testing.T) *kubelet.Kubelet {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	// Our binary too: the stack built it under /tmp.
+	// Our binaries too (the product and the executor beside it, as in
+	// the image): the stack built them under /tmp.
 	exe := filepath.Join(dir, "openbao-restore")
-	b, err := os.ReadFile(s.Bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(exe, b, 0o755); err != nil { //nolint:gosec // an executable
-		t.Fatal(err)
+	for _, name := range []string{"openbao-restore", "openbao-restore-executor"} {
+		b, err := os.ReadFile(filepath.Join(filepath.Dir(s.Bin), name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o755); err != nil { //nolint:gosec // an executable
+			t.Fatal(err)
+		}
 	}
 	k, err = kubelet.Start(context.Background(), s.Config, kubelet.Options{
 		Dir:  dir,

@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/openbao-restore/openbao-restore/internal/testbin"
+	"github.com/openbao-restore/openbao-restore/schemas"
 )
 
 const version = "v0.0.0-test"
@@ -55,9 +56,15 @@ func TestPackages(t *testing.T) {
 				t.Errorf("package %s contains render fixtures", c.pkg)
 			}
 			if c.image {
-				help := runImage(t, file, "--help")
-				if !strings.Contains(help, "Usage: openbao-restore") {
-					t.Errorf("the image in %s does not run the binary: %q", c.pkg, help)
+				help, code := runImage(t, file, "/openbao-restore", "--help")
+				if code != 0 || !strings.Contains(help, "Usage: openbao-restore") {
+					t.Errorf("the image in %s does not run the binary (exit %d): %q", c.pkg, code, help)
+				}
+				// The executor alone, which /openbao-restore execs for a
+				// restore: with no configuration it names what is missing.
+				out, code := runImage(t, file, "/openbao-restore-executor")
+				if code != schemas.ExitConfig || !strings.Contains(out, schemas.EnvRestoreKey+" is required") {
+					t.Errorf("the image in %s does not run the executor alone (exit %d): %q", c.pkg, code, out)
 				}
 			}
 		})
@@ -124,8 +131,9 @@ func tarFiles(b []byte) (map[string][]byte, error) {
 	}
 }
 
-// runImage runs the package's embedded image with buildah, no daemon.
-func runImage(t *testing.T, file string, args ...string) string {
+// runImage runs a command in the package's embedded image with buildah,
+// no daemon, and returns its output and exit code.
+func runImage(t *testing.T, file string, args ...string) (string, int) {
 	t.Helper()
 	b := []string{"--storage-driver", "vfs"}
 	from, err := exec.Command("buildah", append(b, "from", "--quiet", "docker-archive:"+file)...).Output()
@@ -134,10 +142,15 @@ func runImage(t *testing.T, file string, args ...string) string {
 	}
 	ctr := strings.TrimSpace(string(from))
 	defer func() { _ = exec.Command("buildah", append(b, "rm", ctr)...).Run() }()
-	run := append(append(b, "run", "--isolation", "chroot", ctr, "--"), append([]string{"/openbao-restore"}, args...)...)
+	run := append(append(b, "run", "--isolation", "chroot", ctr, "--"), args...)
 	got, err := exec.Command("buildah", run...).CombinedOutput()
-	if err != nil {
+	var ee *exec.ExitError
+	if err != nil && !errors.As(err, &ee) {
 		t.Fatalf("buildah run: %v\n%s", err, got)
 	}
-	return string(got)
+	code := 0
+	if ee != nil {
+		code = ee.ExitCode()
+	}
+	return string(got), code
 }
