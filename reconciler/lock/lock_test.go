@@ -20,12 +20,9 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
-	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/openbao-restore/openbao-restore/internal/testbed"
 	"github.com/openbao-restore/openbao-restore/reconciler/lock"
@@ -85,15 +82,7 @@ func reconcilerConfig(t *testing.T, env *testbed.Env) *rest.Config {
 
 func startReconciler(t *testing.T, env *testbed.Env, ns string) (stop func()) {
 	t.Helper()
-	mgr, err := ctrl.NewManager(reconcilerConfig(t, env), ctrl.Options{
-		Scheme:                 env.Scheme,
-		Cache:                  cache.Options{DefaultNamespaces: map[string]cache.Config{ns: {}}},
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	mgr := env.Manager(t, reconcilerConfig(t, env), ns)
 	r := &lock.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("openbao-restore-lock")}
 	// One controller per test in one process: names need not be unique.
 	if err := r.SetupWithManager(mgr, controller.Options{MaxConcurrentReconciles: 4, SkipNameValidation: ptr.To(true)}); err != nil {

@@ -270,7 +270,7 @@ func (r *Reconciler) apply(ctx context.Context, lr *lockv1alpha1.LockRequest, cl
 		}
 		lockWait.Observe(now.Sub(lr.CreationTimestamp.Time).Seconds())
 		acquisitions.WithLabelValues(strconv.FormatBool(d.Action == Override)).Inc()
-		st := lockv1alpha1.LockRequestStatus{State: "Held", HeldBy: lr.Spec.Holder,
+		st := lockv1alpha1.LockRequestStatus{State: schemas.LockHeld, HeldBy: lr.Spec.Holder,
 			Message: "holding the operation lock of cluster " + lr.Spec.Cluster, AcquiredAt: &metav1.Time{Time: now.Truncate(time.Second)}}
 		var cond *metav1.Condition
 		if d.Action == Override {
@@ -283,7 +283,7 @@ func (r *Reconciler) apply(ctx context.Context, lr *lockv1alpha1.LockRequest, cl
 		_, err := r.setStatus(ctx, lr, st, cond)
 		return err
 	case Keep:
-		st := lockv1alpha1.LockRequestStatus{State: "Held", HeldBy: lr.Spec.Holder, Message: d.Message, AcquiredAt: lr.Status.AcquiredAt}
+		st := lockv1alpha1.LockRequestStatus{State: schemas.LockHeld, HeldBy: lr.Spec.Holder, Message: d.Message, AcquiredAt: lr.Status.AcquiredAt}
 		if at, ok := LockTimes(cluster); ok {
 			st.AcquiredAt = &metav1.Time{Time: at}
 		}

@@ -25,10 +25,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/yaml"
 
 	"github.com/openbao-restore/openbao-restore/internal/baotest"
@@ -140,7 +138,7 @@ func startWith(t *testing.T, env *testbed.Env, ns string, viaSetup bool, healthU
 	t.Helper()
 	cfg := prepare(t, env)
 	restart := restartOptions(t, healthURL)
-	mgr := newManager(t, cfg, env, ns)
+	mgr := env.Manager(t, cfg, ns)
 	w := &written{at: map[string]map[string]time.Time{}}
 	opts := controller.Options{MaxConcurrentReconciles: 4, SkipNameValidation: ptr.To(true)}
 	if viaSetup {
@@ -171,21 +169,6 @@ func startWith(t *testing.T, env *testbed.Env, ns string, viaSetup bool, healthU
 		}
 	}
 	return run(t, mgr, w)
-}
-
-// newManager is a manager for one namespace with no metrics or probes.
-func newManager(t *testing.T, cfg *rest.Config, env *testbed.Env, ns string) ctrl.Manager {
-	t.Helper()
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:                 env.Scheme,
-		Cache:                  cache.Options{DefaultNamespaces: map[string]cache.Config{ns: {}}},
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return mgr
 }
 
 func run(t *testing.T, mgr ctrl.Manager, w *written) *written {
@@ -882,7 +865,7 @@ func TestSetupFollowsXRKindsInstalledLater(t *testing.T) {
 	env := testbed.Start(t, testbed.Options{CRDDirs: []string{testbed.TestCRDs, testbed.ReconcilerCRDs},
 		NoKCM: true, NoScheduler: true, NoKwok: true})
 	ns := env.Namespace(t)
-	mgr := newManager(t, env.Config, env, ns)
+	mgr := env.Manager(t, env.Config, ns)
 	if err := phase.Setup(mgr, []string{ns}, controller.Options{SkipNameValidation: ptr.To(true)}, restartOptions(t, noHealth)); err != nil {
 		t.Fatal(err)
 	}

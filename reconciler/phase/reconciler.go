@@ -21,6 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/apimachinery/pkg/types"
+	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -191,19 +192,7 @@ func (s *setup) Start(ctx context.Context) error {
 // NewJobCache is a cache holding only the restore Jobs (those labelled
 // with LabelRestore), not every Job of the cluster.
 func NewJobCache(mgr ctrl.Manager, namespaces []string) (cache.Cache, error) {
-	req, err := labels.NewRequirement(LabelRestore, selection.Exists, nil)
-	if err != nil {
-		return nil, err
-	}
-	opts := cache.Options{Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper(),
-		DefaultLabelSelector: labels.NewSelector().Add(*req)}
-	if len(namespaces) > 0 {
-		opts.DefaultNamespaces = map[string]cache.Config{}
-		for _, ns := range namespaces {
-			opts.DefaultNamespaces[ns] = cache.Config{}
-		}
-	}
-	return cache.New(mgr.GetConfig(), opts)
+	return labelledCache(mgr, namespaces, LabelRestore, nil)
 }
 
 // NewMemberCache is a cache of the StatefulSets and pods labelled
@@ -211,12 +200,18 @@ func NewJobCache(mgr ctrl.Manager, namespaces []string) (cache.Cache, error) {
 // only what the restart reads of them: a cluster's pods are few, but a
 // namespace may hold many other pods, and a pod's spec is most of its size.
 func NewMemberCache(mgr ctrl.Manager, namespaces []string) (cache.Cache, error) {
-	req, err := labels.NewRequirement(LabelCluster, selection.Exists, nil)
+	return labelledCache(mgr, namespaces, LabelCluster, slim)
+}
+
+// labelledCache is a cache of the objects carrying label, in these
+// namespaces (all when empty), each passed through transform if set.
+func labelledCache(mgr ctrl.Manager, namespaces []string, label string, transform toolscache.TransformFunc) (cache.Cache, error) {
+	req, err := labels.NewRequirement(label, selection.Exists, nil)
 	if err != nil {
 		return nil, err
 	}
 	opts := cache.Options{Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper(),
-		DefaultLabelSelector: labels.NewSelector().Add(*req), DefaultTransform: slim}
+		DefaultLabelSelector: labels.NewSelector().Add(*req), DefaultTransform: transform}
 	if len(namespaces) > 0 {
 		opts.DefaultNamespaces = map[string]cache.Config{}
 		for _, ns := range namespaces {

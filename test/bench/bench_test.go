@@ -5,7 +5,6 @@
 package bench
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -1032,15 +1031,7 @@ func serverRequests(tb testing.TB, env *testbed.Env) map[string]float64 {
 		v, _, _ = strings.Cut(v, `"`)
 		return v
 	}
-	for _, line := range strings.Split(string(raw), "\n") {
-		if !strings.HasPrefix(line, "apiserver_request_total{") {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if err != nil {
-			continue
-		}
+	for line, v := range samples(tb, raw, "apiserver_request_total") {
 		res := label(line, "resource")
 		if sub := label(line, "subresource"); sub != "" {
 			res += "/" + sub
@@ -1092,12 +1083,20 @@ func (c *child) counters(tb testing.TB) map[string]float64 {
 		tb.Fatal(err)
 	}
 	defer func() { _ = resp.Body.Close() }()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return samples(tb, body, series...)
+}
+
+// samples parses Prometheus text: every series of the named metrics, as
+// the text names it (labels included), and its value.
+func samples(tb testing.TB, text []byte, names ...string) map[string]float64 {
+	tb.Helper()
 	out := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if !slices.ContainsFunc(series, func(p string) bool { return strings.HasPrefix(line, p+"{") }) {
+	for _, line := range strings.Split(string(text), "\n") {
+		if !slices.ContainsFunc(names, func(n string) bool { return strings.HasPrefix(line, n+"{") }) {
 			continue
 		}
 		i := strings.LastIndexByte(line, ' ')
@@ -1106,9 +1105,6 @@ func (c *child) counters(tb testing.TB) map[string]float64 {
 			tb.Fatalf("metrics line %q: %v", line, err)
 		}
 		out[line[:i]] = v
-	}
-	if err := sc.Err(); err != nil {
-		tb.Fatal(err)
 	}
 	return out
 }
