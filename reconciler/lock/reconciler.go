@@ -24,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
+	"github.com/openbao-restore/openbao-restore/reconciler/prio"
 	"github.com/openbao-restore/openbao-restore/reconciler/stale"
 	"github.com/openbao-restore/openbao-restore/schemas"
 	lockv1alpha1 "github.com/openbao-restore/openbao-restore/schemas/lock/v1alpha1"
@@ -103,11 +104,21 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager, opts controller.Options)
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("lockrequest").
-		For(&lockv1alpha1.LockRequest{}).
-		Watches(NewCluster(), handler.EnqueueRequestsFromMapFunc(r.requestsForCluster),
-			builder.WithPredicates(lockChanged())).
+		// A request being deleted releases its lock: that goes ahead of
+		// the requests still waiting for one. So does the event a
+		// reconcile stopped for (reconciler/stale).
+		Watches(&lockv1alpha1.LockRequest{}, prio.When(&handler.EnqueueRequestForObject{}, func(old, new client.Object) bool {
+			return deleted(old, new) || r.requests.Skipped(client.ObjectKeyFromObject(new), new.GetResourceVersion())
+		})).
+		Watches(NewCluster(), prio.When(handler.EnqueueRequestsFromMapFunc(r.requestsForCluster), func(_, new client.Object) bool {
+			return r.clusters.Skipped(client.ObjectKeyFromObject(new), new.GetResourceVersion())
+		}), builder.WithPredicates(lockChanged())).
 		WithOptions(opts).
 		Complete(r)
+}
+
+func deleted(old, new client.Object) bool {
+	return old.GetDeletionTimestamp().IsZero() && !new.GetDeletionTimestamp().IsZero()
 }
 
 // lockChanged passes cluster events that can change a decision: creation,

@@ -32,6 +32,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
+	"github.com/openbao-restore/openbao-restore/reconciler/prio"
 	"github.com/openbao-restore/openbao-restore/reconciler/stale"
 	"github.com/openbao-restore/openbao-restore/schemas"
 	lockv1alpha1 "github.com/openbao-restore/openbao-restore/schemas/lock/v1alpha1"
@@ -151,6 +152,11 @@ func (s *setup) Start(ctx context.Context) error {
 		return err
 	}
 	if err := s.mgr.Add(jobs); err != nil {
+		return err
+	}
+	// The restore's pods, which pods reads, from the start: an informer
+	// made on the first read would hold that reconcile until it synced.
+	if _, err := jobs.GetInformer(ctx, &corev1.Pod{}, cache.BlockUntilSynced(false)); err != nil {
 		return err
 	}
 	members, err := NewMemberCache(s.mgr, s.namespaces)
@@ -273,14 +279,32 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager, opts controller.Options)
 	}
 	b := ctrl.NewControllerManagedBy(mgr).
 		Named(name).
-		For(r.newXR()).
-		WatchesRawSource(source.Kind(r.Jobs, &batchv1.Job{}, handler.TypedEnqueueRequestsFromMapFunc(r.xrForJob))).
+		// The event a reconcile stopped for (reconciler/stale) goes ahead
+		// of the queue: that reconcile has waited its turn once already.
+		Watches(r.newXR(), prio.When(&handler.EnqueueRequestForObject{}, func(_, new client.Object) bool {
+			return r.own.Skipped(client.ObjectKeyFromObject(new), new.GetResourceVersion())
+		})).
+		WatchesRawSource(source.Kind(r.Jobs, &batchv1.Job{}, prio.When(handler.TypedEnqueueRequestsFromMapFunc(r.xrForJob), jobEnded))).
 		Watches(&lockv1alpha1.LockRequest{}, handler.EnqueueRequestsFromMapFunc(r.xrForLock)).
 		Watches(clusterObject(), handler.EnqueueRequestsFromMapFunc(r.xrsForCluster))
 	if r.Members != nil {
 		b = b.WatchesRawSource(source.Kind(r.Members, &corev1.Pod{}, handler.TypedEnqueueRequestsFromMapFunc(r.xrsForPod)))
 	}
 	return b.WithOptions(opts).Complete(r)
+}
+
+// jobEnded reports a Job that has just become Complete or Failed: the
+// restore's next step (its Failed phase and released lock, or the restart)
+// goes ahead of the queue.
+func jobEnded(old, new *batchv1.Job) bool { return !ended(old) && ended(new) }
+
+func ended(j *batchv1.Job) bool {
+	for _, c := range j.Status.Conditions {
+		if (c.Type == batchv1.JobComplete || c.Type == batchv1.JobFailed) && c.Status == corev1.ConditionTrue {
+			return true
+		}
+	}
+	return false
 }
 
 // xrsForPod maps a cluster's pod to the restores of that cluster under
@@ -738,12 +762,19 @@ func (r *Reconciler) job(ctx context.Context, ns string, xr *unstructured.Unstru
 	return nil, nil
 }
 
-// pods reads the terminated pods of a finished Job from the API, oldest
-// first, with their exit codes and termination messages.
+// pods reads the terminated pods of a finished Job, oldest first, with
+// their exit codes and termination messages. The Job cache holds the
+// restore's pods too (they carry LabelRestore); when it shows fewer ended
+// pods than the Job counts, or one not yet ended, it lags, and the API is
+// read instead. A terminated container's state never changes again, so a
+// cached copy that has it is as good as a fresh one.
 func (r *Reconciler) pods(ctx context.Context, j *batchv1.Job) ([]Pod, error) {
 	var list corev1.PodList
-	if err := r.APIReader.List(ctx, &list, client.InNamespace(j.Namespace), client.MatchingLabels{LabelJobName: j.Name}); err != nil {
-		return nil, err
+	sel := []client.ListOption{client.InNamespace(j.Namespace), client.MatchingLabels{LabelJobName: j.Name}}
+	if err := r.Jobs.List(ctx, &list, sel...); err != nil || !allEnded(list.Items, j) {
+		if err := r.APIReader.List(ctx, &list, sel...); err != nil {
+			return nil, err
+		}
 	}
 	slices.SortFunc(list.Items, func(a, b corev1.Pod) int {
 		if c := a.CreationTimestamp.Compare(b.CreationTimestamp.Time); c != 0 {
@@ -767,6 +798,25 @@ func (r *Reconciler) pods(ctx context.Context, j *batchv1.Job) ([]Pod, error) {
 		}
 	}
 	return out, nil
+}
+
+// allEnded reports whether pods hold every ended pod of the Job, each with
+// its containers terminated.
+func allEnded(pods []corev1.Pod, j *batchv1.Job) bool {
+	if len(pods) < int(j.Status.Succeeded+j.Status.Failed) || len(pods) == 0 {
+		return false
+	}
+	for _, p := range pods {
+		if len(p.Status.ContainerStatuses) == 0 {
+			return false
+		}
+		for _, cs := range p.Status.ContainerStatuses {
+			if cs.State.Terminated == nil {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // ReadStatus reads the fields this reconciler owns from an XR.

@@ -31,6 +31,8 @@ type Writes struct {
 type write struct {
 	before []string
 	after  string
+	// skipped: a reconcile stopped on a copy from before our last write.
+	skipped bool
 }
 
 // Wrote records a write that turned resourceVersion before into after. A
@@ -70,5 +72,20 @@ func (w *Writes) Stale(key types.NamespacedName, rv string) bool {
 		delete(w.m, key)
 		return false
 	}
-	return slices.Contains(wr.before, rv)
+	if slices.Contains(wr.before, rv) {
+		wr.skipped = true
+		return true
+	}
+	return false
+}
+
+// Skipped reports whether a reconcile of the object stopped on a stale copy
+// (Stale said so) and rv is a copy it was waiting for. The event that
+// brings rv should then go ahead of the queue: the work it resumes has
+// waited its turn once already, and may be urgent (a finished Job).
+func (w *Writes) Skipped(key types.NamespacedName, rv string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	wr, ok := w.m[key]
+	return ok && wr.skipped && !slices.Contains(wr.before, rv)
 }

@@ -65,3 +65,31 @@ func TestWritesBounded(t *testing.T) {
 		t.Fatalf("%d records, limit %d", len(w.m), limit)
 	}
 }
+
+func TestSkipped(t *testing.T) {
+	a := types.NamespacedName{Namespace: "ns", Name: "a"}
+	var w Writes
+	w.Wrote(a, "1", "2")
+	if w.Skipped(a, "2") {
+		t.Error("no reconcile stopped, yet Skipped")
+	}
+	if !w.Stale(a, "1") {
+		t.Fatal("want 1 stale")
+	}
+	for _, tc := range []struct {
+		rv   string
+		want bool
+	}{
+		{"1", false}, // the stale copy again: nothing to resume
+		{"2", true},  // our write's event: resume first
+		{"3", true},  // another writer's, past ours: resume first too
+	} {
+		if got := w.Skipped(a, tc.rv); got != tc.want {
+			t.Errorf("Skipped(%s) = %v, want %v", tc.rv, got, tc.want)
+		}
+	}
+	w.Stale(a, "2") // caught up: forgotten
+	if w.Skipped(a, "3") {
+		t.Error("Skipped after the cache caught up")
+	}
+}

@@ -54,7 +54,7 @@ const (
 	// concurrency is the reconciler's --concurrency (LockRequests, and
 	// XRs of each kind, reconciled in parallel): its default, unless
 	// concurrencyEnv says otherwise.
-	concurrency    = 16
+	concurrency    = 4
 	concurrencyEnv = "OPENBAO_RESTORE_BENCH_CONCURRENCY"
 	// workers bounds the benchmark's own concurrent writes (creating
 	// clusters, XRs, LockRequests and Jobs, deleting LockRequests).
@@ -337,7 +337,11 @@ type recorder struct {
 	final    map[string]string               // XR -> its terminal phase and message
 	jobMade  map[string]bool
 	lockGone map[string]bool
-	errs     []error
+	// marks are the benchmark's own steps (as the function), for the
+	// timeline: "held" (LockRequest seen Held), "job" (Job created),
+	// "deleted" (LockRequest deletion returned), by LockRequest name.
+	marks map[string]map[string]time.Time
+	errs  []error
 	// watchRestarts counts watches the API server closed mid-run.
 	watchRestarts int
 	acts          sync.WaitGroup
@@ -348,7 +352,7 @@ func newRecorder(tb testing.TB, env *testbed.Env, ns string) *recorder {
 	return &recorder{tb: tb, env: env, ns: ns, byLock: map[string]*restore{}, byXR: map[string]*restore{},
 		jobDone: map[string]time.Time{}, restart: map[string]time.Time{}, phases: map[string]map[string]time.Time{},
 		held: map[string]bool{}, freed: map[string]time.Time{}, final: map[string]string{}, jobMade: map[string]bool{}, lockGone: map[string]bool{},
-		sem: make(chan struct{}, workers)}
+		marks: map[string]map[string]time.Time{}, sem: make(chan struct{}, workers)}
 }
 
 // act runs f in the background, at most workers at a time.
@@ -456,6 +460,18 @@ func (r *recorder) read(ctx context.Context, wc client.WithWatch, x feed, q *eve
 	}
 }
 
+// mark records the first time of the benchmark's step what for lock.
+func (r *recorder) mark(lock, what string, at time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.marks[lock] == nil {
+		r.marks[lock] = map[string]time.Time{}
+	}
+	if _, seen := r.marks[lock][what]; !seen {
+		r.marks[lock][what] = at
+	}
+}
+
 func (r *recorder) fail(err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -523,8 +539,18 @@ func (r *recorder) onLock(ev watch.Event, now time.Time) {
 		return
 	}
 	r.jobMade[rs.job] = true
+	if r.marks[lr.Name] == nil {
+		r.marks[lr.Name] = map[string]time.Time{}
+	}
+	r.marks[lr.Name]["held"] = now
 	j := newJob(r.ns, rs) // rs.obj is set under r.mu before the LockRequest is created
-	r.act(func(ctx context.Context) error { return r.env.Client.Create(ctx, j) })
+	r.act(func(ctx context.Context) error {
+		if err := r.env.Client.Create(ctx, j); err != nil {
+			return err
+		}
+		r.mark(lr.Name, "job", time.Now())
+		return nil
+	})
 }
 
 func (r *recorder) onXR(ev watch.Event, now time.Time) {
@@ -553,7 +579,11 @@ func (r *recorder) onXR(ev watch.Event, now time.Time) {
 	r.lockGone[rs.lock] = true
 	r.act(func(ctx context.Context) error {
 		lr := &lockv1alpha1.LockRequest{ObjectMeta: metav1.ObjectMeta{Namespace: r.ns, Name: rs.lock}}
-		return client.IgnoreNotFound(r.env.Client.Delete(ctx, lr))
+		if err := r.env.Client.Delete(ctx, lr); err != nil {
+			return client.IgnoreNotFound(err)
+		}
+		r.mark(rs.lock, "deleted", time.Now())
+		return nil
 	})
 }
 
@@ -712,6 +742,9 @@ func runRestores(tb testing.TB, env *testbed.Env, kubeconfig, healthURL, prefix 
 	if len(rec.errs) > 0 {
 		tb.Fatalf("%d errors, first: %v", len(rec.errs), rec.errs[0])
 	}
+	if path := os.Getenv("OPENBAO_RESTORE_BENCH_TIMELINE"); path != "" {
+		writeTimeline(tb, path, rec, all)
+	}
 	for _, r := range all {
 		done, ok := rec.jobDone[r.job]
 		if !ok {
@@ -736,6 +769,52 @@ func runRestores(tb testing.TB, env *testbed.Env, kubeconfig, healthURL, prefix 
 		res.okToCompleted = append(res.okToCompleted, rec.phases[r.xr][schemas.PhaseCompleted].Sub(done))
 	}
 	return res
+}
+
+// writeTimeline writes each restore's steps as seen by the benchmark, in
+// milliseconds since the first of them, one restore a line (tab-separated,
+// with a header), to study where the time of a run goes.
+func writeTimeline(tb testing.TB, path string, rec *recorder, all []*restore) {
+	cols := []string{"held", "job", "jobDone", "Running", "restart", "Failed", "Completed", "deleted", "freed"}
+	at := func(r *restore, c string) time.Time {
+		switch c {
+		case "jobDone":
+			return rec.jobDone[r.job]
+		case "restart":
+			return rec.restart[r.cluster]
+		case "freed":
+			return rec.freed[r.cluster]
+		case "Running", "Failed", "Completed":
+			return rec.phases[r.xr][c]
+		}
+		return rec.marks[r.lock][c]
+	}
+	var t0 time.Time
+	for _, r := range all {
+		for _, c := range cols {
+			if t := at(r, c); !t.IsZero() && (t0.IsZero() || t.Before(t0)) {
+				t0 = t
+			}
+		}
+	}
+	var b strings.Builder
+	// The first column's name carries the origin (Unix milliseconds), to
+	// line the timeline up with logs.
+	fmt.Fprintf(&b, "restore@%d\tfail\t%s\n", t0.UnixMilli(), strings.Join(cols, "\t"))
+	for _, r := range all {
+		fmt.Fprintf(&b, "%s\t%v", r.xr, r.fail)
+		for _, c := range cols {
+			if t := at(r, c); t.IsZero() {
+				b.WriteString("\t")
+			} else {
+				fmt.Fprintf(&b, "\t%d", t.Sub(t0).Milliseconds())
+			}
+		}
+		b.WriteString("\n")
+	}
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		tb.Error(err)
+	}
 }
 
 // waitDone waits until every restore of the wave is terminal and its lock
