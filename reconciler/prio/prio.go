@@ -3,8 +3,9 @@
 // work that starts restores (a new lock request, a new Job) and with
 // reconciles that find nothing to do; a finished Job or a released request
 // waiting behind them keeps a lock held, and the operations it blocks
-// waiting, for nothing. controller-runtime's priority queue (the default
-// since v0.22) takes the highest priority an item was added with.
+// waiting, for nothing. controller-runtime's priority queue (its default in
+// v0.25, which this module uses) takes the highest priority an item was
+// added with.
 package prio
 
 import (
