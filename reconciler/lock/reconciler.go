@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -113,8 +114,28 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager, opts controller.Options)
 		Watches(NewCluster(), prio.When(handler.EnqueueRequestsFromMapFunc(r.requestsForCluster), func(_, new client.Object) bool {
 			return r.clusters.Skipped(client.ObjectKeyFromObject(new), new.GetResourceVersion())
 		}), builder.WithPredicates(lockChanged())).
+		Watches(&lockv1alpha1.LockRequest{}, handler.Funcs{DeleteFunc: r.left}).
 		WithOptions(opts).
 		Complete(r)
+}
+
+// left wakes the other requests of a cluster when a request that did not
+// hold its lock is gone. A free lock goes to the first in line and the
+// others wait for the lock to change; if the first goes away before taking
+// it (deleted before it was ever reconciled, or while queued), the lock
+// never changes and nothing else would tell them who is first now. A
+// holder's release changes the lock, which wakes them already.
+func (r *Reconciler) left(ctx context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[ctrl.Request]) {
+	lr, ok := e.Object.(*lockv1alpha1.LockRequest)
+	if !ok || lr.Status.State == schemas.LockHeld {
+		return
+	}
+	c := NewCluster()
+	c.SetNamespace(lr.Namespace)
+	c.SetName(lr.Spec.Cluster)
+	for _, req := range r.requestsForCluster(ctx, c) {
+		q.Add(req)
+	}
 }
 
 func deleted(old, new client.Object) bool {
