@@ -88,17 +88,12 @@ type Plan struct {
 	Auth schemas.Auth
 }
 
-// Terminal reports whether a phase is final.
-func Terminal(phase string) bool {
-	return phase == schemas.PhaseCompleted || phase == schemas.PhaseFailed
-}
-
 // Decide is the pure decision at the heart of the function. spec is nil when
 // it did not validate (vs then says why). cluster is nil while the cluster is
 // missing; resolved says whether Crossplane has looked it up yet.
 func Decide(r Restore, spec *schemas.Spec, vs []schemas.Violation, resolved bool, cluster *Cluster, o Observed) Plan {
 	holder := schemas.Holder(r.RequestName, r.UID)
-	terminal := Terminal(r.Phase)
+	terminal := schemas.Terminal(r.Phase)
 
 	// A Job once composed stays until the XR goes: dropping it would delete
 	// a pod that may be mid-submission, and composing it again could run a

@@ -164,3 +164,9 @@ const (
 
 // MaxSnapshotSize is the largest snapshot accepted (8 GiB).
 const MaxSnapshotSize = 8 << 30
+
+// Terminal reports whether a restore's phase is final: Completed and Failed
+// never change again.
+func Terminal(phase string) bool {
+	return phase == PhaseCompleted || phase == PhaseFailed
+}

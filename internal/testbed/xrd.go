@@ -143,3 +143,22 @@ func (e *Env) InstallCRDObjects(t testing.TB, crds ...*apiextensionsv1.CustomRes
 	}
 	e.InstallCRDs(t, dir)
 }
+
+// ExampleSpec is the spec of the fixture examples/<file> (an XR or a
+// claim), read afresh so that the caller may change it.
+func ExampleSpec(t testing.TB, file string) map[string]any {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(testbin.Root(), "examples", file)) //nolint:gosec // repository fixture
+	if err != nil {
+		t.Fatal(err)
+	}
+	var o map[string]any
+	if err := yaml.Unmarshal(b, &o); err != nil {
+		t.Fatal(err)
+	}
+	spec, ok := o["spec"].(map[string]any)
+	if !ok {
+		t.Fatalf("examples/%s has no spec", file)
+	}
+	return spec
+}

@@ -36,6 +36,9 @@ type Request struct {
 	Override bool
 	// Deleting is true once the request has a deletionTimestamp.
 	Deleting bool
+	// Ended is true once the restore the request belongs to is Completed
+	// or Failed, which it stays: it never needs the lock again.
+	Ended bool
 	// Ahead is the request first in line for this cluster (the oldest
 	// live one), if it is not this one. A free lock goes to the first in
 	// line, so that restores of one cluster run in the order they were
@@ -64,6 +67,14 @@ const (
 	// Forget: the request is going away without holding the lock; only
 	// drop the finalizer. Whoever holds the lock keeps it.
 	Forget
+	// Finish: the restore ended and the request holds the lock: mark the
+	// request Released (so that no executor can record a submission under
+	// it any more), then clear the lock by compare-and-swap. The request
+	// and its finalizer stay until the request is deleted.
+	Finish
+	// Retire: the restore ended without the request holding the lock:
+	// mark it Released, out of the line. Whoever holds the lock keeps it.
+	Retire
 )
 
 func (a Action) String() string {
@@ -80,6 +91,10 @@ func (a Action) String() string {
 		return "Release"
 	case Forget:
 		return "Forget"
+	case Finish:
+		return "Finish"
+	case Retire:
+		return "Retire"
 	}
 	return fmt.Sprintf("Action(%d)", int(a))
 }
@@ -107,6 +122,14 @@ func Decide(cluster string, lock ClusterLock, req Request) Decision {
 		// Never release a lock held by someone else, even one this
 		// request overrode or waited for.
 		return Decision{Action: Forget, Message: "not holding the operation lock of cluster " + cluster}
+	}
+	if req.Ended {
+		// The lock goes with the restore's end, whenever the request
+		// itself goes (the function's turn, then the finalizer's).
+		if ours {
+			return Decision{Action: Finish, Message: "the restore ended: released the operation lock of cluster " + cluster}
+		}
+		return Decision{Action: Retire, Message: "the restore ended without holding the operation lock of cluster " + cluster}
 	}
 	switch {
 	case lock.Free() && req.Ahead != "":

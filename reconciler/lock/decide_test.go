@@ -48,6 +48,15 @@ func TestDecide(t *testing.T) {
 		{"deleting never releases a backup", backup, Request{Holder: me, Deleting: true, Override: true}, Forget, false, ""},
 		{"deleting with free lock forgets", free, Request{Holder: me, Deleting: true}, Forget, false, ""},
 		{"deleting never releases our holder under Backup", mineAsBackup, Request{Holder: me, Deleting: true}, Forget, false, ""},
+		{"ended while holding finishes", mine, Request{Holder: me, Ended: true}, Finish, false, "the restore ended"},
+		{"ended with override while holding finishes", mine, Request{Holder: me, Ended: true, Override: true}, Finish, false, ""},
+		{"ended and deleting releases", mine, Request{Holder: me, Ended: true, Deleting: true}, Release, false, ""},
+		{"ended with a free lock retires, never acquires", free, Request{Holder: me, Ended: true}, Retire, false, "without holding"},
+		{"ended first in line retires", free, Request{Holder: me, Ended: true, Ahead: "r0"}, Retire, false, ""},
+		{"ended behind another restore retires", otherRestore, Request{Holder: me, Ended: true}, Retire, false, ""},
+		{"ended never overrides a backup", backup, Request{Holder: me, Ended: true, Override: true}, Retire, false, ""},
+		{"ended never releases our holder under Backup", mineAsBackup, Request{Holder: me, Ended: true}, Retire, false, ""},
+		{"ended and deleting without the lock forgets", free, Request{Holder: me, Ended: true, Deleting: true}, Forget, false, ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -63,8 +72,9 @@ func TestDecide(t *testing.T) {
 }
 
 // Applying decisions in any order from any state never yields two holders:
-// the only transitions that write are from free (Acquire), from a foreign
-// Backup/Upgrade (Override) and from our own lock (Release).
+// the only transitions that write the lock are from free (Acquire), from a
+// foreign Backup/Upgrade (Override) and from our own lock (Release,
+// Finish); a restore that ended never takes the lock.
 func TestDecideWritesOnlyFromSafeStates(t *testing.T) {
 	locks := []ClusterLock{{}, {Operation: "Restore", Holder: "a"}, {Operation: "Restore", Holder: "b"},
 		{Operation: "Backup", Holder: "x"}, {Operation: "Upgrade", Holder: "y"}, {Operation: "Other", Holder: "z"}}
@@ -72,19 +82,21 @@ func TestDecideWritesOnlyFromSafeStates(t *testing.T) {
 		for _, holder := range []string{"a", "b"} {
 			for _, override := range []bool{false, true} {
 				for _, deleting := range []bool{false, true} {
-					d := Decide("c", l, Request{Holder: holder, Override: override, Deleting: deleting})
-					switch d.Action {
-					case Acquire:
-						if !l.Free() {
-							t.Errorf("Acquire from %+v", l)
-						}
-					case Override:
-						if l.Operation != "Backup" && l.Operation != "Upgrade" || !override || deleting {
-							t.Errorf("Override from %+v override=%v deleting=%v", l, override, deleting)
-						}
-					case Release:
-						if l.Holder != holder || l.Operation != "Restore" {
-							t.Errorf("Release of %+v by %s", l, holder)
+					for _, ended := range []bool{false, true} {
+						d := Decide("c", l, Request{Holder: holder, Override: override, Deleting: deleting, Ended: ended})
+						switch d.Action {
+						case Acquire:
+							if !l.Free() || ended {
+								t.Errorf("Acquire from %+v ended=%v", l, ended)
+							}
+						case Override:
+							if l.Operation != "Backup" && l.Operation != "Upgrade" || !override || deleting || ended {
+								t.Errorf("Override from %+v override=%v deleting=%v ended=%v", l, override, deleting, ended)
+							}
+						case Release, Finish:
+							if l.Holder != holder || l.Operation != "Restore" {
+								t.Errorf("%v of %+v by %s", d.Action, l, holder)
+							}
 						}
 					}
 				}

@@ -13,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -26,6 +27,7 @@ import (
 
 	"github.com/openbao-restore/openbao-restore/internal/testbed"
 	"github.com/openbao-restore/openbao-restore/reconciler/lock"
+	"github.com/openbao-restore/openbao-restore/reconciler/served"
 	"github.com/openbao-restore/openbao-restore/schemas"
 	lockv1alpha1 "github.com/openbao-restore/openbao-restore/schemas/lock/v1alpha1"
 )
@@ -545,3 +547,99 @@ func TestClusterDeletedWhileHeld(t *testing.T) {
 	})
 	deleteRequest(t, env, lr)
 }
+
+// namespacedXR creates a namespaced XR with examples/xr.yaml's spec and sets
+// its status.phase, as the phase reconciler would.
+func namespacedXR(t *testing.T, env *testbed.Env, ns, name, phase string) *unstructured.Unstructured {
+	t.Helper()
+	ctx := context.Background()
+	spec := testbed.ExampleSpec(t, "xr.yaml")
+	delete(spec, "claimRef")
+	xr := &unstructured.Unstructured{Object: map[string]any{"spec": spec}}
+	xr.SetGroupVersionKind(served.NamespacedXR)
+	xr.SetNamespace(ns)
+	xr.SetName(name)
+	if err := env.Client.Create(ctx, xr); err != nil {
+		t.Fatal(err)
+	}
+	setPhase(t, env, xr, phase)
+	return xr
+}
+
+func setPhase(t *testing.T, env *testbed.Env, xr *unstructured.Unstructured, phase string) {
+	t.Helper()
+	orig := xr.DeepCopy()
+	_ = unstructured.SetNestedField(xr.Object, phase, "status", "phase")
+	if err := env.Client.Status().Patch(context.Background(), xr, client.MergeFrom(orig)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// requestFor is the LockRequest the function composes for xr.
+func requestFor(ns, cluster string, xr *unstructured.Unstructured) *lockv1alpha1.LockRequest {
+	lr := newRequest(ns, xr.GetName(), cluster, false)
+	lr.Spec.Holder = schemas.Holder(xr.GetName(), string(xr.GetUID()))
+	lr.Spec.Restore = lockv1alpha1.RestoreRef{APIVersion: xr.GetAPIVersion(), Kind: xr.GetKind(), Name: xr.GetName(),
+		Namespace: ns, UID: string(xr.GetUID())}
+	return lr
+}
+
+// A restore's end releases its lock at once, while its LockRequest still
+// exists: the next restore queued on the cluster takes it without waiting
+// for Crossplane to delete the request, and an executor can no longer
+// submit under the ended one (Released). A restore that ended before it
+// held the lock never takes it.
+func TestRestoreEndReleases(t *testing.T) {
+	t.Parallel()
+	env := testbed.Shared(t)
+	ns := env.Namespace(t)
+	ctx := context.Background()
+	xrCRDs.Do(func() {
+		env.InstallCRDObjects(t, testbed.XRCRD(t, "examples/xrd-namespaced.yaml", apiextensionsv1.NamespaceScoped))
+	})
+	createCluster(t, env, ns, "c1", nil)
+	hw := env.WatchLockHolders(t, ns, "c1")
+	startReconciler(t, env, ns)
+
+	xa := namespacedXR(t, env, ns, "a", schemas.PhaseRunning)
+	a := requestFor(ns, "c1", xa)
+	if err := env.Client.Create(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	waitRequest(t, env, a, "Held", func(lr *lockv1alpha1.LockRequest) bool { return lr.Status.State == schemas.LockHeld })
+	b := createRequest(t, env, ns, "b", "c1", false)
+	waitRequest(t, env, b, "Waiting", func(lr *lockv1alpha1.LockRequest) bool { return lr.Status.State == schemas.LockWaiting })
+
+	setPhase(t, env, xa, schemas.PhaseFailed)
+	waitRequest(t, env, b, "Held after a's restore ended", func(lr *lockv1alpha1.LockRequest) bool { return lr.Status.State == schemas.LockHeld })
+	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(a), a); err != nil {
+		t.Fatalf("a's request went with the release: %v", err)
+	}
+	if a.Status.State != schemas.LockReleased || !strings.Contains(a.Status.Message, "the restore ended") ||
+		!slices.Contains(a.Finalizers, lock.Finalizer) {
+		t.Errorf("a after its restore ended: %+v, finalizers %v", a.Status, a.Finalizers)
+	}
+	findEvent(t, env, ns, "a", corev1.EventTypeNormal, lock.ReasonReleased)
+
+	// Ended before it held the lock: out of the line at once.
+	xc := namespacedXR(t, env, ns, "c", schemas.PhaseCompleted)
+	c := requestFor(ns, "c1", xc)
+	if err := env.Client.Create(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	waitRequest(t, env, c, "Released", func(lr *lockv1alpha1.LockRequest) bool { return lr.Status.State == schemas.LockReleased })
+
+	// Crossplane deletes the ended requests later: b keeps the lock.
+	deleteRequest(t, env, a)
+	deleteRequest(t, env, c)
+	if l, _ := clusterLock(t, env, ns, "c1"); l.Holder != b.Spec.Holder {
+		t.Errorf("lock %+v after the ended requests went, want b's", l)
+	}
+	deleteRequest(t, env, b)
+	if seen, violations, _ := hw.Snapshot(); !slices.Equal(seen, []string{a.Spec.Holder, b.Spec.Holder}) || len(violations) > 0 {
+		t.Errorf("holders %v (violations %v), want a's then b's", seen, violations)
+	}
+}
+
+// xrCRDs installs the XR CRD once for the tests that need it.
+var xrCRDs sync.Once

@@ -12,6 +12,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/client-go/util/workqueue"
@@ -23,9 +24,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/openbao-restore/openbao-restore/reconciler/prio"
+	"github.com/openbao-restore/openbao-restore/reconciler/served"
 	"github.com/openbao-restore/openbao-restore/reconciler/stale"
 	"github.com/openbao-restore/openbao-restore/schemas"
 	lockv1alpha1 "github.com/openbao-restore/openbao-restore/schemas/lock/v1alpha1"
@@ -53,6 +57,7 @@ const (
 	ReasonReleased   = "OperationLockReleased"
 
 	clusterIndex = "spec.cluster"
+	restoreIndex = "spec.restore.uid"
 	// casAttempts bounds the read-decide-swap loop of one reconcile; after
 	// that the request is requeued with backoff.
 	casAttempts = 8
@@ -88,6 +93,8 @@ type Reconciler struct {
 // +kubebuilder:rbac:groups=openbao.org,resources=openbaoclusters,verbs=get;list;watch
 // +kubebuilder:rbac:groups=openbao.org,resources=openbaoclusters/status,verbs=patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups=restore.openbao-restore.io,resources=xopenbaorestores,verbs=get;list;watch
+// +kubebuilder:rbac:groups=ns.restore.openbao-restore.io,resources=openbaorestores,verbs=get;list;watch
 
 // SetupWithManager registers the reconciler. It watches OpenBaoClusters
 // and maps a change of a cluster's lock to the requests naming that
@@ -103,7 +110,11 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager, opts controller.Options)
 		func(o client.Object) []string { return []string{o.(*lockv1alpha1.LockRequest).Spec.Cluster} }); err != nil {
 		return err
 	}
-	return ctrl.NewControllerManagedBy(mgr).
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &lockv1alpha1.LockRequest{}, restoreIndex,
+		func(o client.Object) []string { return []string{o.(*lockv1alpha1.LockRequest).Spec.Restore.UID} }); err != nil {
+		return err
+	}
+	c, err := ctrl.NewControllerManagedBy(mgr).
 		Named("lockrequest").
 		// A request being deleted releases its lock: that goes ahead of
 		// the requests still waiting for one. So does the event a
@@ -114,9 +125,70 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager, opts controller.Options)
 		Watches(NewCluster(), prio.When(handler.EnqueueRequestsFromMapFunc(r.requestsForCluster), func(_, new client.Object) bool {
 			return r.clusters.Skipped(client.ObjectKeyFromObject(new), new.GetResourceVersion())
 		}), builder.WithPredicates(lockChanged())).
-		Watches(&lockv1alpha1.LockRequest{}, handler.Funcs{DeleteFunc: r.left}).
+		Watches(&lockv1alpha1.LockRequest{}, handler.Funcs{UpdateFunc: r.retired, DeleteFunc: r.left}).
 		WithOptions(opts).
-		Complete(r)
+		Build(r)
+	if err != nil {
+		return err
+	}
+	// A restore's end releases its lock at once, not when Crossplane,
+	// which may be slow or down, gets round to deleting the request.
+	return mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		return served.Each(ctx, mgr.GetRESTMapper(), served.XRs, func(gvk schema.GroupVersionKind) error {
+			xr := &unstructured.Unstructured{}
+			xr.SetGroupVersionKind(gvk)
+			return c.Watch(source.Kind[client.Object](mgr.GetCache(), xr,
+				prio.When(handler.EnqueueRequestsFromMapFunc(r.requestsForRestore), func(_, _ client.Object) bool { return true }),
+				predicate.Funcs{
+					CreateFunc:  func(event.CreateEvent) bool { return false },
+					DeleteFunc:  func(event.DeleteEvent) bool { return false },
+					GenericFunc: func(event.GenericEvent) bool { return false },
+					UpdateFunc: func(e event.UpdateEvent) bool {
+						return !schemas.Terminal(phaseOf(e.ObjectOld)) && schemas.Terminal(phaseOf(e.ObjectNew))
+					},
+				}))
+		})
+	}))
+}
+
+func phaseOf(o client.Object) string {
+	u, ok := o.(*unstructured.Unstructured)
+	if !ok {
+		return ""
+	}
+	p, _, _ := unstructured.NestedString(u.Object, "status", "phase")
+	return p
+}
+
+// requestsForRestore maps an XR to the requests of its restore.
+func (r *Reconciler) requestsForRestore(ctx context.Context, o client.Object) []ctrl.Request {
+	var list lockv1alpha1.LockRequestList
+	if err := r.Client.List(ctx, &list, client.MatchingFields{restoreIndex: string(o.GetUID())}); err != nil {
+		log.FromContext(ctx).Error(err, "listing lock requests of restore", "restore", o.GetName())
+		return nil
+	}
+	reqs := make([]ctrl.Request, 0, len(list.Items))
+	for _, lr := range list.Items {
+		reqs = append(reqs, ctrl.Request{NamespacedName: types.NamespacedName{Namespace: lr.Namespace, Name: lr.Name}})
+	}
+	return reqs
+}
+
+// ended reports whether the request's restore is Completed or Failed, as
+// the cache has its XR. A restore that is not an XR of ours, or that the
+// cache does not hold, has not ended as far as the lock is concerned: its
+// request's deletion releases the lock then.
+func (r *Reconciler) ended(ctx context.Context, lr *lockv1alpha1.LockRequest) bool {
+	gvk := schema.FromAPIVersionAndKind(lr.Spec.Restore.APIVersion, lr.Spec.Restore.Kind)
+	if !slices.Contains(served.XRs, gvk) {
+		return false
+	}
+	xr := &unstructured.Unstructured{}
+	xr.SetGroupVersionKind(gvk)
+	if err := r.Cache.Get(ctx, types.NamespacedName{Namespace: lr.Spec.Restore.Namespace, Name: lr.Spec.Restore.Name}, xr); err != nil {
+		return false
+	}
+	return string(xr.GetUID()) == lr.Spec.Restore.UID && schemas.Terminal(phaseOf(xr))
 }
 
 // left wakes the other requests of a cluster when a request that did not
@@ -126,10 +198,24 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager, opts controller.Options)
 // never changes and nothing else would tell them who is first now. A
 // holder's release changes the lock, which wakes them already.
 func (r *Reconciler) left(ctx context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[ctrl.Request]) {
-	lr, ok := e.Object.(*lockv1alpha1.LockRequest)
-	if !ok || lr.Status.State == schemas.LockHeld {
-		return
+	if lr, ok := e.Object.(*lockv1alpha1.LockRequest); ok && lr.Status.State != schemas.LockHeld {
+		r.wakeLine(ctx, lr, q)
 	}
+}
+
+// retired wakes the other requests of a cluster when a request is marked
+// Released (its restore ended): it is out of the line, and whoever was
+// waiting behind it may be first now. Only once the cache has that state
+// can they see it, so the update's event, not our write, wakes them.
+func (r *Reconciler) retired(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[ctrl.Request]) {
+	o, ok1 := e.ObjectOld.(*lockv1alpha1.LockRequest)
+	n, ok2 := e.ObjectNew.(*lockv1alpha1.LockRequest)
+	if ok1 && ok2 && o.Status.State != schemas.LockReleased && n.Status.State == schemas.LockReleased {
+		r.wakeLine(ctx, n, q)
+	}
+}
+
+func (r *Reconciler) wakeLine(ctx context.Context, lr *lockv1alpha1.LockRequest, q workqueue.TypedRateLimitingInterface[ctrl.Request]) {
 	c := NewCluster()
 	c.SetNamespace(lr.Namespace)
 	c.SetName(lr.Spec.Cluster)
@@ -203,6 +289,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		r.requests.Wrote(req.NamespacedName, orig.ResourceVersion, lr.ResourceVersion)
 	}
 
+	ended := r.ended(ctx, &lr)
 	cluster := NewCluster()
 	key := types.NamespacedName{Namespace: lr.Namespace, Name: lr.Spec.Cluster}
 	reader := r.Cache
@@ -220,6 +307,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 			if deleting {
 				return ctrl.Result{}, r.dropFinalizer(ctx, &lr)
 			}
+			if ended {
+				d := Decide(lr.Spec.Cluster, ClusterLock{}, Request{Holder: lr.Spec.Holder, Ended: true})
+				return ctrl.Result{}, r.apply(ctx, &lr, nil, ClusterLock{}, d)
+			}
 			// The cluster's creation wakes us through the watch.
 			msg := fmt.Sprintf("OpenBaoCluster %s not found in namespace %s", lr.Spec.Cluster, lr.Namespace)
 			_, err := r.setStatus(ctx, &lr, lockv1alpha1.LockRequestStatus{State: schemas.LockWaiting, Message: msg}, nil)
@@ -232,8 +323,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 			return ctrl.Result{}, nil
 		}
 		cur := ReadLock(cluster)
-		in := Request{Holder: lr.Spec.Holder, Override: lr.Spec.Override, Deleting: deleting}
-		if cur.Free() && !deleting {
+		in := Request{Holder: lr.Spec.Holder, Override: lr.Spec.Override, Deleting: deleting, Ended: ended}
+		if cur.Free() && !deleting && !ended {
 			ahead, err := r.firstInLine(ctx, &lr)
 			if err != nil {
 				return ctrl.Result{}, err
@@ -264,7 +355,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 
 // firstInLine returns the name of the oldest live request for the same
 // cluster (creation time, then name), or "" if that is lr itself. A
-// request being deleted is out of the line: it will never take the lock.
+// request being deleted, or whose restore ended (Released), is out of the
+// line: it will never take the lock.
 func (r *Reconciler) firstInLine(ctx context.Context, lr *lockv1alpha1.LockRequest) (string, error) {
 	var list lockv1alpha1.LockRequestList
 	if err := r.Client.List(ctx, &list, client.InNamespace(lr.Namespace),
@@ -274,8 +366,8 @@ func (r *Reconciler) firstInLine(ctx context.Context, lr *lockv1alpha1.LockReque
 	first := lr
 	for i := range list.Items {
 		o := &list.Items[i]
-		if !o.DeletionTimestamp.IsZero() {
-			continue
+		if !o.DeletionTimestamp.IsZero() || o.Status.State == schemas.LockReleased {
+			continue // it will never take the lock
 		}
 		if o.CreationTimestamp.Before(&first.CreationTimestamp) ||
 			o.CreationTimestamp.Equal(&first.CreationTimestamp) && o.Name < first.Name {
@@ -357,6 +449,28 @@ func (r *Reconciler) apply(ctx context.Context, lr *lockv1alpha1.LockRequest, cl
 		return r.dropFinalizer(ctx, lr)
 	case Forget:
 		return r.dropFinalizer(ctx, lr)
+	case Finish:
+		// Released before the lock is cleared: an executor records its
+		// submission with the request's resourceVersion as precondition
+		// and only under Held, so from this write on none can, and no
+		// restore can be sent without the lock.
+		if _, err := r.setStatus(ctx, lr, lockv1alpha1.LockRequestStatus{State: schemas.LockReleased, Message: d.Message,
+			AcquiredAt: lr.Status.AcquiredAt}, nil); err != nil {
+			return err
+		}
+		orig := cluster.DeepCopy()
+		clearLock(cluster)
+		if err := r.swap(ctx, orig, cluster); err != nil {
+			return err
+		}
+		r.Recorder.Eventf(lr, cluster, corev1.EventTypeNormal, ReasonReleased, "Release", "%s", d.Message)
+		return nil
+	case Retire:
+		if lr.Status.State == schemas.LockReleased {
+			return nil // Finish's own record stays as it is
+		}
+		_, err := r.setStatus(ctx, lr, lockv1alpha1.LockRequestStatus{State: schemas.LockReleased, Message: d.Message}, nil)
+		return err
 	}
 	return fmt.Errorf("unknown action %v", d.Action)
 }

@@ -157,16 +157,11 @@ var rank = map[string]int{
 	schemas.PhaseUnknown: 4, schemas.PhaseCompleted: 5, schemas.PhaseFailed: 5,
 }
 
-// Terminal reports whether a phase is final.
-func Terminal(phase string) bool {
-	return phase == schemas.PhaseCompleted || phase == schemas.PhaseFailed
-}
-
 // Next decides the restore's status from the current one and the facts,
 // and the events of the transition. Phases only move forward; Completed
 // and Failed never change; Unknown changes only by an acknowledgement.
 func Next(cur Status, f Facts) (Status, []Event) {
-	if Terminal(cur.Phase) {
+	if schemas.Terminal(cur.Phase) {
 		return cur, nil
 	}
 	next := cur
@@ -446,7 +441,7 @@ func finish(cur, next Status, f Facts) (Status, []Event) {
 	if next.StartTime == nil && rank[next.Phase] >= rank[schemas.PhaseRunning] && f.Job != nil {
 		next.StartTime = &now
 	}
-	if Terminal(next.Phase) && next.CompletionTime == nil {
+	if schemas.Terminal(next.Phase) && next.CompletionTime == nil {
 		next.CompletionTime = &now
 	}
 	next.Conditions = merge(cur.Conditions, next.Conditions)

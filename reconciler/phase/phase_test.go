@@ -27,11 +27,9 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
-	"sigs.k8s.io/yaml"
 
 	"github.com/openbao-restore/openbao-restore/internal/baotest"
 	"github.com/openbao-restore/openbao-restore/internal/testbed"
-	"github.com/openbao-restore/openbao-restore/internal/testbin"
 	"github.com/openbao-restore/openbao-restore/reconciler/phase"
 	"github.com/openbao-restore/openbao-restore/schemas"
 	lockv1alpha1 "github.com/openbao-restore/openbao-restore/schemas/lock/v1alpha1"
@@ -229,15 +227,7 @@ func createCluster(t *testing.T, env *testbed.Env, ns string) {
 // exampleSpec is the spec of examples/xr.yaml.
 func exampleSpec(t *testing.T) map[string]any {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(testbin.Root(), "examples", "xr.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var o map[string]any
-	if err := yaml.Unmarshal(b, &o); err != nil {
-		t.Fatal(err)
-	}
-	return o["spec"].(map[string]any)
+	return testbed.ExampleSpec(t, "xr.yaml")
 }
 
 // createHeldXR creates a legacy XR (createXR) and its LockRequest, held.

@@ -33,6 +33,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/openbao-restore/openbao-restore/reconciler/prio"
+	"github.com/openbao-restore/openbao-restore/reconciler/served"
 	"github.com/openbao-restore/openbao-restore/reconciler/stale"
 	"github.com/openbao-restore/openbao-restore/schemas"
 	lockv1alpha1 "github.com/openbao-restore/openbao-restore/schemas/lock/v1alpha1"
@@ -59,8 +60,8 @@ const (
 
 // The XR kinds followed: the legacy cluster-scoped XR and the namespaced XR.
 var (
-	LegacyXR     = schema.GroupVersionKind{Group: schemas.Group, Version: schemas.Version, Kind: schemas.XRKind}
-	NamespacedXR = schema.GroupVersionKind{Group: "ns." + schemas.Group, Version: schemas.Version, Kind: schemas.ClaimKind}
+	LegacyXR     = served.LegacyXR
+	NamespacedXR = served.NamespacedXR
 )
 
 // Least privilege (rbac/role.yaml, which the tests run under): reads of
@@ -166,33 +167,20 @@ func (s *setup) Start(ctx context.Context) error {
 	if err := s.mgr.Add(members); err != nil {
 		return err
 	}
-	pending := []schema.GroupVersionKind{LegacyXR, NamespacedXR}
-	for {
-		var still []schema.GroupVersionKind
-		for _, gvk := range pending {
-			if _, err := s.mgr.GetRESTMapper().RESTMapping(gvk.GroupKind(), gvk.Version); err != nil {
-				still = append(still, gvk)
-				continue
-			}
-			r := &Reconciler{GVK: gvk, Client: s.mgr.GetClient(), Cache: s.mgr.GetCache(), APIReader: s.mgr.GetAPIReader(), Jobs: jobs, Members: members,
-				Recorder: s.mgr.GetEventRecorder(FieldManager), Namespaces: s.namespaces, Restart: s.restart}
-			if err := r.SetupWithManager(s.mgr, s.opts); err != nil {
-				return err
-			}
-			log.FromContext(ctx).Info("following restores", "kind", gvk.String())
+	err = served.Each(ctx, s.mgr.GetRESTMapper(), served.XRs, func(gvk schema.GroupVersionKind) error {
+		r := &Reconciler{GVK: gvk, Client: s.mgr.GetClient(), Cache: s.mgr.GetCache(), APIReader: s.mgr.GetAPIReader(), Jobs: jobs, Members: members,
+			Recorder: s.mgr.GetEventRecorder(FieldManager), Namespaces: s.namespaces, Restart: s.restart}
+		if err := r.SetupWithManager(s.mgr, s.opts); err != nil {
+			return err
 		}
-		pending = still
-		if len(pending) == 0 {
-			<-ctx.Done()
-			return nil
-		}
-		// Waiting for a CRD to be installed, not for a restore.
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(15 * time.Second):
-		}
+		log.FromContext(ctx).Info("following restores", "kind", gvk.String())
+		return nil
+	})
+	if err != nil {
+		return err
 	}
+	<-ctx.Done()
+	return nil
 }
 
 // NewJobCache is a cache holding only the restore Jobs (those labelled
@@ -384,7 +372,7 @@ func (r *Reconciler) xrsForCluster(ctx context.Context, o client.Object) []ctrl.
 	}
 	var reqs []ctrl.Request
 	for _, xr := range list.Items {
-		if p, _, _ := unstructured.NestedString(xr.Object, "status", "phase"); !Terminal(p) {
+		if p, _, _ := unstructured.NestedString(xr.Object, "status", "phase"); !schemas.Terminal(p) {
 			reqs = append(reqs, r.request(xr.GetNamespace(), xr.GetName()))
 		}
 	}
@@ -408,7 +396,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, nil
 	}
 	cur := ReadStatus(xr)
-	if Terminal(cur.Phase) {
+	if schemas.Terminal(cur.Phase) {
 		return r.nudge(ctx, xr, cur)
 	}
 	f, err := r.facts(ctx, xr, cur)
@@ -449,7 +437,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 			}
 			if fc := ReadStatus(xr); !sameStatus(fc, cur) {
 				cur = fc
-				if Terminal(cur.Phase) {
+				if schemas.Terminal(cur.Phase) {
 					return ctrl.Result{}, nil
 				}
 				next, evs = Next(cur, f)
@@ -468,7 +456,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		}
 		if next.Phase != cur.Phase {
 			transitions.WithLabelValues(r.GVK.Kind, next.Phase).Inc()
-			if Terminal(next.Phase) && next.StartTime != nil && next.CompletionTime != nil {
+			if schemas.Terminal(next.Phase) && next.StartTime != nil && next.CompletionTime != nil {
 				duration.WithLabelValues(next.Phase).Observe(next.CompletionTime.Sub(*next.StartTime).Seconds())
 			}
 			if r.Observe != nil {

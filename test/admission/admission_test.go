@@ -11,7 +11,6 @@ package admission
 
 import (
 	"context"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -19,7 +18,6 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/yaml"
 
 	"github.com/openbao-restore/openbao-restore/internal/testbed"
 	"github.com/openbao-restore/openbao-restore/internal/testbin"
@@ -43,15 +41,7 @@ func install(t *testing.T, e *testbed.Env) client.Client {
 
 func claim(t *testing.T, file, ns string) *unstructured.Unstructured {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(testbin.Root(), "examples", file)) //nolint:gosec // fixtures
-	if err != nil {
-		t.Fatal(err)
-	}
-	var o map[string]any
-	if err := yaml.Unmarshal(b, &o); err != nil {
-		t.Fatal(err)
-	}
-	spec := o["spec"].(map[string]any)
+	spec := testbed.ExampleSpec(t, file)
 	delete(spec, "claimRef") // the XR fixtures carry the XR's own field
 	u := &unstructured.Unstructured{Object: map[string]any{"spec": spec}}
 	u.SetGroupVersionKind(schema.GroupVersionKind{Group: schemas.Group, Version: schemas.Version, Kind: schemas.ClaimKind})

@@ -34,7 +34,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
-	"sigs.k8s.io/yaml"
 
 	"github.com/openbao-restore/openbao-restore/internal/baotest"
 	"github.com/openbao-restore/openbao-restore/internal/testbed"
@@ -572,7 +571,7 @@ func (r *recorder) onXR(ev watch.Event, now time.Time) {
 		r.phases[u.GetName()][p] = now
 	}
 	rs := r.byXR[u.GetName()]
-	if rs == nil || !phase.Terminal(p) || r.lockGone[rs.lock] {
+	if rs == nil || !schemas.Terminal(p) || r.lockGone[rs.lock] {
 		return
 	}
 	r.final[rs.xr] = p + ": " + st.Message
@@ -1366,15 +1365,7 @@ func outcome(fail bool) string {
 // exampleSpec is the spec of examples/xr.yaml.
 func exampleSpec(tb testing.TB) map[string]any {
 	tb.Helper()
-	y, err := os.ReadFile(filepath.Join(testbin.Root(), "examples", "xr.yaml"))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	var o map[string]any
-	if err := yaml.Unmarshal(y, &o); err != nil {
-		tb.Fatal(err)
-	}
-	return o["spec"].(map[string]any)
+	return testbed.ExampleSpec(tb, "xr.yaml")
 }
 
 // createRestore creates the restore's legacy XR, claimed from ns and naming
