@@ -632,6 +632,9 @@ func (r *Reconciler) facts(ctx context.Context, xr *unstructured.Unstructured, c
 		}
 		c := &Cluster{}
 		c.Initialized, _, _ = unstructured.NestedBool(cluster.Object, "status", "initialized")
+		// Upgrading is the condition Upgrading=True, exactly as
+		// openbao-operator's restore manager reads it (its
+		// validateClusterState), set for rolling and blue/green upgrades.
 		ccs, _, _ := unstructured.NestedSlice(cluster.Object, "status", "conditions")
 		for _, cc := range ccs {
 			m, _ := cc.(map[string]any)
