@@ -200,6 +200,7 @@ func requiredCluster(req *fnv1.RunFunctionRequest) (*Cluster, bool, error) {
 	}
 	c.TLS, _ = dig(o, "spec", "tls", "enabled").(bool)
 	c.OIDC, _ = dig(o, "spec", "selfInit", "oidc", "enabled").(bool)
+	c.Audience, _ = dig(o, "spec", "selfInit", "oidc", "audience").(string)
 	c.Initialized, _ = dig(o, "status", "initialized").(bool)
 	return c, true, nil
 }

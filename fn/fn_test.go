@@ -292,6 +292,28 @@ func TestJobSecurity(t *testing.T) {
 	}
 }
 
+// A JWT login's projected token is for the audience the cluster's JWT auth
+// role accepts: the cluster's own (spec.selfInit.oidc.audience), else
+// openbao-operator's default.
+func TestJobJWTAudience(t *testing.T) {
+	spec := strings.Replace(validSpec, `"tokenSecretRef":{"name":"tok"}`, `"jwtAuthRole":"restore"`, 1)
+	for _, tc := range []struct{ cluster, want string }{
+		{clusterJSON, schemas.DefaultJWTAudience},
+		{strings.Replace(clusterJSON, `"replicas":3`, `"replicas":3,"selfInit":{"oidc":{"enabled":true,"audience":"bao-prod"}}`, 1), "bao-prod"},
+	} {
+		r := req(xrJSON(spec, `{}`), true, map[string]string{resLock: lockJSON("Held", holder)})
+		r.RequiredResources[reqCluster].Items[0].Resource = resource.MustStructJSON(tc.cluster)
+		rsp, err := (&Function{Log: logging.NewNopLogger()}).RunFunction(context.Background(), r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := json.Marshal(rsp.GetDesired().GetResources()[resJob].GetResource())
+		if want := `"audience":"` + tc.want + `"`; !strings.Contains(string(b), want) {
+			t.Errorf("Job lacks %s: %s", want, b)
+		}
+	}
+}
+
 func TestNames(t *testing.T) {
 	long := strings.Repeat("a", 70)
 	n := name(long, "executor")

@@ -251,9 +251,13 @@ func Job(r Restore, spec *schemas.Spec, c *Cluster, auth schemas.Auth, set Setti
 		}}},
 	}
 	if auth.Method == "jwt" {
+		aud := schemas.DefaultJWTAudience
+		if c != nil && c.Audience != "" {
+			aud = c.Audience
+		}
 		mounts = append(mounts, corev1.VolumeMount{Name: "openbao-jwt", MountPath: schemas.MountJWT, ReadOnly: true})
 		vols = append(vols, corev1.Volume{Name: "openbao-jwt", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
-			Sources: []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Path: "openbao-token", Audience: "openbao-internal", ExpirationSeconds: ptr.To(int64(3600))}}},
+			Sources: []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Path: "openbao-token", Audience: aud, ExpirationSeconds: ptr.To(int64(3600))}}},
 		}}})
 	} else {
 		mounts = append(mounts, corev1.VolumeMount{Name: "openbao-token", MountPath: schemas.MountToken, ReadOnly: true})

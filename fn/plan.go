@@ -42,6 +42,9 @@ type Cluster struct {
 	TLS         bool
 	OIDC        bool
 	Initialized bool
+	// Audience is spec.selfInit.oidc.audience: the JWT auth role accepts
+	// tokens for it only (empty: schemas.DefaultJWTAudience).
+	Audience string
 }
 
 // Observed is what the function reads of the composed resources.

@@ -170,3 +170,9 @@ const MaxSnapshotSize = 8 << 30
 func Terminal(phase string) bool {
 	return phase == PhaseCompleted || phase == PhaseFailed
 }
+
+// DefaultJWTAudience is the audience of the executor's projected token for
+// a JWT login when the cluster sets none (spec.selfInit.oidc.audience):
+// openbao-operator's default, which its self-init writes into the JWT auth
+// role and its own restore Job requests.
+const DefaultJWTAudience = "openbao-internal"
