@@ -187,8 +187,8 @@ func (k *KubeRecorder) verify(lr *lockv1.LockRequest) error {
 		return fmt.Errorf("lockrequest %s/%s: pod %s sent the snapshot to %s at %s: %w", k.Namespace, k.Name, s.Pod, s.Target, s.SubmittedAt.UTC().Format(time.RFC3339), ErrAlreadySubmitted)
 	}
 	if lr.DeletionTimestamp != nil {
-		// Its restore ended or was deleted: the reconciler is releasing
-		// the lock (it writes no Released state before the request goes).
+		// Its restore was deleted, or ended and the function dropped it:
+		// the reconciler is releasing the lock, or has released it.
 		return transient(nil, "lockrequest %s/%s is being deleted: the cluster's operation lock is being released", k.Namespace, k.Name)
 	}
 	if lr.Status.State != schemas.LockHeld {

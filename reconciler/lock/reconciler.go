@@ -289,7 +289,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		r.requests.Wrote(req.NamespacedName, orig.ResourceVersion, lr.ResourceVersion)
 	}
 
-	ended := r.ended(ctx, &lr)
+	// A request being deleted releases (or forgets) whatever its restore.
+	ended := !deleting && r.ended(ctx, &lr)
 	cluster := NewCluster()
 	key := types.NamespacedName{Namespace: lr.Namespace, Name: lr.Spec.Cluster}
 	reader := r.Cache

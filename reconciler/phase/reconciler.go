@@ -990,11 +990,11 @@ func (r *Reconciler) apply(ctx context.Context, xr *unstructured.Unstructured, s
 	u := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": r.GVK.GroupVersion().String(), "kind": r.GVK.Kind, "metadata": md, "status": status}}
 	err := r.Client.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(FieldManager), client.ForceOwnership)
+	if apierrors.IsNotFound(err) {
+		return nil // the XR is gone
+	}
 	if err != nil {
-		if err = client.IgnoreNotFound(err); err != nil {
-			return fmt.Errorf("apply status of %s %s: %w", r.GVK.Kind, xr.GetName(), err)
-		}
-		return nil
+		return fmt.Errorf("apply status of %s %s: %w", r.GVK.Kind, xr.GetName(), err)
 	}
 	r.own.Wrote(client.ObjectKeyFromObject(xr), xr.GetResourceVersion(), u.GetResourceVersion())
 	return nil
