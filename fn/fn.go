@@ -27,13 +27,6 @@ import (
 // changes) well before it.
 const TTL = time.Minute
 
-// Condition types the function owns on the XR and the claim. The reconciler
-// owns others; see docs/architecture.md.
-const (
-	CondValid    = "SpecValid"
-	CondComposed = "Composed"
-)
-
 // Function is the restore composition function.
 type Function struct {
 	fnv1.UnimplementedFunctionRunnerServiceServer
@@ -67,7 +60,7 @@ func (f *Function) RunFunction(_ context.Context, req *fnv1.RunFunctionRequest) 
 		return rsp, nil
 	}
 	if r.Namespace == "" {
-		vs = append(vs, schemas.Violation{Path: "spec.claimRef", Message: "a cluster-scoped XOpenBaoRestore needs a claim: create an OpenBaoRestore in the OpenBaoCluster's namespace instead"})
+		vs = append(vs, schemas.Violation{Path: "spec.claimRef", Message: schemas.MsgNeedsClaim})
 		spec = nil
 	}
 
@@ -98,18 +91,18 @@ func (f *Function) RunFunction(_ context.Context, req *fnv1.RunFunctionRequest) 
 	// Say what happened. Expected states are never Fatal: Fatal would wipe
 	// the reconciler's conditions.
 	if p.Stage == StageInvalid {
-		response.ConditionFalse(rsp, CondValid, string(StageInvalid)).WithMessage(p.Message).TargetCompositeAndClaim()
+		response.ConditionFalse(rsp, schemas.CondSpecValid, string(StageInvalid)).WithMessage(p.Message).TargetCompositeAndClaim()
 		for _, v := range p.Violations {
 			response.Warning(rsp, errors.New(v.Message)).WithReason(string(StageInvalid)).TargetCompositeAndClaim()
 		}
 	} else {
-		response.ConditionTrue(rsp, CondValid, "Valid").TargetCompositeAndClaim()
+		response.ConditionTrue(rsp, schemas.CondSpecValid, "Valid").TargetCompositeAndClaim()
 	}
 	status := response.ConditionFalse
 	if p.Stage == StageJobComposed || p.Stage == StageJobComplete || p.Stage == StageFinished {
 		status = response.ConditionTrue
 	}
-	status(rsp, CondComposed, string(p.Stage)).WithMessage(p.Message).TargetCompositeAndClaim()
+	status(rsp, schemas.CondComposed, string(p.Stage)).WithMessage(p.Message).TargetCompositeAndClaim()
 	if p.Stage == StageWaitingCluster {
 		response.Warning(rsp, errors.New(p.Message)).WithReason(string(p.Stage)).TargetCompositeAndClaim()
 	}
@@ -284,7 +277,7 @@ func keepJob(obs *structpb.Struct) *structpb.Struct {
 	keep := map[string]*structpb.Value{"name": field(md, "name"), "namespace": field(md, "namespace")}
 	labels := map[string]*structpb.Value{}
 	for k, v := range field(md, "labels").GetStructValue().GetFields() {
-		if strings.HasPrefix(k, labelPrefix) {
+		if strings.HasPrefix(k, schemas.Group+"/") {
 			labels[k] = v
 		}
 	}

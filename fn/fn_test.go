@@ -99,8 +99,8 @@ func TestRunFunctionWhole(t *testing.T) {
 				Meta:    &fnv1.ResponseMeta{Ttl: durationpb.New(TTL)},
 				Desired: &fnv1.State{Composite: desiredXR(`{"plan":{"stage":"InvalidSpec","namespace":"vault"}}`)},
 				Conditions: []*fnv1.Condition{
-					cond(CondValid, fnv1.Status_STATUS_CONDITION_FALSE, "InvalidSpec", "the restore's spec is invalid (1 problem(s)); nothing was composed: "+invalidMsg),
-					cond(CondComposed, fnv1.Status_STATUS_CONDITION_FALSE, "InvalidSpec", "the restore's spec is invalid (1 problem(s)); nothing was composed: "+invalidMsg),
+					cond(schemas.CondSpecValid, fnv1.Status_STATUS_CONDITION_FALSE, "InvalidSpec", "the restore's spec is invalid (1 problem(s)); nothing was composed: "+invalidMsg),
+					cond(schemas.CondComposed, fnv1.Status_STATUS_CONDITION_FALSE, "InvalidSpec", "the restore's spec is invalid (1 problem(s)); nothing was composed: "+invalidMsg),
 				},
 				Results: []*fnv1.Result{{Severity: fnv1.Severity_SEVERITY_WARNING, Message: invalidMsg, Reason: ptr.To("InvalidSpec"), Target: fnv1.Target_TARGET_COMPOSITE_AND_CLAIM.Enum()}},
 			},
@@ -112,8 +112,8 @@ func TestRunFunctionWhole(t *testing.T) {
 				Desired:      &fnv1.State{Composite: desiredXR(`{"plan":{"stage":"ResolvingCluster","namespace":"vault","lockRequest":"prod-2025-10-14-x7k2p-lock","job":"prod-2025-10-14-x7k2p-restore","serviceAccount":"prod-2025-10-14-x7k2p-executor"}}`)},
 				Requirements: requirements(),
 				Conditions: []*fnv1.Condition{
-					cond(CondValid, fnv1.Status_STATUS_CONDITION_TRUE, "Valid", ""),
-					cond(CondComposed, fnv1.Status_STATUS_CONDITION_FALSE, "ResolvingCluster", "looking up OpenBaoCluster prod in namespace vault"),
+					cond(schemas.CondSpecValid, fnv1.Status_STATUS_CONDITION_TRUE, "Valid", ""),
+					cond(schemas.CondComposed, fnv1.Status_STATUS_CONDITION_FALSE, "ResolvingCluster", "looking up OpenBaoCluster prod in namespace vault"),
 				},
 			},
 		},
@@ -128,8 +128,8 @@ func TestRunFunctionWhole(t *testing.T) {
 				Desired:      &fnv1.State{Composite: desiredXR(`{"plan":{"stage":"WaitingForCluster","namespace":"vault","lockRequest":"prod-2025-10-14-x7k2p-lock","job":"prod-2025-10-14-x7k2p-restore","serviceAccount":"prod-2025-10-14-x7k2p-executor"}}`)},
 				Requirements: requirements(),
 				Conditions: []*fnv1.Condition{
-					cond(CondValid, fnv1.Status_STATUS_CONDITION_TRUE, "Valid", ""),
-					cond(CondComposed, fnv1.Status_STATUS_CONDITION_FALSE, "WaitingForCluster", "OpenBaoCluster prod was not found in namespace vault: create it, or correct spec.cluster"),
+					cond(schemas.CondSpecValid, fnv1.Status_STATUS_CONDITION_TRUE, "Valid", ""),
+					cond(schemas.CondComposed, fnv1.Status_STATUS_CONDITION_FALSE, "WaitingForCluster", "OpenBaoCluster prod was not found in namespace vault: create it, or correct spec.cluster"),
 				},
 				Results: []*fnv1.Result{{Severity: fnv1.Severity_SEVERITY_WARNING, Message: "OpenBaoCluster prod was not found in namespace vault: create it, or correct spec.cluster", Reason: ptr.To("WaitingForCluster"), Target: fnv1.Target_TARGET_COMPOSITE_AND_CLAIM.Enum()}},
 			},

@@ -15,13 +15,6 @@ import (
 	lockv1 "github.com/openbao-restore/openbao-restore/schemas/lock/v1alpha1"
 )
 
-// Labels on everything composed, so a person can find a restore's objects.
-const (
-	labelPrefix  = "restore.openbao-restore.io/"
-	LabelRestore = labelPrefix + "restore"
-	LabelCluster = labelPrefix + "cluster"
-)
-
 // Names of a restore's composed objects, derived from the XR's name (unique
 // per XR, so two restores never collide).
 type Names struct {
@@ -102,7 +95,7 @@ func meta(r Restore, cluster, n string) metav1.ObjectMeta {
 	return metav1.ObjectMeta{
 		Name:      n,
 		Namespace: r.Namespace,
-		Labels:    map[string]string{LabelRestore: r.RequestName, LabelCluster: cluster},
+		Labels:    map[string]string{schemas.LabelRestore: r.RequestName, schemas.LabelRestoreCluster: cluster},
 	}
 }
 
@@ -300,7 +293,7 @@ func Job(r Restore, spec *schemas.Spec, c *Cluster, auth schemas.Auth, set Setti
 	}
 
 	m := meta(r, spec.Cluster, n.Job)
-	labels := map[string]string{LabelRestore: r.RequestName, LabelCluster: spec.Cluster}
+	labels := map[string]string{schemas.LabelRestore: r.RequestName, schemas.LabelRestoreCluster: spec.Cluster}
 	return &batchv1.Job{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "batch/v1", Kind: "Job"},
 		ObjectMeta: m,

@@ -69,7 +69,7 @@ const (
 	StageJobComposed      Stage = "JobComposed"
 	StageJobComplete      Stage = "JobComplete"
 	StageJobFailed        Stage = "JobFailed"
-	StageFinished         Stage = "Finished"
+	StageFinished         Stage = schemas.StageFinished
 	StageUnresolvedTarget Stage = "ResolvingCluster"
 )
 

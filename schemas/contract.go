@@ -1,5 +1,7 @@
 package schemas
 
+import "k8s.io/apimachinery/pkg/runtime/schema"
+
 // The names every part of the system agrees on. The function composes
 // objects with them, the reconciler watches them, and the executor reads them;
 // none of those packages defines its own copy.
@@ -176,3 +178,67 @@ func Terminal(phase string) bool {
 // openbao-operator's default, which its self-init writes into the JWT auth
 // role and its own restore Job requests.
 const DefaultJWTAudience = "openbao-internal"
+
+// Labels. Ours are under Group; the others are the names other systems
+// give, read here so that no package spells them itself.
+const (
+	// LabelRestore is on everything a restore composes, the Job's pods
+	// included: the name of the restore's request.
+	LabelRestore = Group + "/restore"
+	// LabelRestoreCluster is on everything a restore composes: the
+	// OpenBaoCluster it restores.
+	LabelRestoreCluster = Group + "/cluster"
+	// LabelComposite is Crossplane's label naming a composed object's XR.
+	LabelComposite = "crossplane.io/composite"
+	// LabelOperatorCluster is openbao-operator's label on an
+	// OpenBaoCluster's StatefulSets and pods, naming the cluster.
+	LabelOperatorCluster = "openbao.org/cluster"
+)
+
+// Condition types on the XR and the claim, by owner (docs/architecture.md).
+const (
+	// The function's.
+	CondSpecValid = "SpecValid"
+	CondComposed  = "Composed"
+	// The reconciler's.
+	CondRestored = "Restored"
+	CondLockHeld = "LockHeld"
+	// CondOverride is on the XR and on the LockRequest when the request
+	// cleared a foreign lock.
+	CondOverride = "OperationLockOverride"
+	// Crossplane's: False while its watch circuit breaker has stopped
+	// following the XR closely.
+	CondResponsive = "Responsive"
+	// openbao-operator's on the OpenBaoCluster: True during a rolling or
+	// blue/green upgrade (as its restore manager reads it).
+	CondUpgrading = "Upgrading"
+)
+
+// StageFinished is the function's status.plan.stage once it has seen a
+// terminal phase: the reconciler stops nudging the XR then.
+const StageFinished = "Finished"
+
+// Acknowledgements of an Unknown restore, the part of AcknowledgeAnnotation's
+// value after "<uid>/".
+const (
+	AckResume  = "Resume"
+	AckAbandon = "Abandon"
+)
+
+// AckHint says how to end the Unknown restore with this UID: resume (for
+// the reason given) or abandon.
+func AckHint(uid, resume string) string {
+	return "annotate the XR or the claim with " + AcknowledgeAnnotation + "=" + uid + "/" + AckResume + " " + resume +
+		", or " + AcknowledgeAnnotation + "=" + uid + "/" + AckAbandon + " to release the lock and end the restore as Failed"
+}
+
+// MsgNeedsClaim is the violation of a cluster-scoped XR made without a claim.
+const MsgNeedsClaim = "a cluster-scoped XOpenBaoRestore needs a claim: create an OpenBaoRestore in the OpenBaoCluster's namespace instead"
+
+// The XR kinds: the legacy cluster-scoped XR of claims, and the namespaced
+// XR of Crossplane v2.
+var (
+	LegacyXR     = schema.GroupVersionKind{Group: Group, Version: Version, Kind: XRKind}
+	NamespacedXR = schema.GroupVersionKind{Group: "ns." + Group, Version: Version, Kind: ClaimKind}
+	XRs          = []schema.GroupVersionKind{LegacyXR, NamespacedXR}
+)

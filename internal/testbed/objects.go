@@ -18,6 +18,8 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/openbao-restore/openbao-restore/schemas"
 )
 
 // fieldOwner is the server-side-apply field manager of objects the harness
@@ -184,7 +186,7 @@ func (e *Env) WaitJob(t testing.TB, namespace, name string, cond batchv1.JobCond
 // and of their StatefulSet, openbao-operator's (openbao.org/cluster is the
 // one the reconciler's restart watches by).
 func ClusterPodLabels(cluster string) map[string]string {
-	return map[string]string{"app.kubernetes.io/name": "openbao", "app.kubernetes.io/instance": cluster, "openbao.org/cluster": cluster}
+	return map[string]string{"app.kubernetes.io/name": "openbao", "app.kubernetes.io/instance": cluster, schemas.LabelOperatorCluster: cluster}
 }
 
 // OpenBaoCluster creates the fixture OpenBaoCluster (the minimal CRD in

@@ -27,7 +27,6 @@ import (
 
 	"github.com/openbao-restore/openbao-restore/internal/testbed"
 	"github.com/openbao-restore/openbao-restore/reconciler/lock"
-	"github.com/openbao-restore/openbao-restore/reconciler/served"
 	"github.com/openbao-restore/openbao-restore/schemas"
 	lockv1alpha1 "github.com/openbao-restore/openbao-restore/schemas/lock/v1alpha1"
 )
@@ -449,7 +448,7 @@ func TestOverrideTakesOverBackup(t *testing.T) {
 	if l, _ := clusterLock(t, env, ns, "c1"); l.Holder != lr.Spec.Holder || l.Operation != schemas.OperationRestore {
 		t.Fatalf("cluster lock %+v, want ours", l)
 	}
-	cond := meta.FindStatusCondition(lr.Status.Conditions, lock.ConditionOverride)
+	cond := meta.FindStatusCondition(lr.Status.Conditions, schemas.CondOverride)
 	if cond == nil || cond.Status != metav1.ConditionTrue || !strings.Contains(cond.Message, "openbaobackup/nightly-2") {
 		t.Errorf("override condition: %+v", cond)
 	}
@@ -556,7 +555,7 @@ func namespacedXR(t *testing.T, env *testbed.Env, ns, name, phase string) *unstr
 	spec := testbed.ExampleSpec(t, "xr.yaml")
 	delete(spec, "claimRef")
 	xr := &unstructured.Unstructured{Object: map[string]any{"spec": spec}}
-	xr.SetGroupVersionKind(served.NamespacedXR)
+	xr.SetGroupVersionKind(schemas.NamespacedXR)
 	xr.SetNamespace(ns)
 	xr.SetName(name)
 	if err := env.Client.Create(ctx, xr); err != nil {

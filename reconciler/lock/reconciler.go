@@ -29,8 +29,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/openbao-restore/openbao-restore/reconciler/prio"
-	"github.com/openbao-restore/openbao-restore/reconciler/served"
 	"github.com/openbao-restore/openbao-restore/reconciler/stale"
+	"github.com/openbao-restore/openbao-restore/reconciler/xrkinds"
 	"github.com/openbao-restore/openbao-restore/schemas"
 	lockv1alpha1 "github.com/openbao-restore/openbao-restore/schemas/lock/v1alpha1"
 )
@@ -45,9 +45,6 @@ const (
 	OverrideManager = "openbao-restore-lock-override"
 	// Finalizer keeps a LockRequest until its lock is released.
 	Finalizer = "restore.openbao-restore.io/operation-lock"
-	// ConditionOverride records on the request that it cleared a foreign
-	// lock; the anchor's condition of the same name lives on the restore.
-	ConditionOverride = "OperationLockOverride"
 
 	// Event reasons.
 	ReasonBlocked    = "OperationLockBlocked"
@@ -134,7 +131,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager, opts controller.Options)
 	// A restore's end releases its lock at once, not when Crossplane,
 	// which may be slow or down, gets round to deleting the request.
 	return mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
-		return served.Each(ctx, mgr.GetRESTMapper(), served.XRs, func(gvk schema.GroupVersionKind) error {
+		return xrkinds.Each(ctx, mgr.GetRESTMapper(), schemas.XRs, func(gvk schema.GroupVersionKind) error {
 			xr := &unstructured.Unstructured{}
 			xr.SetGroupVersionKind(gvk)
 			return c.Watch(source.Kind[client.Object](mgr.GetCache(), xr,
@@ -180,7 +177,7 @@ func (r *Reconciler) requestsForRestore(ctx context.Context, o client.Object) []
 // request's deletion releases the lock then.
 func (r *Reconciler) ended(ctx context.Context, lr *lockv1alpha1.LockRequest) bool {
 	gvk := schema.FromAPIVersionAndKind(lr.Spec.Restore.APIVersion, lr.Spec.Restore.Kind)
-	if !slices.Contains(served.XRs, gvk) {
+	if !slices.Contains(schemas.XRs, gvk) {
 		return false
 	}
 	xr := &unstructured.Unstructured{}
@@ -399,7 +396,7 @@ func (r *Reconciler) apply(ctx context.Context, lr *lockv1alpha1.LockRequest, cl
 			Message: "holding the operation lock of cluster " + lr.Spec.Cluster, AcquiredAt: &metav1.Time{Time: now.Truncate(time.Second)}}
 		var cond *metav1.Condition
 		if d.Action == Override {
-			cond = &metav1.Condition{Type: ConditionOverride, Status: metav1.ConditionTrue, Reason: "Overridden",
+			cond = &metav1.Condition{Type: schemas.CondOverride, Status: metav1.ConditionTrue, Reason: "Overridden",
 				Message: fmt.Sprintf("cleared the operation lock held by operation=%s holder=%s", cur.Operation, cur.Holder)}
 			r.Recorder.Eventf(lr, cluster, corev1.EventTypeWarning, ReasonOverridden, "Override", "%s", d.Message)
 		} else {

@@ -114,7 +114,7 @@ func (r *Reconciler) members(ctx context.Context, ns, cluster, scheme string) (m
 		}
 	}
 	if !watched {
-		// Not labelled LabelCluster, or really missing: ask the API.
+		// Not labelled schemas.LabelOperatorCluster, or really missing: ask the API.
 		if err := r.APIReader.Get(ctx, key, &sts); err != nil {
 			if apierrors.IsNotFound(err) {
 				m.Missing = true

@@ -35,20 +35,6 @@ import (
 	"github.com/openbao-restore/openbao-restore/schemas"
 )
 
-// Condition types this reconciler owns on the XR (docs/architecture.md).
-const (
-	CondRestored = "Restored"
-	CondLockHeld = "LockHeld"
-	CondOverride = "OperationLockOverride"
-)
-
-// Acknowledgements of an Unknown restore (the value of
-// schemas.AcknowledgeAnnotation is "<uid>/<ack>").
-const (
-	AckResume  = "Resume"
-	AckAbandon = "Abandon"
-)
-
 // Facts is everything Next decides from, read by the reconciler.
 type Facts struct {
 	// UID of the XR; an acknowledgement must name it.
@@ -178,7 +164,7 @@ func Next(cur Status, f Facts) (Status, []Event) {
 		if f.Job == nil {
 			next.Phase = schemas.PhaseFailed
 			next.Message = invalidMessage(f)
-			next.Conditions = append(next.Conditions, Condition{Type: CondRestored, Status: "False", Reason: "InvalidSpec", Message: next.Message})
+			next.Conditions = append(next.Conditions, Condition{Type: schemas.CondRestored, Status: "False", Reason: "InvalidSpec", Message: next.Message})
 			break
 		}
 		// A Job exists, so the function found the spec valid when it
@@ -217,7 +203,7 @@ func restarting(cur, next Status, f Facts) (Status, []Event) {
 	if f.Cluster == nil {
 		next.Phase = schemas.PhaseFailed
 		next.Message = "the snapshot was restored, but the OpenBaoCluster was deleted before its pods were restarted; nothing is left to restart"
-		next.Conditions = append(next.Conditions, Condition{Type: CondRestored, Status: "False", Reason: "ClusterDeleted", Message: next.Message})
+		next.Conditions = append(next.Conditions, Condition{Type: schemas.CondRestored, Status: "False", Reason: "ClusterDeleted", Message: next.Message})
 		return finish(cur, next, f)
 	}
 	to := f.Timeouts
@@ -229,11 +215,11 @@ func restarting(cur, next Status, f Facts) (Status, []Event) {
 	switch phase {
 	case schemas.PhaseCompleted:
 		next.Message = restoredMessage(next) + "; " + msg
-		next.Conditions = append(next.Conditions, Condition{Type: CondRestored, Status: "True", Reason: "Restored", Message: next.Message})
+		next.Conditions = append(next.Conditions, Condition{Type: schemas.CondRestored, Status: "True", Reason: "Restored", Message: next.Message})
 	case schemas.PhaseUnknown:
-		next.Conditions = append(next.Conditions, Condition{Type: CondRestored, Status: "Unknown", Reason: "RestartStuck", Message: msg})
+		next.Conditions = append(next.Conditions, Condition{Type: schemas.CondRestored, Status: "Unknown", Reason: "RestartStuck", Message: msg})
 	default:
-		next.Conditions = append(next.Conditions, Condition{Type: CondRestored, Status: "Unknown", Reason: "RestartingPods",
+		next.Conditions = append(next.Conditions, Condition{Type: schemas.CondRestored, Status: "Unknown", Reason: "RestartingPods",
 			Message: "the snapshot was restored; the OpenBao pods are being restarted"})
 	}
 	out, fevs := finish(cur, next, f)
@@ -260,7 +246,7 @@ func followJob(next Status, f Facts) Status {
 		if t != nil && t.Sealed != nil && *t.Sealed {
 			next.Phase = schemas.PhaseUnknown
 			next.Message = sealedMessage(f.UID)
-			next.Conditions = append(next.Conditions, Condition{Type: CondRestored, Status: "Unknown", Reason: "Sealed", Message: next.Message})
+			next.Conditions = append(next.Conditions, Condition{Type: schemas.CondRestored, Status: "Unknown", Reason: "Sealed", Message: next.Message})
 			break
 		}
 		now := f.Now.UTC().Truncate(time.Second)
@@ -269,18 +255,18 @@ func followJob(next Status, f Facts) Status {
 		if known, why := submitted(f); known || f.Lock == nil {
 			next.Phase = schemas.PhaseUnknown
 			next.Message = unknownMessage(f, why)
-			next.Conditions = append(next.Conditions, Condition{Type: CondRestored, Status: "Unknown", Reason: "Unconfirmed", Message: next.Message})
+			next.Conditions = append(next.Conditions, Condition{Type: schemas.CondRestored, Status: "Unknown", Reason: "Unconfirmed", Message: next.Message})
 		} else {
 			next.Phase = schemas.PhaseFailed
 			next.Message = failedMessage(j)
-			next.Conditions = append(next.Conditions, Condition{Type: CondRestored, Status: "False", Reason: "JobFailed", Message: next.Message})
+			next.Conditions = append(next.Conditions, Condition{Type: schemas.CondRestored, Status: "False", Reason: "JobFailed", Message: next.Message})
 		}
 	case f.Cluster == nil && f.Lock != nil && f.Lock.Submission == nil:
 		// The cluster went away before anything was submitted: there is
 		// nothing left to restore into.
 		next.Phase = schemas.PhaseFailed
 		next.Message = fmt.Sprintf("the OpenBaoCluster was deleted while the restore Job %s ran, before any submission; nothing was restored", j.Name)
-		next.Conditions = append(next.Conditions, Condition{Type: CondRestored, Status: "False", Reason: "ClusterDeleted", Message: next.Message})
+		next.Conditions = append(next.Conditions, Condition{Type: schemas.CondRestored, Status: "False", Reason: "ClusterDeleted", Message: next.Message})
 	default:
 		next.Phase = schemas.PhaseRunning
 		next.Message = fmt.Sprintf("the restore Job %s is running", j.Name)
@@ -362,14 +348,7 @@ func failedMessage(j *Job) string {
 
 func unknownMessage(f Facts, why string) string {
 	return fmt.Sprintf("the restore Job failed after the snapshot may have reached OpenBao (%s); whether it was applied is not confirmed, "+
-		"so the operation lock stays held and nothing is retried. Check the cluster's data, then %s", why, ackHint(f.UID, "if the restore took effect"))
-}
-
-// ackHint says how to end an Unknown restore: resume (for the reason
-// given) or abandon.
-func ackHint(uid, resume string) string {
-	return fmt.Sprintf("annotate the XR or the claim with %s=%s/%s %s, or %s=%s/%s to release the lock and end the restore as Failed",
-		schemas.AcknowledgeAnnotation, uid, AckResume, resume, schemas.AcknowledgeAnnotation, uid, AckAbandon)
+		"so the operation lock stays held and nothing is retried. Check the cluster's data, then %s", why, schemas.AckHint(f.UID, "if the restore took effect"))
 }
 
 func invalidMessage(f Facts) string {
@@ -401,12 +380,12 @@ func unknown(cur, next Status, f Facts) (Status, []Event) {
 		return finish(cur, next, f)
 	}
 	switch ack {
-	case AckAbandon:
+	case schemas.AckAbandon:
 		next.Phase = schemas.PhaseFailed
 		next.Message = "abandoned by acknowledgement (" + schemas.AcknowledgeAnnotation + "=" + f.Ack + "); the lock is released"
-		next.Conditions = append(next.Conditions, Condition{Type: CondRestored, Status: "False", Reason: "Acknowledged", Message: next.Message})
+		next.Conditions = append(next.Conditions, Condition{Type: schemas.CondRestored, Status: "False", Reason: "Acknowledged", Message: next.Message})
 		return finish(cur, next, f)
-	case AckResume:
+	case schemas.AckResume:
 		now := f.Now.UTC().Truncate(time.Second)
 		r.Acknowledged, r.StartedAt, r.CompletedAt = f.Ack, &now, nil
 		next.Restart = &r
@@ -422,14 +401,14 @@ func lockConditions(l *Lock) []Condition {
 	var cs []Condition
 	switch {
 	case l.State == schemas.LockHeld && l.HeldBy == l.Holder:
-		cs = append(cs, Condition{Type: CondLockHeld, Status: "True", Reason: "Held", Message: l.Message})
+		cs = append(cs, Condition{Type: schemas.CondLockHeld, Status: "True", Reason: "Held", Message: l.Message})
 	case l.State == schemas.LockWaiting:
-		cs = append(cs, Condition{Type: CondLockHeld, Status: "False", Reason: "Waiting", Message: l.Message})
+		cs = append(cs, Condition{Type: schemas.CondLockHeld, Status: "False", Reason: "Waiting", Message: l.Message})
 	case l.State == schemas.LockReleased:
-		cs = append(cs, Condition{Type: CondLockHeld, Status: "False", Reason: "Released", Message: l.Message})
+		cs = append(cs, Condition{Type: schemas.CondLockHeld, Status: "False", Reason: "Released", Message: l.Message})
 	}
 	if l.Override != "" {
-		cs = append(cs, Condition{Type: CondOverride, Status: "True", Reason: "Overridden", Message: l.Override})
+		cs = append(cs, Condition{Type: schemas.CondOverride, Status: "True", Reason: "Overridden", Message: l.Override})
 	}
 	return cs
 }

@@ -136,7 +136,7 @@ func TestNext(t *testing.T) {
 			}
 			var restored string
 			for _, cd := range got.Conditions {
-				if cd.Type == CondRestored {
+				if cd.Type == schemas.CondRestored {
 					restored = cd.Status
 				}
 			}
@@ -170,7 +170,7 @@ func TestNext(t *testing.T) {
 // so that setting it again resumes again.
 func TestResumeOnceThenAgain(t *testing.T) {
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	ack := "u/" + AckResume
+	ack := "u/" + schemas.AckResume
 	cur := Status{Phase: schemas.PhaseUnknown, Message: "m", Restart: &Restart{StartedAt: &now, Acknowledged: ack}}
 	f := Facts{UID: "u", Cluster: &Cluster{Initialized: true}, Members: cluster3(0, nil), Now: now}
 	f.Ack = ack
@@ -192,7 +192,7 @@ func TestLockConditions(t *testing.T) {
 	h := schemas.Holder("r", "u")
 	got, _ := Next(Status{}, Facts{Cluster: &Cluster{Initialized: true}, Now: time.Now(),
 		Lock: &Lock{State: schemas.LockHeld, HeldBy: h, Holder: h, Override: "cleared Backup"}})
-	want := map[string]string{CondLockHeld: "True", CondOverride: "True"}
+	want := map[string]string{schemas.CondLockHeld: "True", schemas.CondOverride: "True"}
 	for _, c := range got.Conditions {
 		if want[c.Type] != c.Status {
 			t.Errorf("condition %+v", c)

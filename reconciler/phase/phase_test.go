@@ -159,7 +159,7 @@ func startWith(t *testing.T, env *testbed.Env, ns string, viaSetup bool, healthU
 	if err := mgr.Add(members); err != nil {
 		t.Fatal(err)
 	}
-	for _, gvk := range []schema.GroupVersionKind{phase.LegacyXR, phase.NamespacedXR} {
+	for _, gvk := range []schema.GroupVersionKind{schemas.LegacyXR, schemas.NamespacedXR} {
 		r := &phase.Reconciler{GVK: gvk, Client: mgr.GetClient(), Cache: mgr.GetCache(), APIReader: mgr.GetAPIReader(), Jobs: jobs, Members: members,
 			Recorder: mgr.GetEventRecorder(phase.FieldManager), Observe: w.observe, Namespaces: []string{ns}, Restart: restart}
 		if err := r.SetupWithManager(mgr, opts); err != nil {
@@ -253,7 +253,7 @@ func createXRNamed(t *testing.T, env *testbed.Env, ns, name string, edit func(sp
 		edit(spec)
 	}
 	xr := &unstructured.Unstructured{Object: map[string]any{"spec": spec}}
-	xr.SetGroupVersionKind(phase.LegacyXR)
+	xr.SetGroupVersionKind(schemas.LegacyXR)
 	xr.SetName(name)
 	if err := env.Client.Create(context.Background(), xr); err != nil {
 		t.Fatal(err)
@@ -268,7 +268,7 @@ func owner(xr *unstructured.Unstructured) []metav1.OwnerReference {
 }
 
 func labels(xr *unstructured.Unstructured) map[string]string {
-	return map[string]string{phase.LabelComposite: xr.GetName(), phase.LabelRestore: "r", "restore.openbao-restore.io/cluster": "prod"}
+	return map[string]string{schemas.LabelComposite: xr.GetName(), schemas.LabelRestore: "r", "restore.openbao-restore.io/cluster": "prod"}
 }
 
 // createLock creates the XR's LockRequest as the function composes it and
@@ -343,7 +343,7 @@ func createJobWith(t *testing.T, env *testbed.Env, ns string, xr *unstructured.U
 		Spec: batchv1.JobSpec{
 			BackoffLimit: ptr.To[int32](0),
 			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{phase.LabelRestore: "r"}},
+				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{schemas.LabelRestore: "r"}},
 				Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever,
 					Containers: []corev1.Container{{Name: "restore", Image: "example.invalid/executor"}}},
 			},
@@ -434,7 +434,7 @@ func TestJobSucceedsCompleted(t *testing.T) {
 	waitPhase(t, env, xr, schemas.PhasePending)
 	createLock(t, env, ns, xr, lockv1alpha1.LockRequestStatus{State: schemas.LockHeld, Message: "holding"})
 	st := waitPhase(t, env, xr, schemas.PhaseValidating)
-	if c := condition(st, phase.CondLockHeld); c.Status != "True" {
+	if c := condition(st, schemas.CondLockHeld); c.Status != "True" {
 		t.Errorf("LockHeld condition %+v", c)
 	}
 	finished := createJob(t, env, ns, xr, 0, `{"submitted":true,"exitCode":0,"snapshotKey":"clusters/prod/a.snap","snapshotSize":42317}`)
@@ -443,7 +443,7 @@ func TestJobSucceedsCompleted(t *testing.T) {
 	if st.SnapshotKey != "clusters/prod/a.snap" || st.SnapshotSize != 42317 || st.StartTime == nil || st.CompletionTime == nil {
 		t.Errorf("status %+v", st)
 	}
-	if c := condition(st, phase.CondRestored); c.Status != "True" {
+	if c := condition(st, schemas.CondRestored); c.Status != "True" {
 		t.Errorf("Restored condition %+v", c)
 	}
 	if _, ok := w.get(client.ObjectKeyFromObject(xr), schemas.PhaseRunning); !ok {
@@ -473,7 +473,7 @@ func TestRestartOfUnlabelledStatefulSetPolls(t *testing.T) {
 		t.Fatal(err)
 	}
 	orig := sts.DeepCopy()
-	delete(sts.Labels, phase.LabelCluster) // the pods keep theirs: no rollout
+	delete(sts.Labels, schemas.LabelOperatorCluster) // the pods keep theirs: no rollout
 	if err := env.Client.Patch(ctx, sts, client.MergeFrom(orig)); err != nil {
 		t.Fatal(err)
 	}
@@ -499,7 +499,7 @@ func TestExit4BeforeSubmissionFails(t *testing.T) {
 			t.Errorf("message %q lacks %q", st.Message, m)
 		}
 	}
-	if c := condition(st, phase.CondRestored); c.Status != "False" || st.CompletionTime == nil {
+	if c := condition(st, schemas.CondRestored); c.Status != "False" || st.CompletionTime == nil {
 		t.Errorf("status %+v", st)
 	}
 }
@@ -591,7 +591,7 @@ func TestWaitingLockStaysPending(t *testing.T) {
 			return false, err
 		}
 		st = phase.ReadStatus(xr)
-		return condition(st, phase.CondLockHeld).Status == "False", nil
+		return condition(st, schemas.CondLockHeld).Status == "False", nil
 	})
 	if !strings.Contains(st.Message, "Backup backup/nightly") {
 		t.Errorf("message %q", st.Message)
@@ -605,7 +605,7 @@ func createNamespacedXR(t *testing.T, env *testbed.Env, ns string) *unstructured
 	spec := exampleSpec(t)
 	delete(spec, "claimRef")
 	xr := &unstructured.Unstructured{Object: map[string]any{"spec": spec}}
-	xr.SetGroupVersionKind(phase.NamespacedXR)
+	xr.SetGroupVersionKind(schemas.NamespacedXR)
 	xr.SetNamespace(ns)
 	xr.SetName("r")
 	if err := env.Client.Create(context.Background(), xr); err != nil {
@@ -661,7 +661,7 @@ func TestFunctionVerdictFailsAndConditionsCoexist(t *testing.T) {
 	for _, c := range conds {
 		types[c.(map[string]any)["type"].(string)] = true
 	}
-	for _, typ := range []string{"SpecValid", "Ready", phase.CondRestored} {
+	for _, typ := range []string{"SpecValid", "Ready", schemas.CondRestored} {
 		if !types[typ] {
 			t.Errorf("condition %s missing: %v", typ, conds)
 		}
@@ -772,7 +772,7 @@ func TestWithLockReconcilerInTheBinary(t *testing.T) {
 	xr := createXR(t, env, ns, nil)
 	createLock(t, env, ns, xr, lockv1alpha1.LockRequestStatus{})
 	st := waitPhase(t, env, xr, schemas.PhaseValidating)
-	if c := condition(st, phase.CondLockHeld); c.Status != "True" {
+	if c := condition(st, schemas.CondLockHeld); c.Status != "True" {
 		t.Errorf("LockHeld %+v", c)
 	}
 	createJob(t, env, ns, xr, 0, `{"submitted":true,"exitCode":0,"snapshotKey":"k.snap","snapshotSize":3}`)
@@ -841,7 +841,7 @@ func TestClusterDeletedMidRunFails(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := waitPhase(t, env, xr, schemas.PhaseFailed)
-	if !strings.Contains(st.Message, "deleted") || condition(st, phase.CondRestored).Reason != "ClusterDeleted" {
+	if !strings.Contains(st.Message, "deleted") || condition(st, schemas.CondRestored).Reason != "ClusterDeleted" {
 		t.Errorf("status %+v", st)
 	}
 }

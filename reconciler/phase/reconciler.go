@@ -33,7 +33,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/openbao-restore/openbao-restore/reconciler/prio"
-	"github.com/openbao-restore/openbao-restore/reconciler/served"
+	"github.com/openbao-restore/openbao-restore/reconciler/xrkinds"
 	"github.com/openbao-restore/openbao-restore/reconciler/stale"
 	"github.com/openbao-restore/openbao-restore/schemas"
 	lockv1alpha1 "github.com/openbao-restore/openbao-restore/schemas/lock/v1alpha1"
@@ -43,25 +43,10 @@ const (
 	// FieldManager owns the XR status fields this reconciler writes.
 	FieldManager = "openbao-restore-phase"
 
-	// LabelRestore is on the restore Job and its pods.
-	LabelRestore = "restore.openbao-restore.io/restore"
-	// LabelComposite is Crossplane's label naming the XR.
-	LabelComposite = "crossplane.io/composite"
-	// LabelCluster is openbao-operator's label on an OpenBaoCluster's
-	// StatefulSet and pods, naming the cluster. The restart watches the
-	// StatefulSets and pods that carry it; it polls the others.
-	LabelCluster = "openbao.org/cluster"
-	// LabelJobName is the Job controller's label on a Job's pods.
-	LabelJobName = "batch.kubernetes.io/job-name"
+	// labelJobName is the Job controller's label on a Job's pods.
+	labelJobName = "batch.kubernetes.io/job-name"
 
-	condSpecValid = "SpecValid" // the function's (fn.CondValid)
-	clusterIndex  = "restore.cluster"
-)
-
-// The XR kinds followed: the legacy cluster-scoped XR and the namespaced XR.
-var (
-	LegacyXR     = served.LegacyXR
-	NamespacedXR = served.NamespacedXR
+	clusterIndex = "restore.cluster"
 )
 
 // Least privilege (rbac/role.yaml, which the tests run under): reads of
@@ -94,7 +79,7 @@ type Reconciler struct {
 	// Jobs is a cache of the restore Jobs only (by label).
 	Jobs cache.Cache
 	// Members, if set, is a cache of the StatefulSets and pods labelled
-	// LabelCluster (NewMemberCache): the restart reads them from it and
+	// schemas.LabelOperatorCluster (NewMemberCache): the restart reads them from it and
 	// is woken by their changes. Without it, or for a cluster whose
 	// StatefulSet lacks the label, the restart reads the API and polls.
 	Members  cache.Cache
@@ -167,7 +152,7 @@ func (s *setup) Start(ctx context.Context) error {
 	if err := s.mgr.Add(members); err != nil {
 		return err
 	}
-	err = served.Each(ctx, s.mgr.GetRESTMapper(), served.XRs, func(gvk schema.GroupVersionKind) error {
+	err = xrkinds.Each(ctx, s.mgr.GetRESTMapper(), schemas.XRs, func(gvk schema.GroupVersionKind) error {
 		r := &Reconciler{GVK: gvk, Client: s.mgr.GetClient(), Cache: s.mgr.GetCache(), APIReader: s.mgr.GetAPIReader(), Jobs: jobs, Members: members,
 			Recorder: s.mgr.GetEventRecorder(FieldManager), Namespaces: s.namespaces, Restart: s.restart}
 		if err := r.SetupWithManager(s.mgr, s.opts); err != nil {
@@ -184,17 +169,17 @@ func (s *setup) Start(ctx context.Context) error {
 }
 
 // NewJobCache is a cache holding only the restore Jobs (those labelled
-// with LabelRestore), not every Job of the cluster.
+// with schemas.LabelRestore), not every Job of the cluster.
 func NewJobCache(mgr ctrl.Manager, namespaces []string) (cache.Cache, error) {
-	return labelledCache(mgr, namespaces, LabelRestore, nil)
+	return labelledCache(mgr, namespaces, schemas.LabelRestore, nil)
 }
 
 // NewMemberCache is a cache of the StatefulSets and pods labelled
-// LabelCluster, as openbao-operator labels an OpenBaoCluster's, holding
+// schemas.LabelOperatorCluster, as openbao-operator labels an OpenBaoCluster's, holding
 // only what the restart reads of them: a cluster's pods are few, but a
 // namespace may hold many other pods, and a pod's spec is most of its size.
 func NewMemberCache(mgr ctrl.Manager, namespaces []string) (cache.Cache, error) {
-	return labelledCache(mgr, namespaces, LabelCluster, slim)
+	return labelledCache(mgr, namespaces, schemas.LabelOperatorCluster, slim)
 }
 
 // labelledCache is a cache of the objects carrying label, in these
@@ -236,7 +221,7 @@ func (r *Reconciler) newXR() *unstructured.Unstructured {
 	return u
 }
 
-func (r *Reconciler) namespaced() bool { return r.GVK == NamespacedXR }
+func (r *Reconciler) namespaced() bool { return r.GVK == schemas.NamespacedXR }
 
 // SetupWithManager registers the reconciler for its XR kind, watching the
 // XRs, their Jobs, their LockRequests and the OpenBaoClusters they name.
@@ -298,7 +283,7 @@ func ended(j *batchv1.Job) bool {
 // xrsForPod maps a cluster's pod to the restores of that cluster under
 // way: a replacement that becomes Ready lets the restart go on at once.
 func (r *Reconciler) xrsForPod(ctx context.Context, p *corev1.Pod) []ctrl.Request {
-	c := p.Labels[LabelCluster]
+	c := p.Labels[schemas.LabelOperatorCluster]
 	if c == "" {
 		return nil
 	}
@@ -345,7 +330,7 @@ func (r *Reconciler) xrForJob(_ context.Context, j *batchv1.Job) []ctrl.Request 
 		}
 		return nil
 	}
-	if xr := j.Labels[LabelComposite]; xr != "" {
+	if xr := j.Labels[schemas.LabelComposite]; xr != "" {
 		return []ctrl.Request{r.request(j.Namespace, xr)}
 	}
 	return nil
@@ -500,7 +485,7 @@ const nudgeEvery = 30 * time.Second
 // has seen the phase (status.plan.stage Finished), a restore whose XR's
 // circuit is open is written again every nudgeEvery.
 func (r *Reconciler) nudge(ctx context.Context, xr *unstructured.Unstructured, cur Status) (ctrl.Result, error) {
-	if stage, _, _ := unstructured.NestedString(xr.Object, "status", "plan", "stage"); stage == stageFinished || !circuitOpen(xr) {
+	if stage, _, _ := unstructured.NestedString(xr.Object, "status", "plan", "stage"); stage == schemas.StageFinished || !circuitOpen(xr) {
 		return ctrl.Result{}, nil
 	}
 	now := r.Now()
@@ -517,16 +502,12 @@ func (r *Reconciler) nudge(ctx context.Context, xr *unstructured.Unstructured, c
 	return ctrl.Result{RequeueAfter: nudgeEvery}, nil
 }
 
-// stageFinished is the function's status.plan.stage once it has seen a
-// terminal phase (fn.StageFinished).
-const stageFinished = "Finished"
-
 // circuitOpen reports whether Crossplane says it stopped watching the XR
 // closely (its Responsive condition False).
 func circuitOpen(xr *unstructured.Unstructured) bool {
 	conds, _, _ := unstructured.NestedSlice(xr.Object, "status", "conditions")
 	for _, c := range conds {
-		if m, _ := c.(map[string]any); m["type"] == "Responsive" && m["status"] == "False" {
+		if m, _ := c.(map[string]any); m["type"] == schemas.CondResponsive && m["status"] == "False" {
 			return true
 		}
 	}
@@ -607,12 +588,12 @@ func (r *Reconciler) facts(ctx context.Context, xr *unstructured.Unstructured, c
 	f.Violations = vs
 	if ns == "" && !r.namespaced() {
 		f.Violations = append(f.Violations, schemas.Violation{Path: "spec.claimRef",
-			Message: "a cluster-scoped XOpenBaoRestore needs a claim: create an OpenBaoRestore in the OpenBaoCluster's namespace instead"})
+			Message: schemas.MsgNeedsClaim})
 	}
 	conds, _, _ := unstructured.NestedSlice(xr.Object, "status", "conditions")
 	for _, c := range conds {
 		m, _ := c.(map[string]any)
-		if m["type"] == condSpecValid && m["status"] == "False" {
+		if m["type"] == schemas.CondSpecValid && m["status"] == "False" {
 			f.FunctionInvalid, _ = m["message"].(string)
 			if f.FunctionInvalid == "" {
 				f.FunctionInvalid, _ = m["reason"].(string)
@@ -638,7 +619,7 @@ func (r *Reconciler) facts(ctx context.Context, xr *unstructured.Unstructured, c
 		ccs, _, _ := unstructured.NestedSlice(cluster.Object, "status", "conditions")
 		for _, cc := range ccs {
 			m, _ := cc.(map[string]any)
-			if m["type"] == "Upgrading" && m["status"] == "True" {
+			if m["type"] == schemas.CondUpgrading && m["status"] == "True" {
 				c.Upgrading = true
 			}
 		}
@@ -714,7 +695,7 @@ func (r *Reconciler) facts(ctx context.Context, xr *unstructured.Unstructured, c
 		if s := lr.Status.Submission; s != nil {
 			f.Lock.Submission = &Submission{Pod: s.Pod, Endpoint: s.Endpoint, At: s.SubmittedAt.Time}
 		}
-		if c := meta.FindStatusCondition(lr.Status.Conditions, CondOverride); c != nil && c.Status == metav1.ConditionTrue {
+		if c := meta.FindStatusCondition(lr.Status.Conditions, schemas.CondOverride); c != nil && c.Status == metav1.ConditionTrue {
 			f.Lock.Override = c.Message
 		}
 	}
@@ -725,7 +706,7 @@ func (r *Reconciler) facts(ctx context.Context, xr *unstructured.Unstructured, c
 // this XR by UID.
 func (r *Reconciler) lockRequest(ctx context.Context, c client.Reader, ns string, xr *unstructured.Unstructured) (*lockv1alpha1.LockRequest, error) {
 	var list lockv1alpha1.LockRequestList
-	if err := c.List(ctx, &list, client.InNamespace(ns), client.MatchingLabels{LabelComposite: xr.GetName()}); err != nil {
+	if err := c.List(ctx, &list, client.InNamespace(ns), client.MatchingLabels{schemas.LabelComposite: xr.GetName()}); err != nil {
 		return nil, err
 	}
 	for i := range list.Items {
@@ -740,7 +721,7 @@ func (r *Reconciler) lockRequest(ctx context.Context, c client.Reader, ns string
 // labelled with its name when it has no owner.
 func (r *Reconciler) job(ctx context.Context, ns string, xr *unstructured.Unstructured) (*batchv1.Job, error) {
 	var list batchv1.JobList
-	if err := r.Jobs.List(ctx, &list, client.InNamespace(ns), client.MatchingLabels{LabelComposite: xr.GetName()}); err != nil {
+	if err := r.Jobs.List(ctx, &list, client.InNamespace(ns), client.MatchingLabels{schemas.LabelComposite: xr.GetName()}); err != nil {
 		return nil, err
 	}
 	for i := range list.Items {
@@ -755,13 +736,13 @@ func (r *Reconciler) job(ctx context.Context, ns string, xr *unstructured.Unstru
 
 // pods reads the terminated pods of a finished Job, oldest first, with
 // their exit codes and termination messages. The Job cache holds the
-// restore's pods too (they carry LabelRestore); when it shows fewer ended
+// restore's pods too (they carry schemas.LabelRestore); when it shows fewer ended
 // pods than the Job counts, or one not yet ended, it lags, and the API is
 // read instead. A terminated container's state never changes again, so a
 // cached copy that has it is as good as a fresh one.
 func (r *Reconciler) pods(ctx context.Context, j *batchv1.Job) ([]Pod, error) {
 	var list corev1.PodList
-	sel := []client.ListOption{client.InNamespace(j.Namespace), client.MatchingLabels{LabelJobName: j.Name}}
+	sel := []client.ListOption{client.InNamespace(j.Namespace), client.MatchingLabels{labelJobName: j.Name}}
 	if err := r.Jobs.List(ctx, &list, sel...); err != nil || !allEnded(list.Items, j) {
 		if err := r.APIReader.List(ctx, &list, sel...); err != nil {
 			return nil, err
@@ -858,7 +839,7 @@ func ReadStatus(xr *unstructured.Unstructured) Status {
 	return s
 }
 
-func owned(t string) bool { return t == CondRestored || t == CondLockHeld || t == CondOverride }
+func owned(t string) bool { return t == schemas.CondRestored || t == schemas.CondLockHeld || t == schemas.CondOverride }
 
 func readTime(v any) *time.Time {
 	s, _ := v.(string)

@@ -293,7 +293,7 @@ func stuckMessage(why string, sealed bool, waited time.Duration, uid string) str
 		what = "unseal it (bao operator unseal; if the snapshot came from another cluster, OpenBao sealed itself and needs that cluster's unseal or recovery keys)"
 	}
 	return fmt.Sprintf("the snapshot was restored, but the restart of the OpenBao pods stopped after %s because %s; the operation lock stays held. "+
-		"To go on: %s, then %s", waited.Round(time.Second), why, what, ackHint(uid, "to re-run the health gates and finish the restart"))
+		"To go on: %s, then %s", waited.Round(time.Second), why, what, schemas.AckHint(uid, "to re-run the health gates and finish the restart"))
 }
 
 // sealedMessage is the Unknown message when the executor found OpenBao
@@ -301,5 +301,5 @@ func stuckMessage(why string, sealed bool, waited time.Duration, uid string) str
 func sealedMessage(uid string) string {
 	return "the snapshot was restored, but OpenBao sealed itself afterwards, as it does after a forced restore of a snapshot from a cluster with another seal key; " +
 		"the operation lock stays held. Unseal every pod with the source cluster's unseal or recovery keys (bao operator unseal), then " +
-		ackHint(uid, "to restart the pods behind the health gates")
+		schemas.AckHint(uid, "to restart the pods behind the health gates")
 }

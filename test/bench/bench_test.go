@@ -386,7 +386,7 @@ func (r *recorder) watchAll() (stop func()) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	xrs := &unstructured.UnstructuredList{}
-	xrs.SetGroupVersionKind(phase.LegacyXR.GroupVersion().WithKind(phase.LegacyXR.Kind + "List"))
+	xrs.SetGroupVersionKind(schemas.LegacyXR.GroupVersion().WithKind(schemas.LegacyXR.Kind + "List"))
 	clusters := &unstructured.UnstructuredList{}
 	clusters.SetGroupVersionKind(lock.ClusterGVK.GroupVersion().WithKind(lock.ClusterGVK.Kind + "List"))
 	var done sync.WaitGroup
@@ -839,7 +839,7 @@ func waitDone(tb testing.TB, env *testbed.Env, rec *recorder, rs []*restore, tim
 				}
 				n++
 				xr := &unstructured.Unstructured{}
-				xr.SetGroupVersionKind(phase.LegacyXR)
+				xr.SetGroupVersionKind(schemas.LegacyXR)
 				if err := env.Client.Get(context.Background(), client.ObjectKey{Name: r.xr}, xr); err != nil {
 					tb.Logf("%s: %v", r.xr, err)
 					continue
@@ -1256,7 +1256,7 @@ func cleanup(tb testing.TB, env *testbed.Env, ns string) {
 	tb.Helper()
 	ctx := context.Background()
 	xr := &unstructured.Unstructured{}
-	xr.SetGroupVersionKind(phase.LegacyXR)
+	xr.SetGroupVersionKind(schemas.LegacyXR)
 	if err := env.Client.DeleteAllOf(ctx, xr, client.MatchingLabels{runLabel: ns}); err != nil {
 		tb.Logf("delete the XRs of %s: %v", ns, err)
 	}
@@ -1377,7 +1377,7 @@ func createRestore(ctx context.Context, env *testbed.Env, rec *recorder, spec ma
 	s["cluster"] = rs.cluster
 	s["claimRef"] = map[string]any{"apiVersion": schemas.Group + "/" + schemas.Version, "kind": schemas.ClaimKind, "name": rs.claim, "namespace": ns}
 	xr := &unstructured.Unstructured{Object: map[string]any{"spec": s}}
-	xr.SetGroupVersionKind(phase.LegacyXR)
+	xr.SetGroupVersionKind(schemas.LegacyXR)
 	xr.SetName(rs.xr)
 	xr.SetLabels(map[string]string{runLabel: ns})
 	if err := env.Client.Create(ctx, xr); err != nil {
@@ -1405,7 +1405,7 @@ func owner(xr *unstructured.Unstructured) []metav1.OwnerReference {
 }
 
 func restoreLabels(rs *restore) map[string]string {
-	return map[string]string{phase.LabelComposite: rs.xr, phase.LabelRestore: rs.claim, clusterLabel: rs.cluster}
+	return map[string]string{schemas.LabelComposite: rs.xr, schemas.LabelRestore: rs.claim, clusterLabel: rs.cluster}
 }
 
 // newJob is the restore's Job as the function composes it (labels,
@@ -1417,7 +1417,7 @@ func newJob(ns string, rs *restore) *batchv1.Job {
 		Spec: batchv1.JobSpec{
 			BackoffLimit: ptr.To[int32](0),
 			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{phase.LabelRestore: rs.claim, outcomeLabel: outcome(rs.fail)}},
+				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{schemas.LabelRestore: rs.claim, outcomeLabel: outcome(rs.fail)}},
 				Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever,
 					Containers: []corev1.Container{{Name: "restore", Image: "example.invalid/executor"}}},
 			},

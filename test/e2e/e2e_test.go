@@ -144,7 +144,7 @@ func claimComposesARestore(t *testing.T, s *Stack) {
 		var roles rbacv1.RoleList
 		var rbs rbacv1.RoleBindingList
 		for _, l := range []client.ObjectList{&sas, &roles, &rbs} {
-			if err := s.Client.List(ctx, l, client.InNamespace(ns), client.HasLabels{"crossplane.io/composite"}); err != nil {
+			if err := s.Client.List(ctx, l, client.InNamespace(ns), client.HasLabels{schemas.LabelComposite}); err != nil {
 				return false, err
 			}
 		}
@@ -162,7 +162,7 @@ func claimComposesARestore(t *testing.T, s *Stack) {
 	t.Logf("e2e: claim -> lock Held in %s", time.Since(claimed).Round(time.Millisecond))
 	testbed.Eventually(t, 90*time.Second, "the restore Job composed in "+ns, func() (bool, error) {
 		var jobs batchv1.JobList
-		if err := s.Client.List(ctx, &jobs, client.InNamespace(ns), client.HasLabels{"crossplane.io/composite"}); err != nil {
+		if err := s.Client.List(ctx, &jobs, client.InNamespace(ns), client.HasLabels{schemas.LabelComposite}); err != nil {
 			return false, err
 		}
 		return len(jobs.Items) == 1, nil
@@ -342,7 +342,7 @@ func invalidClaims(t *testing.T, s *Stack) {
 	if err := s.Client.List(ctx, &lrs, client.InNamespace(ns)); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Client.List(ctx, &jobs, client.InNamespace(ns), client.HasLabels{"crossplane.io/composite"}); err != nil {
+	if err := s.Client.List(ctx, &jobs, client.InNamespace(ns), client.HasLabels{schemas.LabelComposite}); err != nil {
 		t.Fatal(err)
 	}
 	if len(lrs.Items) != 0 || len(jobs.Items) != 0 {
@@ -500,7 +500,7 @@ func lockContention(t *testing.T, s *Stack) {
 	// It keeps waiting: no Job while the backup holds the lock.
 	time.Sleep(2 * time.Second)
 	var jobs batchv1.JobList
-	if err := s.Client.List(context.Background(), &jobs, client.InNamespace(ns), client.HasLabels{"crossplane.io/composite"}); err != nil {
+	if err := s.Client.List(context.Background(), &jobs, client.InNamespace(ns), client.HasLabels{schemas.LabelComposite}); err != nil {
 		t.Fatal(err)
 	}
 	if len(jobs.Items) != 0 {
@@ -612,7 +612,7 @@ func deleteClaimMidRun(t *testing.T, s *Stack) {
 			}
 		}
 		for _, l := range []client.ObjectList{&jobs, &sas, &roles, &rbs} {
-			if err := s.Client.List(ctx, l, client.InNamespace(ns), client.HasLabels{"crossplane.io/composite"}); err != nil {
+			if err := s.Client.List(ctx, l, client.InNamespace(ns), client.HasLabels{schemas.LabelComposite}); err != nil {
 				return false, err
 			}
 		}
@@ -673,7 +673,7 @@ func missingSnapshotKey(t *testing.T, s *Stack) {
 		t.Errorf("the claim's message does not list the nearby keys: %q", msg)
 	}
 	var jobs batchv1.JobList
-	if err := s.Client.List(ctx, &jobs, client.InNamespace(ns), client.HasLabels{"crossplane.io/composite"}); err != nil {
+	if err := s.Client.List(ctx, &jobs, client.InNamespace(ns), client.HasLabels{schemas.LabelComposite}); err != nil {
 		t.Fatal(err)
 	}
 	if len(jobs.Items) != 1 || jobs.Items[0].Status.Failed != 1 {

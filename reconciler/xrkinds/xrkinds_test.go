@@ -1,4 +1,4 @@
-package served
+package xrkinds
 
 import (
 	"context"
@@ -9,6 +9,8 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	"github.com/openbao-restore/openbao-restore/schemas"
 )
 
 func mapper(gvks ...schema.GroupVersionKind) meta.RESTMapper {
@@ -24,7 +26,7 @@ func TestEach(t *testing.T) {
 	record := func(g schema.GroupVersionKind) error { got = append(got, g); return nil }
 
 	// Both served: each set up once, and Each returns.
-	if err := Each(context.Background(), mapper(XRs...), XRs, record); err != nil || !slices.Equal(got, XRs) {
+	if err := Each(context.Background(), mapper(schemas.XRs...), schemas.XRs, record); err != nil || !slices.Equal(got, schemas.XRs) {
 		t.Fatalf("both served: err %v, set up %v", err, got)
 	}
 
@@ -33,13 +35,13 @@ func TestEach(t *testing.T) {
 	got = nil
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
-	if err := Each(ctx, mapper(NamespacedXR), XRs, record); err != nil || !slices.Equal(got, []schema.GroupVersionKind{NamespacedXR}) {
+	if err := Each(ctx, mapper(schemas.NamespacedXR), schemas.XRs, record); err != nil || !slices.Equal(got, []schema.GroupVersionKind{schemas.NamespacedXR}) {
 		t.Fatalf("one served: err %v, set up %v", err, got)
 	}
 
 	// A setup that fails stops Each with its error.
 	boom := errors.New("boom")
-	if err := Each(context.Background(), mapper(XRs...), XRs, func(schema.GroupVersionKind) error { return boom }); !errors.Is(err, boom) {
+	if err := Each(context.Background(), mapper(schemas.XRs...), schemas.XRs, func(schema.GroupVersionKind) error { return boom }); !errors.Is(err, boom) {
 		t.Fatalf("failing setup: err %v", err)
 	}
 }

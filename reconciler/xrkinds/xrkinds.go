@@ -1,7 +1,7 @@
-// Package served sets up what concerns the XR kinds once the API serves
-// them: the Configuration installs the XRD, and with it the XR kinds' CRDs,
-// possibly after the reconciler has started.
-package served
+// Package xrkinds sets up what concerns the XR kinds (schemas.XRs) once the
+// API serves them: the Configuration installs the XRD, and with it the XR
+// kinds' CRDs, possibly after the reconciler has started.
+package xrkinds
 
 import (
 	"context"
@@ -9,16 +9,6 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-
-	"github.com/openbao-restore/openbao-restore/schemas"
-)
-
-// The XR kinds: the legacy cluster-scoped XR of claims, and the namespaced
-// XR of Crossplane v2.
-var (
-	LegacyXR     = schema.GroupVersionKind{Group: schemas.Group, Version: schemas.Version, Kind: schemas.XRKind}
-	NamespacedXR = schema.GroupVersionKind{Group: "ns." + schemas.Group, Version: schemas.Version, Kind: schemas.ClaimKind}
-	XRs          = []schema.GroupVersionKind{LegacyXR, NamespacedXR}
 )
 
 // Retry is how often Each looks again for kinds not yet served: it waits
