@@ -1,7 +1,8 @@
 // Package reconciler is the companion controller of openbao-restore: it runs
-// the reconcilers (today the operation lock, reconciler/lock) in one
-// controller-runtime manager, with leader election, health probes and
-// metrics. main.go wires Command into the CLI.
+// its two controllers, the operation lock (reconciler/lock) and the phase of
+// each restore with the restart after it (reconciler/phase,
+// reconciler/restart), in one controller-runtime manager, with leader
+// election, health probes and metrics. main.go wires Command into the CLI.
 package reconciler
 
 import (
@@ -21,6 +22,7 @@ import (
 
 	"github.com/openbao-restore/openbao-restore/reconciler/lock"
 	"github.com/openbao-restore/openbao-restore/reconciler/phase"
+	"github.com/openbao-restore/openbao-restore/reconciler/restart"
 	lockv1alpha1 "github.com/openbao-restore/openbao-restore/schemas/lock/v1alpha1"
 )
 
@@ -130,13 +132,13 @@ func (c *Command) NewManager(cfg *rest.Config) (ctrl.Manager, error) {
 	if err := lr.SetupWithManager(mgr, controller.Options{MaxConcurrentReconciles: c.Concurrency}); err != nil {
 		return nil, err
 	}
-	prober, err := phase.NewProber(c.HealthURL, c.HealthTimeout)
+	prober, err := restart.NewProber(c.HealthURL, c.HealthTimeout)
 	if err != nil {
 		return nil, err
 	}
-	restart := phase.RestartOptions{Prober: prober, Poll: c.RestartPoll,
-		Timeouts: phase.Timeouts{Gate: c.RestartTimeout, Sealed: c.SealedTimeout}}
-	if err := phase.Setup(mgr, c.Namespace, controller.Options{MaxConcurrentReconciles: c.Concurrency}, restart); err != nil {
+	follow := phase.RestartOptions{Prober: prober, Poll: c.RestartPoll,
+		Timeouts: restart.Timeouts{Gate: c.RestartTimeout, Sealed: c.SealedTimeout}}
+	if err := phase.AddControllers(mgr, c.Namespace, controller.Options{MaxConcurrentReconciles: c.Concurrency}, follow); err != nil {
 		return nil, err
 	}
 	return mgr, nil

@@ -11,7 +11,6 @@ import (
 	"github.com/openbao-restore/openbao-restore/internal/baotest"
 	"github.com/openbao-restore/openbao-restore/internal/testbed"
 	"github.com/openbao-restore/openbao-restore/reconciler"
-	"github.com/openbao-restore/openbao-restore/reconciler/phase"
 	"github.com/openbao-restore/openbao-restore/schemas"
 	lockv1alpha1 "github.com/openbao-restore/openbao-restore/schemas/lock/v1alpha1"
 )
@@ -77,7 +76,7 @@ func TestKilledMidRestartConverges(t *testing.T) {
 	kills := 0
 	for time.Now().Before(deadline) {
 		time.Sleep(time.Duration(300+rng.IntN(1200)) * time.Millisecond)
-		if phase.ReadStatus(get(t, env, xr)).Phase == schemas.PhaseCompleted {
+		if status(t, get(t, env, xr)).Phase == schemas.PhaseCompleted {
 			break
 		}
 		ch.Kill()

@@ -22,13 +22,8 @@ var (
 		Help:    "Time from a restore's start (its Job observed) to its terminal phase, by terminal phase.",
 		Buckets: prometheus.ExponentialBuckets(1, 2, 14), // 1 s .. ~4.5 h
 	}, []string{"phase"})
-	// restartedPods counts the OpenBao pods deleted by the follow-through.
-	restartedPods = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "openbao_restore_restarted_pods_total",
-		Help: "OpenBao pods deleted (with UID preconditions) to restart them after a restore.",
-	})
 )
 
 func init() {
-	metrics.Registry.MustRegister(transitions, duration, restartedPods)
+	metrics.Registry.MustRegister(transitions, duration)
 }

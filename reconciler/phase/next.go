@@ -15,7 +15,7 @@
 //     API, holds no submission record, no pod exited 11 and no termination
 //     message says submitted; anything else, including a LockRequest that
 //     is gone, is Unknown.
-//   - A complete Job starts the follow-through (restart.go): the phase
+//   - A complete Job starts the follow-through (reconciler/restart): the phase
 //     stays Running while the OpenBao pods restart behind health gates,
 //     and becomes Completed when all are back, or Unknown when a gate
 //     times out. The executor reporting OpenBao sealed after the restore
@@ -32,111 +32,14 @@ import (
 	"strings"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/openbao-restore/openbao-restore/reconciler/restart"
 	"github.com/openbao-restore/openbao-restore/schemas"
 )
 
-// Facts is everything Next decides from, read by the reconciler.
-type Facts struct {
-	// UID of the XR; an acknowledgement must name it.
-	UID string
-	// Violations of the spec (contract and policy); non-empty means invalid.
-	Violations []schemas.Violation
-	// FunctionInvalid is the function's verdict (its SpecValid condition
-	// False) with its message: the function knows the Input's policy.
-	FunctionInvalid string
-	// Force skips the cluster's readiness checks (spec.force).
-	Force bool
-	// Cluster is the OpenBaoCluster; nil when it does not exist.
-	Cluster *Cluster
-	// Lock is the LockRequest; nil when none exists.
-	Lock *Lock
-	// Job is the restore Job; nil when none exists.
-	Job *Job
-	// Ack is the value of the acknowledge annotation on the XR.
-	Ack string
-	// Members are the cluster's OpenBao pods and their health, read
-	// while the restart is due or under way; nil otherwise.
-	Members *Members
-	// watched: Members came from the member cache, whose changes wake the
-	// reconciler. Only the I/O side reads it, to decide how soon to look
-	// again; Next never does.
-	watched bool
-	// Timeouts bound the restart's waits; zero means DefaultTimeouts.
-	Timeouts Timeouts
-	// Now is the time of the decision.
-	Now time.Time
-}
-
-// Cluster is what the phase depends on of the OpenBaoCluster.
-type Cluster struct {
-	Initialized bool
-	Upgrading   bool
-}
-
-// Lock is the LockRequest's status.
-type Lock struct {
-	State, HeldBy, Message string
-	// Holder is the request's spec.holder.
-	Holder string
-	// Submission is set once the executor recorded a submission.
-	Submission *Submission
-	// Override is the message of the request's OperationLockOverride
-	// condition, if it cleared a foreign lock.
-	Override string
-}
-
-// Submission is the executor's record on the LockRequest.
-type Submission struct {
-	Pod, Endpoint string
-	At            time.Time
-}
-
-// Job is the restore Job and what its pods said.
-type Job struct {
-	Name string
-	// Complete and Failed are the Job's terminal conditions; FailedReason
-	// and FailedMessage are the Failed condition's.
-	Complete, Failed            bool
-	FailedReason, FailedMessage string
-	// Pods are the terminated pods of the Job, oldest first.
-	Pods []Pod
-}
-
-// Pod is one terminated pod of the Job.
-type Pod struct {
-	Name     string
-	ExitCode int32
-	// Termination is the executor's termination message, nil if absent
-	// or not JSON (Raw then holds it).
-	Termination *schemas.TerminationMessage
-	Raw         string
-}
-
-// Condition is one condition this reconciler owns.
-type Condition struct {
-	Type, Status, Reason, Message string
-}
-
-// Status is the part of the XR's status this reconciler owns.
-type Status struct {
-	Phase, Message            string
-	StartTime, CompletionTime *time.Time
-	SnapshotKey               string
-	SnapshotSize              int64
-	Conditions                []Condition
-	// Restart is the follow-through's progress; nil until the Job
-	// succeeded (or a Resume).
-	Restart *Restart
-	// Nudged is when a finished restore was last written again for
-	// Crossplane (status.execution.nudgedAt; Reconciler.nudge).
-	Nudged *time.Time
-}
-
-// Event is a Kubernetes event to emit.
-type Event struct {
-	Warning         bool
-	Reason, Message string
-}
+// Event is a Kubernetes event to emit (the restart's events are too).
+type Event = restart.Event
 
 var rank = map[string]int{
 	"": 0, schemas.PhasePending: 1, schemas.PhaseValidating: 2, schemas.PhaseRunning: 3,
@@ -198,7 +101,7 @@ func Next(cur Status, f Facts) (Status, []Event) {
 	return finish(cur, next, f)
 }
 
-// restarting takes the follow-through one step (restartStep).
+// restarting takes the follow-through one step (restart.Step).
 func restarting(cur, next Status, f Facts) (Status, []Event) {
 	if f.Cluster == nil {
 		next.Phase = schemas.PhaseFailed
@@ -207,10 +110,10 @@ func restarting(cur, next Status, f Facts) (Status, []Event) {
 		return finish(cur, next, f)
 	}
 	to := f.Timeouts
-	if to == (Timeouts{}) {
-		to = DefaultTimeouts
+	if to == (restart.Timeouts{}) {
+		to = restart.DefaultTimeouts
 	}
-	r, phase, msg, evs := restartStep(*next.Restart, f.Members, f.UID, to, f.Now.UTC().Truncate(time.Second))
+	r, phase, msg, evs := restart.Step(*next.Restart, f.Members, f.UID, to, f.Now.UTC().Truncate(time.Second))
 	next.Restart, next.Phase, next.Message = &r, phase, msg
 	switch phase {
 	case schemas.PhaseCompleted:
@@ -249,8 +152,8 @@ func followJob(next Status, f Facts) Status {
 			next.Conditions = append(next.Conditions, Condition{Type: schemas.CondRestored, Status: "Unknown", Reason: "Sealed", Message: next.Message})
 			break
 		}
-		now := f.Now.UTC().Truncate(time.Second)
-		next.Restart = &Restart{StartedAt: &now}
+		now := metav1.NewTime(f.Now.UTC().Truncate(time.Second))
+		next.Restart = &restart.Restart{StartedAt: &now}
 	case j.Failed:
 		if known, why := submitted(f); known || f.Lock == nil {
 			next.Phase = schemas.PhaseUnknown
@@ -366,7 +269,7 @@ func invalidMessage(f Facts) string {
 // is acted on once: the restart records it, and the annotation must be
 // removed and set again to resume a second time.
 func unknown(cur, next Status, f Facts) (Status, []Event) {
-	var r Restart
+	var r restart.Restart
 	if cur.Restart != nil {
 		r = *cur.Restart
 	}
@@ -386,7 +289,7 @@ func unknown(cur, next Status, f Facts) (Status, []Event) {
 		next.Conditions = append(next.Conditions, Condition{Type: schemas.CondRestored, Status: "False", Reason: "Acknowledged", Message: next.Message})
 		return finish(cur, next, f)
 	case schemas.AckResume:
-		now := f.Now.UTC().Truncate(time.Second)
+		now := metav1.NewTime(f.Now.UTC().Truncate(time.Second))
 		r.Acknowledged, r.StartedAt, r.CompletedAt = f.Ack, &now, nil
 		next.Restart = &r
 		return restarting(cur, next, f)
@@ -416,7 +319,7 @@ func lockConditions(l *Lock) []Condition {
 // finish sets the times, keeps the conditions of the previous status that
 // Next did not decide again, and names the events of a phase change.
 func finish(cur, next Status, f Facts) (Status, []Event) {
-	now := f.Now.UTC().Truncate(time.Second)
+	now := metav1.NewTime(f.Now.UTC().Truncate(time.Second))
 	if next.StartTime == nil && rank[next.Phase] >= rank[schemas.PhaseRunning] && f.Job != nil {
 		next.StartTime = &now
 	}
@@ -446,4 +349,12 @@ func merge(old, now []Condition) []Condition {
 		}
 	}
 	return out
+}
+
+// sealedMessage is the Unknown message when the executor found OpenBao
+// sealed after the restore.
+func sealedMessage(uid string) string {
+	return "the snapshot was restored, but OpenBao sealed itself afterwards, as it does after a forced restore of a snapshot from a cluster with another seal key; " +
+		"the operation lock stays held. Unseal every pod with the source cluster's unseal or recovery keys (bao operator unseal), then " +
+		schemas.AckHint(uid, "to restart the pods behind the health gates")
 }

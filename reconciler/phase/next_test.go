@@ -6,17 +6,20 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/openbao-restore/openbao-restore/reconciler/restart"
 	"github.com/openbao-restore/openbao-restore/schemas"
 )
 
 func TestNext(t *testing.T) {
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	earlier := now.Add(-time.Minute)
+	earlier := metav1.NewTime(now.Add(-time.Minute))
 	const uid = "u-1"
 	holder := schemas.Holder("r", uid)
 	held := &Lock{State: schemas.LockHeld, HeldBy: holder, Holder: holder, Message: "holding"}
 	heldSubmitted := &Lock{State: schemas.LockHeld, HeldBy: holder, Holder: holder,
-		Submission: &Submission{Pod: "p-1", Endpoint: "https://bao:8200", At: earlier}}
+		Submission: &Submission{Pod: "p-1", Endpoint: "https://bao:8200", At: earlier.Time}}
 	waiting := &Lock{State: schemas.LockWaiting, HeldBy: "backup/x", Holder: holder, Message: "held by Backup backup/x"}
 	ok := &Cluster{Initialized: true}
 	yes := true
@@ -57,22 +60,22 @@ func TestNext(t *testing.T) {
 		{name: "function's verdict invalid", f: Facts{FunctionInvalid: "spec.image is not on the allow-list"}, phase: schemas.PhaseFailed,
 			msg: []string{"allow-list"}, restored: "False", event: "RestoreFailed", completed: true},
 		{name: "job complete starts the restart", cur: Status{Phase: schemas.PhaseRunning, StartTime: &earlier},
-			f: Facts{Cluster: ok, Lock: held, Members: cluster3(0, nil), Job: &Job{Name: "j", Complete: true, Pods: []Pod{{Name: "p", Termination: &schemas.TerminationMessage{
+			f: Facts{Cluster: ok, Lock: held, Members: healthy3(), Job: &Job{Name: "j", Complete: true, Pods: []Pod{{Name: "p", Termination: &schemas.TerminationMessage{
 				Submitted: true, SnapshotKey: "a/b.snap", SnapshotSize: 42}}}}},
 			phase: schemas.PhaseRunning, msg: []string{"deleting pod prod-1 (standby)"}, restored: "Unknown", event: "RestartingPod", start: true},
 		{name: "complete straight from validating sets start", cur: Status{Phase: schemas.PhaseValidating},
 			f: Facts{Cluster: ok, Lock: held, Job: &Job{Name: "j", Complete: true}}, phase: schemas.PhaseRunning, restored: "Unknown", event: "RestoreRunning", start: true},
 		{name: "restart done: completed", cur: Status{Phase: schemas.PhaseRunning, StartTime: &earlier, SnapshotKey: "a/b.snap", SnapshotSize: 42,
-			Restart: &Restart{StartedAt: &earlier, Pods: []RestartedPod{{Name: "prod-0", UID: "x", DeletedAt: &earlier, HealthyAt: &earlier},
+			Restart: &restart.Restart{StartedAt: &earlier, Pods: []restart.RestartedPod{{Name: "prod-0", UID: "x", DeletedAt: &earlier, HealthyAt: &earlier},
 				{Name: "prod-1", UID: "x", DeletedAt: &earlier, HealthyAt: &earlier}, {Name: "prod-2", UID: "x", DeletedAt: &earlier, HealthyAt: &earlier}}}},
-			f: Facts{Cluster: ok, Members: cluster3(0, nil), Job: &Job{Name: "j", Complete: true}}, phase: schemas.PhaseCompleted,
+			f: Facts{Cluster: ok, Members: healthy3(), Job: &Job{Name: "j", Complete: true}}, phase: schemas.PhaseCompleted,
 			msg: []string{"restored snapshot a/b.snap (42 bytes)", "all 3 OpenBao pods"}, restored: "True", event: "RestoreCompleted", start: true, completed: true},
-		{name: "restart follows the progress, not the Job", cur: Status{Phase: schemas.PhaseRunning, StartTime: &earlier, Restart: &Restart{StartedAt: &earlier}},
-			f:     Facts{UID: uid, Cluster: ok, Members: &Members{StatefulSet: "prod", Missing: true}, Job: failedJob(), Timeouts: Timeouts{Gate: time.Second, Sealed: time.Second}},
+		{name: "restart follows the progress, not the Job", cur: Status{Phase: schemas.PhaseRunning, StartTime: &earlier, Restart: &restart.Restart{StartedAt: &earlier}},
+			f:     Facts{UID: uid, Cluster: ok, Members: &restart.Members{StatefulSet: "prod", Missing: true}, Job: failedJob(), Timeouts: restart.Timeouts{Gate: time.Second, Sealed: time.Second}},
 			phase: schemas.PhaseUnknown,
 			msg:   []string{"StatefulSet prod does not exist", "u-1/Resume"}, restored: "Unknown", event: "RestoreUnknown", start: true},
-		{name: "cluster deleted during the restart", cur: Status{Phase: schemas.PhaseRunning, StartTime: &earlier, Restart: &Restart{StartedAt: &earlier}},
-			f: Facts{Members: cluster3(0, nil), Job: &Job{Name: "j", Complete: true}}, phase: schemas.PhaseFailed,
+		{name: "cluster deleted during the restart", cur: Status{Phase: schemas.PhaseRunning, StartTime: &earlier, Restart: &restart.Restart{StartedAt: &earlier}},
+			f: Facts{Members: healthy3(), Job: &Job{Name: "j", Complete: true}}, phase: schemas.PhaseFailed,
 			msg: []string{"deleted before its pods were restarted"}, restored: "False", event: "RestoreFailed", start: true, completed: true},
 		{name: "sealed after the restore: unknown at once", cur: Status{Phase: schemas.PhaseRunning, StartTime: &earlier},
 			f: Facts{UID: uid, Cluster: ok, Lock: held, Job: &Job{Name: "j", Complete: true, Pods: []Pod{{Name: "p", Termination: &schemas.TerminationMessage{
@@ -102,11 +105,11 @@ func TestNext(t *testing.T) {
 			f: Facts{UID: uid, Ack: uid + "/Abandon", Lock: heldSubmitted, Job: failedJob()}, phase: schemas.PhaseFailed,
 			msg: []string{"abandoned"}, restored: "False", event: "RestoreFailed", start: true, completed: true},
 		{name: "resume re-runs the gates and restarts", cur: Status{Phase: schemas.PhaseUnknown, StartTime: &earlier},
-			f: Facts{UID: uid, Ack: uid + "/Resume", Cluster: ok, Members: cluster3(0, nil), Lock: heldSubmitted, Job: failedJob()}, phase: schemas.PhaseRunning,
+			f: Facts{UID: uid, Ack: uid + "/Resume", Cluster: ok, Members: healthy3(), Lock: heldSubmitted, Job: failedJob()}, phase: schemas.PhaseRunning,
 			msg: []string{"deleting pod prod-1"}, restored: "Unknown", event: "RestoreRunning", start: true},
 		{name: "a resume already acted on is not repeated", cur: Status{Phase: schemas.PhaseUnknown, Message: "m", StartTime: &earlier,
-			Restart: &Restart{StartedAt: &earlier, Acknowledged: uid + "/Resume"}},
-			f: Facts{UID: uid, Ack: uid + "/Resume", Cluster: ok, Members: cluster3(0, nil), Job: &Job{Complete: true}}, phase: schemas.PhaseUnknown,
+			Restart: &restart.Restart{StartedAt: &earlier, Acknowledged: uid + "/Resume"}},
+			f: Facts{UID: uid, Ack: uid + "/Resume", Cluster: ok, Members: healthy3(), Job: &Job{Complete: true}}, phase: schemas.PhaseUnknown,
 			msg: []string{"m"}, start: true},
 		{name: "failed is sticky", cur: Status{Phase: schemas.PhaseFailed, Message: "m"},
 			f: Facts{Lock: held, Job: &Job{Complete: true}}, phase: schemas.PhaseFailed, msg: []string{"m"}},
@@ -171,8 +174,8 @@ func TestNext(t *testing.T) {
 func TestResumeOnceThenAgain(t *testing.T) {
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	ack := "u/" + schemas.AckResume
-	cur := Status{Phase: schemas.PhaseUnknown, Message: "m", Restart: &Restart{StartedAt: &now, Acknowledged: ack}}
-	f := Facts{UID: "u", Cluster: &Cluster{Initialized: true}, Members: cluster3(0, nil), Now: now}
+	cur := Status{Phase: schemas.PhaseUnknown, Message: "m", Restart: &restart.Restart{StartedAt: &metav1.Time{Time: now}, Acknowledged: ack}}
+	f := Facts{UID: "u", Cluster: &Cluster{Initialized: true}, Members: healthy3(), Now: now}
 	f.Ack = ack
 	if got, _ := Next(cur, f); got.Phase != schemas.PhaseUnknown {
 		t.Fatalf("consumed ack acted on: %s", got.Phase)
@@ -210,4 +213,14 @@ func TestExitMeaningCoversTheTable(t *testing.T) {
 			t.Errorf("exit %d has no meaning", c)
 		}
 	}
+}
+
+// healthy3 is a healthy three-pod cluster led by prod-0.
+func healthy3() *restart.Members {
+	m := &restart.Members{StatefulSet: "prod", Replicas: 3}
+	for i, name := range []string{"prod-0", "prod-1", "prod-2"} {
+		m.Pods = append(m.Pods, restart.Member{Name: name, UID: "old-" + name, Ordinal: i, Ready: true,
+			Health: restart.Health{Initialized: true, Standby: i != 0}})
+	}
+	return m
 }

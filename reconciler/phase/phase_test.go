@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -31,6 +30,7 @@ import (
 	"github.com/openbao-restore/openbao-restore/internal/baotest"
 	"github.com/openbao-restore/openbao-restore/internal/testbed"
 	"github.com/openbao-restore/openbao-restore/reconciler/phase"
+	"github.com/openbao-restore/openbao-restore/reconciler/restart"
 	"github.com/openbao-restore/openbao-restore/schemas"
 	lockv1alpha1 "github.com/openbao-restore/openbao-restore/schemas/lock/v1alpha1"
 )
@@ -123,11 +123,11 @@ const noHealth = "http://127.0.0.1:1"
 // short timeouts, with OpenBao's health at url.
 func restartOptions(t *testing.T, url string) phase.RestartOptions {
 	t.Helper()
-	p, err := phase.NewProber(url, 2*time.Second)
+	p, err := restart.NewProber(url, 2*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return phase.RestartOptions{Prober: p, Poll: 200 * time.Millisecond, Timeouts: phase.Timeouts{Gate: 45 * time.Second, Sealed: 3 * time.Second}}
+	return phase.RestartOptions{Prober: p, Poll: 200 * time.Millisecond, Timeouts: restart.Timeouts{Gate: 45 * time.Second, Sealed: 3 * time.Second}}
 }
 
 // startWith, viaSetup, registers the reconcilers as the binary does (Setup,
@@ -140,7 +140,7 @@ func startWith(t *testing.T, env *testbed.Env, ns string, viaSetup bool, healthU
 	w := &written{at: map[string]map[string]time.Time{}}
 	opts := controller.Options{MaxConcurrentReconciles: 4, SkipNameValidation: ptr.To(true)}
 	if viaSetup {
-		if err := phase.Setup(mgr, []string{ns}, opts, restart); err != nil {
+		if err := phase.AddControllers(mgr, []string{ns}, opts, restart); err != nil {
 			t.Fatal(err)
 		}
 		return run(t, mgr, w)
@@ -358,6 +358,16 @@ func createJobWith(t *testing.T, env *testbed.Env, ns string, xr *unstructured.U
 	return finished
 }
 
+// status reads the reconciler's fields of the XR's status.
+func status(t *testing.T, xr *unstructured.Unstructured) phase.Status {
+	t.Helper()
+	st, err := phase.ReadStatus(xr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
 // waitPhase waits generously: the bound only matters when a test fails,
 // and a loaded 2-core CI machine once took over 30 s.
 func waitPhase(t *testing.T, env *testbed.Env, xr *unstructured.Unstructured, want string) phase.Status {
@@ -372,7 +382,7 @@ func waitPhaseFor(t *testing.T, env *testbed.Env, xr *unstructured.Unstructured,
 		if err := env.Client.Get(context.Background(), client.ObjectKeyFromObject(xr), xr); err != nil {
 			return false, err
 		}
-		st = phase.ReadStatus(xr)
+		st = status(t, xr)
 		if st.Phase != want {
 			return false, fmt.Errorf("phase %s: %s", st.Phase, st.Message)
 		}
@@ -590,7 +600,7 @@ func TestWaitingLockStaysPending(t *testing.T) {
 		if err := env.Client.Get(context.Background(), client.ObjectKeyFromObject(xr), xr); err != nil {
 			return false, err
 		}
-		st = phase.ReadStatus(xr)
+		st = status(t, xr)
 		return condition(st, schemas.CondLockHeld).Status == "False", nil
 	})
 	if !strings.Contains(st.Message, "Backup backup/nightly") {
@@ -683,37 +693,31 @@ func TestFunctionVerdictFailsAndConditionsCoexist(t *testing.T) {
 	})
 }
 
-// TestConcurrentRestoresLatency measures (logs, does not assert) Job
-// finished -> phase written for 20 restores whose Jobs finish together,
-// half failing before submission, half succeeding.
-func TestConcurrentRestoresLatency(t *testing.T) {
+// Twenty restores at once each reach their own phase. How fast is measured
+// by the benchmark (test/bench), not here.
+func TestConcurrentRestoresReachTheirPhases(t *testing.T) {
 	t.Parallel()
-	env, ns, w := startRestoring(t)
+	env, ns, _ := startRestoring(t)
 	const n = 20
 	xrs := make([]*unstructured.Unstructured, n)
-	finished := make([]<-chan time.Time, n)
 	for i := range xrs {
 		xrs[i] = createXRNamed(t, env, ns, fmt.Sprintf("%s-%02d", ns, i), nil)
 		createLock(t, env, ns, xrs[i], lockv1alpha1.LockRequestStatus{State: schemas.LockHeld})
 	}
 	for i, xr := range xrs {
 		if i%2 == 0 {
-			finished[i] = createJob(t, env, ns, xr, 0, `{"submitted":true,"exitCode":0,"snapshotKey":"k.snap","snapshotSize":1}`)
+			createJob(t, env, ns, xr, 0, `{"submitted":true,"exitCode":0,"snapshotKey":"k.snap","snapshotSize":1}`)
 		} else {
-			finished[i] = createJob(t, env, ns, xr, 4, `{"submitted":false,"exitCode":4,"message":"not found"}`)
+			createJob(t, env, ns, xr, 4, `{"submitted":false,"exitCode":4,"message":"not found"}`)
 		}
 	}
-	var ds []time.Duration
 	for i, xr := range xrs {
 		want := schemas.PhaseCompleted
 		if i%2 == 1 {
 			want = schemas.PhaseFailed
 		}
 		waitPhase(t, env, xr, want)
-		ds = append(ds, latency(t, w, xr, finished[i], want))
 	}
-	slices.Sort(ds)
-	t.Logf("%d restores: Job finished -> phase written p50 %s, p99 %s, max %s", n, ds[n/2], ds[n*99/100], ds[n-1])
 }
 
 var unionOnce sync.Once
@@ -805,7 +809,7 @@ func TestTransientExitRetriedThenFailed(t *testing.T) {
 		return err == nil && len(pods.Items) > 0 && pods.Items[0].Status.Phase == corev1.PodFailed, err
 	})
 	time.Sleep(time.Second)
-	if st := phase.ReadStatus(get(t, env, xr)); st.Phase != schemas.PhaseRunning {
+	if st := status(t, get(t, env, xr)); st.Phase != schemas.PhaseRunning {
 		t.Fatalf("phase %s after the first (retried) failure, want Running", st.Phase)
 	}
 	st := waitPhaseFor(t, env, xr, schemas.PhaseFailed, time.Minute)
@@ -856,7 +860,7 @@ func TestSetupFollowsXRKindsInstalledLater(t *testing.T) {
 		NoKCM: true, NoScheduler: true, NoKwok: true})
 	ns := env.Namespace(t)
 	mgr := env.Manager(t, env.Config, ns)
-	if err := phase.Setup(mgr, []string{ns}, controller.Options{SkipNameValidation: ptr.To(true)}, restartOptions(t, noHealth)); err != nil {
+	if err := phase.AddControllers(mgr, []string{ns}, controller.Options{SkipNameValidation: ptr.To(true)}, restartOptions(t, noHealth)); err != nil {
 		t.Fatal(err)
 	}
 	run(t, mgr, nil)
@@ -891,7 +895,7 @@ func TestNudgeWhenCircuitOpen(t *testing.T) {
 		t.Fatal(err)
 	}
 	testbed.Eventually(t, 30*time.Second, "status.execution.nudgedAt", func() (bool, error) {
-		got := phase.ReadStatus(get(t, env, xr))
-		return got.Nudged != nil && got.Phase == schemas.PhaseCompleted, nil
+		got := status(t, get(t, env, xr))
+		return got.Execution != nil && got.Execution.NudgedAt != nil && got.Phase == schemas.PhaseCompleted, nil
 	})
 }

@@ -557,9 +557,9 @@ func (r *recorder) onXR(ev watch.Event, now time.Time) {
 	if !ok {
 		return
 	}
-	st := phase.ReadStatus(u)
+	st, err := phase.ReadStatus(u)
 	p := st.Phase
-	if p == "" {
+	if err != nil || p == "" {
 		return
 	}
 	r.mu.Lock()
@@ -844,8 +844,8 @@ func waitDone(tb testing.TB, env *testbed.Env, rec *recorder, rs []*restore, tim
 					tb.Logf("%s: %v", r.xr, err)
 					continue
 				}
-				st := phase.ReadStatus(xr)
-				tb.Logf("%s (fail %v): phase %s: %s", r.xr, r.fail, st.Phase, st.Message)
+				st, err := phase.ReadStatus(xr)
+				tb.Logf("%s (fail %v): phase %s: %s (%v)", r.xr, r.fail, st.Phase, st.Message, err)
 			}
 			tb.Fatalf("wave %d: %d of %d restores not done after %s", wave, left, len(rs), timeout)
 		}

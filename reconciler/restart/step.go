@@ -1,4 +1,8 @@
-package phase
+// Package restart is the follow-through after a restore: every OpenBao pod
+// of the cluster is restarted, one at a time, standbys first and the leader
+// last, each behind health gates. Step is the pure decision; Gatherer reads
+// the members and their health; Deleter carries out a recorded deletion.
+package restart
 
 import (
 	"fmt"
@@ -6,10 +10,12 @@ import (
 	"strings"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/openbao-restore/openbao-restore/schemas"
 )
 
-// The follow-through after a restore. OpenBao can keep stale in-memory
+// OpenBao can keep stale in-memory
 // state after a Raft restore, so every pod of the cluster is restarted, one
 // at a time, standbys first and the leader last, each behind health gates.
 //
@@ -20,27 +26,35 @@ import (
 // or waits for the replacement; it can never delete a replacement, and a
 // pod name with a record is never chosen again.
 
-// Restart is the progress of the pod restarts, kept in status.restart.
+// Event is a Kubernetes event to emit about the restore.
+type Event struct {
+	Warning         bool
+	Reason, Message string
+}
+
+// Restart is the progress of the pod restarts, kept in status.restart
+// (its schema: hack/genxrd).
 type Restart struct {
 	// StartedAt is when the restart began, or was resumed.
-	StartedAt *time.Time
+	StartedAt *metav1.Time `json:"startedAt,omitempty"`
 	// Pods are the pods deleted so far, in order.
-	Pods []RestartedPod
+	Pods []RestartedPod `json:"pods"`
 	// CompletedAt is when every pod was back and healthy.
-	CompletedAt *time.Time
+	CompletedAt *metav1.Time `json:"completedAt,omitempty"`
 	// Acknowledged is the last acknowledgement acted on, so that an
 	// annotation left in place resumes only once.
-	Acknowledged string
+	Acknowledged string `json:"acknowledged,omitempty"`
 }
 
 // RestartedPod is one recorded deletion.
 type RestartedPod struct {
-	Name, UID string
+	Name string `json:"name"`
+	UID  string `json:"uid"`
 	// Leader says the pod was the active node when it was chosen.
-	Leader    bool
-	DeletedAt *time.Time
+	Leader    bool         `json:"leader"`
+	DeletedAt *metav1.Time `json:"deletedAt,omitempty"`
 	// HealthyAt is when its replacement passed the gates.
-	HealthyAt *time.Time
+	HealthyAt *metav1.Time `json:"healthyAt,omitempty"`
 }
 
 // Members is what the restart sees of the cluster's OpenBao pods.
@@ -112,9 +126,9 @@ func (r *Restart) Pending() *RestartedPod {
 // since is when the current wait began: the last step taken.
 func (r *Restart) since() time.Time {
 	var t time.Time
-	later := func(p *time.Time) {
+	later := func(p *metav1.Time) {
 		if p != nil && p.After(t) {
-			t = *p
+			t = p.Time
 		}
 	}
 	later(r.StartedAt)
@@ -125,7 +139,8 @@ func (r *Restart) since() time.Time {
 	return t
 }
 
-func (m *Members) pod(name string) *Member {
+// Pod is the member of that name, nil if none.
+func (m *Members) Pod(name string) *Member {
 	for i := range m.Pods {
 		if m.Pods[i].Name == name {
 			return &m.Pods[i]
@@ -134,11 +149,11 @@ func (m *Members) pod(name string) *Member {
 	return nil
 }
 
-// waitsOnHealth says whether the restart can only go on after a change that
+// WaitsOnHealth says whether the restart can only go on after a change that
 // no watch reports: a Ready pod's OpenBao not answering, uninitialized or
 // sealed, or no active node among healthy pods. Everything else it waits
 // for (a pod deleted, replaced, Ready) is a pod event.
-func (m *Members) waitsOnHealth() bool {
+func (m *Members) WaitsOnHealth() bool {
 	if m == nil {
 		return true
 	}
@@ -175,11 +190,11 @@ func (p *Member) gate() (why string, sealed bool) {
 	return "", false
 }
 
-// restartStep takes the restart as far as the facts allow: it marks a
+// Step takes the restart as far as the facts allow: it marks a
 // replacement healthy, or records the next pod to delete. It returns the
 // new progress, the outcome (Running while in progress, Completed, or
 // Unknown when a gate timed out), a message and the events of the step.
-func restartStep(cur Restart, m *Members, uid string, to Timeouts, now time.Time) (Restart, string, string, []Event) {
+func Step(cur Restart, m *Members, uid string, to Timeouts, now time.Time) (Restart, string, string, []Event) {
 	r := cur
 	r.Pods = slices.Clone(cur.Pods)
 	if m == nil {
@@ -216,7 +231,7 @@ func restartStep(cur Restart, m *Members, uid string, to Timeouts, now time.Time
 		return stuck(fmt.Sprintf("the cluster's StatefulSet %s does not exist", m.StatefulSet), false)
 	}
 	if e := r.Pending(); e != nil {
-		p := m.pod(e.Name)
+		p := m.Pod(e.Name)
 		switch {
 		case p == nil:
 			return stuck(fmt.Sprintf("the StatefulSet has not yet recreated pod %s", e.Name), false)
@@ -226,7 +241,7 @@ func restartStep(cur Restart, m *Members, uid string, to Timeouts, now time.Time
 		if why, sealed := p.gate(); why != "" {
 			return stuck(why, sealed)
 		}
-		t := now
+		t := metav1.NewTime(now)
 		r.pod(e.Name).HealthyAt = &t
 		evs = append(evs, Event{Reason: "PodRestarted", Message: fmt.Sprintf("pod %s was replaced and is Ready, initialized and unsealed", e.Name)})
 	}
@@ -262,7 +277,7 @@ func restartStep(cur Restart, m *Members, uid string, to Timeouts, now time.Time
 		if r.pod(p.Name) != nil {
 			continue
 		}
-		t := now
+		t := metav1.NewTime(now)
 		r.Pods = append(r.Pods, RestartedPod{Name: p.Name, UID: p.UID, Leader: !p.Health.Standby, DeletedAt: &t})
 		role := "standby"
 		if !p.Health.Standby {
@@ -272,7 +287,7 @@ func restartStep(cur Restart, m *Members, uid string, to Timeouts, now time.Time
 		evs = append(evs, Event{Reason: "RestartingPod", Message: msg})
 		return r, schemas.PhaseRunning, msg, evs
 	}
-	t := now
+	t := metav1.NewTime(now)
 	r.CompletedAt = &t
 	return r, schemas.PhaseCompleted, fmt.Sprintf("all %d OpenBao pods were restarted (standbys first, the leader last) and are Ready, initialized and unsealed", len(r.Pods)), evs
 }
@@ -294,12 +309,4 @@ func stuckMessage(why string, sealed bool, waited time.Duration, uid string) str
 	}
 	return fmt.Sprintf("the snapshot was restored, but the restart of the OpenBao pods stopped after %s because %s; the operation lock stays held. "+
 		"To go on: %s, then %s", waited.Round(time.Second), why, what, schemas.AckHint(uid, "to re-run the health gates and finish the restart"))
-}
-
-// sealedMessage is the Unknown message when the executor found OpenBao
-// sealed after the restore.
-func sealedMessage(uid string) string {
-	return "the snapshot was restored, but OpenBao sealed itself afterwards, as it does after a forced restore of a snapshot from a cluster with another seal key; " +
-		"the operation lock stays held. Unseal every pod with the source cluster's unseal or recovery keys (bao operator unseal), then " +
-		schemas.AckHint(uid, "to restart the pods behind the health gates")
 }

@@ -1,4 +1,4 @@
-package phase
+package restart
 
 import (
 	"strings"
@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/openbao-restore/openbao-restore/schemas"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // cluster3 is a healthy three-pod cluster whose leader is pod ordinal
@@ -22,7 +23,7 @@ func cluster3(leader int, edit func(ps []Member)) *Members {
 	return m
 }
 
-func at(t time.Time) *time.Time { return &t }
+func at(t time.Time) *metav1.Time { mt := metav1.NewTime(t); return &mt }
 
 func TestRestartStep(t *testing.T) {
 	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
@@ -107,7 +108,7 @@ func TestRestartStep(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			before := len(c.cur.Pods)
-			r, phase, msg, _ := restartStep(c.cur, c.m, "u-1", to, t0.Add(c.after))
+			r, phase, msg, _ := Step(c.cur, c.m, "u-1", to, t0.Add(c.after))
 			if phase != c.phase {
 				t.Fatalf("phase %s, want %s (%s)", phase, c.phase, msg)
 			}
@@ -146,11 +147,11 @@ func TestRestartStepOrderEndToEnd(t *testing.T) {
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	m := cluster3(1, nil)
 	m.Pods[0], m.Pods[2] = m.Pods[2], m.Pods[0]
-	r := Restart{StartedAt: &now}
+	r := Restart{StartedAt: at(now)}
 	var order []string
 	for step := 0; step < 10; step++ {
 		var phase string
-		r, phase, _, _ = restartStep(r, m, "u", DefaultTimeouts, now)
+		r, phase, _, _ = Step(r, m, "u", DefaultTimeouts, now)
 		if phase == schemas.PhaseCompleted {
 			break
 		}
