@@ -1,7 +1,8 @@
 # The runtime image of all three roles (function, reconciler, executor):
 # static binaries, CA certificates and a nonroot user, FROM scratch.
-# Build the binaries first (`make build`), then `docker build .`; `make image`
-# does both with Debian's buildah, with no daemon.
+# `make image` (hack/xpkg.sh) puts the binaries and the CA bundle into bin/
+# and builds this with Debian's buildah, with no daemon; `make build` makes
+# the binaries but not bin/ca-certificates.crt.
 FROM scratch
 COPY bin/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 COPY bin/openbao-restore /openbao-restore

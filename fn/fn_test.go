@@ -3,6 +3,7 @@ package fn
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 
@@ -10,6 +11,8 @@ import (
 	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/utils/ptr"
 
 	"github.com/crossplane/function-sdk-go/logging"
@@ -276,19 +279,58 @@ func TestJobSecurity(t *testing.T) {
 		t.Fatal(err)
 	}
 	b, _ := json.Marshal(rsp.GetDesired().GetResources()[resJob].GetResource())
-	s := string(b)
-	for _, want := range []string{`"restartPolicy":"Never"`, `"automountServiceAccountToken":false`, `"readOnlyRootFilesystem":true`,
-		`"allowPrivilegeEscalation":false`, `"drop":["ALL"]`, `"type":"RuntimeDefault"`, `"runAsNonRoot":true`, `"defaultMode":256`,
-		`"podFailurePolicy"`, `"name":"RESTORE_FORCE","value":"false"`} {
-		if !strings.Contains(s, want) {
-			t.Errorf("Job lacks %s", want)
+	var job batchv1.Job
+	if err := json.Unmarshal(b, &job); err != nil {
+		t.Fatal(err)
+	}
+	pod := job.Spec.Template.Spec
+	if pod.RestartPolicy != corev1.RestartPolicyNever {
+		t.Errorf("restartPolicy %q, want Never", pod.RestartPolicy)
+	}
+	if pod.AutomountServiceAccountToken == nil || *pod.AutomountServiceAccountToken {
+		t.Error("the ServiceAccount token is automounted")
+	}
+	if psc := pod.SecurityContext; psc == nil || psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot ||
+		psc.SeccompProfile == nil || psc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+		t.Errorf("pod securityContext %+v: want runAsNonRoot and the RuntimeDefault seccomp profile", psc)
+	}
+	if len(pod.Containers) != 1 {
+		t.Fatalf("%d containers, want 1", len(pod.Containers))
+	}
+	c := pod.Containers[0]
+	if sc := c.SecurityContext; sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem ||
+		sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation || sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) {
+		t.Errorf("container securityContext %+v: want a read-only root, no privilege escalation, every capability dropped", sc)
+	}
+	if job.Spec.PodFailurePolicy == nil || len(job.Spec.PodFailurePolicy.Rules) == 0 {
+		t.Error("the Job has no podFailurePolicy")
+	}
+	// Every secret is a file readable by its owner only, never a value in
+	// the environment.
+	secrets := 0
+	for _, v := range pod.Volumes {
+		if v.Secret != nil {
+			secrets++
+			if v.Secret.DefaultMode == nil || *v.Secret.DefaultMode != 0o400 {
+				t.Errorf("secret volume %s: mode %v, want 0400", v.Name, v.Secret.DefaultMode)
+			}
 		}
 	}
-	// No secret value may be in the environment: only references.
-	for _, bad := range []string{"secretKeyRef", "AWS_SECRET_ACCESS_KEY", "VAULT_TOKEN"} {
-		if strings.Contains(s, bad) {
-			t.Errorf("Job has %s in its environment", bad)
+	if secrets == 0 {
+		t.Error("no secret volume: the storage credentials are not mounted")
+	}
+	force := false
+	for _, e := range c.Env {
+		if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
+			t.Errorf("env %s comes from a Secret: secrets must be mounted files", e.Name)
 		}
+		if slices.Contains([]string{"AWS_SECRET_ACCESS_KEY", "VAULT_TOKEN", "BAO_TOKEN"}, e.Name) {
+			t.Errorf("env has %s", e.Name)
+		}
+		force = force || e.Name == schemas.EnvRestoreForce && e.Value == "false"
+	}
+	if !force {
+		t.Errorf("env lacks %s=false", schemas.EnvRestoreForce)
 	}
 }
 

@@ -70,7 +70,7 @@ const (
 	StageJobComplete      Stage = "JobComplete"
 	StageJobFailed        Stage = "JobFailed"
 	StageFinished         Stage = schemas.StageFinished
-	StageUnresolvedTarget Stage = "ResolvingCluster"
+	StageResolvingCluster Stage = "ResolvingCluster"
 )
 
 // Plan is the function's decision: what should exist and what to say.
@@ -108,7 +108,7 @@ func Decide(r Restore, spec *schemas.Spec, vs []schemas.Violation, resolved bool
 			Message: fmt.Sprintf("the restore's spec is invalid (%d problem(s)); nothing was composed: %s", len(vs), joinViolations(vs))}
 	}
 	if !resolved {
-		return Plan{Stage: StageUnresolvedTarget, KeepObservedJob: keepJob,
+		return Plan{Stage: StageResolvingCluster, KeepObservedJob: keepJob,
 			Message: fmt.Sprintf("looking up OpenBaoCluster %s in namespace %s", spec.Cluster, r.Namespace)}
 	}
 	if cluster == nil {

@@ -69,7 +69,8 @@ type result struct {
 // Sources returns the embedded CUE files, for tools that export the schema.
 func Sources() embed.FS { return files }
 
-// Compile compiles the embedded schema. It is done once, at first use.
+// compile compiles the embedded schema: at first use, and again in a
+// fresh context after every recompileAfter validations.
 func compile() (*compiled, error) {
 	ctx := cuecontext.New()
 	v, err := Build(ctx)
