@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/openbao-restore/openbao-restore/internal/testbin"
 	"github.com/openbao-restore/openbao-restore/schemas"
 )
 
@@ -16,6 +17,7 @@ import (
 // restore runs in this process. (The Job starts the image with
 // EXECUTOR_MODE=restore and no arguments, as openbao-operator's does.)
 func TestRestoreExecsTheExecutorAlone(t *testing.T) {
+	testbin.SkipShort(t, "a build of the binary")
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "openbao-restore")
 	build := exec.Command("go", "build", "-o", bin, ".")

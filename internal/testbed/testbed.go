@@ -160,6 +160,7 @@ func lockCache(t testing.TB) (unlock func()) {
 // Start starts a control plane that is stopped when the test ends.
 func Start(t testing.TB, opts Options) *Env {
 	t.Helper()
+	testbin.SkipShort(t, "a control plane")
 	e, err := start(t, opts, t.TempDir())
 	if err != nil {
 		if e != nil {
@@ -414,6 +415,7 @@ func Main(m *testing.M, opts Options) {
 // their own (Namespace) and unique names for cluster-scoped objects.
 func Shared(t testing.TB) *Env {
 	t.Helper()
+	testbin.SkipShort(t, "a control plane")
 	shared.mu.Lock()
 	defer shared.mu.Unlock()
 	if shared.env != nil {

@@ -1,6 +1,7 @@
 // Package testbin finds the pinned tools and servers that tests run, building
 // them on first use through hack/tool.sh (cached outside the clone by
-// version). Tests never skip for want of a binary.
+// version). Tests never skip for want of a binary; only the unit tier
+// (go test -short, make unit) skips every test that needs one.
 package testbin
 
 import (
@@ -27,6 +28,7 @@ func Root() string {
 // needed, or fails the test.
 func Path(t testing.TB, name string) string {
 	t.Helper()
+	SkipShort(t, "the pinned "+name)
 	mu.Lock()
 	defer mu.Unlock()
 	if p, ok := paths[name]; ok {
@@ -44,6 +46,15 @@ func Path(t testing.TB, name string) string {
 	p := strings.TrimSpace(string(out))
 	paths[name] = p
 	return p
+}
+
+// SkipShort skips a test that needs what (a server, a tool, a build) in the
+// unit tier (go test -short, make unit), which runs only pure tests.
+func SkipShort(t testing.TB, what string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skipf("needs %s: run 'make integration' or 'make test' (the unit tier, go test -short, runs no servers, tools or builds)", what)
+	}
 }
 
 // Run runs a command and returns its combined output.

@@ -23,6 +23,7 @@ const version = "v0.0.0-test"
 // TestPackages builds the image and all three packages, then checks that
 // each package holds what it must and that the embedded image runs.
 func TestPackages(t *testing.T) {
+	testbin.SkipShort(t, "the image and packages built")
 	root := testbin.Root()
 	cmd := exec.Command(filepath.Join(root, "hack", "xpkg.sh"), version)
 	cmd.Dir = root

@@ -444,7 +444,11 @@ func (b *rootBuilder) overlay(dir string) error {
 	// overlay's lower layer must not see the mounts made on the mirror.
 	opts := "lowerdir=" + dir + ",upperdir=" + upper + ",workdir=" + work
 	if err := syscall.Mount("overlay", target, "overlay", 0, opts); err != nil {
-		return fmt.Errorf("overlay on %s: %w", dir, err)
+		// In a user namespace some kernels refuse to clone a lower layer
+		// such as /dev's devtmpfs ("failed to clone lowerpath", EINVAL).
+		if ferr := bindEach(dir, target); ferr != nil {
+			return fmt.Errorf("overlay on %s: %w; then a tmpfs with its entries bound: %w", dir, err, ferr)
+		}
 	}
 	for _, m := range subs {
 		src := strings.TrimPrefix(m, b.root)
@@ -453,6 +457,49 @@ func (b *rootBuilder) overlay(dir string) error {
 		}
 	}
 	b.private[dir] = true
+	return nil
+}
+
+// bindEach mounts a tmpfs on target that shows each entry of the host
+// directory dir by a bind (a symlink by a copy): like an overlay, it lets
+// new paths be created there and keeps dir's own entries.
+func bindEach(dir, target string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	if err := syscall.Mount("tmpfs", target, "tmpfs", 0, "mode=755"); err != nil {
+		return err
+	}
+	for _, e := range entries {
+		src, dst := filepath.Join(dir, e.Name()), filepath.Join(target, e.Name())
+		switch {
+		case e.Type()&os.ModeSymlink != 0:
+			l, err := os.Readlink(src)
+			if err != nil {
+				return err
+			}
+			if err := os.Symlink(l, dst); err != nil {
+				return err
+			}
+			continue
+		case e.IsDir():
+			if err := os.Mkdir(dst, 0o755); err != nil {
+				return err
+			}
+		default:
+			f, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY, 0o644)
+			if err != nil {
+				return err
+			}
+			if err := f.Close(); err != nil {
+				return err
+			}
+		}
+		if err := syscall.Mount(src, dst, "", syscall.MS_BIND|syscall.MS_REC, ""); err != nil {
+			return fmt.Errorf("bind %s: %w", src, err)
+		}
+	}
 	return nil
 }
 
