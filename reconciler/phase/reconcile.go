@@ -100,9 +100,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		if err := r.APIReader.Get(ctx, req.NamespacedName, xr); err != nil {
 			return ctrl.Result{}, client.IgnoreNotFound(err)
 		}
-		fc, err := ReadStatus(xr)
-		if err != nil {
-			return ctrl.Result{}, err
+		fc, rerr := ReadStatus(xr)
+		if rerr != nil {
+			return ctrl.Result{}, rerr
 		}
 		if !sameStatus(fc, cur) {
 			cur = fc
