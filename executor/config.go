@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/openbao-restore/openbao-restore/schemas"
 )
@@ -26,6 +27,11 @@ func (Secret) MarshalJSON() ([]byte, error) { return []byte(`"[redacted]"`), nil
 func (s Secret) reveal() string             { return string(s) }
 func (s Secret) empty() bool                { return len(s) == 0 }
 func (s Secret) bytesValue() []byte         { return []byte(s) }
+
+// DefaultAnswerTimeout is schemas.EnvAnswerTimeout's default, well under the Job's
+// default activeDeadlineSeconds (2400 s): the executor ends the stall
+// itself and says so. A very large snapshot on slow disks may need more.
+const DefaultAnswerTimeout = 5 * time.Minute
 
 // Paths are the files the executor reads. The defaults are the pod's mounts
 // (schemas.Mount*); tests point them at temporary files.
@@ -107,6 +113,10 @@ type Config struct {
 	ExpectedSize      int64  // 0 = not pinned
 	ExpectedClusterID string
 	ExpectedVersion   string
+
+	// AnswerTimeout bounds the wait for the restore's answer after the
+	// whole body was sent (schemas.EnvAnswerTimeout).
+	AnswerTimeout time.Duration
 }
 
 // Endpoint returns "snapshot" or "snapshot-force", the only two restore
@@ -286,6 +296,17 @@ func LoadConfig(env func(string) string, p Paths) (*Config, error) {
 	}
 	c.ExpectedClusterID = get(schemas.EnvExpectedClusterID)
 	c.ExpectedVersion = get(schemas.EnvExpectedVersion)
+	c.AnswerTimeout = DefaultAnswerTimeout
+	if v := get(schemas.EnvAnswerTimeout); v != "" {
+		d, err := time.ParseDuration(v)
+		if n, nerr := strconv.Atoi(v); nerr == nil {
+			d, err = time.Duration(n)*time.Second, nil // whole seconds, as Kubernetes fields count them
+		}
+		if err != nil || d <= 0 {
+			bad("%s=%q is not a positive duration (e.g. 5m, 300s or 300)", schemas.EnvAnswerTimeout, v)
+		}
+		c.AnswerTimeout = d
+	}
 
 	if err := c.loadCredentials(p.CredentialsDir, bad); err != nil {
 		return nil, err

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/openbao-restore/openbao-restore/schemas"
 )
@@ -94,8 +95,14 @@ func TestLoadConfigDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Provider != "s3" || c.Region != "us-east-1" || c.Force || c.RestoreEndpoint() != "snapshot" {
+	if c.Provider != "s3" || c.Region != "us-east-1" || c.Force || c.RestoreEndpoint() != "snapshot" || c.AnswerTimeout != DefaultAnswerTimeout {
 		t.Fatalf("defaults: %+v", c)
+	}
+	for v, want := range map[string]time.Duration{"90s": 90 * time.Second, "10m": 10 * time.Minute, "600": 600 * time.Second} {
+		env[schemas.EnvAnswerTimeout] = v
+		if c, err := LoadConfig(envOf(env), p); err != nil || c.AnswerTimeout != want {
+			t.Fatalf("%s=%s: %v %v", schemas.EnvAnswerTimeout, v, c.AnswerTimeout, err)
+		}
 	}
 }
 
@@ -127,6 +134,9 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"bad caCert", func(map[string]string) {}, map[string]string{"token": "t", "caCert": "not pem"}, "caCert"},
 		{"bad TLS CA", func(e map[string]string) { e[schemas.EnvTLSCAPath] = "/nonexistent/ca.crt" }, nil, schemas.EnvTLSCAPath},
 		{"role without file", func(e map[string]string) { e[schemas.EnvAWSRoleARN] = "arn:aws:iam::1:role/x" }, nil, schemas.EnvAWSWebIdentityFile},
+		{"answer timeout not a duration", func(e map[string]string) { e[schemas.EnvAnswerTimeout] = "soon" }, nil, schemas.EnvAnswerTimeout},
+		{"answer timeout zero", func(e map[string]string) { e[schemas.EnvAnswerTimeout] = "0" }, nil, schemas.EnvAnswerTimeout},
+		{"answer timeout negative", func(e map[string]string) { e[schemas.EnvAnswerTimeout] = "-5m" }, nil, schemas.EnvAnswerTimeout},
 		{"azure without key", func(e map[string]string) { e[schemas.EnvProvider] = "azure" }, nil, "accountKey"},
 	}
 	for _, tc := range cases {

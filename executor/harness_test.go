@@ -305,6 +305,9 @@ func (f *fixture) run(t *testing.T, o Options) (int, schemas.TerminationMessage)
 	if tm.ExitCode != code {
 		t.Fatalf("termination exit %d != %d", tm.ExitCode, code)
 	}
+	if err := statesSubmission(tm); err != nil {
+		t.Fatal(err)
+	}
 	t.Logf("exit %d: %s", code, tm.Message)
 	return code, tm
 }

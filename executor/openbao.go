@@ -31,8 +31,11 @@ func newBao(cfg *Config) *bao {
 		RootCAs:    cfg.TLSCA,
 		ServerName: cfg.TLSServerName,
 	}
-	// A restore body can take minutes; only the connection setup and the
-	// wait for headers are bounded here, per request contexts do the rest.
+	// A restore body can take minutes, and its answer comes only once
+	// OpenBao has applied it: the transport bounds only the connection
+	// setup. The restore bounds the wait for its answer itself (stream,
+	// Config.AnswerTimeout), so that it can tell that stall apart; the
+	// other calls bound themselves with their contexts.
 	tr.ResponseHeaderTimeout = 0
 	return &bao{hc: &http.Client{
 		Transport: tr,

@@ -1,7 +1,6 @@
 package executor
 
 import (
-	"errors"
 	"hash"
 	"io"
 	"sync"
@@ -57,10 +56,7 @@ func (p *prefetch) readLoop(src io.Reader, out chan<- chunk) {
 		case <-p.done:
 			return
 		}
-		n, err := io.ReadFull(src, buf)
-		if errors.Is(err, io.ErrUnexpectedEOF) {
-			err = io.EOF
-		}
+		n, err := fill(src, buf)
 		if n > 0 {
 			select {
 			case out <- chunk{b: buf[:n]}:
@@ -78,6 +74,24 @@ func (p *prefetch) readLoop(src io.Reader, out chan<- chunk) {
 			return
 		}
 	}
+}
+
+// fill reads into buf until it is full or the source fails, and returns
+// the source's own error. Not io.ReadFull: it reports a source that ends
+// mid-buffer as io.ErrUnexpectedEOF, the very error an HTTP body gives when
+// the store closes the connection before Content-Length bytes. Telling the
+// two apart is the point: a clean early EOF is an object shorter than its
+// HEAD said (permanent), a cut body is a network failure (retried).
+func fill(src io.Reader, buf []byte) (int, error) {
+	n := 0
+	for n < len(buf) {
+		k, err := src.Read(buf[n:])
+		n += k
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
 }
 
 // hashLoop hashes each chunk before it hands it on: by the time Read

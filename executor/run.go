@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -86,7 +87,8 @@ func Main(ctx context.Context, env func(string) string, opts Options) int {
 	r := &run{opts: opts, start: time.Now()}
 	err := r.run(ctx, env)
 	code := ExitCode(err)
-	if errors.Is(err, ErrAlreadySubmitted) {
+	recorded := errors.Is(err, ErrAlreadySubmitted)
+	if recorded {
 		code = schemas.ExitUnconfirmed
 	}
 	tm := &r.tm
@@ -94,6 +96,9 @@ func Main(ctx context.Context, env func(string) string, opts Options) int {
 	tm.Duration = time.Since(r.start).Round(time.Millisecond).String()
 	if err != nil {
 		tm.Message = err.Error()
+	}
+	tm.Message = withSubmission(tm.Message, submissionNote(code, tm.Submitted, recorded))
+	if err != nil {
 		r.logf("FAILED (exit %d): %s", code, tm.Message)
 	} else {
 		r.logf("%s", tm.Message)
@@ -104,6 +109,39 @@ func Main(ctx context.Context, env func(string) string, opts Options) int {
 	return code
 }
 
+// submissionNote says whether this run submitted the snapshot, and what
+// that means. Every exit message ends with it, so that whoever reads a
+// failure, in the log, the termination message or the restore's status,
+// knows at once whether OpenBao may have changed, without knowing the
+// exit codes.
+func submissionNote(code int, submitted, recorded bool) string {
+	switch {
+	case recorded && !submitted:
+		// A record found at the start or at the gate: this run sent no
+		// tail, but an earlier run (or this pod's own earlier attempt,
+		// whose record request seemed to fail) may have.
+		return "This run submitted nothing; the recorded submission's outcome is unconfirmed"
+	case !submitted:
+		return "Nothing was submitted"
+	case code == schemas.ExitOK || code == schemas.ExitVerification:
+		// Exit 6 after a submission: OpenBao applied it, and the identity
+		// check that followed failed.
+		return "The snapshot was submitted and applied"
+	case code == schemas.ExitUnconfirmed:
+		return "The snapshot was submitted; its outcome is unconfirmed"
+	default:
+		return "The snapshot was submitted and OpenBao refused it: nothing was applied"
+	}
+}
+
+// withSubmission appends the submission note to a message as a sentence.
+func withSubmission(msg, note string) string {
+	if msg = strings.TrimRight(msg, ". "); msg == "" {
+		return note
+	}
+	return msg + ". " + note
+}
+
 type run struct {
 	// kube lists the cluster's pods, when the executor runs in a cluster.
 	kube  *KubeRecorder
@@ -112,9 +150,14 @@ type run struct {
 	tm    schemas.TerminationMessage
 	cfg   *Config
 	bao   *bao
+	logMu sync.Mutex
 }
 
 func (r *run) logf(format string, args ...any) {
+	// The progress ticker, the transport's goroutine (the gate, the end of
+	// the body) and the run itself all log: one line at a time.
+	r.logMu.Lock()
+	defer r.logMu.Unlock()
 	fmt.Fprintf(r.opts.Log, "%s %s\n", time.Now().UTC().Format("15:04:05.000"), fmt.Sprintf(format, args...))
 }
 
@@ -168,7 +211,7 @@ func (r *run) run(ctx context.Context, env func(string) string) error {
 		r.logf("WARNING: %s is not set: the submission is not recorded, so nothing stops a second run from restoring again", schemas.EnvLockRequestName)
 	} else if err := r.retry(ctx, "checking the lock request", func() error { return rec.Check(ctx) }); err != nil {
 		if errors.Is(err, ErrAlreadySubmitted) {
-			return fail(schemas.ExitUnconfirmed, err, "not sending the snapshot again")
+			return fail(schemas.ExitUnconfirmed, err, "not sending the snapshot")
 		}
 		return err
 	}
@@ -287,6 +330,10 @@ func (r *run) candidates(ctx context.Context) []string {
 	return out
 }
 
+// errNoAnswer cancels the restore's request when OpenBao took the whole
+// body and did not answer within Config.AnswerTimeout.
+var errNoAnswer = errors.New("no answer")
+
 // stream sends the snapshot in one POST. It reports whether the tail was
 // released (from then on the outcome may be unknown and nothing is retried).
 func (r *run) stream(ctx context.Context, src Source, info ObjectInfo, addr string, token Secret, rec Recorder) (bool, error) {
@@ -323,7 +370,7 @@ func (r *run) stream(ctx context.Context, src Source, info ObjectInfo, addr stri
 			}
 			if err := rec.Record(ctx, s); err != nil {
 				if errors.Is(err, ErrAlreadySubmitted) {
-					return fail(schemas.ExitUnconfirmed, err, "another run recorded a submission first: not sending")
+					return fail(schemas.ExitUnconfirmed, err, "a submission was recorded before this run could record its own: not sending the snapshot's tail")
 				}
 				return err
 			}
@@ -334,8 +381,45 @@ func (r *run) stream(ctx context.Context, src Source, info ObjectInfo, addr stri
 	hb := newHoldBack(in, info.Size, r.opts.HoldBack, cfg.ExpectedDigest, gate)
 	defer hb.Close()
 	url := addr + "/v1/sys/storage/raft/" + cfg.RestoreEndpoint()
-	trace := &httptrace.ClientTrace{GotFirstResponseByte: func() { answered.Store(true) }}
-	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, trace), http.MethodPost, url, hb)
+
+	// Once the whole body is written, the wait for the answer has a bound
+	// of its own (schemas.EnvAnswerTimeout): OpenBao answers when it has applied
+	// the snapshot, and a node that never answers must end this run with
+	// exit 11 long before the Job's deadline kills it without a word. The
+	// request's context is cancelled with errNoAnswer, so the failure
+	// below can tell this stall from the Job's own end (SIGTERM).
+	postCtx, cancelPost := context.WithCancelCause(ctx)
+	defer cancelPost(nil)
+	bodySent := make(chan struct{})
+	var sentOnce sync.Once
+	go func() {
+		select {
+		case <-bodySent:
+		case <-postCtx.Done():
+			return
+		}
+		t := time.NewTimer(cfg.AnswerTimeout)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			cancelPost(errNoAnswer)
+		case <-postCtx.Done():
+		}
+	}()
+	trace := &httptrace.ClientTrace{
+		GotFirstResponseByte: func() { answered.Store(true) },
+		WroteRequest: func(i httptrace.WroteRequestInfo) {
+			// The body ends only after the gate released the tail, so a
+			// request written without error carried the whole snapshot.
+			if i.Err == nil && hb.released.Load() {
+				sentOnce.Do(func() {
+					r.logf("the whole snapshot was sent; waiting up to %s for OpenBao's answer (%s)", cfg.AnswerTimeout, schemas.EnvAnswerTimeout)
+					close(bodySent)
+				})
+			}
+		},
+	}
+	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(postCtx, trace), http.MethodPost, url, hb)
 	if err != nil {
 		return false, fail(schemas.ExitConfig, err, "bad OpenBao address %s", addr)
 	}
@@ -356,13 +440,18 @@ func (r *run) stream(ctx context.Context, src Source, info ObjectInfo, addr stri
 	}
 	released := hb.released.Load()
 	if err != nil {
+		// Released first: whatever failed once the tail may have left is
+		// final and unconfirmed, never a retried error.
+		if released {
+			if errors.Is(context.Cause(postCtx), errNoAnswer) {
+				return true, fail(schemas.ExitUnconfirmed, nil, "%s took the whole snapshot but did not answer within %s (%s): check the cluster's data to learn whether the restore took effect", addr, cfg.AnswerTimeout, schemas.EnvAnswerTimeout)
+			}
+			return true, fail(schemas.ExitUnconfirmed, scrubURLError(err), "the connection to %s failed after the whole snapshot was sent", addr)
+		}
 		if e := hb.Err(); e != nil {
 			return false, e
 		}
-		if released {
-			return true, fail(schemas.ExitUnconfirmed, scrubURLError(err), "the connection to %s failed after the whole snapshot was sent: the outcome is unknown", addr)
-		}
-		return false, transient(scrubURLError(err), "the connection to %s failed after %d of %d bytes, before the held-back tail was sent: nothing was applied", addr, hb.sent.Load(), info.Size)
+		return false, transient(scrubURLError(err), "the connection to %s failed after %d of %d bytes, before the held-back tail was sent", addr, hb.sent.Load(), info.Size)
 	}
 	defer func() { _ = resp.Body.Close() }()
 	out, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
@@ -372,27 +461,27 @@ func (r *run) stream(ctx context.Context, src Source, info ObjectInfo, addr stri
 		if !released {
 			// A success for a body we never finished: impossible with a
 			// correct server; the outcome is unknown.
-			return true, fail(schemas.ExitUnconfirmed, nil, "%s answered HTTP %d before the whole snapshot was sent: the outcome is unknown", addr, c)
+			return true, fail(schemas.ExitUnconfirmed, nil, "%s answered HTTP %d before the whole snapshot was sent, which a correct OpenBao never does", addr, c)
 		}
 		r.logf("OpenBao accepted the snapshot (HTTP %d)", c)
 		return true, nil
 	case c >= 300 && c < 400:
-		return released, fail(schemas.ExitLeader, nil, "%s answered HTTP %d (%s): it is not the active node; nothing was applied", addr, c, resp.Header.Get("Location"))
+		return released, fail(schemas.ExitLeader, nil, "%s answered HTTP %d (%s): it is not the active node", addr, c, resp.Header.Get("Location"))
 	case c == http.StatusUnauthorized || c == http.StatusForbidden:
-		return released, fail(schemas.ExitAuth, nil, "%s refused the token for %s (HTTP %d): nothing was applied", addr, cfg.RestoreEndpoint(), c)
+		return released, fail(schemas.ExitAuth, nil, "%s refused the token for %s (HTTP %d)", addr, cfg.RestoreEndpoint(), c)
 	case !released && (c == http.StatusTooManyRequests || c >= 502):
-		return false, transient(nil, "%s answered HTTP %d before the snapshot's tail was sent: nothing was applied", addr, c)
+		return false, transient(nil, "%s answered HTTP %d before the snapshot's tail was sent", addr, c)
 	case c == http.StatusBadRequest || c == http.StatusInternalServerError:
 		hint := ""
 		if strings.Contains(msg, "could not verify hash") {
 			hint = " The snapshot was made by a cluster with another seal key; restoring it needs force, and the node then seals itself until unsealed with the source cluster's keys."
 		}
-		return released, fail(schemas.ExitSnapshot, nil, "OpenBao refused the snapshot (HTTP %d: %s): nothing was applied.%s", c, msg, hint)
+		return released, fail(schemas.ExitSnapshot, nil, "OpenBao refused the snapshot (HTTP %d: %s).%s", c, msg, hint)
 	default:
 		if !released {
-			return false, fail(schemas.ExitSnapshot, nil, "OpenBao answered HTTP %d (%s) before the snapshot's tail was sent: nothing was applied", c, msg)
+			return false, fail(schemas.ExitSnapshot, nil, "OpenBao answered HTTP %d (%s) before the snapshot's tail was sent", c, msg)
 		}
-		return true, fail(schemas.ExitUnconfirmed, nil, "OpenBao answered HTTP %d (%s) after the whole snapshot: the outcome is unknown", c, msg)
+		return true, fail(schemas.ExitUnconfirmed, nil, "OpenBao answered HTTP %d (%s) after the whole snapshot", c, msg)
 	}
 }
 
@@ -402,7 +491,7 @@ func (r *run) after(ctx context.Context, addr string) error {
 	r.logf("waiting for %s to answer again (OpenBao pauses about 5 s after a restore)", addr)
 	select {
 	case <-ctx.Done():
-		return fail(schemas.ExitUnconfirmed, ctx.Err(), "interrupted after the submission: the outcome is unconfirmed")
+		return fail(schemas.ExitUnconfirmed, ctx.Err(), "interrupted after OpenBao accepted the snapshot, before it answered again")
 	case <-time.After(r.opts.SettleDelay):
 	}
 	deadline := time.Now().Add(r.opts.AfterTimeout)
@@ -414,7 +503,7 @@ func (r *run) after(ctx context.Context, addr string) error {
 			break
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fail(schemas.ExitUnconfirmed, nil, "the snapshot was accepted, but %s did not answer as active or sealed within %s: the outcome is unconfirmed", addr, r.opts.AfterTimeout)
+			return fail(schemas.ExitUnconfirmed, nil, "OpenBao accepted the snapshot, but %s did not answer as active or sealed within %s", addr, r.opts.AfterTimeout)
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
@@ -447,10 +536,17 @@ func writeTermination(path string, tm *schemas.TerminationMessage) error {
 		return err
 	}
 	// Kubernetes reads at most 4096 bytes; keep the JSON valid by trimming
-	// the message, not the document.
-	for len(b) > 4000 && len(tm.Message) > 100 {
-		keep := max(len(tm.Message)-(len(b)-3900), 100)
-		tm.Message = strings.ToValidUTF8(tm.Message[:keep], "") + "…"
+	// the message, not the document. The cut is in the middle: the start
+	// names the cause, the end says whether anything was submitted.
+	const keepEnd = 200
+	for len(b) > 4000 && len(tm.Message) > keepEnd+100 {
+		m := tm.Message
+		head := max(len(m)-keepEnd-(len(b)-3900), 100)
+		cut := strings.ToValidUTF8(m[:head], "") + "…" + strings.ToValidUTF8(m[len(m)-keepEnd:], "")
+		if len(cut) >= len(m) {
+			break // nothing more to take from the message
+		}
+		tm.Message = cut
 		if b, err = json.Marshal(tm); err != nil {
 			return err
 		}

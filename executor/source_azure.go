@@ -101,7 +101,9 @@ func (a *azureSource) Open(ctx context.Context, key string, info ObjectInfo) (io
 		return nil, a.classify(err, "read "+a.URL(key))
 	}
 	// Without retry options the body is the plain response stream: a cut
-	// shows up as a short read, which the hold-back catches.
+	// shows up as io.ErrUnexpectedEOF, which the hold-back reports as a
+	// transient failure before anything is submitted, and the whole step
+	// is retried.
 	return r.Body, nil
 }
 

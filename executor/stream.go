@@ -107,10 +107,10 @@ func (r *holdBack) Read(p []byte) (int, error) {
 			r.sent.Add(int64(k))
 		}
 		if err == io.EOF {
-			return k, r.fail(fail(schemas.ExitVerification, nil, "the object ended after %d bytes, but its announced size is %d: not sent", r.n.Load(), r.size))
+			return k, r.fail(fail(schemas.ExitVerification, nil, "the object store ended the object cleanly after %d bytes, but its HEAD announced %d", r.n.Load(), r.size))
 		}
 		if err != nil {
-			return k, r.fail(transient(err, "reading the snapshot from the object store after %d bytes: not sent", r.n.Load()))
+			return k, r.fail(r.readFailure(err))
 		}
 		return k, nil
 	}
@@ -120,11 +120,11 @@ func (r *holdBack) Read(p []byte) (int, error) {
 		return 0, r.fail(err)
 	}
 	if r.n.Load() != r.size {
-		return 0, r.fail(fail(schemas.ExitVerification, nil, "the object has %d bytes, but its announced size is %d: not sent", r.n.Load(), r.size))
+		return 0, r.fail(fail(schemas.ExitVerification, nil, "the object store ended the object cleanly after %d bytes, but its HEAD announced %d", r.n.Load(), r.size))
 	}
 	r.sum = hex.EncodeToString(r.h.Sum(nil))
 	if r.wantSum != "" && r.sum != r.wantSum {
-		return 0, r.fail(fail(schemas.ExitVerification, nil, "digest mismatch: the snapshot is sha256:%s, the pin is sha256:%s: not sent", r.sum, r.wantSum))
+		return 0, r.fail(fail(schemas.ExitVerification, nil, "digest mismatch: the snapshot is sha256:%s, the pin is sha256:%s", r.sum, r.wantSum))
 	}
 	if r.gate != nil {
 		if err := r.gate(r.sum, r.n.Load()); err != nil {
@@ -144,13 +144,13 @@ func (r *holdBack) fillTail() error {
 			k, err := r.src.Read(one[:])
 			if k > 0 {
 				r.n.Add(int64(k))
-				return fail(schemas.ExitVerification, nil, "the object is longer than its announced size %d: not sent", r.size)
+				return fail(schemas.ExitVerification, nil, "the object is longer than the %d bytes its HEAD announced", r.size)
 			}
 			if err == io.EOF {
 				return nil
 			}
 			if err != nil {
-				return transient(err, "reading the snapshot from the object store after %d bytes: not sent", r.n.Load())
+				return r.readFailure(err)
 			}
 			continue
 		}
@@ -163,9 +163,22 @@ func (r *holdBack) fillTail() error {
 			return nil
 		}
 		if err != nil {
-			return transient(err, "reading the snapshot from the object store after %d bytes: not sent", r.n.Load())
+			return r.readFailure(err)
 		}
 	}
+}
+
+// readFailure is a failed read of the object, which always happens before
+// the gate (the source is read to its end before the tail can be
+// released), so it is retried. A body that the store cut short (the
+// connection closed before Content-Length bytes: io.ErrUnexpectedEOF) is
+// a network failure like a reset, not a wrong object: it says so, because
+// "unexpected EOF" alone sends people looking at the snapshot.
+func (r *holdBack) readFailure(err error) error {
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		return transient(err, "the object store closed the connection after %d of the snapshot's %d bytes (the body was cut short in transit; if it persists, check the store and any proxy or load balancer in front of it)", r.n.Load(), r.size)
+	}
+	return transient(err, "reading the snapshot from the object store failed after %d of %d bytes", r.n.Load(), r.size)
 }
 
 // progress logs bytes, rate and ETA at intervals while a transfer runs.

@@ -65,6 +65,12 @@ func TestHoldBackRefuses(t *testing.T) {
 		{"bit flip vs pin", bytes.NewReader(bad), int64(len(data)), good, schemas.ExitVerification, 4096},
 		{"source error", io.MultiReader(bytes.NewReader(data[:30_000]), iotest.ErrReader(errors.New("connection reset"))), int64(len(data)), "", schemas.ExitTransient, 4096},
 		{"source error in tail", io.MultiReader(bytes.NewReader(data[:49_000]), iotest.ErrReader(errors.New("connection reset"))), int64(len(data)), "", schemas.ExitTransient, 4096},
+		// A body the store cut short (its connection closed before
+		// Content-Length bytes) is a network failure, retried; only a
+		// clean early end is an object shorter than announced.
+		{"body cut short by the store", io.MultiReader(bytes.NewReader(data[:30_000]), iotest.ErrReader(io.ErrUnexpectedEOF)), int64(len(data)), good, schemas.ExitTransient, 4096},
+		{"body cut short in the tail", io.MultiReader(bytes.NewReader(data[:len(data)-8]), iotest.ErrReader(io.ErrUnexpectedEOF)), int64(len(data)), good, schemas.ExitTransient, 4096},
+		{"body cut short, whole body held", io.MultiReader(bytes.NewReader(data[:len(data)-1]), iotest.ErrReader(io.ErrUnexpectedEOF)), int64(len(data)), "", schemas.ExitTransient, 1 << 20},
 		{"whole body held", bytes.NewReader(data[:len(data)-1]), int64(len(data)), "", schemas.ExitVerification, 1 << 20},
 	}
 	for _, tc := range cases {

@@ -136,6 +136,11 @@ const (
 	EnvPathPrefix        = "BACKUP_PATH_PREFIX"
 	EnvLockRequestName   = "RESTORE_LOCK_REQUEST_NAME"
 	EnvOpenBaoAddr       = "OPENBAO_ADDR" // direct address override (tests, simple setups)
+	// EnvAnswerTimeout bounds the wait for OpenBao's answer once the whole
+	// snapshot is sent (a Go duration or whole seconds; default 5m): a node
+	// that takes the body and stalls ends the run with exit 11 and a reason,
+	// long before the Job's deadline would end it without one.
+	EnvAnswerTimeout = "RESTORE_ANSWER_TIMEOUT"
 )
 
 // Mount paths in the restore pod, as in openbao-operator.
