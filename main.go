@@ -1,7 +1,7 @@
 // Command openbao-restore is one binary for the whole product: the
 // composition function (the default), the companion reconciler and the
 // restore executor that the Job runs. One image serves all three; see the
-// README's "One binary, one image".
+// README's "One image".
 package main
 
 import (
