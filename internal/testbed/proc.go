@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -21,6 +22,8 @@ type proc struct {
 	log  string
 	cmd  *exec.Cmd
 	done chan struct{}
+	// stopped: stop was called, so an exit is expected.
+	stopped atomic.Bool
 }
 
 func startProc(dir, name, bin string, env []string, args ...string) (*proc, error) {
@@ -60,6 +63,7 @@ func (p *proc) exited() bool {
 
 // stop sends SIGTERM to the process group and SIGKILL after grace.
 func (p *proc) stop(grace time.Duration) {
+	p.stopped.Store(true)
 	pgid := p.cmd.Process.Pid
 	_ = syscall.Kill(-pgid, syscall.SIGTERM)
 	select {
