@@ -208,6 +208,9 @@ const (
 	// The reconciler's.
 	CondRestored = "Restored"
 	CondLockHeld = "LockHeld"
+	// CondIdentityChanged is True when the restore replaced the cluster's
+	// identity (cluster_id) while spec.expectedClusterID pinned none.
+	CondIdentityChanged = "IdentityChanged"
 	// CondOverride is on the XR and on the LockRequest when the request
 	// cleared a foreign lock.
 	CondOverride = "OperationLockOverride"

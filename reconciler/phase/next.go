@@ -146,6 +146,9 @@ func followJob(next Status, f Facts) Status {
 		if t != nil {
 			next.SnapshotKey, next.SnapshotSize = t.SnapshotKey, t.SnapshotSize
 		}
+		if c := identityChanged(t); c != nil {
+			next.Conditions = append(next.Conditions, *c)
+		}
 		if t != nil && t.Sealed != nil && *t.Sealed {
 			next.Phase = schemas.PhaseUnknown
 			next.Message = sealedMessage(f.UID)
@@ -175,6 +178,22 @@ func followJob(next Status, f Facts) Status {
 		next.Message = fmt.Sprintf("the restore Job %s is running", j.Name)
 	}
 	return next
+}
+
+// identityChanged is the IdentityChanged condition when the executor saw
+// the cluster's identity change (it did not fail: no expectedClusterID was
+// pinned). A same-seal-key snapshot of another cluster is a legitimate
+// migration as often as a mistake, so the restore goes on, and says so
+// where a person and an alert will see it: a condition that stays and a
+// Warning event, not an Unknown that would hold the lock until someone
+// answers.
+func identityChanged(t *schemas.TerminationMessage) *Condition {
+	if t == nil || t.ClusterIDBefore == "" || t.ClusterIDAfter == "" || t.ClusterIDBefore == t.ClusterIDAfter {
+		return nil
+	}
+	return &Condition{Type: schemas.CondIdentityChanged, Status: "True", Reason: "ClusterIDChanged",
+		Message: fmt.Sprintf("the cluster's identity changed: cluster_id %s before the restore, %s after; the snapshot came from another cluster "+
+			"sharing the seal key, whose data, tokens and identity are now in place. Pin spec.expectedClusterID to refuse such a snapshot", t.ClusterIDBefore, t.ClusterIDAfter)}
 }
 
 // submitted reports whether anything says the snapshot may have reached
@@ -327,11 +346,25 @@ func finish(cur, next Status, f Facts) (Status, []Event) {
 		next.CompletionTime = &now
 	}
 	next.Conditions = merge(cur.Conditions, next.Conditions)
+	var evs []Event
+	if c := find(next.Conditions, schemas.CondIdentityChanged); c != nil && find(cur.Conditions, schemas.CondIdentityChanged) == nil {
+		evs = append(evs, Event{Warning: true, Reason: "ClusterIdentityChanged", Message: c.Message})
+	}
 	if next.Phase == cur.Phase {
-		return next, nil
+		return next, evs
 	}
 	warn := next.Phase == schemas.PhaseFailed || next.Phase == schemas.PhaseUnknown
-	return next, []Event{{Warning: warn, Reason: "Restore" + next.Phase, Message: next.Message}}
+	return next, append(evs, Event{Warning: warn, Reason: "Restore" + next.Phase, Message: next.Message})
+}
+
+// find is the condition of that type, nil if none.
+func find(cs []Condition, typ string) *Condition {
+	for i := range cs {
+		if cs[i].Type == typ {
+			return &cs[i]
+		}
+	}
+	return nil
 }
 
 // merge keeps old conditions of types not decided now.

@@ -224,3 +224,57 @@ func healthy3() *restart.Members {
 	}
 	return m
 }
+
+// A restore that replaced the cluster's identity, with no pin, goes on,
+// and says so once: a condition that stays through the restart and to
+// Completed, and one Warning event.
+func TestIdentityChangedWithoutPin(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	job := &Job{Name: "j", Complete: true, Pods: []Pod{{Name: "p", Termination: &schemas.TerminationMessage{
+		Submitted: true, ClusterIDBefore: "aaa", ClusterIDAfter: "bbb", SnapshotKey: "k"}}}}
+	f := Facts{UID: "u", Cluster: &Cluster{Initialized: true}, Job: job, Now: now}
+	got, evs := Next(Status{Phase: schemas.PhaseRunning}, f)
+	c := find(got.Conditions, schemas.CondIdentityChanged)
+	if got.Phase != schemas.PhaseRunning || got.Restart == nil || c == nil || c.Status != "True" ||
+		!strings.Contains(c.Message, "aaa before the restore, bbb after") || !strings.Contains(c.Message, "spec.expectedClusterID") {
+		t.Fatalf("phase %s, restart %v, condition %+v", got.Phase, got.Restart, c)
+	}
+	warned := 0
+	for _, e := range evs {
+		if e.Reason == "ClusterIdentityChanged" && e.Warning {
+			warned++
+		}
+	}
+	if warned != 1 {
+		t.Fatalf("events %+v: want one ClusterIdentityChanged Warning", evs)
+	}
+	// Through the restart to Completed: the condition stays, no second event.
+	f.Members = healthy3()
+	for range 10 {
+		next, evs := Next(got, f)
+		for _, e := range evs {
+			if e.Reason == "ClusterIdentityChanged" {
+				t.Fatalf("a second ClusterIdentityChanged event: %+v", e)
+			}
+		}
+		if next.Restart != nil && next.Restart.Pending() != nil {
+			// The replacement of the pod just deleted.
+			p := next.Restart.Pending()
+			for i := range f.Members.Pods {
+				if f.Members.Pods[i].Name == p.Name {
+					f.Members.Pods[i].UID = "new-" + p.Name
+				}
+			}
+		}
+		got = next
+	}
+	if got.Phase != schemas.PhaseCompleted || find(got.Conditions, schemas.CondIdentityChanged) == nil {
+		t.Fatalf("phase %s, conditions %+v: want Completed with IdentityChanged kept", got.Phase, got.Conditions)
+	}
+
+	// The same identity before and after: no condition.
+	job.Pods[0].Termination.ClusterIDAfter = "aaa"
+	if got, _ := Next(Status{Phase: schemas.PhaseRunning}, f); find(got.Conditions, schemas.CondIdentityChanged) != nil {
+		t.Fatal("IdentityChanged without a change")
+	}
+}
