@@ -193,7 +193,7 @@ func identityChanged(t *schemas.TerminationMessage) *Condition {
 	}
 	return &Condition{Type: schemas.CondIdentityChanged, Status: "True", Reason: "ClusterIDChanged",
 		Message: fmt.Sprintf("the cluster's identity changed: cluster_id %s before the restore, %s after; the snapshot came from another cluster "+
-			"sharing the seal key, whose data, tokens and identity are now in place. Pin spec.expectedClusterID to refuse such a snapshot", t.ClusterIDBefore, t.ClusterIDAfter)}
+			"sharing the seal key, whose data, tokens and identity are now in place. With spec.expectedClusterID pinned, such a restore stops Unknown, lock held, before the pods restart", t.ClusterIDBefore, t.ClusterIDAfter)}
 }
 
 // submitted reports whether anything says the snapshot may have reached

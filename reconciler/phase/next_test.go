@@ -236,7 +236,7 @@ func TestIdentityChangedWithoutPin(t *testing.T) {
 	got, evs := Next(Status{Phase: schemas.PhaseRunning}, f)
 	c := find(got.Conditions, schemas.CondIdentityChanged)
 	if got.Phase != schemas.PhaseRunning || got.Restart == nil || c == nil || c.Status != "True" ||
-		!strings.Contains(c.Message, "aaa before the restore, bbb after") || !strings.Contains(c.Message, "spec.expectedClusterID") {
+		!strings.Contains(c.Message, "aaa before the restore, bbb after") || !strings.Contains(c.Message, "spec.expectedClusterID pinned") {
 		t.Fatalf("phase %s, restart %v, condition %+v", got.Phase, got.Restart, c)
 	}
 	warned := 0
