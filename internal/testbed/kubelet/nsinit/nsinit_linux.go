@@ -273,44 +273,8 @@ type rootBuilder struct {
 
 // mirrorHostRoot mounts a tmpfs on root and mirrors the host's top level in it.
 func (b *rootBuilder) mirrorHostRoot() error {
-	if err := syscall.Mount("tmpfs", b.root, "tmpfs", 0, "mode=0755"); err != nil {
-		return fmt.Errorf("root tmpfs: %w", err)
-	}
-	ents, err := os.ReadDir("/")
-	if err != nil {
-		return err
-	}
-	for _, e := range ents {
-		src := "/" + e.Name()
-		dst := filepath.Join(b.root, e.Name())
-		fi, err := os.Lstat(src)
-		if err != nil {
-			continue // gone meanwhile
-		}
-		switch {
-		case fi.Mode()&os.ModeSymlink != 0:
-			l, err := os.Readlink(src)
-			if err != nil {
-				return err
-			}
-			if err := os.Symlink(l, dst); err != nil {
-				return err
-			}
-			continue
-		case fi.IsDir():
-			if err := os.Mkdir(dst, fi.Mode().Perm()); err != nil {
-				return err
-			}
-		default:
-			f, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY, 0o644)
-			if err != nil {
-				return err
-			}
-			_ = f.Close()
-		}
-		if err := syscall.Mount(src, dst, "", syscall.MS_BIND|syscall.MS_REC, ""); err != nil {
-			return fmt.Errorf("bind %s: %w", src, err)
-		}
+	if err := bindEach("/", b.root); err != nil {
+		return fmt.Errorf("root: %w", err)
 	}
 	return nil
 }
@@ -461,20 +425,25 @@ func (b *rootBuilder) overlay(dir string) error {
 }
 
 // bindEach mounts a tmpfs on target that shows each entry of the host
-// directory dir by a bind (a symlink by a copy): like an overlay, it lets
-// new paths be created there and keeps dir's own entries.
+// directory dir by a bind (a symlink by a copy): it mirrors the host's top
+// level as the container's root, and stands in for an overlay where the
+// kernel refuses one, letting new paths be created beside dir's entries.
 func bindEach(dir, target string) error {
-	entries, err := os.ReadDir(dir)
+	if err := syscall.Mount("tmpfs", target, "tmpfs", 0, "mode=0755"); err != nil {
+		return fmt.Errorf("tmpfs on %s: %w", target, err)
+	}
+	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return err
 	}
-	if err := syscall.Mount("tmpfs", target, "tmpfs", 0, "mode=755"); err != nil {
-		return err
-	}
-	for _, e := range entries {
+	for _, e := range ents {
 		src, dst := filepath.Join(dir, e.Name()), filepath.Join(target, e.Name())
+		fi, err := os.Lstat(src)
+		if err != nil {
+			continue // gone meanwhile
+		}
 		switch {
-		case e.Type()&os.ModeSymlink != 0:
+		case fi.Mode()&os.ModeSymlink != 0:
 			l, err := os.Readlink(src)
 			if err != nil {
 				return err
@@ -483,8 +452,8 @@ func bindEach(dir, target string) error {
 				return err
 			}
 			continue
-		case e.IsDir():
-			if err := os.Mkdir(dst, 0o755); err != nil {
+		case fi.IsDir():
+			if err := os.Mkdir(dst, fi.Mode().Perm()); err != nil {
 				return err
 			}
 		default:
@@ -492,9 +461,7 @@ func bindEach(dir, target string) error {
 			if err != nil {
 				return err
 			}
-			if err := f.Close(); err != nil {
-				return err
-			}
+			_ = f.Close()
 		}
 		if err := syscall.Mount(src, dst, "", syscall.MS_BIND|syscall.MS_REC, ""); err != nil {
 			return fmt.Errorf("bind %s: %w", src, err)
