@@ -107,7 +107,7 @@ func (r *holdBack) Read(p []byte) (int, error) {
 			r.sent.Add(int64(k))
 		}
 		if err == io.EOF {
-			return k, r.fail(fail(schemas.ExitVerification, nil, "the object store ended the object cleanly after %d bytes, but its HEAD announced %d", r.n.Load(), r.size))
+			return k, r.fail(r.endedEarly())
 		}
 		if err != nil {
 			return k, r.fail(r.readFailure(err))
@@ -120,7 +120,7 @@ func (r *holdBack) Read(p []byte) (int, error) {
 		return 0, r.fail(err)
 	}
 	if r.n.Load() != r.size {
-		return 0, r.fail(fail(schemas.ExitVerification, nil, "the object store ended the object cleanly after %d bytes, but its HEAD announced %d", r.n.Load(), r.size))
+		return 0, r.fail(r.endedEarly())
 	}
 	r.sum = hex.EncodeToString(r.h.Sum(nil))
 	if r.wantSum != "" && r.sum != r.wantSum {
@@ -166,6 +166,12 @@ func (r *holdBack) fillTail() error {
 			return r.readFailure(err)
 		}
 	}
+}
+
+// endedEarly is an object that ended cleanly before the size its HEAD
+// announced: a wrong object, not a network failure.
+func (r *holdBack) endedEarly() error {
+	return fail(schemas.ExitVerification, nil, "the object store ended the object cleanly after %d bytes, but its HEAD announced %d", r.n.Load(), r.size)
 }
 
 // readFailure is a failed read of the object, which always happens before
