@@ -214,6 +214,10 @@ const (
 	// CondOverride is on the XR and on the LockRequest when the request
 	// cleared a foreign lock.
 	CondOverride = "OperationLockOverride"
+	// CondLockTaken is on the LockRequest and the XR when a writer that
+	// does not compare-and-swap took the lock from the request while it
+	// held it; False once the request took it back.
+	CondLockTaken = "LockTaken"
 	// Crossplane's: False while its watch circuit breaker has stopped
 	// following the XR closely.
 	CondResponsive = "Responsive"

@@ -46,6 +46,12 @@ type Request struct {
 	// preference read from a cache; the compare-and-swap alone is what
 	// keeps the lock single-held.
 	Ahead string
+	// Held is true while the request's status says it holds the lock;
+	// Taken while its LockTaken condition says a writer that does not
+	// compare-and-swap took the lock from it. Either way the lock is
+	// this request's by right: it is taken back the moment it is free,
+	// ahead of the line.
+	Held, Taken bool
 }
 
 // Action is what the reconciler must do next.
@@ -107,6 +113,13 @@ type Decision struct {
 	// Blocked is true when a non-restore operation holds the lock: the
 	// reconciler then warns (OperationLockBlocked), as the anchor does.
 	Blocked bool
+	// Taken (with Wait) reports that the lock was taken from this
+	// request while it held it: the reconciler marks the request
+	// LockTaken and warns (OperationLockTaken), once.
+	Taken bool
+	// Retake (with Acquire or Override) reports that the request takes
+	// back a lock it had held: the LockTaken condition turns False.
+	Retake bool
 }
 
 // Decide is the whole lock policy, free of I/O so that it can be tested
@@ -131,7 +144,14 @@ func Decide(cluster string, lock ClusterLock, req Request) Decision {
 		}
 		return Decision{Action: Retire, Message: "the restore ended without holding the operation lock of cluster " + cluster}
 	}
+	holding := req.Held || req.Taken
 	switch {
+	case lock.Free() && holding:
+		// Only a writer that does not compare-and-swap clears a lock
+		// under its holder (a blind release of its own, stale, lock):
+		// take it back before anyone else can.
+		return Decision{Action: Acquire, Retake: true, Message: "taking back the operation lock of cluster " + cluster +
+			", which another writer cleared while this restore held it"}
 	case lock.Free() && req.Ahead != "":
 		return Decision{Action: Wait, Message: fmt.Sprintf("queued for the operation lock of cluster %s behind %s", cluster, req.Ahead)}
 	case lock.Free():
@@ -140,10 +160,18 @@ func Decide(cluster string, lock ClusterLock, req Request) Decision {
 		return Decision{Action: Keep, Message: "holding the operation lock of cluster " + cluster}
 	}
 	waiting := fmt.Sprintf("Waiting for cluster operation lock held by operation=%s holder=%s", lock.Operation, lock.Holder)
+	if req.Held {
+		// The lock is ours by status but names another holder: a writer
+		// replaced it without compare-and-swap. Say so first; the next
+		// decision waits, overrides or takes it back as for any holder.
+		return Decision{Action: Wait, Taken: true, Blocked: lock.Operation != schemas.OperationRestore, Message: fmt.Sprintf(
+			"operation=%s holder=%s took the operation lock of cluster %s from this restore, which held it, without compare-and-swap; "+
+				"the restore waits and takes it back when it is free", lock.Operation, lock.Holder, cluster)}
+	}
 	switch lock.Operation {
 	case OperationBackup, OperationUpgrade:
 		if req.Override {
-			return Decision{Action: Override, Message: fmt.Sprintf(
+			return Decision{Action: Override, Retake: req.Taken, Message: fmt.Sprintf(
 				"overriding the operation lock of cluster %s held by operation=%s holder=%s", cluster, lock.Operation, lock.Holder)}
 		}
 		return Decision{Action: Wait, Blocked: true, Message: waiting}

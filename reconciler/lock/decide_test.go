@@ -57,12 +57,29 @@ func TestDecide(t *testing.T) {
 		{"ended never overrides a backup", backup, Request{Holder: me, Ended: true, Override: true}, Retire, false, ""},
 		{"ended never releases our holder under Backup", mineAsBackup, Request{Holder: me, Ended: true}, Retire, false, ""},
 		{"ended and deleting without the lock forgets", free, Request{Holder: me, Ended: true, Deleting: true}, Forget, false, ""},
+		// A writer that does not compare-and-swap replaced or cleared a
+		// lock this request held.
+		{"a held lock replaced by a backup is reported taken", backup, Request{Holder: me, Held: true}, Wait, true, "took the operation lock of cluster c1 from this restore"},
+		{"a held lock replaced by an unknown operation is reported taken", strange, Request{Holder: me, Held: true, Override: true}, Wait, true, "operation=Rekey holder=someone took"},
+		{"once reported taken it waits for the backup", backup, Request{Holder: me, Taken: true}, Wait, true, "held by operation=Backup"},
+		{"once reported taken override clears the backup", backup, Request{Holder: me, Taken: true, Override: true}, Override, false, "openbaobackup/nightly"},
+		{"a cleared held lock is taken back at once", free, Request{Holder: me, Held: true, Ahead: "r0"}, Acquire, false, "taking back"},
+		{"a freed taken lock is taken back ahead of the line", free, Request{Holder: me, Taken: true, Ahead: "r0"}, Acquire, false, "taking back"},
+		{"held and ours is kept", mine, Request{Holder: me, Held: true}, Keep, false, ""},
+		{"taken then ended never takes it back", free, Request{Holder: me, Taken: true, Ended: true}, Retire, false, ""},
+		{"taken then deleting forgets", backup, Request{Holder: me, Taken: true, Deleting: true}, Forget, false, ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			d := Decide("c1", c.lock, c.req)
 			if d.Action != c.want || d.Blocked != c.blocked {
 				t.Fatalf("Decide = %v blocked=%v (%q), want %v blocked=%v", d.Action, d.Blocked, d.Message, c.want, c.blocked)
+			}
+			if want := c.req.Held && d.Action == Wait; d.Taken != want {
+				t.Fatalf("Decide.Taken = %v, want %v", d.Taken, want)
+			}
+			if want := (c.req.Held || c.req.Taken) && (d.Action == Acquire || d.Action == Override); d.Retake != want {
+				t.Fatalf("Decide.Retake = %v, want %v", d.Retake, want)
 			}
 			if !strings.Contains(d.Message, c.contains) || d.Message == "" {
 				t.Fatalf("message %q does not contain %q", d.Message, c.contains)
@@ -74,7 +91,8 @@ func TestDecide(t *testing.T) {
 // Applying decisions in any order from any state never yields two holders:
 // the only transitions that write the lock are from free (Acquire), from a
 // foreign Backup/Upgrade (Override) and from our own lock (Release,
-// Finish); a restore that ended never takes the lock.
+// Finish); a restore that ended never takes the lock, whatever its status
+// says it held.
 func TestDecideWritesOnlyFromSafeStates(t *testing.T) {
 	locks := []ClusterLock{{}, {Operation: "Restore", Holder: "a"}, {Operation: "Restore", Holder: "b"},
 		{Operation: "Backup", Holder: "x"}, {Operation: "Upgrade", Holder: "y"}, {Operation: "Other", Holder: "z"}}
@@ -83,19 +101,23 @@ func TestDecideWritesOnlyFromSafeStates(t *testing.T) {
 			for _, override := range []bool{false, true} {
 				for _, deleting := range []bool{false, true} {
 					for _, ended := range []bool{false, true} {
-						d := Decide("c", l, Request{Holder: holder, Override: override, Deleting: deleting, Ended: ended})
-						switch d.Action {
-						case Acquire:
-							if !l.Free() || ended {
-								t.Errorf("Acquire from %+v ended=%v", l, ended)
-							}
-						case Override:
-							if l.Operation != "Backup" && l.Operation != "Upgrade" || !override || deleting || ended {
-								t.Errorf("Override from %+v override=%v deleting=%v ended=%v", l, override, deleting, ended)
-							}
-						case Release, Finish:
-							if l.Holder != holder || l.Operation != "Restore" {
-								t.Errorf("%v of %+v by %s", d.Action, l, holder)
+						for _, held := range []bool{false, true} {
+							for _, taken := range []bool{false, true} {
+								d := Decide("c", l, Request{Holder: holder, Override: override, Deleting: deleting, Ended: ended, Held: held, Taken: taken})
+								switch d.Action {
+								case Acquire:
+									if !l.Free() || ended {
+										t.Errorf("Acquire from %+v ended=%v", l, ended)
+									}
+								case Override:
+									if l.Operation != "Backup" && l.Operation != "Upgrade" || !override || deleting || ended {
+										t.Errorf("Override from %+v override=%v deleting=%v ended=%v", l, override, deleting, ended)
+									}
+								case Release, Finish:
+									if l.Holder != holder || l.Operation != "Restore" {
+										t.Errorf("%v of %+v by %s", d.Action, l, holder)
+									}
+								}
 							}
 						}
 					}

@@ -25,8 +25,18 @@ var (
 		Name: "openbao_restore_lock_cas_conflicts_total",
 		Help: "Compare-and-swap writes of status.operationLock refused because the cluster had changed.",
 	})
+	// taken and retaken count what writers that do not compare-and-swap
+	// did to a held lock: how often to expect LockTaken.
+	taken = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "openbao_restore_lock_taken_total",
+		Help: "Operation locks found taken from a request that held them, by a writer that does not compare-and-swap.",
+	})
+	retaken = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "openbao_restore_lock_retaken_total",
+		Help: "Operation locks taken back by a request they had been taken from, or cleared under.",
+	})
 )
 
 func init() {
-	metrics.Registry.MustRegister(lockWait, acquisitions, conflicts)
+	metrics.Registry.MustRegister(lockWait, acquisitions, conflicts, taken, retaken)
 }

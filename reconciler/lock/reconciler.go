@@ -10,6 +10,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -43,6 +44,8 @@ const (
 	// apart from FieldManager's fields, so that no later write of the
 	// state (which never carries conditions) can drop it.
 	OverrideManager = "openbao-restore-lock-override"
+	// TakenManager owns the LockTaken condition, for the same reason.
+	TakenManager = "openbao-restore-lock-taken"
 	// Finalizer keeps a LockRequest until its lock is released.
 	Finalizer = "restore.openbao-restore.io/operation-lock"
 
@@ -52,6 +55,8 @@ const (
 	ReasonAcquired   = "OperationLockAcquired"
 	ReasonWaiting    = "OperationLockWaiting"
 	ReasonReleased   = "OperationLockReleased"
+	ReasonTaken      = "OperationLockTaken"
+	ReasonRetaken    = "OperationLockRetaken"
 
 	clusterIndex = "spec.cluster"
 	restoreIndex = "spec.restore.uid"
@@ -291,6 +296,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	cluster := NewCluster()
 	key := types.NamespacedName{Namespace: lr.Namespace, Name: lr.Spec.Cluster}
 	reader := r.Cache
+	lrConfirmed := false
 	for attempt := 0; attempt < casAttempts; attempt++ {
 		if err := reader.Get(ctx, key, cluster); err != nil {
 			if !apierrors.IsNotFound(err) {
@@ -311,7 +317,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 			}
 			// The cluster's creation wakes us through the watch.
 			msg := fmt.Sprintf("OpenBaoCluster %s not found in namespace %s", lr.Spec.Cluster, lr.Namespace)
-			_, err := r.setStatus(ctx, &lr, lockv1alpha1.LockRequestStatus{State: schemas.LockWaiting, Message: msg}, nil)
+			_, err := r.setStatus(ctx, &lr, lockv1alpha1.LockRequestStatus{State: schemas.LockWaiting, Message: msg})
 			return ctrl.Result{}, err
 		}
 		if reader == r.Cache && r.clusters.Stale(key, cluster.GetResourceVersion()) {
@@ -321,7 +327,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 			return ctrl.Result{}, nil
 		}
 		cur := ReadLock(cluster)
-		in := Request{Holder: lr.Spec.Holder, Override: lr.Spec.Override, Deleting: deleting, Ended: ended}
+		in := Request{Holder: lr.Spec.Holder, Override: lr.Spec.Override, Deleting: deleting, Ended: ended,
+			Held: lr.Status.State == schemas.LockHeld, Taken: meta.IsStatusConditionTrue(lr.Status.Conditions, schemas.CondLockTaken)}
 		if cur.Free() && !deleting && !ended {
 			ahead, err := r.firstInLine(ctx, &lr)
 			if err != nil {
@@ -330,6 +337,19 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 			in.Ahead = ahead
 		}
 		d := Decide(lr.Spec.Cluster, cur, in)
+		if (d.Taken || d.Retake) && !lrConfirmed {
+			// Both act on the request's status saying it held the lock:
+			// confirm that on the API, since a cache that has not seen
+			// our own release would make a request that ended look
+			// robbed of its lock, and take it again.
+			if err := r.APIReader.Get(ctx, req.NamespacedName, &lr); err != nil {
+				return ctrl.Result{}, client.IgnoreNotFound(err)
+			}
+			lrConfirmed = true
+			deleting = !lr.DeletionTimestamp.IsZero()
+			attempt--
+			continue
+		}
 		if d.Action == Wait && reader == r.Cache && !sameStatus(lr.Status, waitStatus(cur, d)) {
 			// Writes of the lock are compare-and-swap, but a Waiting
 			// status is not: decided on a stale cache it could mark a
@@ -394,24 +414,43 @@ func (r *Reconciler) apply(ctx context.Context, lr *lockv1alpha1.LockRequest, cl
 		acquisitions.WithLabelValues(strconv.FormatBool(d.Action == Override)).Inc()
 		st := lockv1alpha1.LockRequestStatus{State: schemas.LockHeld, HeldBy: lr.Spec.Holder,
 			Message: "holding the operation lock of cluster " + lr.Spec.Cluster, AcquiredAt: &metav1.Time{Time: now.Truncate(time.Second)}}
-		var cond *metav1.Condition
 		if d.Action == Override {
-			cond = &metav1.Condition{Type: schemas.CondOverride, Status: metav1.ConditionTrue, Reason: "Overridden",
-				Message: fmt.Sprintf("cleared the operation lock held by operation=%s holder=%s", cur.Operation, cur.Holder)}
+			if err := r.applyCondition(ctx, lr, metav1.Condition{Type: schemas.CondOverride, Status: metav1.ConditionTrue, Reason: "Overridden",
+				Message: fmt.Sprintf("cleared the operation lock held by operation=%s holder=%s", cur.Operation, cur.Holder)}, OverrideManager); err != nil {
+				return err
+			}
 			r.Recorder.Eventf(lr, cluster, corev1.EventTypeWarning, ReasonOverridden, "Override", "%s", d.Message)
 		} else {
 			r.Recorder.Eventf(lr, cluster, corev1.EventTypeNormal, ReasonAcquired, "Acquire", "%s", st.Message)
 		}
-		_, err := r.setStatus(ctx, lr, st, cond)
+		if d.Retake {
+			retaken.Inc()
+			if err := r.applyCondition(ctx, lr, metav1.Condition{Type: schemas.CondLockTaken, Status: metav1.ConditionFalse, Reason: "Retaken",
+				Message: "took back the operation lock of cluster " + lr.Spec.Cluster}, TakenManager); err != nil {
+				return err
+			}
+			r.Recorder.Eventf(lr, cluster, corev1.EventTypeNormal, ReasonRetaken, "Acquire", "%s", d.Message)
+		}
+		_, err := r.setStatus(ctx, lr, st)
 		return err
 	case Keep:
 		st := lockv1alpha1.LockRequestStatus{State: schemas.LockHeld, HeldBy: lr.Spec.Holder, Message: d.Message, AcquiredAt: lr.Status.AcquiredAt}
 		if at, ok := LockTimes(cluster); ok {
 			st.AcquiredAt = &metav1.Time{Time: at}
 		}
-		_, err := r.setStatus(ctx, lr, st, nil)
+		_, err := r.setStatus(ctx, lr, st)
 		return err
 	case Wait:
+		if d.Taken {
+			// The condition goes first: once the state says Waiting, no
+			// later decision reports the taking again.
+			taken.Inc()
+			if err := r.applyCondition(ctx, lr, metav1.Condition{Type: schemas.CondLockTaken, Status: metav1.ConditionTrue, Reason: "Taken",
+				Message: d.Message}, TakenManager); err != nil {
+				return err
+			}
+			r.Recorder.Eventf(lr, cluster, corev1.EventTypeWarning, ReasonTaken, "Wait", "%s", d.Message)
+		}
 		if cur.Free() && lr.Status.State == schemas.LockWaiting {
 			// A free lock that another request is first in line for is
 			// taken within milliseconds, and that write wakes every
@@ -420,13 +459,13 @@ func (r *Reconciler) apply(ctx context.Context, lr *lockv1alpha1.LockRequest, cl
 			return nil
 		}
 		st := waitStatus(cur, d)
-		changed, err := r.setStatus(ctx, lr, st, nil)
+		changed, err := r.setStatus(ctx, lr, st)
 		if err != nil {
 			return err
 		}
 		// Events only on a change of what we wait for (as seen by the
 		// API, not the cache), so a requeue does not repeat them.
-		if changed {
+		if changed && !d.Taken { // OperationLockTaken said it already
 			if d.Blocked {
 				r.Recorder.Eventf(lr, cluster, corev1.EventTypeWarning, ReasonBlocked, "Wait", "%s", d.Message)
 			} else {
@@ -453,7 +492,7 @@ func (r *Reconciler) apply(ctx context.Context, lr *lockv1alpha1.LockRequest, cl
 		// and only under Held, so from this write on none can, and no
 		// restore can be sent without the lock.
 		if _, err := r.setStatus(ctx, lr, lockv1alpha1.LockRequestStatus{State: schemas.LockReleased, Message: d.Message,
-			AcquiredAt: lr.Status.AcquiredAt}, nil); err != nil {
+			AcquiredAt: lr.Status.AcquiredAt}); err != nil {
 			return err
 		}
 		orig := cluster.DeepCopy()
@@ -467,7 +506,7 @@ func (r *Reconciler) apply(ctx context.Context, lr *lockv1alpha1.LockRequest, cl
 		if lr.Status.State == schemas.LockReleased {
 			return nil // Finish's own record stays as it is
 		}
-		_, err := r.setStatus(ctx, lr, lockv1alpha1.LockRequestStatus{State: schemas.LockReleased, Message: d.Message}, nil)
+		_, err := r.setStatus(ctx, lr, lockv1alpha1.LockRequestStatus{State: schemas.LockReleased, Message: d.Message})
 		return err
 	}
 	return fmt.Errorf("unknown action %v", d.Action)
@@ -494,19 +533,10 @@ func (r *Reconciler) dropFinalizer(ctx context.Context, lr *lockv1alpha1.LockReq
 
 // setStatus server-side-applies the fields of the request's status this
 // reconciler owns (never the executor's submission), skipping the write
-// when nothing changed. cond, if set, is applied first, by OverrideManager.
-// changed reports whether the state or the holder waited for changed; it
-// is decided on the API's copy only for a Waiting state, the one whose
-// change is announced by an event.
-func (r *Reconciler) setStatus(ctx context.Context, lr *lockv1alpha1.LockRequest, st lockv1alpha1.LockRequestStatus, cond *metav1.Condition) (changed bool, err error) {
-	if cond != nil {
-		if err := r.applyStatus(ctx, lr, map[string]any{"conditions": []any{map[string]any{
-			"type": cond.Type, "status": string(cond.Status), "reason": cond.Reason, "message": cond.Message,
-			"lastTransitionTime": r.Now().UTC().Format(time.RFC3339),
-		}}}, OverrideManager); err != nil {
-			return false, err
-		}
-	}
+// when nothing changed. changed reports whether the state or the holder
+// waited for changed; it is decided on the API's copy only for a Waiting
+// state, the one whose change is announced by an event.
+func (r *Reconciler) setStatus(ctx context.Context, lr *lockv1alpha1.LockRequest, st lockv1alpha1.LockRequestStatus) (changed bool, err error) {
 	if sameStatus(lr.Status, st) {
 		return false, nil
 	}
@@ -537,6 +567,16 @@ func (r *Reconciler) setStatus(ctx context.Context, lr *lockv1alpha1.LockRequest
 	}
 	lr.Status.State, lr.Status.HeldBy, lr.Status.Message, lr.Status.AcquiredAt = st.State, st.HeldBy, st.Message, st.AcquiredAt
 	return changed, nil
+}
+
+// applyCondition server-side-applies one condition of a request's status,
+// owned by manager alone, so that no write of the state (which never
+// carries conditions) and no other condition's write can drop it.
+func (r *Reconciler) applyCondition(ctx context.Context, lr *lockv1alpha1.LockRequest, c metav1.Condition, manager string) error {
+	return r.applyStatus(ctx, lr, map[string]any{"conditions": []any{map[string]any{
+		"type": c.Type, "status": string(c.Status), "reason": c.Reason, "message": c.Message,
+		"lastTransitionTime": r.Now().UTC().Format(time.RFC3339),
+	}}}, manager)
 }
 
 // applyStatus server-side-applies status fields of a request as manager.

@@ -68,6 +68,10 @@ type Lock struct {
 	// Override is the message of the request's OperationLockOverride
 	// condition, if it cleared a foreign lock.
 	Override string
+	// Taken is the request's LockTaken condition, if any: True while a
+	// writer that does not compare-and-swap holds the lock it took from
+	// the request, False once the request took it back.
+	Taken *Condition
 }
 
 // Submission is the executor's record on the LockRequest.
@@ -262,6 +266,9 @@ func lockFacts(lr *lockv1alpha1.LockRequest) *Lock {
 	}
 	if c := meta.FindStatusCondition(lr.Status.Conditions, schemas.CondOverride); c != nil && c.Status == metav1.ConditionTrue {
 		l.Override = c.Message
+	}
+	if c := meta.FindStatusCondition(lr.Status.Conditions, schemas.CondLockTaken); c != nil {
+		l.Taken = &Condition{Type: c.Type, Status: string(c.Status), Reason: c.Reason, Message: c.Message}
 	}
 	return l
 }

@@ -58,6 +58,16 @@ func Next(cur Status, f Facts) (Status, []Event) {
 	switch {
 	case cur.Phase == schemas.PhaseUnknown:
 		return unknown(cur, next, f)
+	case f.Lock.taken() && f.Lock.Submission != nil && (cur.Restart == nil || cur.Restart.Acknowledged == ""):
+		// Sent under a lock that another operation took: what that
+		// operation did to the cluster meanwhile is not ours to judge,
+		// and the pods are not restarted under its lock.
+		next.Phase = schemas.PhaseUnknown
+		next.Message = fmt.Sprintf("the snapshot was submitted (pod %s at %s), but the cluster's operation lock was taken from the restore (%s); whether the restore took effect and what that "+
+			"operation did meanwhile is not confirmed, so the pods are not restarted and nothing is retried. Check the cluster's data, then %s",
+			f.Lock.Submission.Pod, f.Lock.Submission.At.UTC().Format(time.RFC3339), f.Lock.Taken.Message, schemas.AckHint(f.UID, "to restart the pods once the lock is back"))
+		next.Conditions = append(next.Conditions, Condition{Type: schemas.CondRestored, Status: "Unknown", Reason: "LockTaken", Message: next.Message})
+		return finish(cur, next, f)
 	case cur.Restart != nil:
 		// The Job succeeded: only the restart decides from here.
 		return restarting(cur, next, f)
@@ -324,6 +334,8 @@ func lockConditions(l *Lock) []Condition {
 	switch {
 	case l.State == schemas.LockHeld && l.HeldBy == l.Holder:
 		cs = append(cs, Condition{Type: schemas.CondLockHeld, Status: "True", Reason: "Held", Message: l.Message})
+	case l.State == schemas.LockWaiting && l.taken():
+		cs = append(cs, Condition{Type: schemas.CondLockHeld, Status: "False", Reason: "Taken", Message: l.Taken.Message})
 	case l.State == schemas.LockWaiting:
 		cs = append(cs, Condition{Type: schemas.CondLockHeld, Status: "False", Reason: "Waiting", Message: l.Message})
 	case l.State == schemas.LockReleased:
@@ -332,8 +344,15 @@ func lockConditions(l *Lock) []Condition {
 	if l.Override != "" {
 		cs = append(cs, Condition{Type: schemas.CondOverride, Status: "True", Reason: "Overridden", Message: l.Override})
 	}
+	if l.Taken != nil {
+		cs = append(cs, *l.Taken)
+	}
 	return cs
 }
+
+// taken reports whether another writer holds the lock it took from the
+// request.
+func (l *Lock) taken() bool { return l != nil && l.Taken != nil && l.Taken.Status == "True" }
 
 // finish sets the times, keeps the conditions of the previous status that
 // Next did not decide again, and names the events of a phase change.
@@ -349,6 +368,11 @@ func finish(cur, next Status, f Facts) (Status, []Event) {
 	var evs []Event
 	if c := find(next.Conditions, schemas.CondIdentityChanged); c != nil && find(cur.Conditions, schemas.CondIdentityChanged) == nil {
 		evs = append(evs, Event{Warning: true, Reason: "ClusterIdentityChanged", Message: c.Message})
+	}
+	if c := find(next.Conditions, schemas.CondLockTaken); c != nil && c.Status == "True" {
+		if was := find(cur.Conditions, schemas.CondLockTaken); was == nil || was.Status != "True" {
+			evs = append(evs, Event{Warning: true, Reason: "OperationLockTaken", Message: c.Message})
+		}
 	}
 	if next.Phase == cur.Phase {
 		return next, evs

@@ -278,3 +278,71 @@ func TestIdentityChangedWithoutPin(t *testing.T) {
 		t.Fatal("IdentityChanged without a change")
 	}
 }
+
+// A lock taken from the restore by a writer that does not compare-and-swap
+// shows on the XR (LockHeld=False Taken, LockTaken=True, one Warning
+// event). Before a submission the restore just waits; after one it is
+// Unknown until acknowledged, and its pods are not restarted under the
+// other operation's lock.
+func TestLockTaken(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	h := schemas.Holder("r", "u")
+	msg := "operation=Backup holder=openbaocluster/backup took the operation lock of cluster c1 from this restore"
+	taken := &Lock{State: schemas.LockWaiting, HeldBy: "openbaocluster/backup", Holder: h, Message: "waiting",
+		Taken: &Condition{Type: schemas.CondLockTaken, Status: "True", Reason: "Taken", Message: msg}}
+	running := Status{Phase: schemas.PhaseRunning, Conditions: []Condition{{Type: schemas.CondLockHeld, Status: "True", Reason: "Held"}}}
+	f := Facts{UID: "u", Cluster: &Cluster{Initialized: true}, Job: &Job{Name: "j"}, Lock: taken, Now: now}
+
+	got, evs := Next(running, f)
+	if got.Phase != schemas.PhaseRunning {
+		t.Fatalf("before a submission: phase %s, want Running (the executor waits for the lock)", got.Phase)
+	}
+	if c := find(got.Conditions, schemas.CondLockHeld); c == nil || c.Status != "False" || c.Reason != "Taken" || c.Message != msg {
+		t.Errorf("LockHeld %+v", c)
+	}
+	if c := find(got.Conditions, schemas.CondLockTaken); c == nil || c.Status != "True" {
+		t.Errorf("LockTaken %+v", c)
+	}
+	if len(evs) != 1 || evs[0].Reason != "OperationLockTaken" || !evs[0].Warning || evs[0].Message != msg {
+		t.Fatalf("events %+v: want one OperationLockTaken Warning", evs)
+	}
+	if _, evs := Next(got, f); len(evs) != 0 {
+		t.Errorf("the event repeats: %+v", evs)
+	}
+
+	// Submitted, then taken: Unknown, with the acknowledgement to give.
+	sub := *taken
+	sub.Submission = &Submission{Pod: "p-1", At: now.Add(-time.Minute)}
+	f.Lock = &sub
+	got, _ = Next(running, f)
+	if got.Phase != schemas.PhaseUnknown || got.Restart != nil {
+		t.Fatalf("after a submission: phase %s restart %+v, want Unknown with no restart", got.Phase, got.Restart)
+	}
+	for _, want := range []string{"pod p-1", msg, schemas.AcknowledgeAnnotation + "=u/" + schemas.AckResume} {
+		if !strings.Contains(got.Message, want) {
+			t.Errorf("message %q lacks %q", got.Message, want)
+		}
+	}
+	// Resumed by a person: the restart goes on, though the lock is still
+	// reported taken.
+	f.Ack, f.Members = "u/"+schemas.AckResume, healthy3()
+	got, _ = Next(got, f)
+	if got.Phase != schemas.PhaseRunning || got.Restart == nil {
+		t.Fatalf("resumed: phase %s restart %+v", got.Phase, got.Restart)
+	}
+	if got, _ = Next(got, f); got.Phase != schemas.PhaseRunning {
+		t.Fatalf("after the resume: phase %s, want Running", got.Phase)
+	}
+
+	// Taken back: LockTaken=False stays as a record, LockHeld is True.
+	back := &Lock{State: schemas.LockHeld, HeldBy: h, Holder: h, Message: "holding",
+		Taken: &Condition{Type: schemas.CondLockTaken, Status: "False", Reason: "Retaken", Message: "took back"}}
+	f = Facts{UID: "u", Cluster: &Cluster{Initialized: true}, Job: &Job{Name: "j"}, Lock: back, Now: now}
+	got, evs = Next(running, f)
+	if c := find(got.Conditions, schemas.CondLockHeld); c == nil || c.Status != "True" {
+		t.Errorf("LockHeld %+v after the retake", c)
+	}
+	if c := find(got.Conditions, schemas.CondLockTaken); c == nil || c.Status != "False" || len(evs) != 0 {
+		t.Errorf("LockTaken %+v, events %+v after the retake", c, evs)
+	}
+}

@@ -68,7 +68,8 @@ func ReadStatus(xr *unstructured.Unstructured) (Status, error) {
 }
 
 func owned(t string) bool {
-	return t == schemas.CondRestored || t == schemas.CondLockHeld || t == schemas.CondOverride || t == schemas.CondIdentityChanged
+	return t == schemas.CondRestored || t == schemas.CondLockHeld || t == schemas.CondOverride || t == schemas.CondIdentityChanged ||
+		t == schemas.CondLockTaken
 }
 
 // sameStatus reports whether a and b write the same status: conditions in
