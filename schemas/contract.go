@@ -24,9 +24,10 @@ const (
 
 	// The OpenBaoCluster of openbao-operator, whose status.operationLock is
 	// the lock itself.
-	ClusterGroup   = "openbao.org"
-	ClusterVersion = "v1alpha1"
-	ClusterKind    = "OpenBaoCluster"
+	ClusterGroup    = "openbao.org"
+	ClusterVersion  = "v1alpha1"
+	ClusterKind     = "OpenBaoCluster"
+	ClusterResource = "openbaoclusters"
 
 	// OperationRestore is the value of operationLock.operation for a restore.
 	OperationRestore = "Restore"
@@ -218,6 +219,10 @@ const (
 	// does not compare-and-swap took the lock from the request while it
 	// held it; False once the request took it back.
 	CondLockTaken = "LockTaken"
+	// CondRestartBlocked is on the XR while the API refuses the eviction
+	// of the next OpenBao pod to restart (RBAC, admission, the disruption
+	// budget); False once that pod was evicted.
+	CondRestartBlocked = "RestartBlocked"
 	// Crossplane's: False while its watch circuit breaker has stopped
 	// following the XR closely.
 	CondResponsive = "Responsive"

@@ -13,9 +13,12 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
@@ -186,7 +189,9 @@ func (e *Env) WaitJob(t testing.TB, namespace, name string, cond batchv1.JobCond
 // and of their StatefulSet, openbao-operator's (openbao.org/cluster is the
 // one the reconciler's restart watches by).
 func ClusterPodLabels(cluster string) map[string]string {
-	return map[string]string{"app.kubernetes.io/name": "openbao", "app.kubernetes.io/instance": cluster, schemas.LabelOperatorCluster: cluster}
+	return map[string]string{"app.kubernetes.io/name": "openbao", "app.kubernetes.io/instance": cluster,
+		"app.kubernetes.io/managed-by": ManagedBy, schemas.LabelOperatorCluster: cluster,
+		"openbao.org/component": "openbaocluster", "openbao.org/workload-pool": "voter"}
 }
 
 // OpenBaoCluster creates the fixture OpenBaoCluster (the minimal CRD in
@@ -247,22 +252,48 @@ func (e *Env) OpenBaoPods(t testing.TB, namespace, name string, replicas int32) 
 	})
 }
 
-// CreateOpenBaoPods creates the StatefulSet that stands in for a cluster's
-// OpenBao pods: kwok pods carrying ClusterPodLabels, named <name>-<i>.
+// CreateOpenBaoPods creates, as the stand-in operator (Operator), what
+// openbao-operator makes of a cluster: the StatefulSet whose kwok pods
+// stand in for its OpenBao pods (labelled ClusterPodLabels, named
+// <name>-<i>), its headless Service <name>, and for three or more voters
+// its PodDisruptionBudget <name>-pdb with maxUnavailable 1.
 func (e *Env) CreateOpenBaoPods(ctx context.Context, namespace, name string, replicas int32) (*appsv1.StatefulSet, error) {
+	op, err := e.Operator()
+	if err != nil {
+		return nil, err
+	}
 	labels := ClusterPodLabels(name)
 	sts := &appsv1.StatefulSet{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace, Labels: labels},
 		Spec: appsv1.StatefulSetSpec{
 			Replicas:            &replicas,
+			ServiceName:         name,
 			Selector:            &metav1.LabelSelector{MatchLabels: labels},
 			PodManagementPolicy: appsv1.ParallelPodManagement,
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: labels},
 				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "openbao", Image: "openbao/openbao:2.4.0",
-					Ports: []corev1.ContainerPort{{Name: "api", ContainerPort: 8200}}}}},
+					Ports: []corev1.ContainerPort{{Name: "api", ContainerPort: 8200}, {Name: "cluster", ContainerPort: 8201}}}}},
 			},
 		},
 	}
-	return sts, e.Client.Create(ctx, sts)
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace, Labels: labels},
+		Spec: corev1.ServiceSpec{ClusterIP: corev1.ClusterIPNone, Selector: labels, PublishNotReadyAddresses: true,
+			Ports: []corev1.ServicePort{{Name: "api", Port: 8200}, {Name: "cluster", Port: 8201}}},
+	}
+	objs := []client.Object{svc, sts}
+	if replicas >= 3 {
+		objs = append(objs, &policyv1.PodDisruptionBudget{
+			ObjectMeta: metav1.ObjectMeta{Name: name + "-pdb", Namespace: namespace, Labels: labels},
+			Spec: policyv1.PodDisruptionBudgetSpec{MaxUnavailable: ptr.To(intstr.FromInt32(1)),
+				Selector: &metav1.LabelSelector{MatchLabels: labels}},
+		})
+	}
+	for _, o := range objs {
+		if err := op.Create(ctx, o); err != nil {
+			return nil, err
+		}
+	}
+	return sts, nil
 }

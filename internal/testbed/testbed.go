@@ -62,6 +62,10 @@ type Options struct {
 	// NoKCM, NoScheduler, NoKwok leave out those components, for tests
 	// that need only the API.
 	NoKCM, NoScheduler, NoKwok bool
+	// OperatorPolicy installs the stand-in for openbao-operator's
+	// admission policy on the objects it manages (operator.go), as on a
+	// real installation: a stack that runs OpenBao pods has it on.
+	OperatorPolicy bool
 }
 
 // Env is a running control plane.
@@ -79,10 +83,14 @@ type Env struct {
 	// Dir holds the logs and state of this control plane.
 	Dir string
 
-	env    *envtest.Environment
-	procs  []*proc
-	reaper *proc
-	tmp    bool
+	env   *envtest.Environment
+	procs []*proc
+
+	operatorOnce sync.Once
+	operator     client.Client
+	operatorErr  error
+	reaper       *proc
+	tmp          bool
 }
 
 // NewScheme returns a scheme with the built-in kinds, CRDs and LockRequests.
@@ -238,6 +246,11 @@ func start(t testing.TB, opts Options, dir string) (*Env, error) {
 	}
 	t.Logf("testbed: etcd + kube-apiserver up in %s (logs in %s)", time.Since(began).Round(time.Millisecond), dir)
 
+	if opts.OperatorPolicy {
+		if err := e.installOperatorPolicy(context.Background()); err != nil {
+			return e, err
+		}
+	}
 	if err := e.startHelpers(opts, paths); err != nil {
 		return e, err
 	}
@@ -247,11 +260,22 @@ func start(t testing.TB, opts Options, dir string) (*Env, error) {
 
 func (e *Env) startHelpers(opts Options, paths map[string]string) error {
 	kc := "--kubeconfig=" + e.Kubeconfig
+	// kube-controller-manager and kwok act under the identities a real
+	// cluster gives them (with every permission), which the operator's
+	// admission policy lets through.
+	as := func(user string) (string, error) {
+		path, err := e.UserKubeconfig(user, "system:masters")
+		return "--kubeconfig=" + path, err
+	}
 	if !opts.NoKCM {
+		kc, err := as(kcmUser)
+		if err != nil {
+			return err
+		}
 		p, err := startProc(e.Dir, "kube-controller-manager", paths["kube-controller-manager"], nil, kc,
 			"--bind-address=127.0.0.1", "--secure-port=0", "--leader-elect=false",
 			"--use-service-account-credentials=false",
-			"--controllers=job-controller,garbage-collector-controller,ttl-after-finished-controller,namespace-controller,statefulset-controller",
+			"--controllers=job-controller,garbage-collector-controller,ttl-after-finished-controller,namespace-controller,statefulset-controller,disruption-controller",
 			"--kube-api-qps=200", "--kube-api-burst=400")
 		if err != nil {
 			return err
@@ -279,6 +303,10 @@ func (e *Env) startHelpers(opts Options, paths map[string]string) error {
 	// cannot change the fake kubelet's behaviour.
 	home := filepath.Join(e.Dir, "kwok-home")
 	if err := os.MkdirAll(home, 0o700); err != nil {
+		return err
+	}
+	kc, err := as(kubeletUser)
+	if err != nil {
 		return err
 	}
 	startKwok := func() (*proc, error) {

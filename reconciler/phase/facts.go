@@ -174,6 +174,11 @@ func (r *Reconciler) facts(ctx context.Context, xr *unstructured.Unstructured, c
 			if f.Members, f.watched, err = r.gatherer().Members(ctx, ns, clusterName, scheme); err != nil {
 				return f, err
 			}
+			// A refusal recorded in status still holds while the pod it
+			// refused is there: the next eviction tells otherwise.
+			if c := find(cur.Conditions, schemas.CondRestartBlocked); c != nil && c.Status == "True" && cur.Restart.AwaitsEviction(f.Members) {
+				f.Members.Refused, f.Members.RefusedReason = c.Message, c.Reason
+			}
 		}
 	}
 	f.Lock = lockFacts(lr)

@@ -125,6 +125,13 @@ func restarting(cur, next Status, f Facts) (Status, []Event) {
 	}
 	r, phase, msg, evs := restart.Step(*next.Restart, f.Members, f.UID, to, f.Now.UTC().Truncate(time.Second))
 	next.Restart, next.Phase, next.Message = &r, phase, msg
+	switch {
+	case f.Members != nil && f.Members.Refused != "" && r.AwaitsEviction(f.Members):
+		next.Conditions = append(next.Conditions, Condition{Type: schemas.CondRestartBlocked, Status: "True", Reason: f.Members.RefusedReason, Message: f.Members.Refused})
+	case find(cur.Conditions, schemas.CondRestartBlocked) != nil:
+		next.Conditions = append(next.Conditions, Condition{Type: schemas.CondRestartBlocked, Status: "False", Reason: "Evicted",
+			Message: "the pod the API refused to evict was evicted"})
+	}
 	switch phase {
 	case schemas.PhaseCompleted:
 		next.Message = restoredMessage(next) + "; " + msg
@@ -369,9 +376,15 @@ func finish(cur, next Status, f Facts) (Status, []Event) {
 	if c := find(next.Conditions, schemas.CondIdentityChanged); c != nil && find(cur.Conditions, schemas.CondIdentityChanged) == nil {
 		evs = append(evs, Event{Warning: true, Reason: "ClusterIdentityChanged", Message: c.Message})
 	}
-	if c := find(next.Conditions, schemas.CondLockTaken); c != nil && c.Status == "True" {
-		if was := find(cur.Conditions, schemas.CondLockTaken); was == nil || was.Status != "True" {
-			evs = append(evs, Event{Warning: true, Reason: "OperationLockTaken", Message: c.Message})
+	// A warning for each of these conditions as it turns True, or says
+	// something new.
+	for _, w := range [...]struct{ typ, reason string }{
+		{schemas.CondLockTaken, "OperationLockTaken"}, {schemas.CondRestartBlocked, "RestartBlocked"},
+	} {
+		if c := find(next.Conditions, w.typ); c != nil && c.Status == "True" {
+			if was := find(cur.Conditions, w.typ); was == nil || was.Status != "True" || was.Message != c.Message {
+				evs = append(evs, Event{Warning: true, Reason: w.reason, Message: c.Message})
+			}
 		}
 	}
 	if next.Phase == cur.Phase {

@@ -40,7 +40,7 @@ func TestMain(m *testing.M) {
 	if runChild() {
 		return
 	}
-	testbed.Main(m, testbed.Options{CRDDirs: []string{testbed.TestCRDs, testbed.ReconcilerCRDs}})
+	testbed.Main(m, testbed.Options{CRDDirs: []string{testbed.TestCRDs, testbed.ReconcilerCRDs}, OperatorPolicy: true})
 }
 
 // installXRCRDs installs the legacy and the namespaced XR CRDs.
@@ -134,8 +134,12 @@ func restartOptions(t *testing.T, url string) phase.RestartOptions {
 // after the manager started and found the XR kinds served).
 func startWith(t *testing.T, env *testbed.Env, ns string, viaSetup bool, healthURL string) *written {
 	t.Helper()
-	cfg := prepare(t, env)
-	restart := restartOptions(t, healthURL)
+	return startAs(t, env, prepare(t, env), ns, viaSetup, restartOptions(t, healthURL))
+}
+
+// startAs is startWith as the user of cfg, with these restart options.
+func startAs(t *testing.T, env *testbed.Env, cfg *rest.Config, ns string, viaSetup bool, restart phase.RestartOptions) *written {
+	t.Helper()
 	mgr := env.Manager(t, cfg, ns)
 	w := &written{at: map[string]map[string]time.Time{}}
 	opts := controller.Options{MaxConcurrentReconciles: 4, SkipNameValidation: ptr.To(true)}
@@ -484,7 +488,11 @@ func TestRestartOfUnlabelledStatefulSetPolls(t *testing.T) {
 	}
 	orig := sts.DeepCopy()
 	delete(sts.Labels, schemas.LabelOperatorCluster) // the pods keep theirs: no rollout
-	if err := env.Client.Patch(ctx, sts, client.MergeFrom(orig)); err != nil {
+	op, err := env.Operator()                        // the policy lets only the operator change it
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := op.Patch(ctx, sts, client.MergeFrom(orig)); err != nil {
 		t.Fatal(err)
 	}
 	xr := createXR(t, env, ns, nil)

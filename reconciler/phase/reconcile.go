@@ -2,6 +2,7 @@ package phase
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"sync"
 
@@ -119,7 +120,21 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	// The status written (or already there) records the pod to delete;
 	// only now is it deleted. After a crash this finishes the deletion.
 	if next.Phase == schemas.PhaseRunning && next.Restart != nil && next.Restart.CompletedAt == nil {
-		if err := r.deleter().DeletePending(ctx, r.restoreNamespace(xr), next.Restart, f.Members); err != nil {
+		err := r.evicter().EvictPending(ctx, r.restoreNamespace(xr), next.Restart, f.Members)
+		var refused *restart.Refusal
+		if errors.As(err, &refused) {
+			// Said in status at once (a condition, the message and one
+			// event), then tried again at the pace of the restart's
+			// polls, until the pod goes or a gate's timeout ends the
+			// restart Unknown: never a silent retry loop.
+			f.Members.Refused, f.Members.RefusedReason = refused.Message, refused.Reason
+			blocked, bevs := Next(next, f)
+			if _, werr := r.write(ctx, xr, next, blocked, bevs); werr != nil {
+				return ctrl.Result{}, werr
+			}
+			return ctrl.Result{RequeueAfter: max(r.Restart.Poll, refusedRetry)}, nil
+		}
+		if err != nil {
 			return ctrl.Result{}, err
 		}
 		// OpenBao's health cannot be watched: poll while it is what the
@@ -188,6 +203,10 @@ func (r *Reconciler) write(ctx context.Context, xr *unstructured.Unstructured, c
 // again anyway: the gates' timeouts and the slow-wait message are decided
 // on a look.
 const watchedRecheck = 5 * time.Second
+
+// refusedRetry is how often a refused eviction is tried again: a budget
+// frees up when a pod turns Ready, a grant or a policy when a person acts.
+const refusedRetry = 5 * time.Second
 
 // nudgeEvery is how often a finished restore whose XR Crossplane has stopped
 // watching is written again: the half-open interval of Crossplane's watch
@@ -284,9 +303,9 @@ func (r *Reconciler) gatherer() restart.Gatherer {
 	return g
 }
 
-// deleter carries out the restart's recorded deletions.
-func (r *Reconciler) deleter() restart.Deleter {
-	return restart.Deleter{Client: r.Client, API: r.APIReader}
+// evicter carries out the restart's recorded deletions.
+func (r *Reconciler) evicter() restart.Evicter {
+	return restart.Evicter{Client: r.Client, API: r.APIReader}
 }
 
 // chosen reports whether next records a pod deletion that cur does not.

@@ -69,7 +69,7 @@ func ReadStatus(xr *unstructured.Unstructured) (Status, error) {
 
 func owned(t string) bool {
 	return t == schemas.CondRestored || t == schemas.CondLockHeld || t == schemas.CondOverride || t == schemas.CondIdentityChanged ||
-		t == schemas.CondLockTaken
+		t == schemas.CondLockTaken || t == schemas.CondRestartBlocked
 }
 
 // sameStatus reports whether a and b write the same status: conditions in

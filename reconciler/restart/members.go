@@ -13,7 +13,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/log"
 )
 
 // Gatherer reads what Step decides from: a cluster's StatefulSet, its pods
@@ -99,51 +98,4 @@ func (g Gatherer) Members(ctx context.Context, ns, cluster, scheme string) (m *M
 	}
 	wg.Wait()
 	return m, watched, nil
-}
-
-// Deleter carries out the restart's recorded deletions.
-type Deleter struct {
-	Client client.Writer
-	// API confirms, after a conflict, whether the recorded pod is still
-	// there.
-	API client.Reader
-}
-
-// DeletePending carries out the recorded deletion of a restart, if the pod
-// with the recorded UID still exists: with the UID (and the resourceVersion
-// seen) as preconditions, so that only that very pod can go, never its
-// replacement. A pod already gone or already replaced needs nothing.
-func (d Deleter) DeletePending(ctx context.Context, ns string, rs *Restart, m *Members) error {
-	e := rs.Pending()
-	if e == nil || m == nil {
-		return nil
-	}
-	p := m.Pod(e.Name)
-	if p == nil || p.UID != e.UID || p.Terminating {
-		return nil
-	}
-	pod := &corev1.Pod{}
-	pod.Namespace, pod.Name = ns, p.Name
-	uid := types.UID(p.UID)
-	err := d.Client.Delete(ctx, pod, client.Preconditions{UID: &uid, ResourceVersion: &p.ResourceVersion})
-	switch {
-	case err == nil:
-		log.FromContext(ctx).Info("deleted OpenBao pod for the restart", "pod", p.Name, "uid", p.UID)
-		restartedPods.Inc()
-		return nil
-	case apierrors.IsNotFound(err):
-		return nil
-	case apierrors.IsConflict(err):
-		// The pod changed since it was read, perhaps from a cache that
-		// has not yet seen our own deletion: ask the API whether that
-		// very pod is still there and not yet going.
-		var cur corev1.Pod
-		gerr := d.API.Get(ctx, types.NamespacedName{Namespace: ns, Name: p.Name}, &cur)
-		if apierrors.IsNotFound(gerr) || gerr == nil && (cur.UID != uid || cur.DeletionTimestamp != nil) {
-			return nil
-		}
-	}
-	// Still the recorded pod: the retry reads it again, and the UID
-	// precondition still holds.
-	return fmt.Errorf("delete pod %s/%s: %w", ns, p.Name, err)
 }

@@ -1,7 +1,7 @@
 // Package restart is the follow-through after a restore: every OpenBao pod
 // of the cluster is restarted, one at a time, standbys first and the leader
 // last, each behind health gates. Step is the pure decision; Gatherer reads
-// the members and their health; Deleter carries out a recorded deletion.
+// the members and their health; Evicter carries out a recorded deletion.
 package restart
 
 import (
@@ -65,6 +65,10 @@ type Members struct {
 	// Replicas is the StatefulSet's desired replica count.
 	Replicas int
 	Pods     []Member
+	// Refused says why the API refused the last eviction of the pending
+	// pod (RBAC, admission, the disruption budget), and RefusedReason is
+	// the Refusal's reason; "" if it did not.
+	Refused, RefusedReason string
 }
 
 // Member is one pod of the StatefulSet and its health.
@@ -121,6 +125,18 @@ func (r *Restart) Pending() *RestartedPod {
 		}
 	}
 	return nil
+}
+
+// AwaitsEviction reports whether the recorded deletion of the pending pod
+// is still to be carried out: the pod with the recorded UID is there and
+// not yet terminating.
+func (r *Restart) AwaitsEviction(m *Members) bool {
+	e := r.Pending()
+	if e == nil || m == nil {
+		return false
+	}
+	p := m.Pod(e.Name)
+	return p != nil && p.UID == e.UID && !p.Terminating
 }
 
 // since is when the current wait began: the last step taken.
@@ -222,7 +238,8 @@ func Step(cur Restart, m *Members, uid string, to Timeouts, now time.Time) (Rest
 		} else {
 			msg += "waiting for the cluster to be healthy before the next pod"
 		}
-		if waited >= slowWait {
+		if waited >= slowWait || m.Refused != "" {
+			// A refusal needs a person now, not in 15 s.
 			msg += " (now: " + why + ")"
 		}
 		return r, schemas.PhaseRunning, msg, evs
@@ -235,6 +252,8 @@ func Step(cur Restart, m *Members, uid string, to Timeouts, now time.Time) (Rest
 		switch {
 		case p == nil:
 			return stuck(fmt.Sprintf("the StatefulSet has not yet recreated pod %s", e.Name), false)
+		case p.UID == e.UID && m.Refused != "":
+			return stuck(m.Refused, false)
 		case p.UID == e.UID:
 			return stuck(fmt.Sprintf("pod %s (uid %s) is being deleted", e.Name, e.UID), false)
 		}

@@ -23,6 +23,11 @@ func cluster3(leader int, edit func(ps []Member)) *Members {
 	return m
 }
 
+func refused(m *Members, why string) *Members {
+	m.Refused, m.RefusedReason = why, ReasonForbidden
+	return m
+}
+
 func at(t time.Time) *metav1.Time { mt := metav1.NewTime(t); return &mt }
 
 func TestRestartStep(t *testing.T) {
@@ -99,6 +104,13 @@ func TestRestartStep(t *testing.T) {
 			phase: schemas.PhaseUnknown, msg: []string{"StatefulSet prod does not exist"}},
 		{name: "a terminating pod blocks the next deletion", cur: started, m: cluster3(0, func(ps []Member) { ps[2].Terminating = true }),
 			after: 20 * time.Second, phase: schemas.PhaseRunning, msg: []string{"prod-2 is terminating"}},
+		// Appended last: the index fix-ups below address earlier cases.
+		{name: "a refused eviction is said at once", cur: deleted1, m: refused(cluster3(0, nil), "may not evict pod ns/prod-1"),
+			phase: schemas.PhaseRunning, msg: []string{"waiting for pod prod-1", "(now: may not evict pod ns/prod-1)"}},
+		{name: "a refused eviction past the gate timeout", cur: deleted1, m: refused(cluster3(0, nil), "may not evict pod ns/prod-1"),
+			after: 2 * time.Minute, phase: schemas.PhaseUnknown, msg: []string{"because may not evict pod ns/prod-1", "u-1/Resume"}},
+		{name: "a refusal no longer matters once the pod went", cur: deleted1, m: refused(cluster3(0, replaced("prod-1", nil)), "may not evict"),
+			phase: schemas.PhaseRunning, healthy: "prod-1", chosen: "prod-2"},
 	}
 	// "replacement not yet created" lacks prod-1; "a pod missing" lacks prod-2.
 	cases[3].m.Pods = append(cases[3].m.Pods[:1], cases[3].m.Pods[2])
@@ -166,5 +178,27 @@ func TestRestartStepOrderEndToEnd(t *testing.T) {
 	}
 	if strings.Join(order, ",") != "prod-0,prod-2,prod-1" {
 		t.Fatalf("order %v", order)
+	}
+}
+
+func TestAwaitsEviction(t *testing.T) {
+	rs := &Restart{Pods: []RestartedPod{{Name: "prod-1", UID: "old-1"}}}
+	for _, c := range []struct {
+		name string
+		m    *Members
+		want bool
+	}{
+		{"the recorded pod is there", cluster3(0, nil), true},
+		{"it is terminating", cluster3(0, func(ps []Member) { ps[1].Terminating = true }), false},
+		{"it was replaced", cluster3(0, func(ps []Member) { ps[1].UID = "new-1" }), false},
+		{"it is gone", cluster3(0, func(ps []Member) { ps[1].Name = "other" }), false},
+		{"no members read", nil, false},
+	} {
+		if got := rs.AwaitsEviction(c.m); got != c.want {
+			t.Errorf("%s: AwaitsEviction = %v, want %v", c.name, got, c.want)
+		}
+	}
+	if (&Restart{}).AwaitsEviction(cluster3(0, nil)) {
+		t.Error("a restart with nothing recorded awaits an eviction")
 	}
 }

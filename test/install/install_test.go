@@ -165,4 +165,10 @@ func TestReconcilerRoleMatchesMarkers(t *testing.T) {
 			t.Errorf("install.yaml's reconciler role grants %s, which the reconciler's markers do not ask for", k)
 		}
 	}
+	// The follow-through evicts (docs/architecture.md): openbao-operator's
+	// admission policy refuses a DELETE of its pods, so none is granted.
+	if got["/pods:delete"] || !got["/pods/eviction:create"] {
+		t.Errorf("the reconciler must evict OpenBao pods, never delete them: pods delete %v, pods/eviction create %v",
+			got["/pods:delete"], got["/pods/eviction:create"])
+	}
 }
