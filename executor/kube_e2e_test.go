@@ -20,7 +20,7 @@ func TestMainRecordsOnLockRequest(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	api := &fakeAPI{rv: 3, token: "kube-token"}
-	api.lr.Spec.Restore.UID = "uid-1"
+	api.lr.Spec = heldSpec()
 	api.lr.Status.State = schemas.LockHeld
 	srv := httptest.NewTLSServer(api)
 	t.Cleanup(srv.Close)

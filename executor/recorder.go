@@ -64,10 +64,12 @@ func (m *MemoryRecorder) Record(_ context.Context, s Submission) error {
 }
 
 // KubeRecorder writes LockRequest.status.submission through the API server's
-// REST interface with the pod's ServiceAccount token. It needs only get and
-// patch on lockrequests/status, and no client library: one GET and one merge
-// patch whose metadata.resourceVersion makes the API server refuse it (409)
-// if anything changed the object since the GET.
+// REST interface with the pod's ServiceAccount token. It needs only get on
+// its lockrequest and on the OpenBaoCluster it names, and patch on
+// lockrequests/status, and no client library: a GET of the request, a GET
+// of the cluster (whose status.operationLock must still name this restore),
+// and one merge patch whose metadata.resourceVersion makes the API server
+// refuse it (409) if anything changed the request since its GET.
 type KubeRecorder struct {
 	Base      string // https://host:port
 	Namespace string
@@ -125,11 +127,16 @@ func (k *KubeRecorder) SetCA(pool *x509.CertPool) {
 }
 
 func (k *KubeRecorder) url(status bool) string {
-	u := fmt.Sprintf("%s/apis/%s/%s/namespaces/%s/%s/%s", k.Base, lockv1.GroupVersion.Group, lockv1.GroupVersion.Version, k.Namespace, schemas.LockRequestResource, k.Name)
+	u := k.objectURL(lockv1.GroupVersion.Group, lockv1.GroupVersion.Version, schemas.LockRequestResource, k.Name)
 	if status {
 		u += "/status"
 	}
 	return u
+}
+
+// objectURL is the REST path of a namespaced object in k.Namespace.
+func (k *KubeRecorder) objectURL(group, version, resource, name string) string {
+	return fmt.Sprintf("%s/apis/%s/%s/namespaces/%s/%s/%s", k.Base, group, version, k.Namespace, resource, name)
 }
 
 func (k *KubeRecorder) call(ctx context.Context, method, u string, body []byte, ctype string) (int, []byte, error) {
@@ -197,17 +204,66 @@ func (k *KubeRecorder) verify(lr *lockv1.LockRequest) error {
 	return nil
 }
 
+// clusterLock is what the executor reads of an OpenBaoCluster.
+type clusterLock struct {
+	Status struct {
+		OperationLock *struct {
+			Operation string `json:"operation"`
+			Holder    string `json:"holder"`
+		} `json:"operationLock"`
+	} `json:"status"`
+}
+
+// lockOurs reads the OpenBaoCluster the request names and refuses, as a
+// transient failure, unless its status.operationLock is this request's
+// Restore lock. The request's Held is the reconciler's last view; a writer
+// that does not compare-and-swap (openbao-operator's January 2026 backup
+// manager, a merge patch with no resourceVersion) may have replaced the
+// lock since. stopping says what the refusal stops.
+func (k *KubeRecorder) lockOurs(ctx context.Context, lr *lockv1.LockRequest, stopping string) error {
+	if lr.Spec.Cluster == "" {
+		return fail(schemas.ExitConfig, nil, "lockrequest %s/%s names no OpenBaoCluster (spec.cluster)", k.Namespace, k.Name)
+	}
+	what := "OpenBaoCluster " + k.Namespace + "/" + lr.Spec.Cluster
+	code, out, err := k.call(ctx, http.MethodGet, k.objectURL(schemas.ClusterGroup, schemas.ClusterVersion, schemas.ClusterResource, lr.Spec.Cluster), nil, "")
+	if err != nil {
+		return err
+	}
+	if err := kubeStatus(code, out, "get "+what); err != nil {
+		return err
+	}
+	var c clusterLock
+	if err := json.Unmarshal(out, &c); err != nil {
+		return transient(err, "decoding %s", what)
+	}
+	l := c.Status.OperationLock
+	switch {
+	case l != nil && l.Operation == schemas.OperationRestore && l.Holder == lr.Spec.Holder:
+		return nil
+	case l == nil || (l.Operation == "" && l.Holder == ""):
+		return transient(nil, "the operation lock of %s is free, not held by this restore (%s): %s", what, lr.Spec.Holder, stopping)
+	default:
+		return transient(nil, "the operation lock of %s is held by operation=%s holder=%s, not by this restore (%s): %s", what, l.Operation, l.Holder, lr.Spec.Holder, stopping)
+	}
+}
+
 func (k *KubeRecorder) Check(ctx context.Context) error {
 	lr, err := k.get(ctx)
 	if err != nil {
 		return err
 	}
-	return k.verify(lr)
+	if err := k.verify(lr); err != nil {
+		return err
+	}
+	return k.lockOurs(ctx, lr, "not starting the restore")
 }
 
 // Record writes the submission. On a conflict (someone else changed the
 // object, the reconciler usually) it re-reads and tries again, a few times;
 // a record found on re-read means another pod won and we must not send.
+// Right before the write it reads the cluster's lock (lockOurs); a lock
+// taken blindly after that read goes unseen here, so nothing else runs
+// between the two (BenchmarkSubmitWindow measures that window).
 func (k *KubeRecorder) Record(ctx context.Context, s Submission) error {
 	for attempt := 0; ; attempt++ {
 		lr, err := k.get(ctx)
@@ -222,6 +278,10 @@ func (k *KubeRecorder) Record(ctx context.Context, s Submission) error {
 			"status":   map[string]any{"submission": s},
 		})
 		if err != nil {
+			return err
+		}
+		// Nothing between this read and the write below.
+		if err := k.lockOurs(ctx, lr, "not sending the snapshot's tail"); err != nil {
 			return err
 		}
 		code, out, err := k.call(ctx, http.MethodPatch, k.url(true), patch, "application/merge-patch+json")

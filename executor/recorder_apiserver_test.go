@@ -42,11 +42,7 @@ import (
 // resourceVersion preconditions, the CRD's write-once rules, and the Role.
 func TestKubeRecorderAPIServer(t *testing.T) {
 	t.Parallel()
-	env := testbed.Start(t, testbed.Options{
-		CRDDirs: []string{testbed.ReconcilerCRDs},
-		NoKCM:   true, NoScheduler: true, NoKwok: true,
-	})
-	b := &apiBed{env: env, cs: kubernetes.NewForConfigOrDie(env.Config)}
+	b := startAPIBed(t)
 
 	t.Run("RecordOnceThenRefuse", b.testRecordOnce)
 	t.Run("CELKeepsTheRecord", b.testCEL)
@@ -55,6 +51,17 @@ func TestKubeRecorderAPIServer(t *testing.T) {
 	t.Run("RBAC", b.testRBAC)
 	t.Run("WholeStatusRemovalRefused", b.testCELWholeStatus)
 	t.Run("PodAddresses", b.testPodAddresses)
+	t.Run("LockTakenBlindly", b.testLockTakenBlindly)
+}
+
+// startAPIBed starts an API server with the LockRequest CRD as the package
+// ships it and the OpenBaoCluster fixture CRD.
+func startAPIBed(t testing.TB) *apiBed {
+	env := testbed.Start(t, testbed.Options{
+		CRDDirs: []string{testbed.TestCRDs, testbed.ReconcilerCRDs},
+		NoKCM:   true, NoScheduler: true, NoKwok: true,
+	})
+	return &apiBed{env: env, cs: kubernetes.NewForConfigOrDie(env.Config)}
 }
 
 // testPodAddresses: with the composed Role, the executor lists the
@@ -123,21 +130,27 @@ type restore struct {
 	names fn.Names
 }
 
+// newRestore is a restore of its own OpenBaoCluster bao-<xr>, so that the
+// restores of one namespace may each hold their cluster's lock.
 func newRestore(ns, xr, uid string) restore {
 	return restore{
 		r: fn.Restore{APIVersion: "restore.openbao-restore.io/v1alpha1", Kind: "OpenBaoRestore", Name: xr,
 			UID: uid, Namespace: ns, RequestName: xr},
-		spec:  &schemas.Spec{Cluster: "bao"},
+		spec:  &schemas.Spec{Cluster: "bao-" + xr},
 		names: fn.NamesFor(xr),
 	}
 }
 
 // lock creates the restore's LockRequest and, as the reconciler would,
-// sets its status.state (nothing when state is empty).
-func (b *apiBed) lock(t *testing.T, rs restore, state string) *lockv1.LockRequest {
+// sets its status.state (nothing when state is empty); for Held, it first
+// writes the restore's lock on its OpenBaoCluster (holdCluster).
+func (b *apiBed) lock(t testing.TB, rs restore, state string) *lockv1.LockRequest {
 	t.Helper()
 	ctx := t.Context()
 	lr := fn.LockRequest(rs.r, rs.spec, rs.names)
+	if state == schemas.LockHeld {
+		b.holdCluster(t, rs)
+	}
 	if err := b.env.Client.Create(ctx, lr); err != nil {
 		t.Fatalf("create lockrequest: %v", err)
 	}
@@ -149,6 +162,38 @@ func (b *apiBed) lock(t *testing.T, rs restore, state string) *lockv1.LockReques
 		}
 	}
 	return b.get(t, lr.Namespace, lr.Name)
+}
+
+// holdCluster creates the restore's OpenBaoCluster when it is missing and
+// writes the restore's lock on it, as the reconciler does: operation
+// Restore, the request's holder, by compare-and-swap.
+func (b *apiBed) holdCluster(t testing.TB, rs restore) {
+	t.Helper()
+	ctx := context.Background()
+	c, err := b.env.CreateClusterObject(ctx, rs.r.Namespace, rs.spec.Cluster, 3)
+	if apierrors.IsAlreadyExists(err) {
+		c, err = b.cluster(rs.r.Namespace, rs.spec.Cluster)
+	}
+	if err != nil {
+		t.Fatalf("OpenBaoCluster %s: %v", rs.spec.Cluster, err)
+	}
+	orig := c.DeepCopy()
+	now := time.Now().UTC().Format(time.RFC3339)
+	_ = unstructured.SetNestedStringMap(c.Object, map[string]string{
+		"operation": schemas.OperationRestore, "holder": schemas.Holder(rs.r.RequestName, rs.r.UID),
+		"message": "held by a restore", "acquiredAt": now, "renewedAt": now,
+	}, "status", "operationLock")
+	if err := b.env.Client.Status().Patch(ctx, c, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
+		t.Fatalf("lock OpenBaoCluster %s: %v", rs.spec.Cluster, err)
+	}
+}
+
+// cluster reads an OpenBaoCluster.
+func (b *apiBed) cluster(ns, name string) (*unstructured.Unstructured, error) {
+	c := &unstructured.Unstructured{}
+	c.SetAPIVersion(schemas.ClusterGroup + "/" + schemas.ClusterVersion)
+	c.SetKind(schemas.ClusterKind)
+	return c, b.env.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, c)
 }
 
 // deleting puts a finalizer on the request and deletes it, so that it
@@ -173,7 +218,7 @@ func (b *apiBed) deleting(t *testing.T, lr *lockv1.LockRequest) *lockv1.LockRequ
 	return b.get(t, lr.Namespace, lr.Name)
 }
 
-func (b *apiBed) get(t *testing.T, ns, name string) *lockv1.LockRequest {
+func (b *apiBed) get(t testing.TB, ns, name string) *lockv1.LockRequest {
 	t.Helper()
 	lr := &lockv1.LockRequest{}
 	if err := b.env.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, lr); err != nil {
@@ -184,7 +229,7 @@ func (b *apiBed) get(t *testing.T, ns, name string) *lockv1.LockRequest {
 
 // composeRBAC creates the restore's ServiceAccount, Role and RoleBinding
 // exactly as the function composes them.
-func (b *apiBed) composeRBAC(t *testing.T, rs restore) {
+func (b *apiBed) composeRBAC(t testing.TB, rs restore) {
 	t.Helper()
 	ctx := t.Context()
 	for _, o := range []client.Object{
@@ -200,7 +245,7 @@ func (b *apiBed) composeRBAC(t *testing.T, rs restore) {
 	b.waitAllowed(t, user, groups, rs.r.Namespace, "patch", "status", rs.names.Lock)
 }
 
-func (b *apiBed) apiHostPort(t *testing.T) (host, port string) {
+func (b *apiBed) apiHostPort(t testing.TB) (host, port string) {
 	t.Helper()
 	h := b.env.Config.Host
 	if !strings.Contains(h, "://") {
@@ -217,7 +262,7 @@ func (b *apiBed) apiHostPort(t *testing.T) (host, port string) {
 // NewInClusterRecorder from KUBERNETES_SERVICE_HOST/PORT and a directory
 // holding a ServiceAccount token (issued by the API server's TokenRequest,
 // as a projected token would be), the API's CA and the namespace.
-func (b *apiBed) saRecorder(t *testing.T, ns, sa, lock, restoreUID string) *KubeRecorder {
+func (b *apiBed) saRecorder(t testing.TB, ns, sa, lock, restoreUID string) *KubeRecorder {
 	t.Helper()
 	dir := t.TempDir()
 	for n, v := range map[string][]byte{"token": []byte(b.saToken(t, ns, sa)), "ca.crt": b.env.Config.CAData, "namespace": []byte(ns)} {
@@ -527,7 +572,7 @@ func (b *apiBed) testRBAC(t *testing.T) {
 	noStatus := fn.Role(a.r, a.spec, a.names)
 	noStatus.Name = "executor-without-status"
 	noStatus.Rules = withoutResource(noStatus.Rules, schemas.LockRequestResource+"/status")
-	if len(noStatus.Rules) != 2 {
+	if len(noStatus.Rules) != 3 {
 		t.Fatalf("the composed Role changed shape: %+v", fn.Role(a.r, a.spec, a.names).Rules)
 	}
 	cfgNoStatus := b.userBoundTo(t, ns, "executor-without-status", noStatus)
@@ -538,6 +583,42 @@ func (b *apiBed) testRBAC(t *testing.T) {
 	wantRBAC("without the status rule, record", k.Record(ctx, submission("restore-a-nostatus")), http.StatusForbidden)
 	if s := b.get(t, ns, a.names.Lock).Status.Submission; s != nil {
 		t.Fatalf("a refused record wrote: %+v", s)
+	}
+
+	// A user bound to the composed Role without its openbaoclusters rule:
+	// it cannot read the cluster's lock, so it neither checks nor records.
+	noCluster := fn.Role(a.r, a.spec, a.names)
+	noCluster.Rules = withoutResource(noCluster.Rules, schemas.ClusterResource)
+	if len(noCluster.Rules) != 3 {
+		t.Fatalf("the composed Role has no %s rule: %+v", schemas.ClusterResource, fn.Role(a.r, a.spec, a.names).Rules)
+	}
+	k = b.userRecorder(t, b.userBoundTo(t, ns, "executor-without-cluster", noCluster), ns, a.names.Lock, a.r.UID)
+	wantRBAC("without the cluster rule, check", k.Check(ctx), http.StatusForbidden)
+	wantRBAC("without the cluster rule, record", k.Record(ctx, submission("restore-a-nocluster")), http.StatusForbidden)
+	if s := b.get(t, ns, a.names.Lock).Status.Submission; s != nil {
+		t.Fatalf("a refused record wrote: %+v", s)
+	}
+
+	// The composed Role reads its own cluster, and nothing else of
+	// openbao.org: not another cluster, not the list, and it never writes
+	// the lock.
+	saName, saGroups := saUser(ns, a.names.ServiceAccount)
+	for _, c := range []struct {
+		verb, sub, name string
+		want            bool
+	}{
+		{"get", "", a.spec.Cluster, true},
+		{"get", "", other.spec.Cluster, false},
+		{"list", "", "", false},
+		{"patch", "status", a.spec.Cluster, false},
+		{"update", "status", a.spec.Cluster, false},
+		{"patch", "", a.spec.Cluster, false},
+	} {
+		got, err := b.allowed(t, saName, saGroups, authorizationv1.ResourceAttributes{Namespace: ns, Verb: c.verb,
+			Group: schemas.ClusterGroup, Resource: schemas.ClusterResource, Subresource: c.sub, Name: c.name})
+		if err != nil || got != c.want {
+			t.Errorf("the composed Role: %s openbaoclusters/%s %q allowed %v (%v), want %v", c.verb, c.sub, c.name, got, err, c.want)
+		}
 	}
 
 	// A user with no binding at all: refused at the first GET.
@@ -628,16 +709,22 @@ func (b *apiBed) userBoundTo(t *testing.T, ns, user string, role *rbacv1.Role) *
 
 // waitAllowed waits until the authorizer (whose RBAC cache lags a new
 // binding) allows the subject this verb on the lock request.
-func (b *apiBed) waitAllowed(t *testing.T, user string, groups []string, ns, verb, subresource, name string) {
+func (b *apiBed) waitAllowed(t testing.TB, user string, groups []string, ns, verb, subresource, name string) {
 	t.Helper()
 	testbed.Eventually(t, 30*time.Second, user+" may "+verb+" "+name+"/"+subresource, func() (bool, error) {
-		r, err := b.cs.AuthorizationV1().SubjectAccessReviews().Create(t.Context(), &authorizationv1.SubjectAccessReview{
-			Spec: authorizationv1.SubjectAccessReviewSpec{User: user, Groups: groups, ResourceAttributes: &authorizationv1.ResourceAttributes{
-				Namespace: ns, Verb: verb, Group: schemas.Group, Resource: schemas.LockRequestResource, Subresource: subresource, Name: name,
-			}},
-		}, metav1.CreateOptions{})
-		return err == nil && r.Status.Allowed, err
+		return b.allowed(t, user, groups, authorizationv1.ResourceAttributes{
+			Namespace: ns, Verb: verb, Group: schemas.Group, Resource: schemas.LockRequestResource, Subresource: subresource, Name: name,
+		})
 	})
+}
+
+// allowed asks the authorizer (a SubjectAccessReview) whether the subject
+// may do this.
+func (b *apiBed) allowed(t testing.TB, user string, groups []string, attrs authorizationv1.ResourceAttributes) (bool, error) {
+	r, err := b.cs.AuthorizationV1().SubjectAccessReviews().Create(t.Context(), &authorizationv1.SubjectAccessReview{
+		Spec: authorizationv1.SubjectAccessReviewSpec{User: user, Groups: groups, ResourceAttributes: &attrs},
+	}, metav1.CreateOptions{})
+	return err == nil && r.Status.Allowed, err
 }
 
 func saUser(ns, sa string) (string, []string) {
@@ -699,7 +786,7 @@ func (b *apiBed) saClient(t *testing.T, ns, sa string) client.Client {
 	return c
 }
 
-func (b *apiBed) saToken(t *testing.T, ns, sa string) string {
+func (b *apiBed) saToken(t testing.TB, ns, sa string) string {
 	t.Helper()
 	tr, err := b.cs.CoreV1().ServiceAccounts(ns).CreateToken(t.Context(), sa,
 		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](3600)}},
@@ -708,4 +795,95 @@ func (b *apiBed) saToken(t *testing.T, ns, sa string) string {
 		t.Fatalf("token for %s/%s: %v", ns, sa, err)
 	}
 	return tr.Status.Token
+}
+
+// testLockTakenBlindly: the request says Held, and then a writer that does
+// not compare-and-swap (openbao-operator's January 2026 backup manager: a
+// merge patch from its cached copy, with no resourceVersion) replaces the
+// restore's lock on the cluster. The executor, with the composed Role,
+// re-reads the cluster and refuses (exit 10, naming the holder), and writes
+// nothing; likewise after a blind release (operationLock: null). Once the
+// restore holds the lock again, it records.
+func (b *apiBed) testLockTakenBlindly(t *testing.T) {
+	ns := b.env.Namespace(t)
+	ctx := t.Context()
+	rs := newRestore(ns, "blind", "uid-blind")
+	b.composeRBAC(t, rs)
+	before := b.lock(t, rs, schemas.LockHeld)
+	holder := schemas.Holder(rs.r.RequestName, rs.r.UID)
+	k := b.saRecorder(t, ns, rs.names.ServiceAccount, rs.names.Lock, rs.r.UID)
+	if err := k.Check(ctx); err != nil {
+		t.Fatalf("check while the lock is ours: %v", err)
+	}
+
+	// The blind writer's cached copy, stale once the cluster changes
+	// again: its patch never notices.
+	cached, err := b.cluster(ns, rs.spec.Cluster)
+	if err != nil {
+		t.Fatal(err)
+	}
+	touched := cached.DeepCopy()
+	touched.SetLabels(map[string]string{"touched": "yes"})
+	if err := b.env.Client.Patch(ctx, touched, client.MergeFrom(cached)); err != nil {
+		t.Fatal(err)
+	}
+	if touched.GetResourceVersion() == cached.GetResourceVersion() {
+		t.Fatal("the cluster did not change")
+	}
+	blind := func(lock map[string]any) {
+		t.Helper()
+		c := cached.DeepCopy()
+		if lock == nil {
+			_ = unstructured.SetNestedField(c.Object, nil, "status", "operationLock")
+		} else {
+			_ = unstructured.SetNestedMap(c.Object, lock, "status", "operationLock")
+		}
+		if err := b.env.Client.Status().Patch(ctx, c, client.MergeFrom(cached)); err != nil {
+			t.Fatalf("blind merge patch: %v", err)
+		}
+	}
+	refused := func(what, want string) {
+		t.Helper()
+		for op, c := range map[string]struct {
+			err  error
+			tail string
+		}{
+			"check":  {k.Check(ctx), ": not starting the restore"},
+			"record": {k.Record(ctx, submission("restore-blind")), ": not sending the snapshot's tail"},
+		} {
+			if err := c.err; ExitCode(err) != schemas.ExitTransient || errors.Is(err, ErrAlreadySubmitted) ||
+				!strings.Contains(err.Error(), want) || !strings.HasSuffix(err.Error(), c.tail) {
+				t.Errorf("%s: %s: %v (exit %d), want exit %d containing %q and ending %q", what, op, err, ExitCode(err), schemas.ExitTransient, want, c.tail)
+			} else {
+				t.Logf("%s: %s: %v", what, op, err)
+			}
+		}
+		after := b.get(t, ns, rs.names.Lock)
+		if after.ResourceVersion != before.ResourceVersion || after.Status.Submission != nil {
+			t.Fatalf("%s: refused, yet the request changed: rv %s→%s, record %+v", what, before.ResourceVersion, after.ResourceVersion, after.Status.Submission)
+		}
+	}
+
+	blind(map[string]any{"operation": "Backup", "holder": "openbaocluster/backup", "message": "backup in progress"})
+	c, err := b.cluster(ns, rs.spec.Cluster)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if op, _, _ := unstructured.NestedString(c.Object, "status", "operationLock", "operation"); op != "Backup" {
+		t.Fatalf("the blind patch did not take the lock: %v", c.Object["status"])
+	}
+	refused("taken by a backup", fmt.Sprintf("the operation lock of OpenBaoCluster %s/%s is held by operation=Backup holder=openbaocluster/backup, not by this restore (%s)", ns, rs.spec.Cluster, holder))
+
+	blind(nil)
+	refused("released blindly", fmt.Sprintf("the operation lock of OpenBaoCluster %s/%s is free, not held by this restore (%s)", ns, rs.spec.Cluster, holder))
+
+	// The reconciler takes the lock back: the restore records.
+	b.holdCluster(t, rs)
+	want := submission("restore-blind")
+	if err := k.Record(ctx, want); err != nil {
+		t.Fatalf("record once the lock is ours again: %v", err)
+	}
+	if got := b.get(t, ns, rs.names.Lock).Status.Submission; !sameSubmission(got, &want) {
+		t.Fatalf("record %+v, want %+v", got, want)
+	}
 }

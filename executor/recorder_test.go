@@ -3,6 +3,7 @@ package executor
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -19,7 +20,9 @@ import (
 )
 
 // fakeAPI serves one LockRequest with the API server's optimistic
-// concurrency: a merge patch carrying a stale resourceVersion gets 409.
+// concurrency: a merge patch carrying a stale resourceVersion gets 409. It
+// also serves the OpenBaoCluster the request names (spec.cluster), whose
+// status.operationLock is the request's own Restore lock unless lock is set.
 type fakeAPI struct {
 	mu       sync.Mutex
 	lr       lockv1.LockRequest
@@ -27,6 +30,11 @@ type fakeAPI struct {
 	bumpNext int // bump the resourceVersion before the next n patches (a concurrent writer)
 	patches  int
 	token    string
+	// lock, when set, is served as the cluster's status.operationLock
+	// (JSON; "null" for a free lock).
+	lock        string
+	noCluster   bool
+	clusterGets int
 }
 
 func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -41,6 +49,13 @@ func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case r.Method == http.MethodGet && r.URL.Path == base:
 		_ = json.NewEncoder(w).Encode(f.lr)
+	case r.Method == http.MethodGet && r.URL.Path == "/apis/openbao.org/v1alpha1/namespaces/ns/openbaoclusters/"+f.lr.Spec.Cluster && !f.noCluster:
+		f.clusterGets++
+		lock := f.lock
+		if lock == "" {
+			lock = fmt.Sprintf(`{"operation":"Restore","holder":%q,"acquiredAt":"2026-01-02T03:04:05Z"}`, f.lr.Spec.Holder)
+		}
+		_, _ = fmt.Fprintf(w, `{"apiVersion":"openbao.org/v1alpha1","kind":"OpenBaoCluster","metadata":{"name":%q,"namespace":"ns"},"spec":{"replicas":3},"status":{"initialized":true,"operationLock":%s}}`, f.lr.Spec.Cluster, lock)
 	case r.Method == http.MethodPatch && r.URL.Path == base+"/status":
 		f.patches++
 		if r.Header.Get("Content-Type") != "application/merge-patch+json" {
@@ -79,13 +94,19 @@ func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func newFakeAPI(t *testing.T) (*fakeAPI, *KubeRecorder) {
 	f := &fakeAPI{rv: 7, token: "kube-token"}
-	f.lr.Spec.Restore.UID = "uid-1"
+	f.lr.Spec = heldSpec()
 	f.lr.Status.State = schemas.LockHeld
 	srv := httptest.NewTLSServer(f)
 	t.Cleanup(srv.Close)
 	k := &KubeRecorder{Base: srv.URL, Namespace: "ns", Name: "lr", RestoreUID: "uid-1", Client: srv.Client(),
 		Token: func() (string, error) { return "kube-token", nil }}
 	return f, k
+}
+
+// heldSpec is the fake request's spec: restore uid-1 on cluster bao.
+func heldSpec() lockv1.LockRequestSpec {
+	return lockv1.LockRequestSpec{Cluster: "bao", Operation: schemas.OperationRestore,
+		Holder: schemas.Holder("r", "uid-1"), Restore: lockv1.RestoreRef{UID: "uid-1"}}
 }
 
 func sub() Submission {
@@ -103,6 +124,10 @@ func TestKubeRecorderRecordsOnce(t *testing.T) {
 	}
 	if f.lr.Status.Submission == nil || f.lr.Status.Submission.Target != "https://x:8200" {
 		t.Fatalf("not recorded: %+v", f.lr.Status)
+	}
+	// Check and Record each read the cluster's lock once.
+	if f.clusterGets != 2 {
+		t.Fatalf("the cluster was read %d times, want 2", f.clusterGets)
 	}
 	if err := k.Check(ctx); !errors.Is(err, ErrAlreadySubmitted) {
 		t.Fatalf("check after record: %v", err)
@@ -158,4 +183,79 @@ func TestKubeRecorderRefusals(t *testing.T) {
 	if err := k.Check(t.Context()); ExitCode(err) != schemas.ExitConfig || !strings.Contains(err.Error(), "RBAC") {
 		t.Fatalf("bad token: %v", err)
 	}
+}
+
+// The request says Held, but the cluster's lock no longer names this
+// restore (a blind writer replaced it, or cleared it): Check and Record
+// refuse as transient failures naming what holds the lock, and no patch is
+// sent. A cluster gone is a permanent failure.
+func TestKubeRecorderLockNotOurs(t *testing.T) {
+	holder := schemas.Holder("r", "uid-1")
+	for _, c := range []struct {
+		name, lock, msg string
+	}{
+		{"held by a backup", `{"operation":"Backup","holder":"openbaocluster/backup","acquiredAt":"2026-01-02T03:04:05Z"}`,
+			"the operation lock of OpenBaoCluster ns/bao is held by operation=Backup holder=openbaocluster/backup, not by this restore (" + holder + ")"},
+		{"held by another restore", `{"operation":"Restore","holder":"openbaorestore/r/uid-0"}`,
+			"is held by operation=Restore holder=openbaorestore/r/uid-0, not by this restore"},
+		{"our holder, another operation", fmt.Sprintf(`{"operation":"Upgrade","holder":%q}`, holder),
+			"is held by operation=Upgrade holder=" + holder + ", not by this restore"},
+		{"free (null)", `null`, "the operation lock of OpenBaoCluster ns/bao is free, not held by this restore (" + holder + ")"},
+		{"free (empty)", `{}`, "is free, not held by this restore"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f, k := newFakeAPI(t)
+			f.lock = c.lock
+			for op, tc := range map[string]struct {
+				err  error
+				tail string
+			}{
+				"check":  {k.Check(t.Context()), "not starting the restore"},
+				"record": {k.Record(t.Context(), sub()), "not sending the snapshot's tail"},
+			} {
+				err := tc.err
+				if ExitCode(err) != schemas.ExitTransient || errors.Is(err, ErrAlreadySubmitted) ||
+					!strings.Contains(err.Error(), c.msg) || !strings.HasSuffix(err.Error(), ": "+tc.tail) {
+					t.Errorf("%s: %v (exit %d), want a transient refusal containing %q and ending %q", op, err, ExitCode(err), c.msg, tc.tail)
+				}
+			}
+			if f.patches != 0 || f.lr.Status.Submission != nil {
+				t.Fatalf("refused, yet %d patches were sent: %+v", f.patches, f.lr.Status.Submission)
+			}
+		})
+	}
+
+	t.Run("cluster not found", func(t *testing.T) {
+		f, k := newFakeAPI(t)
+		f.noCluster = true
+		for op, err := range map[string]error{"check": k.Check(t.Context()), "record": k.Record(t.Context(), sub())} {
+			if ExitCode(err) != schemas.ExitConfig || !strings.Contains(err.Error(), "get OpenBaoCluster ns/bao: not found") {
+				t.Errorf("%s: %v (exit %d), want exit %d: not found", op, err, ExitCode(err), schemas.ExitConfig)
+			}
+		}
+		if f.patches != 0 {
+			t.Fatalf("%d patches sent", f.patches)
+		}
+	})
+
+	// The lock is taken between the request's GET and the cluster's: the
+	// cluster read is the last before the write.
+	t.Run("taken after the request was read", func(t *testing.T) {
+		f, k := newFakeAPI(t)
+		gets := 0
+		k.Token = func() (string, error) {
+			if gets++; gets == 2 { // the call after the request's GET: the cluster's
+				f.mu.Lock()
+				f.lock = `{"operation":"Backup","holder":"openbaocluster/backup"}`
+				f.mu.Unlock()
+			}
+			return "kube-token", nil
+		}
+		if err := k.Record(t.Context(), sub()); ExitCode(err) != schemas.ExitTransient || !strings.Contains(err.Error(), "holder=openbaocluster/backup") {
+			t.Fatalf("record: %v", err)
+		}
+		if f.patches != 0 || f.lr.Status.Submission != nil {
+			t.Fatalf("%d patches sent", f.patches)
+		}
+	})
 }

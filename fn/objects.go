@@ -109,8 +109,8 @@ func ServiceAccount(r Restore, spec *schemas.Spec, n Names) *corev1.ServiceAccou
 }
 
 // Role grants the executor what it needs and nothing more: finding the
-// cluster's pods, and writing its submission record on this restore's own
-// lock request (resourceNames).
+// cluster's pods, reading the cluster's operation lock, and writing its
+// submission record on this restore's own lock request (resourceNames).
 func Role(r Restore, spec *schemas.Spec, n Names) *rbacv1.Role {
 	return &rbacv1.Role{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "Role"},
@@ -119,6 +119,8 @@ func Role(r Restore, spec *schemas.Spec, n Names) *rbacv1.Role {
 			{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list", "watch"}},
 			{APIGroups: []string{schemas.Group}, Resources: []string{schemas.LockRequestResource}, ResourceNames: []string{n.Lock}, Verbs: []string{"get"}},
 			{APIGroups: []string{schemas.Group}, Resources: []string{schemas.LockRequestResource + "/status"}, ResourceNames: []string{n.Lock}, Verbs: []string{"get", "patch", "update"}},
+			// The lock itself, re-read just before the snapshot's tail is sent.
+			{APIGroups: []string{schemas.ClusterGroup}, Resources: []string{schemas.ClusterResource}, ResourceNames: []string{spec.Cluster}, Verbs: []string{"get"}},
 		},
 	}
 }
