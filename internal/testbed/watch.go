@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sort"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -46,6 +48,16 @@ type HolderWatch struct {
 	last       string
 	freedAt    time.Time
 	handovers  []time.Duration // from a release to the next acquisition, as the watch saw them
+	timeline   []LockChange    // every version of the lock, in resourceVersion order
+}
+
+// LockChange is the lock as one version of the cluster holds it. RV is
+// etcd's revision, one order for every object: a write's resourceVersion
+// on another object places it on this timeline.
+type LockChange struct {
+	RV        int64
+	Operation string
+	Holder    string
 }
 
 // WatchLockHolders watches the cluster's status.operationLock until the
@@ -62,8 +74,10 @@ func (e *Env) WatchLockHolders(t testing.TB, ns, cluster string) *HolderWatch {
 			if !ok || ev.Type != watch.Added && ev.Type != watch.Modified {
 				continue
 			}
-			h, _, _ := unstructured.NestedString(u.Object, "status", "operationLock", "holder")
+			h := lockHolder(u)
+			rv, _ := strconv.ParseInt(u.GetResourceVersion(), 10, 64)
 			hw.mu.Lock()
+			hw.timeline = append(hw.timeline, LockChange{RV: rv, Operation: lockOperation(u), Holder: h})
 			if h != hw.last {
 				if h != "" && hw.last != "" {
 					hw.violations = append(hw.violations, fmt.Sprintf("%s -> %s", hw.last, h))
@@ -97,4 +111,21 @@ func (hw *HolderWatch) Handovers() []time.Duration {
 	hw.mu.Lock()
 	defer hw.mu.Unlock()
 	return slices.Clone(hw.handovers)
+}
+
+// Timeline returns every version of the lock the watch has seen.
+func (hw *HolderWatch) Timeline() []LockChange {
+	hw.mu.Lock()
+	defer hw.mu.Unlock()
+	return slices.Clone(hw.timeline)
+}
+
+// At returns the lock as of resourceVersion rv: the last version at or
+// before it (zero before the first). The watch must have seen rv already.
+func At(timeline []LockChange, rv int64) LockChange {
+	i := sort.Search(len(timeline), func(i int) bool { return timeline[i].RV > rv })
+	if i == 0 {
+		return LockChange{}
+	}
+	return timeline[i-1]
 }

@@ -3,7 +3,6 @@ package lock_test
 import (
 	"context"
 	"fmt"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -12,7 +11,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -39,8 +37,6 @@ func TestMain(m *testing.M) {
 	})
 }
 
-// startReconciler runs the lock reconciler for one namespace until the test
-// ends, so that parallel tests never see each other's requests.
 var leastPrivilege struct {
 	once sync.Once
 	cfg  *rest.Config
@@ -53,27 +49,7 @@ var leastPrivilege struct {
 func reconcilerConfig(t *testing.T, env *testbed.Env) *rest.Config {
 	t.Helper()
 	leastPrivilege.once.Do(func() {
-		ctx := context.Background()
-		role, err := os.ReadFile("rbac/role.yaml")
-		if err != nil {
-			leastPrivilege.err = err
-			return
-		}
-		if err := env.ApplyYAML(ctx, role); err != nil {
-			leastPrivilege.err = err
-			return
-		}
-		const user = "openbao-restore-lock-test"
-		binding := &rbacv1.ClusterRoleBinding{
-			ObjectMeta: metav1.ObjectMeta{Name: user},
-			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "openbao-restore-lock"},
-			Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: user}},
-		}
-		if err := env.Client.Create(ctx, binding); err != nil {
-			leastPrivilege.err = err
-			return
-		}
-		leastPrivilege.cfg, leastPrivilege.err = env.AddUser(user)
+		leastPrivilege.cfg, leastPrivilege.err = env.RoleUser(context.Background(), "openbao-restore-lock-test", "rbac/role.yaml")
 	})
 	if leastPrivilege.err != nil {
 		t.Fatalf("least-privilege user: %v", leastPrivilege.err)
@@ -81,6 +57,8 @@ func reconcilerConfig(t *testing.T, env *testbed.Env) *rest.Config {
 	return leastPrivilege.cfg
 }
 
+// startReconciler runs the lock reconciler for one namespace until the test
+// ends, so that parallel tests never see each other's requests.
 func startReconciler(t *testing.T, env *testbed.Env, ns string) (stop func()) {
 	t.Helper()
 	mgr := env.Manager(t, reconcilerConfig(t, env), ns)

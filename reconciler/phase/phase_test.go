@@ -62,24 +62,11 @@ func prepare(t *testing.T, env *testbed.Env) *rest.Config {
 	t.Helper()
 	setupOnce.once.Do(func() {
 		installXRCRDs(t, env)
-		role, err := os.ReadFile("rbac/role.yaml")
+		cfg, err := env.RoleUser(context.Background(), "openbao-restore-phase-test", "rbac/role.yaml")
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := env.ApplyYAML(context.Background(), role); err != nil {
-			t.Fatal(err)
-		}
-		const user = "openbao-restore-phase-test"
-		if err := env.Client.Create(context.Background(), &rbacv1.ClusterRoleBinding{
-			ObjectMeta: metav1.ObjectMeta{Name: user},
-			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "openbao-restore-phase"},
-			Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: user}},
-		}); err != nil {
-			t.Fatal(err)
-		}
-		if setupOnce.cfg, err = env.AddUser(user); err != nil {
-			t.Fatal(err)
-		}
+		setupOnce.cfg = cfg
 	})
 	if setupOnce.cfg == nil {
 		t.Fatal("setup failed earlier")
