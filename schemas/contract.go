@@ -45,6 +45,21 @@ const (
 // Holder is the operationLock.holder of the restore with this name and UID.
 func Holder(name, uid string) string { return HolderPrefix + name + "/" + uid }
 
+// VoterStatefulSet is the StatefulSet of an OpenBaoCluster's voters, as
+// openbao-operator names it: the cluster's name, or
+// <cluster>-<status.blueGreen.blueRevision> while a blue/green upgrade
+// has moved them.
+func VoterStatefulSet(cluster, blueRevision string) string {
+	if blueRevision == "" {
+		return cluster
+	}
+	return cluster + "-" + blueRevision
+}
+
+// ReadReplicaStatefulSet is the StatefulSet of an OpenBaoCluster's read
+// replicas (non-voters), if it has any.
+func ReadReplicaStatefulSet(cluster string) string { return cluster + "-read" }
+
 // Phases of a restore, as in openbao-operator.
 const (
 	PhasePending    = "Pending"

@@ -39,11 +39,20 @@ func runChild() bool {
 // command is the reconciler as the binary runs it, with the tests'
 // settings. No leader election: a test kills one process before it starts
 // the next, and a lease left by a SIGKILL would only add a wait.
+//
+// The restart timeout outlasts the disruption controller's two minutes: a
+// reconciler killed while the API server handles its eviction can leave
+// the budget spent (the eviction counted, the pod not deleted) until the
+// controller forgets that disruption, and the restart waits it out.
 func command(ns, healthURL string) *reconciler.Command {
 	return &reconciler.Command{MetricsBindAddress: "0", HealthProbeBindAddress: "0", LeaderElect: false,
 		Namespace: []string{ns}, Concurrency: 4, HealthURL: healthURL, HealthTimeout: 2 * time.Second,
-		RestartTimeout: 2 * time.Minute, SealedTimeout: time.Minute, RestartPoll: 200 * time.Millisecond}
+		RestartTimeout: budgetExpiry + time.Minute, SealedTimeout: time.Minute, RestartPoll: 200 * time.Millisecond}
 }
+
+// budgetExpiry is how long kube-controller-manager's disruption controller
+// counts an eviction whose pod was not deleted (its DeletionTimeout).
+const budgetExpiry = 2 * time.Minute
 
 // TestKilledMidRestartConverges: the reconciler (lock and phase, as the
 // binary runs them, under exactly the install manifest's grants) is
@@ -83,7 +92,7 @@ func TestKilledMidRestartConverges(t *testing.T) {
 		kills++
 		ch.Start()
 	}
-	st := waitPhaseFor(t, env, xr, schemas.PhaseCompleted, 2*time.Minute)
+	st := waitPhaseFor(t, env, xr, schemas.PhaseCompleted, budgetExpiry+2*time.Minute)
 	checkOrder(t, m.deletions(), st)
 	t.Logf("killed %d times during the restore; %d pods restarted in order %v", kills, len(m.deletions()), names(m.deletions()))
 }

@@ -56,6 +56,9 @@ type Facts struct {
 type Cluster struct {
 	Initialized bool
 	Upgrading   bool
+	// BlueRevision is status.blueGreen.blueRevision: the voters'
+	// StatefulSet is <cluster>-<BlueRevision> while it is set.
+	BlueRevision string
 }
 
 // Lock is the LockRequest's status.
@@ -126,9 +129,11 @@ func (r *Reconciler) facts(ctx context.Context, xr *unstructured.Unstructured, c
 			return nil
 		}
 		confirmed = true
-		err := r.APIReader.Get(ctx, key, clusterObject())
+		c := clusterObject()
+		err := r.APIReader.Get(ctx, key, c)
 		if err == nil {
 			f.Cluster = &Cluster{Initialized: true}
+			f.Cluster.BlueRevision, _, _ = unstructured.NestedString(c.Object, "status", "blueGreen", "blueRevision")
 		}
 		return client.IgnoreNotFound(err)
 	}
@@ -171,7 +176,7 @@ func (r *Reconciler) facts(ctx context.Context, xr *unstructured.Unstructured, c
 			return f, err
 		}
 		if f.Cluster != nil {
-			if f.Members, f.watched, err = r.gatherer().Members(ctx, ns, clusterName, scheme); err != nil {
+			if f.Members, f.watched, err = r.gatherer().Members(ctx, ns, clusterName, f.Cluster.BlueRevision, scheme); err != nil {
 				return f, err
 			}
 			// A refusal recorded in status still holds while the pod it
@@ -229,6 +234,7 @@ func (r *Reconciler) readCluster(ctx context.Context, f *Facts, key types.Namesp
 	}
 	c := &Cluster{}
 	c.Initialized, _, _ = unstructured.NestedBool(cluster.Object, "status", "initialized")
+	c.BlueRevision, _, _ = unstructured.NestedString(cluster.Object, "status", "blueGreen", "blueRevision")
 	// Upgrading is the condition Upgrading=True, exactly as
 	// openbao-operator's restore manager reads it (its
 	// validateClusterState), set for rolling and blue/green upgrades.

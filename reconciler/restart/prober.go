@@ -21,6 +21,8 @@ const DefaultHealthURL = "{{.Scheme}}://{{.IP}}:8200"
 type Target struct {
 	Scheme, IP, Name, Namespace, Cluster string
 	Ordinal                              int
+	// ReadReplica: the pod is a read replica (a non-voter).
+	ReadReplica bool
 }
 
 // Prober asks a pod's OpenBao for its unauthenticated sys/health.

@@ -59,10 +59,13 @@ type RestartedPod struct {
 
 // Members is what the restart sees of the cluster's OpenBao pods.
 type Members struct {
+	// StatefulSet is the voters' StatefulSet.
 	StatefulSet string
-	// Missing: the StatefulSet does not exist.
+	// Missing: the voters' StatefulSet does not exist.
 	Missing bool
-	// Replicas is the StatefulSet's desired replica count.
+	// ReadReplicas is the read replicas' StatefulSet, "" if there is none.
+	ReadReplicas string
+	// Replicas is the desired replica count of both StatefulSets.
 	Replicas int
 	Pods     []Member
 	// Refused says why the API refused the last eviction of the pending
@@ -71,12 +74,14 @@ type Members struct {
 	Refused, RefusedReason string
 }
 
-// Member is one pod of the StatefulSet and its health.
+// Member is one pod of the StatefulSets and its health.
 type Member struct {
 	Name, UID, ResourceVersion, IP string
 	Ordinal                        int
 	Ready, Terminating             bool
-	Health                         Health
+	// ReadReplica: the pod is a read replica, not a voter.
+	ReadReplica bool
+	Health      Health
 }
 
 // Health is what OpenBao's unauthenticated sys/health said.
@@ -281,14 +286,21 @@ func Step(cur Restart, m *Members, uid string, to Timeouts, now time.Time) (Rest
 	if len(leaders) != 1 {
 		return stuck(fmt.Sprintf("the cluster has %d active nodes (%s), not one", len(leaders), strings.Join(leaders, ", ")), false)
 	}
-	// Standbys by ordinal, then the leader.
+	// As openbao-operator orders its own restart: standby voters by
+	// ordinal, then read replicas, then the leader.
 	order := slices.Clone(m.Pods)
-	slices.SortFunc(order, func(a, b Member) int {
-		if a.Health.Standby != b.Health.Standby {
-			if a.Health.Standby {
-				return -1
-			}
+	rank := func(p Member) int {
+		switch {
+		case !p.Health.Standby:
+			return 2
+		case p.ReadReplica:
 			return 1
+		}
+		return 0
+	}
+	slices.SortFunc(order, func(a, b Member) int {
+		if ra, rb := rank(a), rank(b); ra != rb {
+			return ra - rb
 		}
 		return a.Ordinal - b.Ordinal
 	})
@@ -299,8 +311,11 @@ func Step(cur Restart, m *Members, uid string, to Timeouts, now time.Time) (Rest
 		t := metav1.NewTime(now)
 		r.Pods = append(r.Pods, RestartedPod{Name: p.Name, UID: p.UID, Leader: !p.Health.Standby, DeletedAt: &t})
 		role := "standby"
-		if !p.Health.Standby {
+		switch {
+		case !p.Health.Standby:
 			role = "leader"
+		case p.ReadReplica:
+			role = "read replica"
 		}
 		msg := fmt.Sprintf("restarting the OpenBao pods one by one, standbys first: deleting pod %s (%s), %d of %d", p.Name, role, len(r.Pods), len(m.Pods))
 		evs = append(evs, Event{Reason: "RestartingPod", Message: msg})

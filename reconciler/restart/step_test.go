@@ -202,3 +202,47 @@ func TestAwaitsEviction(t *testing.T) {
 		t.Error("a restart with nothing recorded awaits an eviction")
 	}
 }
+
+// Read replicas restart after the standby voters and before the leader, as
+// openbao-operator orders its own restart; the count covers both sets.
+func TestReadReplicasBetweenStandbysAndLeader(t *testing.T) {
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	m := cluster3(0, nil)
+	m.ReadReplicas, m.Replicas = "prod-read", 5
+	for i := range 2 {
+		n := "prod-read-" + string(rune('0'+i))
+		m.Pods = append(m.Pods, Member{Name: n, UID: "old-" + n, Ordinal: i, Ready: true, ReadReplica: true,
+			Health: Health{Initialized: true, Standby: true}})
+	}
+	r := Restart{StartedAt: at(t0)}
+	var order []string
+	for range 5 {
+		next, phase, msg, _ := Step(r, m, "u-1", DefaultTimeouts, t0)
+		if phase != schemas.PhaseRunning {
+			t.Fatalf("phase %s (%s), want Running", phase, msg)
+		}
+		p := next.Pods[len(next.Pods)-1]
+		order = append(order, p.Name)
+		if strings.HasPrefix(p.Name, "prod-read-") && !strings.Contains(msg, "(read replica)") {
+			t.Errorf("message %q does not say it is a read replica", msg)
+		}
+		// The replacement is back and healthy.
+		next.Pods[len(next.Pods)-1].HealthyAt = at(t0)
+		r = next
+	}
+	if want := "prod-1 prod-2 prod-read-0 prod-read-1 prod-0"; strings.Join(order, " ") != want {
+		t.Errorf("order %v, want %s", order, want)
+	}
+	_, phase, msg, _ := Step(r, m, "u-1", DefaultTimeouts, t0)
+	if phase != schemas.PhaseCompleted || !strings.Contains(msg, "all 5 OpenBao pods") {
+		t.Errorf("after the leader: %s %q, want Completed with all 5 pods", phase, msg)
+	}
+
+	// A missing read replica counts against the cluster being whole.
+	short := cluster3(0, nil)
+	short.ReadReplicas, short.Replicas = "prod-read", 4
+	_, _, msg, _ = Step(Restart{StartedAt: at(t0.Add(-time.Minute))}, short, "u-1", DefaultTimeouts, t0)
+	if !strings.Contains(msg, "3 of 4 pods exist") {
+		t.Errorf("message %q, want the missing read replica counted", msg)
+	}
+}
