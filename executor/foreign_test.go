@@ -25,6 +25,12 @@ func TestForeignSnapshot(t *testing.T) {
 	if code != schemas.ExitSnapshot || !strings.Contains(tm.Message, "another seal key") {
 		t.Fatalf("default endpoint: exit %d: %s", code, tm.Message)
 	}
+	// OpenBao refuses it after reading it whole: submitted, and refused
+	// with nothing applied, which the phase reconciler turns into Failed
+	// (reconciler/phase, TestNext "refused after the whole snapshot").
+	if !tm.Submitted || !strings.HasSuffix(tm.Message, noteRefused) {
+		t.Errorf("default endpoint: submitted %v, message %q; want submitted and %q", tm.Submitted, tm.Message, noteRefused)
+	}
 	f.unchanged(t)
 
 	f.env[schemas.EnvRestoreForce] = "true"

@@ -56,6 +56,12 @@ func failedMessage(j *Job) string {
 	return msg + "; nothing was submitted to OpenBao; the lock is released"
 }
 
+func refusedMessage(p *Pod) string {
+	return fmt.Sprintf("the restore Job failed: OpenBao received the whole snapshot and refused it (exit code %d, %s): %s; "+
+		"OpenBao applies a snapshot only after it has accepted it, so the cluster is unchanged; the lock is released",
+		p.ExitCode, ExitMeaning(p.ExitCode), p.Termination.Message)
+}
+
 func unknownMessage(f Facts, why string) string {
 	return fmt.Sprintf("the restore Job failed after the snapshot may have reached OpenBao (%s); whether it was applied is not confirmed, "+
 		"so the operation lock stays held and nothing is retried. Check the cluster's data, then %s", why, schemas.AckHint(f.UID, "if the restore took effect"))

@@ -168,7 +168,11 @@ func followJob(next Status, f Facts) Status {
 		now := metav1.NewTime(f.Now.UTC().Truncate(time.Second))
 		next.Restart = &restart.Restart{StartedAt: &now}
 	case j.Failed:
-		if known, why := submitted(f); known || f.Lock == nil {
+		if p := refused(f); p != nil {
+			next.Phase = schemas.PhaseFailed
+			next.Message = refusedMessage(p)
+			next.Conditions = append(next.Conditions, Condition{Type: schemas.CondRestored, Status: "False", Reason: "Refused", Message: next.Message})
+		} else if known, why := submitted(f); known || f.Lock == nil {
 			next.Phase = schemas.PhaseUnknown
 			next.Message = unknownMessage(f, why)
 			next.Conditions = append(next.Conditions, Condition{Type: schemas.CondRestored, Status: "Unknown", Reason: "Unconfirmed", Message: next.Message})
@@ -225,6 +229,43 @@ func submitted(f Facts) (bool, string) {
 		return false, "the lock request, which holds the submission record, is gone, so whether the snapshot was submitted is not known"
 	}
 	return false, ""
+}
+
+// refused returns the pod that sent the whole snapshot and got OpenBao's
+// definite refusal: exit 2, 3 or 4 after the submission, each an error
+// answer from OpenBao itself (the executor posts to the leader's pod, with
+// no proxy between). OpenBao writes the body to a temporary file, verifies
+// it, and only after answering 204 applies it in the background
+// (vault/logical_system_raft.go, handleStorageRaftSnapshotWrite), so an
+// error answer means nothing was applied. nil unless that is certain: the
+// pod's termination message says so, the submission record is that pod's,
+// and no other pod's outcome is in doubt.
+func refused(f Facts) *Pod {
+	j := f.Job
+	if f.Lock == nil || len(j.Pods) == 0 {
+		return nil
+	}
+	p := &j.Pods[len(j.Pods)-1]
+	t := p.Termination
+	if t == nil || !t.Submitted || int32(t.ExitCode) != p.ExitCode {
+		return nil
+	}
+	switch p.ExitCode {
+	case schemas.ExitAuth, schemas.ExitLeader, schemas.ExitSnapshot:
+	default:
+		return nil
+	}
+	// The tail leaves only after its record: a record of this pod's says
+	// no other pod sent the snapshot.
+	if s := f.Lock.Submission; s == nil || s.Pod != p.Name {
+		return nil
+	}
+	for _, o := range j.Pods[:len(j.Pods)-1] {
+		if o.ExitCode == schemas.ExitUnconfirmed || o.Termination == nil || o.Termination.Submitted {
+			return nil
+		}
+	}
+	return p
 }
 
 func lastTermination(j *Job) *schemas.TerminationMessage {
