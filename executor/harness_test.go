@@ -39,10 +39,22 @@ func freePortPair(t testing.TB) int { return testbin.FreePorts(t, 1) }
 
 func startBao(t testing.TB) *baoServer { return startBaoSealed(t, "") }
 
+// baoTLS is a TLS listener beside the dev server's plain one, whose
+// certificate names no IP address, as openbao-operator configures OpenBao;
+// the server then advertises it as its api_addr, so the leader the
+// executor finds is that listener. Addr is set when the server runs.
+type baoTLS struct {
+	CertFile, KeyFile string
+	Addr              string
+}
+
 // startBaoSealed starts a dev server whose seal is a static key in keyFile
 // (32 bytes), so that two clusters can share a seal key; "" keeps dev mode's
 // own Shamir seal, a different one per server.
-func startBaoSealed(t testing.TB, keyFile string) *baoServer {
+func startBaoSealed(t testing.TB, keyFile string) *baoServer { return startBaoWith(t, keyFile, nil) }
+
+// startBaoWith is startBaoSealed with a TLS listener if tl is set.
+func startBaoWith(t testing.TB, keyFile string, tl *baoTLS) *baoServer {
 	t.Helper()
 	bin := testbin.Path(t, "openbao")
 	dir := t.TempDir()
@@ -57,7 +69,15 @@ func startBaoSealed(t testing.TB, keyFile string) *baoServer {
 		if err := os.MkdirAll(raftDir, 0o700); err != nil {
 			t.Fatal(err)
 		}
-		hcl := fmt.Sprintf("storage \"raft\" {\n  path = %q\n  node_id = \"node1\"\n  performance_multiplier = 1\n}\napi_addr = %q\ncluster_addr = \"https://127.0.0.1:%d\"\n", raftDir, addr, p+1)
+		apiAddr := addr
+		if tl != nil {
+			tl.Addr = fmt.Sprintf("https://127.0.0.1:%d", p+2)
+			apiAddr = tl.Addr
+		}
+		hcl := fmt.Sprintf("storage \"raft\" {\n  path = %q\n  node_id = \"node1\"\n  performance_multiplier = 1\n}\napi_addr = %q\ncluster_addr = \"https://127.0.0.1:%d\"\n", raftDir, apiAddr, p+1)
+		if tl != nil {
+			hcl += fmt.Sprintf("listener \"tcp\" {\n  address = \"127.0.0.1:%d\"\n  tls_cert_file = %q\n  tls_key_file = %q\n}\n", p+2, tl.CertFile, tl.KeyFile)
+		}
 		if keyFile != "" {
 			hcl += fmt.Sprintf("seal \"static\" {\n  current_key_id = \"1\"\n  current_key = \"file://%s\"\n}\n", keyFile)
 		}
@@ -243,9 +263,13 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture { return newFixtureSealed(t, "") }
 
-func newFixtureSealed(t *testing.T, keyFile string) *fixture {
+func newFixtureSealed(t *testing.T, keyFile string) *fixture { return newFixtureWith(t, keyFile, nil) }
+
+// newFixtureWith is newFixtureSealed whose OpenBao also listens with TLS if
+// tl is set; the executor is pointed at that listener.
+func newFixtureWith(t *testing.T, keyFile string, tl *baoTLS) *fixture {
 	t.Helper()
-	b := startBaoSealed(t, keyFile)
+	b := startBaoWith(t, keyFile, tl)
 	s := startS3(t)
 	b.put("foo", "v1")
 	snap := b.snapshot()
@@ -267,6 +291,9 @@ func newFixtureSealed(t *testing.T, keyFile string) *fixture {
 		schemas.EnvAuthMethod:    "token",
 		schemas.EnvPodName:       "restore-pod",
 		schemas.EnvRestoreRegion: "us-east-1",
+	}
+	if tl != nil {
+		f.env[schemas.EnvOpenBaoAddr] = tl.Addr
 	}
 	return f
 }

@@ -135,6 +135,11 @@ func (b *bao) findLeader(ctx context.Context, candidates []string) (string, *hea
 	reached := false
 	for _, c := range candidates {
 		h, err := b.health(ctx, c)
+		if ExitCode(err) == schemas.ExitConfig {
+			// A certificate that does not verify is a setting to fix
+			// (the CA, the server name), not a node that may come back.
+			return "", nil, err
+		}
 		if err != nil {
 			notes = append(notes, fmt.Sprintf("%s unreachable", c))
 			continue

@@ -19,6 +19,7 @@ import (
 
 	"github.com/openbao-restore/openbao-restore/executor"
 	"github.com/openbao-restore/openbao-restore/fn"
+	"github.com/openbao-restore/openbao-restore/internal/testca"
 	"github.com/openbao-restore/openbao-restore/schemas"
 )
 
@@ -174,7 +175,7 @@ func TestComposedJobConfiguresTheExecutor(t *testing.T) {
 			if tc.tls {
 				// The CA the Job mounts from the cluster's -tls-ca Secret.
 				ca := env[schemas.EnvTLSCAPath]
-				if err := os.WriteFile(ca, testCA, 0o400); err != nil {
+				if err := os.WriteFile(ca, testca.New(t).PEM, 0o400); err != nil {
 					t.Fatal(err)
 				}
 			}
