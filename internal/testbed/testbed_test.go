@@ -8,6 +8,7 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -157,5 +158,42 @@ spec: {replicas: 3, profile: Development, tls: {enabled: true}, backup: {image: 
 `))
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// The stand-in operator strips the maintenance annotation from a managed
+// pod unless the cluster's spec.maintenance.enabled is true.
+func TestStripMaintenance(t *testing.T) {
+	t.Parallel()
+	env := testbed.Shared(t)
+	ns := env.Namespace(t)
+	ctx := context.Background()
+	c := env.OpenBaoCluster(t, ns, "prod", 1)
+	env.StripMaintenance(t, ns)
+	annotate := func() {
+		t.Helper()
+		patch := client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"annotations":{"`+testbed.MaintenanceAnnotation+`":"true"}}}`))
+		if err := env.Client.Patch(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "prod-0"}}, patch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	annotation := func() string {
+		var p corev1.Pod
+		if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "prod-0"}, &p); err != nil {
+			t.Fatal(err)
+		}
+		return p.Annotations[testbed.MaintenanceAnnotation]
+	}
+
+	annotate()
+	testbed.Eventually(t, 10*time.Second, "the annotation stripped", func() (bool, error) { return annotation() == "", nil })
+
+	if err := env.Client.Patch(ctx, c, client.RawPatch(types.MergePatchType, []byte(`{"spec":{"maintenance":{"enabled":true}}}`))); err != nil {
+		t.Fatal(err)
+	}
+	annotate()
+	time.Sleep(2 * time.Second)
+	if annotation() != "true" {
+		t.Error("the annotation was stripped although spec.maintenance.enabled is true")
 	}
 }
