@@ -52,9 +52,11 @@ func TestFindLeader(t *testing.T) {
 }
 
 func TestCandidates(t *testing.T) {
-	r := &run{cfg: &Config{StatefulSet: "prod", Namespace: "vault", Replicas: 2}}
+	// openbao-operator's names: the headless Service is the cluster's
+	// name, also while the voters live in a blue/green StatefulSet.
+	r := &run{cfg: &Config{ClusterName: "prod", StatefulSet: "prod-b2", Namespace: "vault", Replicas: 2}}
 	c := r.candidates(t.Context())
-	if len(c) != 2 || c[1] != "https://prod-1.prod-internal.vault.svc:8200" {
+	if len(c) != 2 || c[1] != "https://prod-b2-1.prod.vault.svc:8200" {
 		t.Fatalf("%v", c)
 	}
 	r.cfg.OpenBaoAddr = "http://x:1"
@@ -87,7 +89,7 @@ func TestCandidatesFromPods(t *testing.T) {
 		t.Fatalf("with TLS: %v", c)
 	}
 	fail = true
-	if c := r.candidates(t.Context()); len(c) != 1 || c[0] != "https://prod-0.prod-internal.vault.svc:8200" {
+	if c := r.candidates(t.Context()); len(c) != 1 || c[0] != "https://prod-0.prod.vault.svc:8200" {
 		t.Fatalf("fallback: %v", c)
 	}
 }

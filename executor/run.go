@@ -302,8 +302,9 @@ func (r *run) run(ctx context.Context, env func(string) string) error {
 // else each StatefulSet pod by its IP, listed through the Kubernetes API
 // (https when the cluster has TLS, which the Job says with TLS_CA_PATH or
 // TLS_SERVER_NAME, else http); else, when the API cannot list them, each
-// pod through the headless service <statefulset>-internal (as the OpenBao
-// and Vault charts name it), over TLS on 8200.
+// pod by its DNS name under the cluster's headless Service, which
+// openbao-operator names after the cluster (<statefulset>-<i>.<cluster>.
+// <namespace>.svc, a name its certificates carry), over TLS on 8200.
 func (r *run) candidates(ctx context.Context) []string {
 	if r.cfg.OpenBaoAddr != "" {
 		return []string{r.cfg.OpenBaoAddr}
@@ -319,9 +320,13 @@ func (r *run) candidates(ctx context.Context) []string {
 		}
 		r.logf("the pods of StatefulSet %s could not be listed (%v); trying its headless service instead", r.cfg.StatefulSet, err)
 	}
+	service := r.cfg.ClusterName
+	if service == "" {
+		service = r.cfg.StatefulSet
+	}
 	out := make([]string, 0, r.cfg.Replicas)
 	for i := 0; i < r.cfg.Replicas; i++ {
-		out = append(out, fmt.Sprintf("https://%s-%d.%s-internal.%s.svc:8200", r.cfg.StatefulSet, i, r.cfg.StatefulSet, r.cfg.Namespace))
+		out = append(out, fmt.Sprintf("https://%s-%d.%s.%s.svc:8200", r.cfg.StatefulSet, i, service, r.cfg.Namespace))
 	}
 	return out
 }

@@ -191,7 +191,11 @@ func requiredCluster(req *fnv1.RunFunctionRequest) (*Cluster, bool, error) {
 	} else if v, ok := dig(o, "spec", "replicas").(float64); ok {
 		c.Replicas = int64(v)
 	}
-	c.TLS, _ = dig(o, "spec", "tls", "enabled").(bool)
+	// TLS is on unless the cluster turns it off, as openbao-operator runs
+	// OpenBao (and as the reconciler's health gates read it).
+	if on, ok := dig(o, "spec", "tls", "enabled").(bool); !ok || on {
+		c.TLS = true
+	}
 	c.OIDC, _ = dig(o, "spec", "selfInit", "oidc", "enabled").(bool)
 	c.Audience, _ = dig(o, "spec", "selfInit", "oidc", "audience").(string)
 	c.Initialized, _ = dig(o, "status", "initialized").(bool)

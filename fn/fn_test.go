@@ -356,6 +356,32 @@ func TestJobJWTAudience(t *testing.T) {
 	}
 }
 
+// TLS is on unless the cluster says it is off: the Job then mounts the
+// cluster's CA and names the server its certificates carry.
+func TestJobTLSUnlessOff(t *testing.T) {
+	for _, tc := range []struct {
+		name, tls string
+		on        bool
+	}{
+		{"off", `"tls":{"enabled":false}`, false},
+		{"on", `"tls":{"enabled":true}`, true},
+		{"unset", `"tls":{}`, true},
+	} {
+		r := req(xrJSON(validSpec, `{}`), true, map[string]string{resLock: lockJSON("Held", holder)})
+		r.RequiredResources[reqCluster].Items[0].Resource = resource.MustStructJSON(strings.Replace(clusterJSON, `"tls":{"enabled":false}`, tc.tls, 1))
+		rsp, err := (&Function{Log: logging.NewNopLogger()}).RunFunction(context.Background(), r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := json.Marshal(rsp.GetDesired().GetResources()[resJob].GetResource())
+		for _, want := range []string{schemas.EnvTLSCAPath, `"value":"prod.vault.svc"`, `"secretName":"prod-tls-ca"`} {
+			if strings.Contains(string(b), want) != tc.on {
+				t.Errorf("TLS %s: Job has %s: %v, want %v", tc.name, want, !tc.on, tc.on)
+			}
+		}
+	}
+}
+
 func TestNames(t *testing.T) {
 	long := strings.Repeat("a", 70)
 	n := name(long, "executor")
