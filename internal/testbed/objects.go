@@ -277,12 +277,26 @@ func (e *Env) CreateOpenBaoPods(ctx context.Context, namespace, name string, rep
 			},
 		},
 	}
-	svc := &corev1.Service{
+	for _, o := range append(OperatorCompanions(namespace, name, replicas), sts) {
+		if err := op.Create(ctx, o); err != nil {
+			return nil, err
+		}
+	}
+	return sts, nil
+}
+
+// OperatorCompanions are what openbao-operator creates beside a cluster's
+// StatefulSet: the headless Service <name> (per-pod DNS
+// <sts>-<i>.<name>.<ns>.svc), and for three or more voters the
+// PodDisruptionBudget <name>-pdb with maxUnavailable 1. Create them with
+// the Operator client.
+func OperatorCompanions(namespace, name string, replicas int32) []client.Object {
+	labels := ClusterPodLabels(name)
+	objs := []client.Object{&corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace, Labels: labels},
 		Spec: corev1.ServiceSpec{ClusterIP: corev1.ClusterIPNone, Selector: labels, PublishNotReadyAddresses: true,
 			Ports: []corev1.ServicePort{{Name: "api", Port: 8200}, {Name: "cluster", Port: 8201}}},
-	}
-	objs := []client.Object{svc, sts}
+	}}
 	if replicas >= 3 {
 		objs = append(objs, &policyv1.PodDisruptionBudget{
 			ObjectMeta: metav1.ObjectMeta{Name: name + "-pdb", Namespace: namespace, Labels: labels},
@@ -290,10 +304,5 @@ func (e *Env) CreateOpenBaoPods(ctx context.Context, namespace, name string, rep
 				Selector: &metav1.LabelSelector{MatchLabels: labels}},
 		})
 	}
-	for _, o := range objs {
-		if err := op.Create(ctx, o); err != nil {
-			return nil, err
-		}
-	}
-	return sts, nil
+	return objs
 }

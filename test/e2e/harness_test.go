@@ -126,7 +126,9 @@ func StartStack(t *testing.T, noKwok bool) *Stack {
 	}
 
 	began := time.Now()
-	e := testbed.Start(t, testbed.Options{CRDDirs: []string{testbed.TestCRDs}, NoKwok: noKwok})
+	// On the stand-in for openbao-operator's installation: its admission
+	// policy refuses changes to its objects from anyone but itself.
+	e := testbed.Start(t, testbed.Options{CRDDirs: []string{testbed.TestCRDs}, NoKwok: noKwok, OperatorPolicy: true})
 	s := &Stack{Env: e, Dir: t.TempDir(), Bin: bin, Began: began}
 	ctx := context.Background()
 	t.Cleanup(func() {

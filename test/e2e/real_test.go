@@ -359,7 +359,13 @@ func (r *realBed) foreignSnapshot(t *testing.T) {
 	if err := s.Client.Update(ctx, &sec); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Client.DeleteAllOf(ctx, &corev1.Pod{}, client.InNamespace(r.ns), client.MatchingLabels(testbed.ClusterPodLabels("prod"))); err != nil {
+	// The pods are the operator's: on an installation with its admission
+	// policy only it (its own rolling restart) may delete them.
+	op, err := s.Operator()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := op.DeleteAllOf(ctx, &corev1.Pod{}, client.InNamespace(r.ns), client.MatchingLabels(testbed.ClusterPodLabels("prod"))); err != nil {
 		t.Fatal(err)
 	}
 	bao.RootToken = src.RootToken // the source cluster's data, tokens included
@@ -418,7 +424,13 @@ func (s *Stack) startKubelet(t *testing.T) *kubelet.Kubelet {
 			t.Fatal(err)
 		}
 	}
-	k, err = kubelet.Start(context.Background(), s.Config, kubelet.Options{
+	// A kubelet's identity, which the operator's admission policy lets
+	// delete the pods of its node once they have terminated.
+	kcfg, err := s.AddUser("system:node:"+kubelet.DefaultNode, "system:nodes", "system:masters")
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err = kubelet.Start(context.Background(), kcfg, kubelet.Options{
 		Dir:  dir,
 		IPs:  ips,
 		Logf: t.Logf,
@@ -473,7 +485,7 @@ func (s *Stack) openBaoStatefulSet(t *testing.T, k *kubelet.Kubelet, ns, name st
 	sts := &appsv1.StatefulSet{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: labels},
 		Spec: appsv1.StatefulSetSpec{
-			Replicas: ptr.To(int32(n)), ServiceName: name + "-internal", PodManagementPolicy: appsv1.ParallelPodManagement,
+			Replicas: ptr.To(int32(n)), ServiceName: name, PodManagementPolicy: appsv1.ParallelPodManagement,
 			Selector: &metav1.LabelSelector{MatchLabels: labels},
 			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: corev1.PodSpec{
 				Containers: []corev1.Container{{
@@ -481,7 +493,7 @@ func (s *Stack) openBaoStatefulSet(t *testing.T, k *kubelet.Kubelet, ns, name st
 					Args: []string{"server", "-config=/openbao/config/$(POD_NAME).hcl"},
 					Env: []corev1.EnvVar{{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{
 						FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}}},
-					Ports: []corev1.ContainerPort{{Name: "api", ContainerPort: baotest.APIPort}},
+					Ports: []corev1.ContainerPort{{Name: "api", ContainerPort: baotest.APIPort}, {Name: "cluster", ContainerPort: baotest.ClusterPort}},
 					VolumeMounts: []corev1.VolumeMount{
 						{Name: "data", MountPath: "/openbao/data"},
 						{Name: "config", MountPath: "/openbao/config", ReadOnly: true},
@@ -503,9 +515,19 @@ func (s *Stack) openBaoStatefulSet(t *testing.T, k *kubelet.Kubelet, ns, name st
 	for _, o := range []client.Object{
 		&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name + "-config", Namespace: ns}, Data: configs},
 		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name + "-seal", Namespace: ns}, Data: map[string][]byte{"key": key}},
-		sts,
 	} {
 		if err := s.Client.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The StatefulSet, its headless Service and its PodDisruptionBudget are
+	// the operator's: its admission policy refuses them from anyone else.
+	op, err := s.Operator()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range append(testbed.OperatorCompanions(ns, name, int32(n)), sts) {
+		if err := op.Create(ctx, o); err != nil {
 			t.Fatal(err)
 		}
 	}
