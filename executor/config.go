@@ -89,6 +89,7 @@ type Config struct {
 	TLSServerName string
 	TLSCAPath     string
 	TLSCA         *x509.CertPool
+	TLSCAPEM      []byte // TLSCA as read, recorded with the submission
 
 	RequestName     string
 	RequestUID      string
@@ -226,11 +227,11 @@ func LoadConfig(env func(string) string, p Paths) (*Config, error) {
 	c.TLSServerName = get(schemas.EnvTLSServerName)
 	c.TLSCAPath = get(schemas.EnvTLSCAPath)
 	if c.TLSCAPath != "" {
-		pool, err := loadCA(c.TLSCAPath)
+		pool, pem, err := loadCA(c.TLSCAPath)
 		if err != nil {
 			bad("%s: %v", schemas.EnvTLSCAPath, err)
 		}
-		c.TLSCA = pool
+		c.TLSCA, c.TLSCAPEM = pool, pem
 	}
 
 	c.AuthMethod = strings.ToLower(get(schemas.EnvAuthMethod))

@@ -96,7 +96,7 @@ func NewInClusterRecorder(env func(string) string, dir, namespace, name, restore
 		}
 		namespace = strings.TrimSpace(string(b))
 	}
-	pool, err := loadCA(filepath.Join(dir, "ca.crt"))
+	pool, _, err := loadCA(filepath.Join(dir, "ca.crt"))
 	if err != nil {
 		return nil, fail(schemas.ExitConfig, err, "Kubernetes API CA")
 	}

@@ -42,7 +42,7 @@ func readSecretFile(path string) (Secret, error) {
 
 // loadCA reads a PEM CA bundle, or the first of ca.crt/ca.pem/tls.crt when
 // the path is the mounted directory.
-func loadCA(path string) (*x509.CertPool, error) {
+func loadCA(path string) (*x509.CertPool, []byte, error) {
 	if st, err := os.Stat(path); err == nil && st.IsDir() {
 		for _, n := range []string{"ca.crt", "ca.pem", "tls.crt"} {
 			if _, err := os.Stat(filepath.Join(path, n)); err == nil {
@@ -53,11 +53,11 @@ func loadCA(path string) (*x509.CertPool, error) {
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("CA file %s cannot be read", path)
+		return nil, nil, fmt.Errorf("CA file %s cannot be read", path)
 	}
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(b) {
-		return nil, fmt.Errorf("CA file %s holds no PEM certificate", path)
+		return nil, nil, fmt.Errorf("CA file %s holds no PEM certificate", path)
 	}
-	return pool, nil
+	return pool, b, nil
 }

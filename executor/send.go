@@ -48,6 +48,11 @@ func (r *run) stream(ctx context.Context, src Source, info ObjectInfo, addr stri
 				Endpoint:    cfg.RestoreEndpoint(),
 				SubmittedAt: metav1.NewTime(time.Now().UTC()),
 			}
+			if strings.HasPrefix(addr, "https://") {
+				// What this run verified OpenBao with, so that the
+				// reconciler's health gates verify the pods the same way.
+				s.TLSCA, s.TLSServerName = string(cfg.TLSCAPEM), cfg.TLSServerName
+			}
 			if s.Pod == "" {
 				s.Pod, _ = os.Hostname()
 			}

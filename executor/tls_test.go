@@ -48,9 +48,15 @@ func TestRestoreOverTLSByServerName(t *testing.T) {
 	}
 
 	f.env[schemas.EnvTLSCAPath], f.env[schemas.EnvTLSServerName] = caFile, "prod.vault.svc"
-	code, tm := f.run(t, Options{})
+	rec := &MemoryRecorder{}
+	code, tm := f.run(t, Options{Recorder: rec})
 	if code != schemas.ExitOK || !tm.Submitted {
 		t.Fatalf("exit %d: %s\n%s", code, tm.Message, f.log)
 	}
 	f.restored(t)
+	// The record says what the run verified OpenBao with, for the
+	// reconciler's health gates.
+	if rec.Rec == nil || rec.Rec.TLSCA != string(ca.PEM) || rec.Rec.TLSServerName != "prod.vault.svc" {
+		t.Errorf("the submission record does not carry the CA and server name: %+v", rec.Rec)
+	}
 }

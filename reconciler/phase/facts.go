@@ -176,7 +176,14 @@ func (r *Reconciler) facts(ctx context.Context, xr *unstructured.Unstructured, c
 			return f, err
 		}
 		if f.Cluster != nil {
-			if f.Members, f.watched, err = r.gatherer().Members(ctx, ns, clusterName, f.Cluster.BlueRevision, scheme); err != nil {
+			// The health gates verify the pods as the executor verified
+			// OpenBao, with what its submission record says.
+			var tl *restart.TLS
+			if lr != nil && lr.Status.Submission != nil && lr.Status.Submission.TLSCA != "" {
+				s := lr.Status.Submission
+				tl = &restart.TLS{CA: []byte(s.TLSCA), ServerName: s.TLSServerName}
+			}
+			if f.Members, f.watched, err = r.gatherer().Members(ctx, ns, clusterName, f.Cluster.BlueRevision, scheme, tl); err != nil {
 				return f, err
 			}
 			// A refusal recorded in status still holds while the pod it

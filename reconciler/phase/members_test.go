@@ -39,7 +39,7 @@ func TestMembersFollowBlueGreenAndReadReplicas(t *testing.T) {
 	}
 	g := restart.Gatherer{API: env.Client, Prober: p}
 
-	m, watched, err := g.Members(ctx, ns, "prod", "b2", "http")
+	m, watched, err := g.Members(ctx, ns, "prod", "b2", "http", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +63,7 @@ func TestMembersFollowBlueGreenAndReadReplicas(t *testing.T) {
 	// No blue revision: the voters are in <cluster>, which does not exist
 	// here; nor does a stale blue revision's StatefulSet.
 	for _, rev := range []string{"", "b1"} {
-		m, _, err := g.Members(ctx, ns, "prod", rev, "http")
+		m, _, err := g.Members(ctx, ns, "prod", rev, "http", nil)
 		if err != nil {
 			t.Fatal(err)
 		}

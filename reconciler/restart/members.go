@@ -32,10 +32,10 @@ type Gatherer struct {
 // or after its blue revision while a blue/green upgrade has moved the
 // voters, as openbao-operator names it), its read-replica StatefulSet if
 // it has one, their pods, and probes the health of every Ready pod, in
-// parallel. watched says they all came from the member cache, whose
+// parallel, verifying https answers with tl if set. watched says they all came from the member cache, whose
 // changes wake the restart; otherwise some came from the API, and only
 // polling sees them change.
-func (g Gatherer) Members(ctx context.Context, ns, cluster, blueRevision, scheme string) (m *Members, watched bool, err error) {
+func (g Gatherer) Members(ctx context.Context, ns, cluster, blueRevision, scheme string, tl *TLS) (m *Members, watched bool, err error) {
 	m = &Members{StatefulSet: schemas.VoterStatefulSet(cluster, blueRevision)}
 	_, found, watched, err := g.statefulSet(ctx, ns, m.StatefulSet, m)
 	if err == nil && !found && blueRevision != "" {
@@ -65,7 +65,7 @@ func (g Gatherer) Members(ctx context.Context, ns, cluster, blueRevision, scheme
 		}
 		wg.Go(func() {
 			mb.Health = g.Prober.Probe(ctx, Target{Scheme: scheme, IP: mb.IP, Name: mb.Name, Namespace: ns, Cluster: cluster,
-				Ordinal: mb.Ordinal, ReadReplica: mb.ReadReplica})
+				Ordinal: mb.Ordinal, ReadReplica: mb.ReadReplica, TLS: tl})
 		})
 	}
 	wg.Wait()

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -23,21 +25,34 @@ type Target struct {
 	Ordinal                              int
 	// ReadReplica: the pod is a read replica (a non-voter).
 	ReadReplica bool
+	// TLS, if set, verifies an https answer.
+	TLS *TLS `json:"-"`
+}
+
+// TLS is how the health gates verify a pod's certificate: with the CA
+// bundle (PEM) and under the server name the executor verified OpenBao
+// with, as its submission record says. OpenBao's certificates name
+// services, never pod IPs, so the name is the record's, not the address's.
+type TLS struct {
+	CA         []byte
+	ServerName string
 }
 
 // Prober asks a pod's OpenBao for its unauthenticated sys/health.
 type Prober struct {
-	url    *template.Template
-	client *http.Client
+	url     *template.Template
+	client  *http.Client
+	timeout time.Duration
 }
 
 // NewProber parses the URL template (text/template over Target, with an
 // "add" function: "http://127.0.1.{{add .Ordinal 1}}:8200").
 //
-// TLS is not verified: the health endpoint is unauthenticated, nothing
-// secret is sent, and OpenBao's certificates name services, not pod IPs.
-// A forged answer could at most let a restart go on early, never delete a
-// pod that was not already chosen.
+// An https answer is verified when the target carries TLS. Without it
+// (no submission record to take it from, or a record of an executor that
+// did not write it) it is not: the health endpoint is unauthenticated and
+// nothing secret is sent; a forged answer could at most let a restart go
+// on early, never evict a pod that was not already chosen.
 func NewProber(url string, timeout time.Duration) (*Prober, error) {
 	t, err := template.New("health-url").Option("missingkey=error").
 		Funcs(template.FuncMap{"add": func(a, b int) int { return a + b }}).Parse(url)
@@ -50,8 +65,23 @@ func NewProber(url string, timeout time.Duration) (*Prober, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // see above: unauthenticated, nothing secret
 	tr.Proxy = nil
-	return &Prober{url: t, client: &http.Client{Timeout: timeout, Transport: tr,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}, nil
+	return &Prober{url: t, timeout: timeout, client: &http.Client{Timeout: timeout, Transport: tr,
+		CheckRedirect: noRedirect}}, nil
+}
+
+func noRedirect(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+
+// verifying is a client that verifies the certificate against tl: a
+// transport of its own, without keep-alives, since each CA and name is a
+// restore's and a probe is one request a second at most.
+func (p *Prober) verifying(tl *TLS) (*http.Client, error) {
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(tl.CA) {
+		return nil, errors.New("the CA bundle in the restore's submission record holds no PEM certificate")
+	}
+	tr := &http.Transport{TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool, ServerName: tl.ServerName},
+		DisableKeepAlives: true, TLSHandshakeTimeout: p.timeout}
+	return &http.Client{Timeout: p.timeout, Transport: tr, CheckRedirect: noRedirect}, nil
 }
 
 func render(t *template.Template, tg Target) (string, error) {
@@ -73,8 +103,17 @@ func (p *Prober) Probe(ctx context.Context, tg Target) Health {
 	if err != nil {
 		return Health{Err: err.Error()}
 	}
-	resp, err := p.client.Do(req)
+	c := p.client
+	if tg.TLS != nil && len(tg.TLS.CA) > 0 && strings.HasPrefix(u, "https://") {
+		if c, err = p.verifying(tg.TLS); err != nil {
+			return Health{Err: err.Error()}
+		}
+	}
+	resp, err := c.Do(req)
 	if err != nil {
+		if v := new(tls.CertificateVerificationError); errors.As(err, &v) {
+			return Health{Err: fmt.Sprintf("%s: its certificate does not verify under %q with the CA the executor used: %v", u, tg.TLS.ServerName, v.Err)}
+		}
 		return Health{Err: err.Error()}
 	}
 	defer func() { _ = resp.Body.Close() }()

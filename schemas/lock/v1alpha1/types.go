@@ -98,6 +98,13 @@ type Submission struct {
 	// Endpoint is snapshot or snapshot-force.
 	Endpoint    string      `json:"endpoint"`
 	SubmittedAt metav1.Time `json:"submittedAt"`
+	// TLSCA is the CA bundle (PEM) the executor verified OpenBao's
+	// certificate against, and TLSServerName the name it verified: public
+	// data, with which the reconciler's health gates verify the pods.
+	// +kubebuilder:validation:MaxLength=65536
+	TLSCA string `json:"tlsCA,omitempty"`
+	// +kubebuilder:validation:MaxLength=253
+	TLSServerName string `json:"tlsServerName,omitempty"`
 }
 
 // The root rule below: a rule on status runs only when status exists before
