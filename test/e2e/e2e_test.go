@@ -98,6 +98,7 @@ func (s *Stack) fixture(t *testing.T, ns string) {
 		t.Fatal(err)
 	}
 	s.OpenBaoCluster(t, ns, "prod", 3)
+	s.operatorLocked(t, ns, "prod")
 	for _, sec := range []*corev1.Secret{
 		{ObjectMeta: metav1.ObjectMeta{Name: "restore-token", Namespace: ns}, StringData: map[string]string{"token": "s.e2e"}},
 		{ObjectMeta: metav1.ObjectMeta{Name: "backup-s3", Namespace: ns}, StringData: map[string]string{

@@ -643,3 +643,20 @@ func (s *Stack) dump(t testing.TB) {
 	}
 	t.Logf("---- Crossplane objects ----\n%s", b.String())
 }
+
+// operatorLocked checks that this stack is the operator-like one: the
+// stand-in for openbao-operator's admission policy refuses an admin's
+// (dry-run) delete of the cluster's StatefulSet and of its pod <cluster>-0,
+// as it would on a real installation.
+func (s *Stack) operatorLocked(t *testing.T, ns, cluster string) {
+	t.Helper()
+	for _, o := range []client.Object{
+		&appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: cluster}},
+		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: cluster + "-0"}},
+	} {
+		err := s.Client.Delete(context.Background(), o, client.DryRunAll)
+		if err == nil || !strings.Contains(err.Error(), testbed.PolicyMessage) {
+			t.Fatalf("an admin's delete of the managed %T %s/%s: %v; want the operator policy's refusal", o, ns, o.GetName(), err)
+		}
+	}
+}

@@ -431,6 +431,7 @@ func (s *Stack) startKubelet(t *testing.T) *kubelet.Kubelet {
 		t.Fatal(err)
 	}
 	k, err = kubelet.Start(context.Background(), kcfg, kubelet.Options{
+		Node: kubelet.DefaultNode,
 		Dir:  dir,
 		IPs:  ips,
 		Logf: t.Logf,
@@ -536,6 +537,7 @@ func (s *Stack) openBaoStatefulSet(t *testing.T, k *kubelet.Kubelet, ns, name st
 		err := s.Client.Get(ctx, client.ObjectKeyFromObject(sts), sts)
 		return err == nil && sts.Status.ReadyReplicas == int32(n), err
 	})
+	s.operatorLocked(t, ns, name)
 	bao.Init(t)
 	t.Logf("e2e: %d OpenBao pods Ready, initialised, voters and healthy in %s", n, time.Since(began).Round(time.Millisecond))
 	return bao

@@ -158,7 +158,10 @@ type Kubelet struct {
 }
 
 // Start registers the node and starts running its pods. Stop it (or cancel
-// ctx and call Stop) before the control plane goes away.
+// ctx and call Stop) before the control plane goes away. cfg is the
+// kubelet's identity: under openbao-operator's admission policy (the test
+// bed's OperatorPolicy) it must be a node's, system:node:<Node>, or its
+// final deletes of the operator's pods are refused.
 func Start(ctx context.Context, cfg *rest.Config, opts Options) (*Kubelet, error) {
 	if opts.Node == "" {
 		opts.Node = DefaultNode
