@@ -62,7 +62,7 @@ func TestNext(t *testing.T) {
 		{name: "job complete starts the restart", cur: Status{Phase: schemas.PhaseRunning, StartTime: &earlier},
 			f: Facts{Cluster: ok, Lock: held, Members: healthy3(), Job: &Job{Name: "j", Complete: true, Pods: []Pod{{Name: "p", Termination: &schemas.TerminationMessage{
 				Submitted: true, SnapshotKey: "a/b.snap", SnapshotSize: 42}}}}},
-			phase: schemas.PhaseRunning, msg: []string{"deleting pod prod-1 (standby)"}, restored: "Unknown", event: "RestartingPod", start: true},
+			phase: schemas.PhaseRunning, msg: []string{"evicting pod prod-1 (standby)"}, restored: "Unknown", event: "RestartingPod", start: true},
 		{name: "complete straight from validating sets start", cur: Status{Phase: schemas.PhaseValidating},
 			f: Facts{Cluster: ok, Lock: held, Job: &Job{Name: "j", Complete: true}}, phase: schemas.PhaseRunning, restored: "Unknown", event: "RestoreRunning", start: true},
 		{name: "restart done: completed", cur: Status{Phase: schemas.PhaseRunning, StartTime: &earlier, SnapshotKey: "a/b.snap", SnapshotSize: 42,
@@ -126,7 +126,7 @@ func TestNext(t *testing.T) {
 			msg: []string{"abandoned"}, restored: "False", event: "RestoreFailed", start: true, completed: true},
 		{name: "resume re-runs the gates and restarts", cur: Status{Phase: schemas.PhaseUnknown, StartTime: &earlier},
 			f: Facts{UID: uid, Ack: uid + "/Resume", Cluster: ok, Members: healthy3(), Lock: heldSubmitted, Job: failedJob()}, phase: schemas.PhaseRunning,
-			msg: []string{"deleting pod prod-1"}, restored: "Unknown", event: "RestoreRunning", start: true},
+			msg: []string{"evicting pod prod-1"}, restored: "Unknown", event: "RestoreRunning", start: true},
 		{name: "a resume already acted on is not repeated", cur: Status{Phase: schemas.PhaseUnknown, Message: "m", StartTime: &earlier,
 			Restart: &restart.Restart{StartedAt: &earlier, Acknowledged: uid + "/Resume"}},
 			f: Facts{UID: uid, Ack: uid + "/Resume", Cluster: ok, Members: healthy3(), Job: &Job{Complete: true}}, phase: schemas.PhaseUnknown,

@@ -19,11 +19,11 @@ import (
 // state after a Raft restore, so every pod of the cluster is restarted, one
 // at a time, standbys first and the leader last, each behind health gates.
 //
-// Crash safety rests on one rule: a pod's deletion is recorded in
+// Crash safety rests on one rule: a pod's eviction is recorded in
 // status.restart (its name and UID) before it is carried out, and is
 // carried out with that UID as a precondition. A restarted reconciler finds
-// the record and either finishes that deletion (the old pod is still there)
-// or waits for the replacement; it can never delete a replacement, and a
+// the record and either finishes that eviction (the old pod is still there)
+// or waits for the replacement; it can never evict a replacement, and a
 // pod name with a record is never chosen again.
 
 // Event is a Kubernetes event to emit about the restore.
@@ -317,7 +317,7 @@ func Step(cur Restart, m *Members, uid string, to Timeouts, now time.Time) (Rest
 		case p.ReadReplica:
 			role = "read replica"
 		}
-		msg := fmt.Sprintf("restarting the OpenBao pods one by one, standbys first: deleting pod %s (%s), %d of %d", p.Name, role, len(r.Pods), len(m.Pods))
+		msg := fmt.Sprintf("restarting the OpenBao pods one by one, standbys first: evicting pod %s (%s), %d of %d", p.Name, role, len(r.Pods), len(m.Pods))
 		evs = append(evs, Event{Reason: "RestartingPod", Message: msg})
 		return r, schemas.PhaseRunning, msg, evs
 	}

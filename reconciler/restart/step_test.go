@@ -66,7 +66,7 @@ func TestRestartStep(t *testing.T) {
 		complete bool
 	}{
 		{name: "standby with the lowest ordinal first", cur: started, m: cluster3(0, nil), phase: schemas.PhaseRunning,
-			msg: []string{"deleting pod prod-1 (standby), 1 of 3"}, chosen: "prod-1"},
+			msg: []string{"evicting pod prod-1 (standby), 1 of 3"}, chosen: "prod-1"},
 		{name: "the leader's ordinal does not matter", cur: started, m: cluster3(1, nil), phase: schemas.PhaseRunning, chosen: "prod-0"},
 		{name: "old pod still there: wait for its deletion", cur: deleted1, m: cluster3(0, nil), phase: schemas.PhaseRunning,
 			after: 20 * time.Second, msg: []string{"prod-1 (uid old-1) is being deleted"}},
@@ -85,7 +85,7 @@ func TestRestartStep(t *testing.T) {
 		{name: "replacement uninitialized", cur: deleted1, m: cluster3(0, replaced("prod-1", func(p *Member) { p.Health.Initialized = false })),
 			after: 20 * time.Second, phase: schemas.PhaseRunning, msg: []string{"not initialized"}},
 		{name: "replacement healthy: next standby", cur: deleted1, m: cluster3(0, replaced("prod-1", nil)), phase: schemas.PhaseRunning,
-			healthy: "prod-1", chosen: "prod-2", msg: []string{"deleting pod prod-2 (standby), 2 of 3"}},
+			healthy: "prod-1", chosen: "prod-2", msg: []string{"evicting pod prod-2 (standby), 2 of 3"}},
 		{name: "replacement healthy, but another pod is not: wait", cur: deleted1, m: cluster3(0, replaced("prod-1", func(*Member) {})),
 			phase: schemas.PhaseRunning, healthy: "prod-1"},
 		{name: "standbys done: the leader last", cur: standbysDone, m: cluster3(0, nil), phase: schemas.PhaseRunning,
