@@ -8,11 +8,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/openbao-restore/openbao-restore/schemas"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/watch"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
@@ -119,7 +119,7 @@ func jitter(d time.Duration) time.Duration {
 	return d/2 + time.Duration(rand.Int64N(int64(d)+1))
 }
 
-var clusterGVK = schema.GroupVersionKind{Group: "openbao.org", Version: "v1alpha1", Kind: "OpenBaoCluster"}
+var clusterGVK = schema.GroupVersionKind{Group: schemas.ClusterGroup, Version: schemas.ClusterVersion, Kind: schemas.ClusterKind}
 
 func newClusterObject(ns, name string) *unstructured.Unstructured {
 	u := &unstructured.Unstructured{}
@@ -187,31 +187,14 @@ type lockView struct {
 
 func (e *Env) lockCache(t testing.TB, ns string) *lockView {
 	t.Helper()
-	wc, err := client.NewWithWatch(e.Config, client.Options{Scheme: e.Scheme})
-	if err != nil {
-		t.Fatal(err)
-	}
 	l := &unstructured.UnstructuredList{}
-	l.SetGroupVersionKind(clusterGVK.GroupVersion().WithKind("OpenBaoClusterList"))
-	w, err := wc.Watch(context.Background(), l, client.InNamespace(ns))
-	if err != nil {
-		t.Fatal(err)
-	}
+	l.SetGroupVersionKind(clusterGVK.GroupVersion().WithKind(clusterGVK.Kind + "List"))
 	v := &lockView{held: map[string]bool{}}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for ev := range w.ResultChan() {
-			u, ok := ev.Object.(*unstructured.Unstructured)
-			if !ok || ev.Type != watch.Added && ev.Type != watch.Modified {
-				continue
-			}
-			v.mu.Lock()
-			v.held[u.GetName()] = lockHolder(u) != ""
-			v.mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() { w.Stop(); <-done })
+	eachVersion(t, e.watch(t, l, client.InNamespace(ns)), func(u *unstructured.Unstructured) {
+		v.mu.Lock()
+		defer v.mu.Unlock()
+		v.held[u.GetName()] = lockHolder(u) != ""
+	})
 	return v
 }
 

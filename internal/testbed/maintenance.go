@@ -7,7 +7,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/watch"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/openbao-restore/openbao-restore/schemas"
@@ -29,34 +28,20 @@ func (e *Env) StripMaintenance(t testing.TB, ns string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wc, err := client.NewWithWatch(e.Config, client.Options{Scheme: e.Scheme})
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := wc.Watch(context.Background(), &corev1.PodList{}, client.InNamespace(ns),
-		client.MatchingLabels{"app.kubernetes.io/managed-by": ManagedBy})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for ev := range w.ResultChan() {
-			p, ok := ev.Object.(*corev1.Pod)
-			if !ok || ev.Type == watch.Deleted || p.Annotations[MaintenanceAnnotation] == "" {
-				continue
-			}
-			c := newClusterObject(ns, p.Labels[schemas.LabelOperatorCluster])
-			if err := op.Get(context.Background(), client.ObjectKeyFromObject(c), c); err == nil {
-				if on, _, _ := unstructured.NestedBool(c.Object, "spec", "maintenance", "enabled"); on {
-					continue
-				}
-			}
-			patch := client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"annotations":{"`+MaintenanceAnnotation+`":null}}}`))
-			if err := op.Patch(context.Background(), p, patch); client.IgnoreNotFound(err) != nil {
-				t.Errorf("stand-in operator: stripping %s from pod %s: %v", MaintenanceAnnotation, p.Name, err)
+	w := e.watch(t, &corev1.PodList{}, client.InNamespace(ns), client.MatchingLabels{"app.kubernetes.io/managed-by": ManagedBy})
+	eachVersion(t, w, func(p *corev1.Pod) {
+		if p.Annotations[MaintenanceAnnotation] == "" {
+			return
+		}
+		c := newClusterObject(ns, p.Labels[schemas.LabelOperatorCluster])
+		if err := op.Get(context.Background(), client.ObjectKeyFromObject(c), c); err == nil {
+			if on, _, _ := unstructured.NestedBool(c.Object, "spec", "maintenance", "enabled"); on {
+				return
 			}
 		}
-	}()
-	t.Cleanup(func() { w.Stop(); <-done })
+		patch := client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"annotations":{"`+MaintenanceAnnotation+`":null}}}`))
+		if err := op.Patch(context.Background(), p, patch); client.IgnoreNotFound(err) != nil {
+			t.Errorf("stand-in operator: stripping %s from pod %s: %v", MaintenanceAnnotation, p.Name, err)
+		}
+	})
 }

@@ -222,11 +222,7 @@ func (e *Env) OpenBaoClusterObject(t testing.TB, namespace, name string, replica
 // would have it: spec.replicas, TLS off (the test beds' OpenBao serves
 // plain HTTP), status.initialized true.
 func (e *Env) CreateClusterObject(ctx context.Context, namespace, name string, replicas int32) (*unstructured.Unstructured, error) {
-	c := &unstructured.Unstructured{}
-	c.SetAPIVersion("openbao.org/v1alpha1")
-	c.SetKind("OpenBaoCluster")
-	c.SetNamespace(namespace)
-	c.SetName(name)
+	c := newClusterObject(namespace, name)
 	_ = unstructured.SetNestedField(c.Object, int64(replicas), "spec", "replicas")
 	_ = unstructured.SetNestedField(c.Object, false, "spec", "tls", "enabled")
 	if err := e.Client.Create(ctx, c); err != nil {

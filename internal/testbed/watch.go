@@ -22,19 +22,40 @@ import (
 // see every version of an object, which a poll could miss.
 func (e *Env) WatchNamed(t testing.TB, list schema.GroupVersionKind, ns, name string) watch.Interface {
 	t.Helper()
+	l := &unstructured.UnstructuredList{}
+	l.SetGroupVersionKind(list)
+	return e.watch(t, l, client.InNamespace(ns), client.MatchingFieldsSelector{Selector: fields.OneTermEqualSelector("metadata.name", name)})
+}
+
+// watch watches the objects of list (with opts) until the test ends.
+func (e *Env) watch(t testing.TB, list client.ObjectList, opts ...client.ListOption) watch.Interface {
+	t.Helper()
 	wc, err := client.NewWithWatch(e.Config, client.Options{Scheme: e.Scheme})
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := &unstructured.UnstructuredList{}
-	l.SetGroupVersionKind(list)
-	w, err := wc.Watch(context.Background(), l, client.InNamespace(ns),
-		client.MatchingFieldsSelector{Selector: fields.OneTermEqualSelector("metadata.name", name)})
+	w, err := wc.Watch(context.Background(), list, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(w.Stop)
 	return w
+}
+
+// eachVersion calls f, in order and from one goroutine, with every version
+// of an object (added or modified) that w delivers, until the test ends;
+// the test's cleanup waits for the last call.
+func eachVersion[T client.Object](t testing.TB, w watch.Interface, f func(T)) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ev := range w.ResultChan() {
+			if o, ok := ev.Object.(T); ok && (ev.Type == watch.Added || ev.Type == watch.Modified) {
+				f(o)
+			}
+		}
+	}()
+	t.Cleanup(func() { w.Stop(); <-done })
 }
 
 // HolderWatch records every holder of an OpenBaoCluster's operation lock
@@ -64,38 +85,30 @@ type LockChange struct {
 // test ends.
 func (e *Env) WatchLockHolders(t testing.TB, ns, cluster string) *HolderWatch {
 	t.Helper()
-	w := e.WatchNamed(t, schema.GroupVersionKind{Group: "openbao.org", Version: "v1alpha1", Kind: "OpenBaoClusterList"}, ns, cluster)
+	w := e.WatchNamed(t, clusterGVK.GroupVersion().WithKind(clusterGVK.Kind+"List"), ns, cluster)
 	hw := &HolderWatch{}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for ev := range w.ResultChan() {
-			u, ok := ev.Object.(*unstructured.Unstructured)
-			if !ok || ev.Type != watch.Added && ev.Type != watch.Modified {
-				continue
-			}
-			h := lockHolder(u)
-			rv, _ := strconv.ParseInt(u.GetResourceVersion(), 10, 64)
-			hw.mu.Lock()
-			hw.timeline = append(hw.timeline, LockChange{RV: rv, Operation: lockOperation(u), Holder: h})
-			if h != hw.last {
-				if h != "" && hw.last != "" {
-					hw.violations = append(hw.violations, fmt.Sprintf("%s -> %s", hw.last, h))
-				}
-				if h != "" {
-					hw.seen = append(hw.seen, h)
-					if !hw.freedAt.IsZero() {
-						hw.handovers = append(hw.handovers, time.Since(hw.freedAt))
-					}
-				} else {
-					hw.freedAt = time.Now()
-				}
-				hw.last = h
-			}
-			hw.mu.Unlock()
+	eachVersion(t, w, func(u *unstructured.Unstructured) {
+		h := lockHolder(u)
+		rv, _ := strconv.ParseInt(u.GetResourceVersion(), 10, 64)
+		hw.mu.Lock()
+		defer hw.mu.Unlock()
+		hw.timeline = append(hw.timeline, LockChange{RV: rv, Operation: lockOperation(u), Holder: h})
+		if h == hw.last {
+			return
 		}
-	}()
-	t.Cleanup(func() { w.Stop(); <-done })
+		if h != "" && hw.last != "" {
+			hw.violations = append(hw.violations, fmt.Sprintf("%s -> %s", hw.last, h))
+		}
+		if h != "" {
+			hw.seen = append(hw.seen, h)
+			if !hw.freedAt.IsZero() {
+				hw.handovers = append(hw.handovers, time.Since(hw.freedAt))
+			}
+		} else {
+			hw.freedAt = time.Now()
+		}
+		hw.last = h
+	})
 	return hw
 }
 

@@ -21,6 +21,7 @@ import (
 
 	"github.com/openbao-restore/openbao-restore/executor"
 	"github.com/openbao-restore/openbao-restore/internal/testbed"
+	"github.com/openbao-restore/openbao-restore/internal/testbin"
 	"github.com/openbao-restore/openbao-restore/schemas"
 	lockv1alpha1 "github.com/openbao-restore/openbao-restore/schemas/lock/v1alpha1"
 )
@@ -169,9 +170,7 @@ func TestRaceWithCASBackupWriter(t *testing.T) {
 // race runs fifty restores over five clusters beside a backup loop in mode
 // and returns how often a backup replaced a live Restore lock.
 func race(t *testing.T, mode testbed.BackupMode) (takeovers int) {
-	if testing.Short() {
-		t.Skip("starts an API server")
-	}
+	testbin.SkipShort(t, "an API server")
 	t.Parallel()
 	env := testbed.Shared(t)
 	ns := env.Namespace(t)

@@ -26,7 +26,7 @@ type Target struct {
 	// ReadReplica: the pod is a read replica (a non-voter).
 	ReadReplica bool
 	// TLS, if set, verifies an https answer.
-	TLS *TLS `json:"-"`
+	TLS *TLS
 }
 
 // TLS is how the health gates verify a pod's certificate: with the CA

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/openbao-restore/openbao-restore/internal/testbin"
 	"github.com/openbao-restore/openbao-restore/internal/testca"
 )
 
@@ -17,9 +18,7 @@ import (
 // executor's TestRestoreOverTLSByServerName verifies a real OpenBao's
 // certificate of the same shape.
 func TestProbeVerifiesTLS(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a TLS server")
-	}
+	testbin.SkipShort(t, "a TLS server")
 	ca := testca.New(t)
 	srv := ca.Serve(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte(`{"initialized":true,"sealed":false,"standby":true}`))
