@@ -2,6 +2,7 @@ package executor
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/openbao-restore/openbao-restore/internal/baotest"
 	"github.com/openbao-restore/openbao-restore/internal/s3test"
+	"github.com/openbao-restore/openbao-restore/internal/snaptest"
 	"github.com/openbao-restore/openbao-restore/internal/testbin"
 	"github.com/openbao-restore/openbao-restore/schemas"
 )
@@ -455,8 +457,7 @@ func rounds(b *testing.B, s *restoreSetup) {
 // OpenBao-shaped sink of BenchmarkRawCopy, both in this process. The
 // executor process's peak RSS over a 1 GiB object is the RSS goal's figure.
 func BenchmarkLoopback(b *testing.B) {
-	size := benchSize()
-	store, _ := fileStore(b, size)
+	store, size := fileStore(b, benchSize())
 	bao, got := sink(b)
 	s := &restoreSetup{
 		size:       size,
@@ -510,21 +511,23 @@ func seaweedEnv(srv *s3test.Server, key, bao string) map[string]string {
 	}
 }
 
-// randomData is n incompressible bytes.
+// randomData is a snapshot archive around n incompressible bytes, stored
+// without compression (see fileStore).
 func randomData(b *testing.B, n int64) []byte {
-	data := make([]byte, n)
-	if _, err := rand.Read(data); err != nil {
+	var out bytes.Buffer
+	if err := snaptest.Write(&out, rand.Reader, n, gzip.NoCompression); err != nil {
 		b.Fatal(err)
 	}
-	return data
+	return out.Bytes()
 }
 
 // BenchmarkSeaweedFS: a real S3 server (SeaweedFS, on loopback, checking
 // signatures) as the store, and the discarding sink in this process.
 func BenchmarkSeaweedFS(b *testing.B) {
-	size := envSize("EXECUTOR_BENCH_SEAWEEDFS_SIZE", 512<<20)
+	data := randomData(b, envSize("EXECUTOR_BENCH_SEAWEEDFS_SIZE", 512<<20))
+	size := int64(len(data))
 	const key = "clusters/prod/big.snap"
-	srv, rawURL := seaweed(b, key, randomData(b, size))
+	srv, rawURL := seaweed(b, key, data)
 	bao, got := sink(b)
 	s := &restoreSetup{
 		size:       size,

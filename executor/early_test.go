@@ -1,10 +1,10 @@
 package executor
 
 import (
-	"bytes"
 	"net/http"
 	"testing"
 
+	"github.com/openbao-restore/openbao-restore/internal/snaptest"
 	"github.com/openbao-restore/openbao-restore/schemas"
 )
 
@@ -12,7 +12,7 @@ import (
 // for a token it rejects): the refusal is reported, and the submission is
 // never recorded, even though the executor was still streaming.
 func TestEarlyRefusalIsNeverRecorded(t *testing.T) {
-	store := &fakeStore{data: bytes.Repeat([]byte("snapshot"), 4<<20)} // 32 MiB
+	store := &fakeStore{data: snaptest.Bytes(randBytes(t, 32<<20))}
 	bao := &fakeBao{restore: func(w http.ResponseWriter, _ *http.Request) {
 		w.WriteHeader(http.StatusForbidden)
 		_, _ = w.Write([]byte(`{"errors":["permission denied"]}`))

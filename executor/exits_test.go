@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/openbao-restore/openbao-restore/internal/snaptest"
 	"github.com/openbao-restore/openbao-restore/schemas"
 )
 
@@ -161,7 +162,7 @@ func fakeRun(t *testing.T, store *fakeStore, bao *fakeBao, rec *MemoryRecorder, 
 // where fixture.run checks the same; here each path is one fast case.
 func TestExitMessagesStateSubmission(t *testing.T) {
 	t.Parallel()
-	data := bytes.Repeat([]byte("snapshot"), 8<<10) // 64 KiB, more than the hold-back
+	data := snaptest.Bytes(randBytes(t, 64<<10)) // more than the hold-back
 	cases := []struct {
 		name      string
 		store     *fakeStore

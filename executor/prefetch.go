@@ -1,18 +1,19 @@
 package executor
 
 import (
-	"hash"
 	"io"
 	"sync"
 )
 
-// prefetch reads the source ahead of its reader and hashes it, in two
-// goroutines of their own: one reads the object store, the other hashes
-// what has been read, while the reader (the HTTP transport) writes what has
-// been hashed. SHA-256 is the costliest stage and cannot be split, so it
-// gets a goroutine that does nothing else; on a 2-core machine the reads
-// and writes then run beside it instead of one after the other. Memory is
-// bounded by the chunk pool, whatever the object's size.
+// prefetch reads the source ahead of its reader and passes it through a
+// pipeline of stages, each in a goroutine of its own: one reads the object
+// store, then each stage (the SHA-256 of the object, the archive's check)
+// takes every chunk in order, while the reader (the HTTP transport) writes
+// what has been through them all. SHA-256 and the archive's decompression
+// are the costliest stages and cannot be split, so each gets a goroutine
+// that does nothing else; the reads and writes run beside them instead of
+// one after the other. Memory is bounded by the chunk pool, whatever the
+// object's size.
 type prefetch struct {
 	ch     chan chunk // hashed chunks, in order, for Read
 	free   chan []byte
@@ -30,19 +31,27 @@ type chunk struct {
 
 const (
 	prefetchChunk = 256 << 10
-	// prefetchChunks is the pool: one being read, one being hashed, one
+	// prefetchChunks is the pool: one being read, one in each stage, one
 	// being sent, the rest queued between the stages.
 	prefetchChunks = 8
 )
 
-func newPrefetch(src io.Reader, h hash.Hash) *prefetch {
+// newPrefetch starts the pipeline. Stages must not fail: a stage that
+// finds a fault keeps it for its owner to read.
+func newPrefetch(src io.Reader, stages ...io.Writer) *prefetch {
 	p := &prefetch{ch: make(chan chunk, prefetchChunks), free: make(chan []byte, prefetchChunks), done: make(chan struct{})}
 	for range prefetchChunks {
 		p.free <- make([]byte, prefetchChunk)
 	}
-	read := make(chan chunk, prefetchChunks)
-	go p.readLoop(src, read)
-	go p.hashLoop(read, h)
+	// Each stage reads from the channel before it and writes to the next;
+	// the last writes to p.ch, which Read takes.
+	next := p.ch
+	for i := len(stages) - 1; i >= 0; i-- {
+		in := make(chan chunk, prefetchChunks)
+		go p.stageLoop(in, next, stages[i])
+		next = in
+	}
+	go p.readLoop(src, next)
 	return p
 }
 
@@ -94,9 +103,9 @@ func fill(src io.Reader, buf []byte) (int, error) {
 	return n, nil
 }
 
-// hashLoop hashes each chunk before it hands it on: by the time Read
-// returns the source's EOF, the hash covers every byte.
-func (p *prefetch) hashLoop(in <-chan chunk, h hash.Hash) {
+// stageLoop writes each chunk to its stage before it hands it on: by the
+// time Read returns the source's EOF, every stage has taken every byte.
+func (p *prefetch) stageLoop(in <-chan chunk, out chan<- chunk, w io.Writer) {
 	for {
 		var c chunk
 		select {
@@ -105,10 +114,10 @@ func (p *prefetch) hashLoop(in <-chan chunk, h hash.Hash) {
 			return
 		}
 		if len(c.b) > 0 {
-			h.Write(c.b)
+			_, _ = w.Write(c.b)
 		}
 		select {
-		case p.ch <- c:
+		case out <- c:
 		case <-p.done:
 			return
 		}

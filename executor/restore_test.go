@@ -4,10 +4,17 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/openbao-restore/openbao-restore/internal/snaptest"
 	"github.com/openbao-restore/openbao-restore/schemas"
 )
 
@@ -36,6 +43,9 @@ func TestRestoreS3(t *testing.T) {
 	if !tm.Submitted || tm.Sealed == nil || *tm.Sealed || tm.SHA256 != strings.TrimPrefix(digestOf(f.snap), "sha256:") ||
 		tm.SnapshotSize != int64(len(f.snap)) || tm.Endpoint != "snapshot" || tm.ClusterIDBefore == "" || tm.ClusterIDAfter != tm.ClusterIDBefore {
 		t.Fatalf("termination message %+v", tm)
+	}
+	if a := tm.Archive; a == nil || a.StateSize == 0 || a.Index == 0 || a.ID == "" {
+		t.Fatalf("archive %+v", tm.Archive)
 	}
 	if rec.Rec == nil || rec.Rec.Digest != digestOf(f.snap) || rec.Rec.Target != f.bao.Addr || rec.Rec.Endpoint != "snapshot" || rec.Rec.Pod != "restore-pod" {
 		t.Fatalf("record %+v", rec.Rec)
@@ -189,36 +199,94 @@ func (f *flipper) Read(p []byte) (int, error) {
 	return k, err
 }
 
-// Damaged snapshots stored as such (no pins): OpenBao refuses them on both
-// endpoints and the data stays. The last-8-bytes case is the one OpenBao
-// would apply; only a size or digest pin catches it, so it is pinned here.
+// Damaged snapshots stored as such, with no pin: the executor's archive
+// check refuses each while it streams (exit 6, nothing submitted, the
+// fault named), on both endpoints, and OpenBao never receives a whole
+// body: a proxy in front of it counts what arrived. Before the check,
+// OpenBao itself refused the first two and applied the third (a body
+// missing only its gzip trailer).
 func TestDamagedSnapshots(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
-	half := f.snap[:len(f.snap)/2]
+	ms, err := snaptest.Unpack(f.snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range ms {
+		if ms[i].Name == "state.bin" {
+			ms[i].Data = append([]byte{}, ms[i].Data...)
+			ms[i].Data[len(ms[i].Data)/2] ^= 0x01
+		}
+	}
 	flipped := append([]byte{}, f.snap...)
 	flipped[100] ^= 0x40 // inside the gzip stream near the first tar header
-	short8 := f.snap[:len(f.snap)-8]
-	f.s3.put(t, "damaged/half.snap", half)
-	f.s3.put(t, "damaged/flipped.snap", flipped)
-	f.s3.put(t, "damaged/short8.snap", short8)
+	damaged := map[string]struct {
+		data []byte
+		want string
+	}{
+		"damaged/half.snap":     {f.snap[:len(f.snap)/2], "it ends early"},
+		"damaged/flipped.snap":  {flipped, "damaged"},
+		"damaged/short8.snap":   {f.snap[:len(f.snap)-8], "it ends early, at its end"},
+		"damaged/member.snap":   {snaptest.Pack(ms...), "the SHA-256 of its member state.bin does not match SHA256SUMS"},
+		"damaged/not-a-tar.snp": {[]byte("not a snapshot at all, just some text"), "not a gzip stream"},
+	}
+	px, bodies := countingProxy(t, f.bao.Addr)
+	f.env[schemas.EnvOpenBaoAddr] = px
+	for key, d := range damaged {
+		f.s3.put(t, key, d.data)
+	}
 	for _, force := range []string{"false", "true"} {
 		f.env[schemas.EnvRestoreForce] = force
-		delete(f.env, schemas.EnvExpectedSize)
-		for _, k := range []string{"damaged/half.snap", "damaged/flipped.snap"} {
-			f.env[schemas.EnvRestoreKey] = k
-			code, tm := f.run(t, Options{Recorder: &MemoryRecorder{}})
-			if code != schemas.ExitSnapshot || !strings.Contains(tm.Message, "refused") {
-				t.Fatalf("%s force=%s: exit %d: %s", k, force, code, tm.Message)
+		for key, d := range damaged {
+			f.env[schemas.EnvRestoreKey] = key
+			code, tm := f.run(t, Options{Recorder: &MemoryRecorder{}, HoldBack: 64})
+			if code != schemas.ExitVerification || tm.Submitted || !strings.Contains(tm.Message, d.want) {
+				t.Fatalf("%s force=%s: exit %d: %s", key, force, code, tm.Message)
+			}
+			if got := bodies(); got >= int64(len(d.data)) {
+				t.Fatalf("%s force=%s: OpenBao received %d bytes of a %d-byte body", key, force, got, len(d.data))
 			}
 			f.unchanged(t)
 		}
-		f.env[schemas.EnvRestoreKey] = "damaged/short8.snap"
-		f.env[schemas.EnvExpectedSize] = strconv.Itoa(len(f.snap))
-		code, tm := f.run(t, Options{})
-		if code != schemas.ExitVerification || tm.Submitted {
-			t.Fatalf("short8 force=%s: exit %d: %s", force, code, tm.Message)
-		}
-		f.unchanged(t)
 	}
+}
+
+// countingProxy forwards to OpenBao at addr; its function waits for the
+// next restore request to end and returns how many body bytes it passed.
+func countingProxy(t *testing.T, addr string) (string, func() int64) {
+	target, err := url.Parse(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := httputil.NewSingleHostReverseProxy(target)
+	done := make(chan int64, 16)
+	px := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost && strings.HasPrefix(r.URL.Path, "/v1/sys/storage/raft/snapshot") {
+			c := &countingReadCloser{ReadCloser: r.Body}
+			r.Body = c
+			defer func() { done <- c.n.Load() }()
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(px.Close)
+	return px.URL, func() int64 {
+		select {
+		case n := <-done:
+			return n
+		case <-time.After(30 * time.Second):
+			t.Fatal("no restore request reached the proxy")
+			return 0
+		}
+	}
+}
+
+type countingReadCloser struct {
+	io.ReadCloser
+	n atomic.Int64
+}
+
+func (c *countingReadCloser) Read(p []byte) (int, error) {
+	k, err := c.ReadCloser.Read(p)
+	c.n.Add(int64(k))
+	return k, err
 }

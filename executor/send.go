@@ -31,8 +31,11 @@ func (r *run) stream(ctx context.Context, src Source, info ObjectInfo, addr stri
 		in = r.opts.WrapBody(in)
 	}
 	var answered atomic.Bool
+	var hb *holdBack
 	gate := func(sum string, n int64) error {
 		r.tm.SHA256 = sum
+		r.tm.Archive = &hb.info
+		r.logf("the archive is sound: %s", describeArchive(hb.info))
 		if answered.Load() {
 			// OpenBao answered before taking the whole body (a refusal):
 			// never record, never release.
@@ -66,7 +69,7 @@ func (r *run) stream(ctx context.Context, src Source, info ObjectInfo, addr stri
 		r.logf("all checks passed (sha256:%s, %d bytes): submission recorded, sending the last %d bytes", sum, n, min(int64(r.opts.HoldBack), n))
 		return nil
 	}
-	hb := newHoldBack(in, info.Size, r.opts.HoldBack, cfg.ExpectedDigest, gate)
+	hb = newHoldBack(in, info.Size, r.opts.HoldBack, cfg.ExpectedDigest, gate)
 	defer hb.Close()
 	url := addr + "/v1/sys/storage/raft/" + cfg.RestoreEndpoint()
 

@@ -23,10 +23,12 @@ import (
 const DefaultHoldBack = 1 << 20
 
 // holdBack is the request body of the restore. It passes the object's bytes
-// through, counting and hashing them, except the last hold bytes, which it
-// buffers. At the source's end it checks the byte count against the size
-// the object store announced and the pins, then calls gate (which records
-// the submission), and only then releases the tail. Any failure before that
+// through, counting, hashing and checking them as a snapshot archive
+// (archiveCheck), except the last hold bytes, which it buffers. At the
+// source's end it checks the byte count against the size the object store
+// announced, the pins and the archive, then calls gate (which records the
+// submission), and only then releases the tail. An archive found damaged
+// earlier stops the body at once. Any failure before that
 // becomes a Read error: the HTTP transport then closes the connection, and
 // OpenBao sees a body cut at least hold bytes short, which it never applies.
 // Memory is one buffer of hold bytes, whatever the snapshot's size.
@@ -37,7 +39,8 @@ type holdBack struct {
 	gate      func(sum string, n int64) error
 	passLimit int64 // bytes that may go out before the checks
 
-	h        hash.Hash // written by the prefetcher; read only after its EOF
+	h        hash.Hash     // written by the prefetcher; read only after its EOF
+	archive  *archiveCheck // fed by the prefetcher
 	pf       *prefetch
 	n        atomic.Int64 // bytes read from the source
 	sent     atomic.Int64 // bytes handed to the transport
@@ -47,6 +50,7 @@ type holdBack struct {
 	mu       sync.Mutex
 	err      error // the first failure, reported instead of the transport's
 	sum      string
+	info     schemas.ArchiveInfo // the archive's metadata, once checked
 }
 
 func newHoldBack(src io.Reader, size int64, hold int, wantSum string, gate func(string, int64) error) *holdBack {
@@ -58,8 +62,9 @@ func newHoldBack(src io.Reader, size int64, hold int, wantSum string, gate func(
 		pass = 0
 	}
 	h := sha256.New()
-	pf := newPrefetch(src, h)
-	return &holdBack{src: pf, pf: pf, size: size, wantSum: wantSum, gate: gate, passLimit: pass, h: h, tail: make([]byte, 0, hold)}
+	ac := newArchiveCheck()
+	pf := newPrefetch(src, h, ac)
+	return &holdBack{src: pf, pf: pf, size: size, wantSum: wantSum, gate: gate, passLimit: pass, h: h, archive: ac, tail: make([]byte, 0, hold)}
 }
 
 func (r *holdBack) fail(err error) error {
@@ -71,8 +76,11 @@ func (r *holdBack) fail(err error) error {
 	return r.err
 }
 
-// Close stops the prefetcher.
-func (r *holdBack) Close() { r.pf.Close() }
+// Close stops the prefetcher and the archive's check.
+func (r *holdBack) Close() {
+	r.pf.Close()
+	r.archive.Abort()
+}
 
 // Err is the failure that stopped the body, if any (a check, the source, or
 // the gate); nil when the body was cut by the transport.
@@ -95,7 +103,11 @@ func (r *holdBack) Read(p []byte) (int, error) {
 		r.sent.Add(int64(k))
 		return k, nil
 	}
-	// Pass-through phase: up to passLimit bytes go straight out.
+	// Pass-through phase: up to passLimit bytes go straight out, unless
+	// the archive is already known to be damaged.
+	if err := r.archive.Err(); err != nil {
+		return 0, r.fail(err)
+	}
 	if r.n.Load() < r.passLimit {
 		want := r.passLimit - r.n.Load()
 		if int64(len(p)) > want {
@@ -126,6 +138,11 @@ func (r *holdBack) Read(p []byte) (int, error) {
 	if r.wantSum != "" && r.sum != r.wantSum {
 		return 0, r.fail(fail(schemas.ExitVerification, nil, "digest mismatch: the snapshot is sha256:%s, the pin is sha256:%s", r.sum, r.wantSum))
 	}
+	info, err := r.archive.Close()
+	if err != nil {
+		return 0, r.fail(err)
+	}
+	r.info = info
 	if r.gate != nil {
 		if err := r.gate(r.sum, r.n.Load()); err != nil {
 			return 0, r.fail(err)

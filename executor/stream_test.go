@@ -10,6 +10,7 @@ import (
 	"testing"
 	"testing/iotest"
 
+	"github.com/openbao-restore/openbao-restore/internal/snaptest"
 	"github.com/openbao-restore/openbao-restore/schemas"
 )
 
@@ -22,7 +23,7 @@ func randBytes(t *testing.T, n int) []byte {
 }
 
 func TestHoldBackReleasesTailOnlyAfterGate(t *testing.T) {
-	data := randBytes(t, 100_000)
+	data := snaptest.Bytes(randBytes(t, 100_000))
 	sum := sha256.Sum256(data)
 	const hold = 4096
 	var hb *holdBack
@@ -44,7 +45,7 @@ func TestHoldBackReleasesTailOnlyAfterGate(t *testing.T) {
 }
 
 func TestHoldBackRefuses(t *testing.T) {
-	data := randBytes(t, 50_000)
+	data := snaptest.Bytes(randBytes(t, 50_000))
 	sum := sha256.Sum256(data)
 	good := hex.EncodeToString(sum[:])
 	bad := make([]byte, len(data))
@@ -95,7 +96,7 @@ func TestHoldBackRefuses(t *testing.T) {
 }
 
 func TestHoldBackGateRefusal(t *testing.T) {
-	data := randBytes(t, 10_000)
+	data := snaptest.Bytes(randBytes(t, 10_000))
 	hb := newHoldBack(bytes.NewReader(data), int64(len(data)), 1024, "", func(string, int64) error { return ErrAlreadySubmitted })
 	n, err := io.Copy(io.Discard, hb)
 	if !errors.Is(err, ErrAlreadySubmitted) || n != int64(len(data)-1024) || hb.released.Load() {

@@ -97,17 +97,30 @@ const (
 // TerminationMessage is the JSON the executor writes to
 // /dev/termination-log for the reconciler. It never holds a secret.
 type TerminationMessage struct {
-	SnapshotKey     string `json:"snapshotKey,omitempty"`
-	SnapshotSize    int64  `json:"snapshotSize,omitempty"`
-	SHA256          string `json:"sha256,omitempty"`
-	Endpoint        string `json:"endpoint,omitempty"`
-	Duration        string `json:"duration,omitempty"`
-	Submitted       bool   `json:"submitted"`
-	Sealed          *bool  `json:"sealed,omitempty"`
-	ClusterIDBefore string `json:"clusterIDBefore,omitempty"`
-	ClusterIDAfter  string `json:"clusterIDAfter,omitempty"`
-	ExitCode        int    `json:"exitCode"`
-	Message         string `json:"message,omitempty"`
+	SnapshotKey     string       `json:"snapshotKey,omitempty"`
+	SnapshotSize    int64        `json:"snapshotSize,omitempty"`
+	SHA256          string       `json:"sha256,omitempty"`
+	Archive         *ArchiveInfo `json:"archive,omitempty"`
+	Endpoint        string       `json:"endpoint,omitempty"`
+	Duration        string       `json:"duration,omitempty"`
+	Submitted       bool         `json:"submitted"`
+	Sealed          *bool        `json:"sealed,omitempty"`
+	ClusterIDBefore string       `json:"clusterIDBefore,omitempty"`
+	ClusterIDAfter  string       `json:"clusterIDAfter,omitempty"`
+	ExitCode        int          `json:"exitCode"`
+	Message         string       `json:"message,omitempty"`
+}
+
+// ArchiveInfo is what the executor read from a snapshot archive it checked:
+// the Raft metadata of meta.json, the size of the data (state.bin), and
+// whether the archive carries the seal's copy of its sums
+// (SHA256SUMS.sealed), which only the source cluster's seal can open.
+type ArchiveInfo struct {
+	ID         string `json:"id,omitempty"`
+	Index      uint64 `json:"index,omitempty"`
+	Term       uint64 `json:"term,omitempty"`
+	StateSize  int64  `json:"stateSize"`
+	SealedSums bool   `json:"sealedSums"`
 }
 
 // Environment of the executor: bao-backup's restore mode contract, so that
