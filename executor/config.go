@@ -79,6 +79,8 @@ type Config struct {
 	Creds              Credentials
 
 	Force bool
+	// DryRun runs every check and sends nothing (schemas.EnvDryRun).
+	DryRun bool
 
 	AuthMethod string // jwt or token
 	JWTRole    string
@@ -198,6 +200,7 @@ func LoadConfig(env func(string) string, p Paths) (*Config, error) {
 	c.RoleARN = get(schemas.EnvAWSRoleARN)
 	c.WebIdentityFile = get(schemas.EnvAWSWebIdentityFile)
 	c.Force = boolean(schemas.EnvRestoreForce, false)
+	c.DryRun = boolean(schemas.EnvDryRun, false)
 	if c.Key == "" {
 		bad("%s is required: the full object path of the snapshot", schemas.EnvRestoreKey)
 	}

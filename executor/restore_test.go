@@ -208,16 +208,6 @@ func (f *flipper) Read(p []byte) (int, error) {
 func TestDamagedSnapshots(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
-	ms, err := snaptest.Unpack(f.snap)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range ms {
-		if ms[i].Name == "state.bin" {
-			ms[i].Data = append([]byte{}, ms[i].Data...)
-			ms[i].Data[len(ms[i].Data)/2] ^= 0x01
-		}
-	}
 	flipped := append([]byte{}, f.snap...)
 	flipped[100] ^= 0x40 // inside the gzip stream near the first tar header
 	damaged := map[string]struct {
@@ -227,7 +217,7 @@ func TestDamagedSnapshots(t *testing.T) {
 		"damaged/half.snap":     {f.snap[:len(f.snap)/2], "it ends early"},
 		"damaged/flipped.snap":  {flipped, "damaged"},
 		"damaged/short8.snap":   {f.snap[:len(f.snap)-8], "it ends early, at its end"},
-		"damaged/member.snap":   {snaptest.Pack(ms...), "the SHA-256 of its member state.bin does not match SHA256SUMS"},
+		"damaged/member.snap":   {damagedState(t, f.snap), "the SHA-256 of its member state.bin does not match SHA256SUMS"},
 		"damaged/not-a-tar.snp": {[]byte("not a snapshot at all, just some text"), "not a gzip stream"},
 	}
 	px, bodies := countingProxy(t, f.bao.Addr)
@@ -249,6 +239,23 @@ func TestDamagedSnapshots(t *testing.T) {
 			f.unchanged(t)
 		}
 	}
+}
+
+// damagedState is snap with one bit of its state.bin flipped, packed again
+// with its original SHA256SUMS: a whole gzip stream and tar, whose data
+// does not match its sums.
+func damagedState(t *testing.T, snap []byte) []byte {
+	ms, err := snaptest.Unpack(snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range ms {
+		if ms[i].Name == "state.bin" {
+			ms[i].Data = append([]byte{}, ms[i].Data...)
+			ms[i].Data[len(ms[i].Data)/2] ^= 0x01
+		}
+	}
+	return snaptest.Pack(ms...)
 }
 
 // countingProxy forwards to OpenBao at addr; its function waits for the

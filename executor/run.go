@@ -7,7 +7,6 @@ package executor
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -92,6 +91,10 @@ func Main(ctx context.Context, env func(string) string, opts Options) int {
 	tm.Duration = time.Since(r.start).Round(time.Millisecond).String()
 	if err != nil {
 		tm.Message = err.Error()
+		if tm.DryRun {
+			tm.Checks = append(tm.Checks, schemas.Check{Name: r.step, Passed: false, Message: tm.Message})
+			tm.Message = "dry run: the check " + r.step + " failed: " + tm.Message
+		}
 	}
 	tm.Message = withSubmission(tm.Message, submissionNote(code, tm.Submitted, recorded))
 	if err != nil {
@@ -105,39 +108,6 @@ func Main(ctx context.Context, env func(string) string, opts Options) int {
 	return code
 }
 
-// submissionNote says whether this run submitted the snapshot, and what
-// that means. Every exit message ends with it, so that whoever reads a
-// failure, in the log, the termination message or the restore's status,
-// knows at once whether OpenBao may have changed, without knowing the
-// exit codes.
-func submissionNote(code int, submitted, recorded bool) string {
-	switch {
-	case recorded && !submitted:
-		// A record found at the start or at the gate: this run sent no
-		// tail, but an earlier run (or this pod's own earlier attempt,
-		// whose record request seemed to fail) may have.
-		return "This run submitted nothing; the recorded submission's outcome is unconfirmed"
-	case !submitted:
-		return "Nothing was submitted"
-	case code == schemas.ExitOK || code == schemas.ExitVerification:
-		// Exit 6 after a submission: OpenBao applied it, and the identity
-		// check that followed failed.
-		return "The snapshot was submitted and applied"
-	case code == schemas.ExitUnconfirmed:
-		return "The snapshot was submitted; its outcome is unconfirmed"
-	default:
-		return "The snapshot was submitted and OpenBao refused it: nothing was applied"
-	}
-}
-
-// withSubmission appends the submission note to a message as a sentence.
-func withSubmission(msg, note string) string {
-	if msg = strings.TrimRight(msg, ". "); msg == "" {
-		return note
-	}
-	return msg + ". " + note
-}
-
 type run struct {
 	// kube lists the cluster's pods, when the executor runs in a cluster.
 	kube  *KubeRecorder
@@ -147,6 +117,17 @@ type run struct {
 	cfg   *Config
 	bao   *bao
 	logMu sync.Mutex
+	// step is the check under way (schemas.Check*), named in a dry run's
+	// report when it fails.
+	step string
+}
+
+// pass ends the check under way, in a dry run's report, and names the next.
+func (r *run) pass(message, next string) {
+	if r.tm.DryRun {
+		r.tm.Checks = append(r.tm.Checks, schemas.Check{Name: r.step, Passed: true, Message: message})
+	}
+	r.step = next
 }
 
 func (r *run) logf(format string, args ...any) {
@@ -185,6 +166,7 @@ func (r *run) retry(ctx context.Context, what string, f func() error, codes ...i
 }
 
 func (r *run) run(ctx context.Context, env func(string) string) error {
+	r.step, r.tm.DryRun = schemas.CheckConfig, strings.EqualFold(env(schemas.EnvDryRun), "true")
 	cfg, err := LoadConfig(env, r.opts.Paths)
 	if err != nil {
 		return err
@@ -193,23 +175,36 @@ func (r *run) run(ctx context.Context, env func(string) string) error {
 	r.tm.SnapshotKey = cfg.Key
 	r.tm.Endpoint = cfg.RestoreEndpoint()
 	r.bao = newBao(cfg)
+	if cfg.DryRun {
+		r.logf("DRY RUN: every check of a restore runs, the whole snapshot is read and checked, and nothing is sent to OpenBao")
+		if err := r.dryRunKube(env); err != nil {
+			return err
+		}
+	}
+	r.pass("the environment and mounted files are valid", schemas.CheckObject)
 
-	// 1. A recorded submission ends everything before any work.
+	// 1. A recorded submission ends everything before any work. A dry
+	// run holds no lock and records nothing, so it has none to check.
 	rec := r.opts.Recorder
-	if rec == nil && cfg.LockRequestName != "" {
+	if rec == nil && cfg.LockRequestName != "" && !cfg.DryRun {
 		kr, err := NewInClusterRecorder(env, r.opts.Paths.KubeDir, cfg.Namespace, cfg.LockRequestName, cfg.RequestUID)
 		if err != nil {
 			return err
 		}
 		rec, r.kube = kr, kr
 	}
-	if rec == nil {
+	switch {
+	case cfg.DryRun:
+		rec = nil
+	case rec == nil:
 		r.logf("WARNING: %s is not set: the submission is not recorded, so nothing stops a second run from restoring again", schemas.EnvLockRequestName)
-	} else if err := r.retry(ctx, "checking the lock request", func() error { return rec.Check(ctx) }); err != nil {
-		if errors.Is(err, ErrAlreadySubmitted) {
-			return fail(schemas.ExitUnconfirmed, err, "not sending the snapshot")
+	default:
+		if err := r.retry(ctx, "checking the lock request", func() error { return rec.Check(ctx) }); err != nil {
+			if errors.Is(err, ErrAlreadySubmitted) {
+				return fail(schemas.ExitUnconfirmed, err, "not sending the snapshot")
+			}
+			return err
 		}
-		return err
 	}
 
 	// 2. The object: it exists and has an acceptable size.
@@ -232,6 +227,7 @@ func (r *run) run(ctx context.Context, env func(string) string) error {
 	}
 	r.tm.SnapshotSize = info.Size
 	r.logf("snapshot %s: %d bytes", src.URL(cfg.Key), info.Size)
+	r.pass(fmt.Sprintf("%s exists: %d bytes%s", src.URL(cfg.Key), info.Size, etag(info)), schemas.CheckLeader)
 
 	// 3. The active node.
 	var addr string
@@ -245,6 +241,7 @@ func (r *run) run(ctx context.Context, env func(string) string) error {
 	}
 	r.tm.ClusterIDBefore = before.ClusterID
 	r.logf("active node %s: cluster_id %s, version %s", addr, before.ClusterID, before.Version)
+	r.pass(fmt.Sprintf("the active node is %s: cluster_id %s, version %s", addr, before.ClusterID, before.Version), schemas.CheckAuth)
 
 	// 4. Authenticate, and check the token may use this restore's endpoint.
 	token := cfg.Token
@@ -254,10 +251,12 @@ func (r *run) run(ctx context.Context, env func(string) string) error {
 			return err
 		}
 	}
+	r.pass("authenticated with "+cfg.AuthMethod, schemas.CheckCapability)
 	path := "sys/storage/raft/" + cfg.RestoreEndpoint()
 	if err := r.retry(ctx, "capabilities check", func() error { return r.bao.canUpdate(ctx, addr, token, path) }); err != nil {
 		return err
 	}
+	r.pass("the token may update "+path, schemas.CheckClusterPin)
 
 	// 5. Cluster pins, where the cluster can tell.
 	if cfg.ExpectedClusterID != "" && before.ClusterID != cfg.ExpectedClusterID {
@@ -265,6 +264,10 @@ func (r *run) run(ctx context.Context, env func(string) string) error {
 	}
 	if cfg.ExpectedVersion != "" && strings.TrimPrefix(before.Version, "v") != strings.TrimPrefix(cfg.ExpectedVersion, "v") {
 		return fail(schemas.ExitVerification, nil, "the cluster at %s runs OpenBao %s, but %s pins %s: refusing to restore", addr, before.Version, schemas.EnvExpectedVersion, cfg.ExpectedVersion)
+	}
+	r.pass(pinsMessage(cfg), schemas.CheckSnapshot)
+	if cfg.DryRun {
+		return r.dryRun(ctx, src, info, addr)
 	}
 
 	// 6. Stream, check, record, release: retried only while the tail has
@@ -375,31 +378,4 @@ func (r *run) after(ctx context.Context, addr string) error {
 		r.tm.Message += ". " + strings.Join(notes, ". ")
 	}
 	return nil
-}
-
-func writeTermination(path string, tm *schemas.TerminationMessage) error {
-	if path == "" {
-		return nil
-	}
-	b, err := json.Marshal(tm)
-	if err != nil {
-		return err
-	}
-	// Kubernetes reads at most 4096 bytes; keep the JSON valid by trimming
-	// the message, not the document. The cut is in the middle: the start
-	// names the cause, the end says whether anything was submitted.
-	const keepEnd = 200
-	for len(b) > 4000 && len(tm.Message) > keepEnd+100 {
-		m := tm.Message
-		head := max(len(m)-keepEnd-(len(b)-3900), 100)
-		cut := strings.ToValidUTF8(m[:head], "") + "…" + strings.ToValidUTF8(m[len(m)-keepEnd:], "")
-		if len(cut) >= len(m) {
-			break // nothing more to take from the message
-		}
-		tm.Message = cut
-		if b, err = json.Marshal(tm); err != nil {
-			return err
-		}
-	}
-	return os.WriteFile(path, b, 0o644)
 }

@@ -91,6 +91,7 @@ func desiredXR(status string) *fnv1.Resource {
 // TestRunFunctionWhole compares whole responses for the stages that compose
 // little; the stages with a Job are covered below and by the golden renders.
 func TestRunFunctionWhole(t *testing.T) {
+	const dryOverrideMsg = "spec.overrideOperationLock has no effect on a dry run, which takes no lock: remove overrideOperationLock, or set spec.dryRun: false"
 	invalidMsg := "spec.overrideOperationLock requires spec.force: set spec.force: true as well (break glass), or remove overrideOperationLock"
 	cases := map[string]struct {
 		req  *fnv1.RunFunctionRequest
@@ -106,6 +107,18 @@ func TestRunFunctionWhole(t *testing.T) {
 					cond(schemas.CondComposed, fnv1.Status_STATUS_CONDITION_FALSE, "InvalidSpec", "the restore's spec is invalid (1 problem(s)); nothing was composed: "+invalidMsg),
 				},
 				Results: []*fnv1.Result{{Severity: fnv1.Severity_SEVERITY_WARNING, Message: invalidMsg, Reason: ptr.To("InvalidSpec"), Target: fnv1.Target_TARGET_COMPOSITE_AND_CLAIM.Enum()}},
+			},
+		},
+		"DryRunWithOverrideIsInvalid": {
+			req: req(xrJSON(strings.Replace(validSpec, `"cluster":"prod"`, `"cluster":"prod","dryRun":true,"force":true,"overrideOperationLock":true`, 1), `{}`), true, nil),
+			want: &fnv1.RunFunctionResponse{
+				Meta:    &fnv1.ResponseMeta{Ttl: durationpb.New(TTL)},
+				Desired: &fnv1.State{Composite: desiredXR(`{"plan":{"stage":"InvalidSpec","namespace":"vault"}}`)},
+				Conditions: []*fnv1.Condition{
+					cond(schemas.CondSpecValid, fnv1.Status_STATUS_CONDITION_FALSE, "InvalidSpec", "the restore's spec is invalid (1 problem(s)); nothing was composed: "+dryOverrideMsg),
+					cond(schemas.CondComposed, fnv1.Status_STATUS_CONDITION_FALSE, "InvalidSpec", "the restore's spec is invalid (1 problem(s)); nothing was composed: "+dryOverrideMsg),
+				},
+				Results: []*fnv1.Result{{Severity: fnv1.Severity_SEVERITY_WARNING, Message: dryOverrideMsg, Reason: ptr.To("InvalidSpec"), Target: fnv1.Target_TARGET_COMPOSITE_AND_CLAIM.Enum()}},
 			},
 		},
 		"FirstCallAsksForTheCluster": {
@@ -155,7 +168,9 @@ func TestRunFunctionWhole(t *testing.T) {
 // TestRunFunctionStages checks what is composed at each stage.
 func TestRunFunctionStages(t *testing.T) {
 	job := `{"apiVersion":"batch/v1","kind":"Job","metadata":{"name":"prod-2025-10-14-x7k2p-restore","namespace":"vault","labels":{"restore.openbao-restore.io/restore":"prod-2025-10-14","other":"x"}},"spec":{"backoffLimit":7}`
+	dry := strings.Replace(validSpec, `"cluster":"prod"`, `"cluster":"prod","dryRun":true`, 1)
 	cases := map[string]struct {
+		spec     string // validSpec when empty
 		status   string
 		observed map[string]string
 		want     []string
@@ -172,11 +187,20 @@ func TestRunFunctionStages(t *testing.T) {
 		"FailedDrops":      {status: `{"phase":"Failed"}`, observed: map[string]string{resLock: lockJSON("Held", holder), resJob: job + `,"status":{"conditions":[{"type":"Failed","status":"True"}]}}`}, want: []string{resJob}, stage: StageFinished},
 		"UnknownKeepsLock": {status: `{"phase":"Unknown"}`, observed: map[string]string{resLock: lockJSON("Held", holder), resJob: job + `,"status":{"conditions":[{"type":"Failed","status":"True"}]}}`}, want: []string{resJob, resLock, resRole, resRoleBinding, resServiceAccount}, stage: StageJobFailed},
 		"TerminalNoJob":    {status: `{"phase":"Failed"}`, observed: map[string]string{resLock: lockJSON("Held", holder)}, want: nil, stage: StageFinished},
+		// A dry run takes no lock: its Job is composed at once.
+		"DryRunNoLock":         {spec: dry, status: `{}`, want: []string{resJob, resRole, resRoleBinding, resServiceAccount}, stage: StageJobComposed},
+		"DryRunJobRunning":     {spec: dry, status: `{"phase":"Running"}`, observed: map[string]string{resJob: job + `}`}, want: []string{resJob, resRole, resRoleBinding, resServiceAccount}, stage: StageJobComposed},
+		"DryRunJobComplete":    {spec: dry, status: `{"phase":"Running"}`, observed: map[string]string{resJob: job + `,"status":{"conditions":[{"type":"Complete","status":"True"}]}}`}, want: []string{resJob, resRole, resRoleBinding, resServiceAccount}, stage: StageJobComplete},
+		"DryRunCompletedDrops": {spec: dry, status: `{"phase":"Completed"}`, observed: map[string]string{resJob: job + `,"status":{"conditions":[{"type":"Complete","status":"True"}]}}`}, want: []string{resJob}, stage: StageFinished, ready: fnv1.Ready_READY_TRUE},
 	}
 	f := &Function{Log: logging.NewNopLogger()}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			rsp, err := f.RunFunction(context.Background(), req(xrJSON(validSpec, tc.status), true, tc.observed))
+			spec := tc.spec
+			if spec == "" {
+				spec = validSpec
+			}
+			rsp, err := f.RunFunction(context.Background(), req(xrJSON(spec, tc.status), true, tc.observed))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -432,4 +456,28 @@ func FuzzRunFunction(f *testing.F) {
 			t.Fatalf("a Job was composed for an invalid spec: %v", vs)
 		}
 	})
+}
+
+// A dry run's Job switches the executor to dry run and names no lock
+// request; its Role may only find the cluster's pods.
+func TestDryRunJobAndRole(t *testing.T) {
+	spec := &schemas.Spec{Cluster: "prod", DryRun: true, TokenSecretRef: &schemas.SecretRef{Name: "tok"}}
+	r := Restore{Name: "x", Namespace: "vault", RequestName: "x", UID: xrUID}
+	n := NamesFor(r.Name)
+	j := Job(r, spec, &Cluster{Replicas: 3}, schemas.Auth{Method: "token"}, Settings{}, n)
+	env := map[string]string{}
+	for _, e := range j.Spec.Template.Spec.Containers[0].Env {
+		env[e.Name] = e.Value
+	}
+	if _, ok := env[schemas.EnvLockRequestName]; ok || env[schemas.EnvDryRun] != "true" {
+		t.Fatalf("env %v", env)
+	}
+	role := Role(r, spec, n)
+	if len(role.Rules) != 1 || role.Rules[0].Resources[0] != "pods" || slices.Contains(role.Rules[0].Verbs, "patch") {
+		t.Fatalf("rules %+v", role.Rules)
+	}
+	spec.DryRun = false
+	if got := len(Role(r, spec, n).Rules); got != 4 {
+		t.Fatalf("a restore's Role has %d rules", got)
+	}
 }

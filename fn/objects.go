@@ -111,17 +111,23 @@ func ServiceAccount(r Restore, spec *schemas.Spec, n Names) *corev1.ServiceAccou
 // Role grants the executor what it needs and nothing more: finding the
 // cluster's pods, reading the cluster's operation lock, and writing its
 // submission record on this restore's own lock request (resourceNames).
+// A dry run, which takes no lock and records nothing, only finds the pods.
 func Role(r Restore, spec *schemas.Spec, n Names) *rbacv1.Role {
+	rules := []rbacv1.PolicyRule{
+		{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list", "watch"}},
+	}
+	if !spec.DryRun {
+		rules = append(rules,
+			rbacv1.PolicyRule{APIGroups: []string{schemas.Group}, Resources: []string{schemas.LockRequestResource}, ResourceNames: []string{n.Lock}, Verbs: []string{"get"}},
+			rbacv1.PolicyRule{APIGroups: []string{schemas.Group}, Resources: []string{schemas.LockRequestResource + "/status"}, ResourceNames: []string{n.Lock}, Verbs: []string{"get", "patch", "update"}},
+			// The lock itself, re-read just before the snapshot's tail is sent.
+			rbacv1.PolicyRule{APIGroups: []string{schemas.ClusterGroup}, Resources: []string{schemas.ClusterResource}, ResourceNames: []string{spec.Cluster}, Verbs: []string{"get"}},
+		)
+	}
 	return &rbacv1.Role{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "Role"},
 		ObjectMeta: meta(r, spec.Cluster, n.Role),
-		Rules: []rbacv1.PolicyRule{
-			{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list", "watch"}},
-			{APIGroups: []string{schemas.Group}, Resources: []string{schemas.LockRequestResource}, ResourceNames: []string{n.Lock}, Verbs: []string{"get"}},
-			{APIGroups: []string{schemas.Group}, Resources: []string{schemas.LockRequestResource + "/status"}, ResourceNames: []string{n.Lock}, Verbs: []string{"get", "patch", "update"}},
-			// The lock itself, re-read just before the snapshot's tail is sent.
-			{APIGroups: []string{schemas.ClusterGroup}, Resources: []string{schemas.ClusterResource}, ResourceNames: []string{spec.Cluster}, Verbs: []string{"get"}},
-		},
+		Rules:      rules,
 	}
 }
 
@@ -153,6 +159,15 @@ func LockRequest(r Restore, spec *schemas.Spec, n Names) *lockv1.LockRequest {
 	}
 }
 
+// lockOrDryRun is the lock request the executor records its submission on,
+// or, for a dry run, which takes no lock and records nothing, the switch.
+func lockOrDryRun(spec *schemas.Spec, n Names) corev1.EnvVar {
+	if spec.DryRun {
+		return corev1.EnvVar{Name: schemas.EnvDryRun, Value: "true"}
+	}
+	return corev1.EnvVar{Name: schemas.EnvLockRequestName, Value: n.Lock}
+}
+
 // xrNamespace is the XR's own namespace: empty for a legacy XR.
 func xrNamespace(r Restore) string {
 	if r.ClaimName != "" {
@@ -167,7 +182,7 @@ var (
 	retryCodes = []int32{schemas.ExitTransient}
 )
 
-// Job runs the executor once the lock is held. Its environment is
+// Job runs the executor once the lock is held (a dry run's at once). Its environment is
 // bao-backup's restore-mode contract, so openbao-operator's image also works.
 func Job(r Restore, spec *schemas.Spec, c *Cluster, auth schemas.Auth, set Settings, n Names) *batchv1.Job {
 	t := spec.Source.Target
@@ -192,7 +207,7 @@ func Job(r Restore, spec *schemas.Spec, c *Cluster, auth schemas.Auth, set Setti
 		{Name: schemas.EnvAuthMethod, Value: auth.Method},
 		{Name: schemas.EnvRestoreRequestName, Value: r.RequestName},
 		{Name: schemas.EnvRestoreRequestUID, Value: r.UID},
-		{Name: schemas.EnvLockRequestName, Value: n.Lock},
+		lockOrDryRun(spec, n),
 		{Name: schemas.EnvPodName, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
 		{Name: schemas.EnvPodUID, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.uid"}}},
 	}

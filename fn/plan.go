@@ -125,21 +125,34 @@ func Decide(r Restore, spec *schemas.Spec, vs []schemas.Violation, resolved bool
 			Message: fmt.Sprintf("the restore's spec is invalid (%d problem(s)); nothing was composed: %s", len(vs), joinViolations(vs))}
 	}
 
-	p := Plan{Auth: auth, RBAC: !terminal, Lock: !terminal, KeepObservedJob: keepJob}
+	// A dry run takes no lock: it sends nothing, and must never make a
+	// backup or an upgrade wait.
+	p := Plan{Auth: auth, RBAC: !terminal, Lock: !terminal && !spec.DryRun, KeepObservedJob: keepJob}
 	held := o.LockState == schemas.LockHeld && o.LockHeldBy == holder
+	job := "restore Job"
+	if spec.DryRun {
+		job = "dry run's Job"
+	}
 	switch {
 	case terminal:
 		p.Stage = StageFinished
 		p.Message = fmt.Sprintf("the restore is %s", r.Phase)
+	case o.JobComplete && spec.DryRun:
+		p.Stage = StageJobComplete
+		p.Message = "the dry run's Job succeeded: see status.dryRun for its report"
 	case o.JobComplete:
 		p.Stage = StageJobComplete
 		p.Message = "the restore Job succeeded; the reconciler restarts the OpenBao pods and then releases the lock"
 	case o.JobFailed:
 		p.Stage = StageJobFailed
-		p.Message = "the restore Job failed; see the restore's phase and message"
+		p.Message = "the " + job + " failed; see the restore's phase and message"
 	case keepJob:
 		p.Stage = StageJobComposed
-		p.Message = "the restore Job is running"
+		p.Message = "the " + job + " is running"
+	case spec.DryRun:
+		p.Stage = StageJobComposed
+		p.Job = true
+		p.Message = fmt.Sprintf("dry run: the Job that checks the restore into OpenBaoCluster %s is composed; no lock is taken and nothing is sent", spec.Cluster)
 	case held:
 		p.Stage = StageJobComposed
 		p.Job = true

@@ -97,18 +97,21 @@ const (
 // TerminationMessage is the JSON the executor writes to
 // /dev/termination-log for the reconciler. It never holds a secret.
 type TerminationMessage struct {
-	SnapshotKey     string       `json:"snapshotKey,omitempty"`
-	SnapshotSize    int64        `json:"snapshotSize,omitempty"`
-	SHA256          string       `json:"sha256,omitempty"`
-	Archive         *ArchiveInfo `json:"archive,omitempty"`
-	Endpoint        string       `json:"endpoint,omitempty"`
-	Duration        string       `json:"duration,omitempty"`
-	Submitted       bool         `json:"submitted"`
-	Sealed          *bool        `json:"sealed,omitempty"`
-	ClusterIDBefore string       `json:"clusterIDBefore,omitempty"`
-	ClusterIDAfter  string       `json:"clusterIDAfter,omitempty"`
-	ExitCode        int          `json:"exitCode"`
-	Message         string       `json:"message,omitempty"`
+	SnapshotKey  string       `json:"snapshotKey,omitempty"`
+	SnapshotSize int64        `json:"snapshotSize,omitempty"`
+	SHA256       string       `json:"sha256,omitempty"`
+	Archive      *ArchiveInfo `json:"archive,omitempty"`
+	// DryRun is set by a dry run, which sends nothing; Checks is its report.
+	DryRun          bool    `json:"dryRun,omitempty"`
+	Checks          []Check `json:"checks,omitempty"`
+	Endpoint        string  `json:"endpoint,omitempty"`
+	Duration        string  `json:"duration,omitempty"`
+	Submitted       bool    `json:"submitted"`
+	Sealed          *bool   `json:"sealed,omitempty"`
+	ClusterIDBefore string  `json:"clusterIDBefore,omitempty"`
+	ClusterIDAfter  string  `json:"clusterIDAfter,omitempty"`
+	ExitCode        int     `json:"exitCode"`
+	Message         string  `json:"message,omitempty"`
 }
 
 // ArchiveInfo is what the executor read from a snapshot archive it checked:
@@ -170,7 +173,42 @@ const (
 	// that takes the body and stalls ends the run with exit 11 and a reason,
 	// long before the Job's deadline would end it without one.
 	EnvAnswerTimeout = "RESTORE_ANSWER_TIMEOUT"
+	// EnvDryRun=true runs every check of a restore, the whole object
+	// through the size, digest and archive checks included, and sends
+	// nothing: no lock request, no submission record, no POST.
+	EnvDryRun = "RESTORE_DRY_RUN"
 )
+
+// The checks of a run, named in a dry run's report (TerminationMessage.Checks)
+// in the order they run.
+const (
+	CheckConfig     = "configuration" // the environment and mounted files
+	CheckObject     = "object"        // the object exists (HEAD), with an acceptable size and the size pin
+	CheckLeader     = "leader"        // the active OpenBao node answers
+	CheckAuth       = "auth"          // the token or JWT login
+	CheckCapability = "capability"    // update on the endpoint a restore would use
+	CheckClusterPin = "clusterPin"    // the cluster's cluster_id and version pins
+	CheckSnapshot   = "snapshot"      // the whole object: size, digest pin and archive
+)
+
+// DryRunReport is status.dryRun: what a dry run found, from the executor's
+// termination message (the reconciler writes it).
+type DryRunReport struct {
+	SnapshotKey  string       `json:"snapshotKey,omitempty"`
+	SnapshotSize int64        `json:"snapshotSize,omitempty"`
+	SHA256       string       `json:"sha256,omitempty"`
+	Endpoint     string       `json:"endpoint,omitempty"`
+	ClusterID    string       `json:"clusterID,omitempty"`
+	Archive      *ArchiveInfo `json:"archive,omitempty"`
+	Checks       []Check      `json:"checks,omitempty"`
+}
+
+// Check is one check of a dry run and what it found.
+type Check struct {
+	Name    string `json:"name"`
+	Passed  bool   `json:"passed"`
+	Message string `json:"message"`
+}
 
 // Mount paths in the restore pod, as in openbao-operator.
 const (
@@ -247,6 +285,9 @@ const (
 	// does not compare-and-swap took the lock from the request while it
 	// held it; False once the request took it back.
 	CondLockTaken = "LockTaken"
+	// CondDryRun is on a dry run's XR: True when every check passed
+	// (reason Passed), False naming the check that failed (CheckFailed).
+	CondDryRun = "DryRun"
 	// CondRestartBlocked is on the XR while the API refuses the eviction
 	// of the next OpenBao pod to restart (RBAC, admission, the disruption
 	// budget); False once that pod was evicted.

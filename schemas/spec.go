@@ -11,6 +11,7 @@ type Spec struct {
 	Image                 string     `json:"image,omitempty"`
 	Force                 bool       `json:"force"`
 	OverrideOperationLock bool       `json:"overrideOperationLock"`
+	DryRun                bool       `json:"dryRun"`
 }
 
 // Source is the snapshot to restore.

@@ -191,6 +191,27 @@ func status() obj {
 							"healthyAt": obj{"type": "string", "format": "date-time", "description": "When its replacement was Ready, initialized and unsealed."},
 						}}},
 				}},
+			"dryRun": obj{"type": "object", "description": "What a dry run (spec.dryRun) found: what would be restored and every check's verdict. Nothing was sent. Written by the reconciler from the executor's report.",
+				"properties": obj{
+					"snapshotKey":  str("The object that would be restored."),
+					"snapshotSize": obj{"type": "integer", "format": "int64", "description": "Its size in bytes."},
+					"sha256":       str("The SHA-256 of the whole object, as read."),
+					"endpoint":     str("The endpoint a restore would use: snapshot, or snapshot-force with spec.force."),
+					"clusterID":    str("The cluster_id of the cluster that would be restored into."),
+					"archive": obj{"type": "object", "description": "The snapshot archive's metadata, once its checks passed.",
+						"properties": obj{
+							"id": str("The Raft snapshot's ID."), "index": obj{"type": "integer", "format": "int64", "description": "The Raft index it was taken at."},
+							"term":       obj{"type": "integer", "format": "int64", "description": "The Raft term it was taken in."},
+							"stateSize":  obj{"type": "integer", "format": "int64", "description": "The size of its data (state.bin) in bytes."},
+							"sealedSums": obj{"type": "boolean", "description": "It carries SHA256SUMS.sealed, which only the source cluster's seal opens (OpenBao checks it on a real restore)."},
+						}},
+					"checks": obj{"type": "array", "description": "Every check, in the order they ran; a failed one is last.",
+						"items": obj{"type": "object", "properties": obj{
+							"name":    str("configuration, object, leader, auth, capability, clusterPin or snapshot."),
+							"passed":  obj{"type": "boolean", "description": "Whether it passed."},
+							"message": str("What it found."),
+						}}},
+				}},
 			"execution": obj{"type": "object", "description": "What the reconciler did beyond the phase. Written by the reconciler.",
 				"properties": obj{
 					"nudgedAt": obj{"type": "string", "format": "date-time", "description": "When a finished restore was last written again because Crossplane's watch circuit breaker had stopped watching the XR (Responsive=False), so that the function sees the phase."},
@@ -205,6 +226,7 @@ func version(spec obj) obj {
 		"additionalPrinterColumns": []any{
 			obj{"name": "Cluster", "type": "string", "jsonPath": ".spec.cluster"},
 			obj{"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+			obj{"name": "Dry-Run", "type": "boolean", "jsonPath": ".spec.dryRun"},
 			obj{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 			obj{"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
 		},

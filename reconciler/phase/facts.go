@@ -31,6 +31,8 @@ type Facts struct {
 	FunctionInvalid string
 	// Force skips the cluster's readiness checks (spec.force).
 	Force bool
+	// DryRun is spec.dryRun: no lock, nothing sent, no restart.
+	DryRun bool
 	// Cluster is the OpenBaoCluster; nil when it does not exist.
 	Cluster *Cluster
 	// Lock is the LockRequest; nil when none exists.
@@ -110,6 +112,7 @@ func (r *Reconciler) facts(ctx context.Context, xr *unstructured.Unstructured, c
 	spec, _, _ := unstructured.NestedMap(xr.Object, "spec")
 	f := Facts{UID: string(xr.GetUID()), Now: r.Now(), Ack: xr.GetAnnotations()[schemas.AcknowledgeAnnotation], Timeouts: r.Restart.Timeouts}
 	f.Force, _, _ = unstructured.NestedBool(spec, "force")
+	f.DryRun, _, _ = unstructured.NestedBool(spec, "dryRun")
 	if err := r.verdicts(&f, xr, spec, ns); err != nil || ns == "" {
 		return f, err
 	}

@@ -91,6 +91,8 @@ func Next(cur Status, f Facts) (Status, []Event) {
 		next.Phase, next.Message = schemas.PhasePending, "waiting for the OpenBaoCluster to be initialized (or set spec.force to restore into an uninitialized cluster)"
 	case !f.Force && f.Cluster.Upgrading:
 		next.Phase, next.Message = schemas.PhasePending, "waiting for the OpenBaoCluster's upgrade to finish (or set spec.force)"
+	case f.DryRun:
+		next.Phase, next.Message = schemas.PhaseValidating, "dry run: no lock is taken; waiting for the dry run's Job"
 	case f.Lock != nil && f.Lock.State == schemas.LockWaiting:
 		next.Phase, next.Message = schemas.PhasePending, "waiting for the operation lock: "+f.Lock.Message
 	case f.Lock != nil && f.Lock.State == schemas.LockHeld && f.Lock.HeldBy == f.Lock.Holder:
@@ -148,6 +150,9 @@ func restarting(cur, next Status, f Facts) (Status, []Event) {
 
 // followJob decides from the Job.
 func followJob(next Status, f Facts) Status {
+	if f.DryRun {
+		return followDryRun(next, f)
+	}
 	j := f.Job
 	switch {
 	case j.Complete:

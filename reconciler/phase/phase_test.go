@@ -27,6 +27,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/openbao-restore/openbao-restore/internal/baotest"
 	"github.com/openbao-restore/openbao-restore/internal/testbed"
 	"github.com/openbao-restore/openbao-restore/reconciler/phase"
@@ -893,4 +894,56 @@ func TestNudgeWhenCircuitOpen(t *testing.T) {
 		got := status(t, get(t, env, xr))
 		return got.Execution != nil && got.Execution.NudgedAt != nil && got.Phase == schemas.PhaseCompleted, nil
 	})
+}
+
+// A dry run against the API: Validating with no lock request, then, from
+// its Job's report, Completed with status.dryRun and the DryRun condition,
+// and no pod evicted; a failed one is Failed naming the check, never
+// Unknown.
+func TestDryRunReport(t *testing.T) {
+	t.Parallel()
+	env, ns, _ := startRestoring(t)
+	ctx := context.Background()
+	pod := &corev1.Pod{}
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "prod-0"}, pod); err != nil {
+		t.Fatal(err)
+	}
+	dry := func(spec map[string]any) { spec["dryRun"] = true }
+	xr := createXR(t, env, ns, dry)
+	st := waitPhase(t, env, xr, schemas.PhaseValidating)
+	if !strings.Contains(st.Message, "no lock is taken") || condition(st, schemas.CondLockHeld).Type != "" {
+		t.Errorf("status %+v", st)
+	}
+	report := `{"dryRun":true,"submitted":false,"exitCode":0,"snapshotKey":"clusters/prod/a.snap","snapshotSize":42317,"sha256":"ab","endpoint":"snapshot","clusterIDBefore":"c-1",` +
+		`"archive":{"id":"2-42-1","index":42,"term":2,"stateSize":40000,"sealedSums":true},` +
+		`"checks":[{"name":"object","passed":true,"message":"exists"},{"name":"snapshot","passed":true,"message":"read whole"}],` +
+		`"message":"dry run: every check passed; a restore would send clusters/prod/a.snap. Nothing was submitted"}`
+	createJob(t, env, ns, xr, 0, report)
+	st = waitPhase(t, env, xr, schemas.PhaseCompleted)
+	want := &schemas.DryRunReport{SnapshotKey: "clusters/prod/a.snap", SnapshotSize: 42317, SHA256: "ab", Endpoint: "snapshot", ClusterID: "c-1",
+		Archive: &schemas.ArchiveInfo{ID: "2-42-1", Index: 42, Term: 2, StateSize: 40000, SealedSums: true},
+		Checks:  []schemas.Check{{Name: "object", Passed: true, Message: "exists"}, {Name: "snapshot", Passed: true, Message: "read whole"}}}
+	if diff := cmp.Diff(want, st.DryRun); diff != "" {
+		t.Errorf("status.dryRun (-want +got):\n%s", diff)
+	}
+	if c := condition(st, schemas.CondDryRun); c.Status != "True" || c.Reason != "Passed" || st.Restart != nil || st.SnapshotKey != "" {
+		t.Errorf("status %+v", st)
+	}
+	var locks lockv1alpha1.LockRequestList
+	if err := env.Client.List(ctx, &locks, client.InNamespace(ns)); err != nil || len(locks.Items) != 0 {
+		t.Errorf("lock requests %d: %v", len(locks.Items), err)
+	}
+	after := &corev1.Pod{}
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "prod-0"}, after); err != nil || after.UID != pod.UID || after.DeletionTimestamp != nil {
+		t.Errorf("the OpenBao pod was restarted or is going: %v", err)
+	}
+
+	failed := createXRNamed(t, env, ns, ns+"-failed", dry)
+	createJob(t, env, ns, failed, 6, `{"dryRun":true,"submitted":false,"exitCode":6,"checks":[{"name":"snapshot","passed":false,"message":"not sound"}],`+
+		`"message":"dry run: the check snapshot failed: the snapshot archive is not sound. Nothing was submitted"}`)
+	st = waitPhase(t, env, failed, schemas.PhaseFailed)
+	if c := condition(st, schemas.CondDryRun); c.Status != "False" || c.Reason != "CheckFailed" || !strings.Contains(c.Message, "the check snapshot failed") ||
+		st.DryRun == nil || len(st.DryRun.Checks) != 1 {
+		t.Errorf("status %+v", st)
+	}
 }

@@ -43,6 +43,9 @@ type Status struct {
 	// succeeded (or a Resume).
 	Restart   *restart.Restart `json:"restart,omitempty"`
 	Execution *Execution       `json:"execution,omitempty"`
+	// DryRun is a dry run's report, from the executor's termination
+	// message.
+	DryRun *schemas.DryRunReport `json:"dryRun,omitempty"`
 }
 
 // Execution is what the reconciler did beyond the phase.
@@ -69,7 +72,7 @@ func ReadStatus(xr *unstructured.Unstructured) (Status, error) {
 
 func owned(t string) bool {
 	return t == schemas.CondRestored || t == schemas.CondLockHeld || t == schemas.CondOverride || t == schemas.CondIdentityChanged ||
-		t == schemas.CondLockTaken || t == schemas.CondRestartBlocked
+		t == schemas.CondLockTaken || t == schemas.CondRestartBlocked || t == schemas.CondDryRun
 }
 
 // sameStatus reports whether a and b write the same status: conditions in

@@ -55,6 +55,8 @@ type realBed struct {
 	store *s3test.Server
 	bao   *baotest.Cluster
 	ns    string
+	// snap is the happy path's snapshot, stored as clusters/prod/e2e.snap.
+	snap []byte
 }
 
 // TestRealRestore runs the scenarios with every part real: Crossplane
@@ -92,6 +94,7 @@ func TestRealRestore(t *testing.T) {
 	// In order: each leaves the cluster healthy and its lock free.
 	t.Run("HappyPath", r.happyPath)
 	t.Run("MissingSnapshotKey", r.missingKey)
+	t.Run("DryRun", r.dryRun)
 	t.Run("LockContention", r.lockContention)
 	t.Run("BreakGlass", r.breakGlass)
 	t.Run("ForeignSnapshotWithForce", r.foreignSnapshot)
@@ -141,6 +144,7 @@ func (r *realBed) happyPath(t *testing.T) {
 	snap := bao.Snapshot(t)
 	const key = "clusters/prod/e2e.snap"
 	r.store.Put(t, key, snap)
+	r.snap = snap
 	sum := sha256.Sum256(snap)
 	bao.Put(t, "app/db", "password-after-snapshot")
 	bao.Put(t, "app/new", "written-after-snapshot")
