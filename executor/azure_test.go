@@ -126,8 +126,11 @@ func TestRestoreAzure(t *testing.T) {
 	writeCred(schemas.KeyAzureConnString, conn)
 	delete(f.env, schemas.EnvEndpoint)
 	f.env[schemas.EnvExpectedDigest] = digestOf(f.snap)
+	// With a required safety snapshot: streamed into the store first.
+	f.env[schemas.EnvSafetySnapshot] = schemas.SafetyRequired
+	f.env[schemas.EnvClusterNamespace], f.env[schemas.EnvClusterName], f.env[schemas.EnvRestoreRequestName] = "vault", "prod", "r1"
 	code, tm = f.run(t, Options{Recorder: &MemoryRecorder{}, HoldBack: 4096})
-	if code != schemas.ExitOK || !tm.Submitted {
+	if code != schemas.ExitOK || !tm.Submitted || tm.Safety == nil || tm.Safety.Size == 0 || !strings.HasPrefix(tm.Safety.URL, "azure://") {
 		t.Fatalf("exit %d: %s\n%s", code, tm.Message, f.log)
 	}
 	f.restored(t)

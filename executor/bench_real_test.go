@@ -553,12 +553,7 @@ func BenchmarkSeaweedFS(b *testing.B) {
 // the benchmark waits until the node is active again (OpenBao pauses about
 // 5 s), outside the measured transfer.
 func BenchmarkOpenBao(b *testing.B) {
-	want := envSize("EXECUTOR_BENCH_OPENBAO_SIZE", 256<<20)
-	c := baotest.Start(b, 1)
-	t0 := time.Now()
-	fillBao(b, c, want)
-	snap := c.Snapshot(b)
-	b.Logf("OpenBao: wrote %s of kv data and took a %s snapshot in %s", human(want), human(int64(len(snap))), time.Since(t0).Round(time.Millisecond))
+	c, snap := filledBao(b, envSize("EXECUTOR_BENCH_OPENBAO_SIZE", 256<<20))
 	const key = "clusters/prod/bao.snap"
 	srv, rawURL := seaweed(b, key, snap)
 	addr := c.Nodes[0].Addr
@@ -573,6 +568,17 @@ func BenchmarkOpenBao(b *testing.B) {
 		settle:     5 * time.Second,
 	}
 	rounds(b, s)
+}
+
+// filledBao is a one-node OpenBao holding about want bytes of kv data,
+// and its snapshot.
+func filledBao(b *testing.B, want int64) (*baotest.Cluster, []byte) {
+	c := baotest.Start(b, 1)
+	t0 := time.Now()
+	fillBao(b, c, want)
+	snap := c.Snapshot(b)
+	b.Logf("OpenBao: wrote %s of kv data and took a %s snapshot in %s", human(want), human(int64(len(snap))), time.Since(t0).Round(time.Millisecond))
+	return c, snap
 }
 
 // fillBao writes about total bytes of random data into kv-v2, in values of

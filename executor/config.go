@@ -81,6 +81,8 @@ type Config struct {
 	Force bool
 	// DryRun runs every check and sends nothing (schemas.EnvDryRun).
 	DryRun bool
+	// SafetySnapshot is Required, BestEffort or Off (schemas.EnvSafetySnapshot).
+	SafetySnapshot string
 
 	AuthMethod string // jwt or token
 	JWTRole    string
@@ -201,6 +203,14 @@ func LoadConfig(env func(string) string, p Paths) (*Config, error) {
 	c.WebIdentityFile = get(schemas.EnvAWSWebIdentityFile)
 	c.Force = boolean(schemas.EnvRestoreForce, false)
 	c.DryRun = boolean(schemas.EnvDryRun, false)
+	switch v := get(schemas.EnvSafetySnapshot); v {
+	case "", schemas.SafetyOff:
+		c.SafetySnapshot = schemas.SafetyOff
+	case schemas.SafetyRequired, schemas.SafetyBestEffort:
+		c.SafetySnapshot = v
+	default:
+		bad("%s=%q is not %s, %s or %s", schemas.EnvSafetySnapshot, v, schemas.SafetyRequired, schemas.SafetyBestEffort, schemas.SafetyOff)
+	}
 	if c.Key == "" {
 		bad("%s is required: the full object path of the snapshot", schemas.EnvRestoreKey)
 	}

@@ -35,8 +35,11 @@ func TestRestoreGCS(t *testing.T) {
 
 	f.env[schemas.EnvRestoreKey] = f.key
 	f.env[schemas.EnvExpectedDigest] = digestOf(f.snap)
+	// With a required safety snapshot: streamed into the store first.
+	f.env[schemas.EnvSafetySnapshot] = schemas.SafetyRequired
+	f.env[schemas.EnvClusterNamespace], f.env[schemas.EnvClusterName], f.env[schemas.EnvRestoreRequestName] = "vault", "prod", "r1"
 	code, tm = f.run(t, Options{Recorder: &MemoryRecorder{}, HoldBack: 4096})
-	if code != schemas.ExitOK || !tm.Submitted {
+	if code != schemas.ExitOK || !tm.Submitted || tm.Safety == nil || tm.Safety.Size == 0 || !strings.HasPrefix(tm.Safety.URL, "gs://gsnaps/") {
 		t.Fatalf("exit %d: %s\n%s", code, tm.Message, f.log)
 	}
 	f.restored(t)

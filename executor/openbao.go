@@ -200,9 +200,24 @@ func (b *bao) loginJWT(ctx context.Context, addr, role string, jwt Secret) (Secr
 	return Secret(r.Auth.ClientToken), nil
 }
 
+// snapshotPath is where OpenBao serves its Raft snapshot (a GET) and
+// takes one to restore (a POST).
+const snapshotPath = "sys/storage/raft/snapshot"
+
 // canUpdate checks, before anything destructive, that the token may update
 // the restore endpoint: the anchor only finds out from the POST itself.
 func (b *bao) canUpdate(ctx context.Context, addr string, token Secret, path string) error {
+	return b.can(ctx, addr, token, path, "update", "restore")
+}
+
+// canRead checks that the token may read path (a safety snapshot's GET).
+func (b *bao) canRead(ctx context.Context, addr string, token Secret, path string) error {
+	return b.can(ctx, addr, token, path, "read", "take the safety snapshot")
+}
+
+// can checks, with sys/capabilities-self, that the token has capability
+// (or root) on path, before anything is done with it; what says what for.
+func (b *bao) can(ctx context.Context, addr string, token Secret, path, capability, what string) error {
 	code, out, err := b.do(ctx, http.MethodPost, addr, "/v1/sys/capabilities-self", token, map[string][]string{"paths": {path}}, 10*time.Second)
 	if err != nil {
 		return err
@@ -230,11 +245,11 @@ func (b *bao) canUpdate(ctx context.Context, addr string, token Secret, path str
 		if c == "deny" {
 			break
 		}
-		if c == "update" || c == "root" {
+		if c == capability || c == "root" {
 			return nil
 		}
 	}
-	return fail(schemas.ExitAuth, nil, "the token may not restore: its capabilities on %s are %v, and update is needed", path, caps)
+	return fail(schemas.ExitAuth, nil, "the token may not %s: its capabilities on %s are %v, and %s is needed", what, path, caps, capability)
 }
 
 // baoErrors extracts OpenBao's error list. OpenBao never echoes a token or a

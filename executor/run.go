@@ -256,7 +256,23 @@ func (r *run) run(ctx context.Context, env func(string) string) error {
 	if err := r.retry(ctx, "capabilities check", func() error { return r.bao.canUpdate(ctx, addr, token, path) }); err != nil {
 		return err
 	}
-	r.pass("the token may update "+path, schemas.CheckClusterPin)
+	caps := "the token may update " + path
+	if cfg.SafetySnapshot != schemas.SafetyOff {
+		// The safety snapshot reads the cluster's state first.
+		err := r.retry(ctx, "capabilities check", func() error { return r.bao.canRead(ctx, addr, token, snapshotPath) })
+		switch {
+		case err == nil:
+			caps += " and read " + snapshotPath + " (the safety snapshot)"
+		case cfg.SafetySnapshot == schemas.SafetyRequired:
+			return safetyRequired(err)
+		case ExitCode(err) != schemas.ExitAuth:
+			return err
+		default:
+			r.logf("WARNING: %v: the restore goes on without a safety snapshot (%s=%s)", err, schemas.EnvSafetySnapshot, cfg.SafetySnapshot)
+			r.tm.Safety = &schemas.SafetySnapshot{Skipped: err.Error()}
+		}
+	}
+	r.pass(caps, schemas.CheckClusterPin)
 
 	// 5. Cluster pins, where the cluster can tell.
 	if cfg.ExpectedClusterID != "" && before.ClusterID != cfg.ExpectedClusterID {
@@ -270,7 +286,15 @@ func (r *run) run(ctx context.Context, env func(string) string) error {
 		return r.dryRun(ctx, src, info, addr)
 	}
 
-	// 6. Stream, check, record, release: retried only while the tail has
+	// 6. The safety snapshot: the cluster's state as it is, stored before
+	// anything can change it.
+	if cfg.SafetySnapshot != schemas.SafetyOff && r.tm.Safety == nil {
+		if err := r.safetySnapshot(ctx, src, addr, token, before.ClusterID); err != nil {
+			return err
+		}
+	}
+
+	// 7. Stream, check, record, release: retried only while the tail has
 	// not been released, which is exactly while nothing can have been applied.
 	var submitted bool
 	attempt := 0
@@ -297,7 +321,7 @@ func (r *run) run(ctx context.Context, env func(string) string) error {
 		return err
 	}
 
-	// 7. After the restore: wait for the node, report seal and identity.
+	// 8. After the restore: wait for the node, report seal and identity.
 	return r.after(ctx, addr)
 }
 
@@ -374,6 +398,11 @@ func (r *run) after(ctx context.Context, addr string) error {
 		return fail(schemas.ExitVerification, nil, "restored, but the cluster_id is now %s while %s pins %s. %s", h.ClusterID, schemas.EnvExpectedClusterID, r.cfg.ExpectedClusterID, strings.Join(notes, ". "))
 	}
 	r.tm.Message = fmt.Sprintf("restored %s (%d bytes, sha256:%s) into %s via %s", r.tm.SnapshotKey, r.tm.SnapshotSize, r.tm.SHA256, addr, r.cfg.RestoreEndpoint())
+	if s := r.tm.Safety; s != nil && s.Skipped == "" {
+		r.tm.Message += fmt.Sprintf(". Safety snapshot of the state before: %s (%d bytes, sha256:%s)", s.URL, s.Size, s.SHA256)
+	} else if s != nil {
+		notes = append(notes, "WARNING: no safety snapshot was taken: "+s.Skipped)
+	}
 	if len(notes) > 0 {
 		r.tm.Message += ". " + strings.Join(notes, ". ")
 	}

@@ -23,6 +23,9 @@ type Source interface {
 	List(ctx context.Context, prefix string, max int) ([]string, error)
 	// URL names the object for messages, e.g. s3://bucket/key.
 	URL(key string) string
+	// Put streams r into a new object in constant memory (a safety
+	// snapshot); access refused is coded ExitStorage.
+	Put(ctx context.Context, key string, r io.Reader) error
 }
 
 // ObjectInfo is what a HEAD tells.

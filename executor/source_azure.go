@@ -13,6 +13,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blob"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/bloberror"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blockblob"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
 
 	"github.com/openbao-restore/openbao-restore/schemas"
@@ -122,6 +123,15 @@ func (a *azureSource) List(ctx context.Context, prefix string, max int) ([]strin
 		}
 	}
 	return keys, nil
+}
+
+// Put streams r as a block blob, 4 MiB blocks one at a time.
+func (a *azureSource) Put(ctx context.Context, key string, r io.Reader) error {
+	_, err := a.c.NewBlockBlobClient(key).UploadStream(ctx, r, &blockblob.UploadStreamOptions{BlockSize: 4 << 20, Concurrency: 1})
+	if err != nil {
+		return putFailure(err, a.classify(err, "write "+a.URL(key)))
+	}
+	return nil
 }
 
 func (a *azureSource) classify(err error, what string) error {

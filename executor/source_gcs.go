@@ -108,6 +108,24 @@ func (g *gcsSource) List(ctx context.Context, prefix string, max int) ([]string,
 	return keys, nil
 }
 
+// Put streams r with a resumable upload, 8 MiB at a time.
+func (g *gcsSource) Put(ctx context.Context, key string, r io.Reader) error {
+	// Cancelling the writer's context abandons the upload: no object.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	w := g.c.Bucket(g.bucket).Object(key).NewWriter(ctx)
+	w.ChunkSize = 8 << 20
+	w.ContentType = "application/octet-stream"
+	if _, err := io.Copy(w, r); err != nil {
+		cancel()
+		return putFailure(err, g.classify(err, "write "+g.URL(key)))
+	}
+	if err := w.Close(); err != nil {
+		return g.classify(err, "write "+g.URL(key))
+	}
+	return nil
+}
+
 func (g *gcsSource) classify(err error, what string) error {
 	if t := tlsFailure(err); t != "" {
 		return fail(schemas.ExitStorage, nil, "%s: TLS verification failed (%s): set insecureSkipVerify or use a trusted endpoint", what, t)

@@ -1,6 +1,7 @@
 package executor
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -16,15 +17,21 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go"
 
 	"github.com/openbao-restore/openbao-restore/schemas"
 )
 
 type s3Source struct {
-	c      *s3.Client
-	bucket string
+	c        *s3.Client
+	bucket   string
+	partSize int // of an upload: putPartSize (tests make it smaller)
 }
+
+// putPartSize is the part of a multipart upload, above S3's smallest (5
+// MiB, but for the last) and the one buffer an upload holds.
+const putPartSize = 8 << 20
 
 func newS3Source(_ context.Context, cfg *Config) (Source, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
@@ -69,7 +76,7 @@ func newS3Source(_ context.Context, cfg *Config) (Source, error) {
 	default:
 		o.Credentials = aws.AnonymousCredentials{}
 	}
-	return &s3Source{c: s3.New(o), bucket: cfg.Bucket}, nil
+	return &s3Source{c: s3.New(o), bucket: cfg.Bucket, partSize: putPartSize}, nil
 }
 
 func (s *s3Source) URL(key string) string { return "s3://" + s.bucket + "/" + key }
@@ -107,6 +114,61 @@ func (s *s3Source) List(ctx context.Context, prefix string, max int) ([]string, 
 		}
 	}
 	return keys, nil
+}
+
+// Put streams r in parts of partSize, one part in memory at a time: one
+// PutObject when r fits in a part, else a multipart upload, aborted on
+// any failure so that no parts are left behind.
+func (s *s3Source) Put(ctx context.Context, key string, r io.Reader) error {
+	what := "write " + s.URL(key)
+	buf := make([]byte, s.partSize)
+	n, err := fill(r, buf)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return putFailure(err, nil)
+	}
+	if err != nil {
+		_, perr := s.c.PutObject(ctx, &s3.PutObjectInput{Bucket: &s.bucket, Key: &key, Body: bytes.NewReader(buf[:n]), ContentLength: aws.Int64(int64(n))})
+		if perr != nil {
+			return s.classify(perr, what)
+		}
+		return nil
+	}
+	up, cerr := s.c.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: &s.bucket, Key: &key})
+	if cerr != nil {
+		return s.classify(cerr, what)
+	}
+	abort := func(e error) error {
+		// Not the request's context: an interrupted upload is aborted too.
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		_, _ = s.c.AbortMultipartUpload(actx, &s3.AbortMultipartUploadInput{Bucket: &s.bucket, Key: &key, UploadId: up.UploadId})
+		return e
+	}
+	var parts []types.CompletedPart
+	for num := int32(1); ; num++ {
+		out, uerr := s.c.UploadPart(ctx, &s3.UploadPartInput{Bucket: &s.bucket, Key: &key, UploadId: up.UploadId, PartNumber: aws.Int32(num),
+			Body: bytes.NewReader(buf[:n]), ContentLength: aws.Int64(int64(n))})
+		if uerr != nil {
+			return abort(s.classify(uerr, what))
+		}
+		parts = append(parts, types.CompletedPart{ETag: out.ETag, PartNumber: aws.Int32(num)})
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		n, err = fill(r, buf)
+		if err != nil && !errors.Is(err, io.EOF) {
+			return abort(putFailure(err, nil))
+		}
+		if n == 0 {
+			break
+		}
+	}
+	_, err = s.c.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{Bucket: &s.bucket, Key: &key, UploadId: up.UploadId,
+		MultipartUpload: &types.CompletedMultipartUpload{Parts: parts}})
+	if err != nil {
+		return abort(s.classify(err, what))
+	}
+	return nil
 }
 
 // classify maps an SDK error to an exit code. It reports the error code and

@@ -221,8 +221,13 @@ func progress(logf func(string, ...any), what string, total int64, done func() i
 				n := done()
 				el := time.Since(start).Seconds()
 				rate := float64(n) / el
+				if total <= 0 {
+					// A stream of unknown length: what went, and how fast.
+					logf("%s: %s, %s/s", what, human(n), human(int64(rate)))
+					continue
+				}
 				eta := "unknown"
-				if rate > 0 && total > 0 {
+				if rate > 0 {
 					eta = (time.Duration(float64(total-n)/rate) * time.Second).Round(time.Second).String()
 				}
 				logf("%s: %s of %s (%.0f%%), %s/s, ETA %s", what, human(n), human(total), 100*float64(n)/float64(max(total, 1)), human(int64(rate)), eta)

@@ -19,6 +19,7 @@ import (
 	fnv1 "github.com/crossplane/function-sdk-go/proto/v1"
 	"github.com/crossplane/function-sdk-go/resource"
 
+	"github.com/openbao-restore/openbao-restore/input/v1beta1"
 	"github.com/openbao-restore/openbao-restore/schemas"
 )
 
@@ -479,5 +480,31 @@ func TestDryRunJobAndRole(t *testing.T) {
 	spec.DryRun = false
 	if got := len(Role(r, spec, n).Rules); got != 4 {
 		t.Fatalf("a restore's Role has %d rules", got)
+	}
+}
+
+// The Job's safety snapshot mode: the spec's, else the Input's, else
+// Required.
+func TestJobSafetySnapshot(t *testing.T) {
+	r := Restore{Name: "x", Namespace: "vault", RequestName: "x", UID: xrUID}
+	mode := func(spec *schemas.Spec, in *v1beta1.Input) string {
+		j := Job(r, spec, &Cluster{Replicas: 3}, schemas.Auth{Method: "token"}, SettingsFrom(in), NamesFor(r.Name))
+		for _, e := range j.Spec.Template.Spec.Containers[0].Env {
+			if e.Name == schemas.EnvSafetySnapshot {
+				return e.Value
+			}
+		}
+		return ""
+	}
+	spec := &schemas.Spec{Cluster: "prod", TokenSecretRef: &schemas.SecretRef{Name: "tok"}}
+	if got := mode(spec, nil); got != schemas.SafetyRequired {
+		t.Errorf("default %q", got)
+	}
+	if got := mode(spec, &v1beta1.Input{SafetySnapshot: schemas.SafetyBestEffort}); got != schemas.SafetyBestEffort {
+		t.Errorf("Input's %q", got)
+	}
+	spec.SafetySnapshot = schemas.SafetyOff
+	if got := mode(spec, &v1beta1.Input{SafetySnapshot: schemas.SafetyBestEffort}); got != schemas.SafetyOff {
+		t.Errorf("spec's %q", got)
 	}
 }

@@ -42,6 +42,8 @@ type Settings struct {
 	Resources               corev1.ResourceRequirements
 	PodSecurity             string
 	AllowInsecureEndpoints  bool
+	// SafetySnapshot is the default of spec.safetySnapshot.
+	SafetySnapshot string
 }
 
 // SettingsFrom applies the defaults to an Input.
@@ -52,6 +54,7 @@ func SettingsFrom(in *v1beta1.Input) Settings {
 		ActiveDeadlineSeconds:   v1beta1.DefaultActiveDeadlineSeconds,
 		TTLSecondsAfterFinished: v1beta1.DefaultTTLSecondsAfterFinished,
 		PodSecurity:             v1beta1.PodSecurityPinned,
+		SafetySnapshot:          schemas.SafetyRequired,
 		Resources: corev1.ResourceRequirements{
 			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("128Mi")},
 			Limits:   corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("500m"), corev1.ResourceMemory: resource.MustParse("512Mi")},
@@ -80,6 +83,9 @@ func SettingsFrom(in *v1beta1.Input) Settings {
 		s.PodSecurity = in.PodSecurity
 	}
 	s.AllowInsecureEndpoints = in.AllowInsecureEndpoints
+	if in.SafetySnapshot != "" {
+		s.SafetySnapshot = in.SafetySnapshot
+	}
 	return s
 }
 
@@ -241,6 +247,11 @@ func Job(r Restore, spec *schemas.Spec, c *Cluster, auth schemas.Auth, set Setti
 		add(schemas.EnvExpectedSize, strconv.FormatInt(spec.Source.ExpectedSize, 10))
 	}
 	add(schemas.EnvExpectedClusterID, spec.Source.ExpectedClusterID)
+	safety := set.SafetySnapshot
+	if spec.SafetySnapshot != "" {
+		safety = spec.SafetySnapshot
+	}
+	add(schemas.EnvSafetySnapshot, safety)
 	add(schemas.EnvExpectedVersion, spec.Source.ExpectedVersion)
 
 	mounts := []corev1.VolumeMount{

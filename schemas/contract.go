@@ -1,6 +1,12 @@
 package schemas
 
-import "k8s.io/apimachinery/pkg/runtime/schema"
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/runtime/schema"
+)
 
 // The names every part of the system agrees on. The function composes
 // objects with them, the reconciler watches them, and the executor reads them;
@@ -101,6 +107,8 @@ type TerminationMessage struct {
 	SnapshotSize int64        `json:"snapshotSize,omitempty"`
 	SHA256       string       `json:"sha256,omitempty"`
 	Archive      *ArchiveInfo `json:"archive,omitempty"`
+	// Safety is the safety snapshot taken (or skipped) before the restore.
+	Safety *SafetySnapshot `json:"safety,omitempty"`
 	// DryRun is set by a dry run, which sends nothing; Checks is its report.
 	DryRun          bool    `json:"dryRun,omitempty"`
 	Checks          []Check `json:"checks,omitempty"`
@@ -177,7 +185,47 @@ const (
 	// through the size, digest and archive checks included, and sends
 	// nothing: no lock request, no submission record, no POST.
 	EnvDryRun = "RESTORE_DRY_RUN"
+	// EnvSafetySnapshot is Required, BestEffort or Off (unset: Off, as
+	// bao-backup has none): whether the executor first streams the
+	// cluster's current state into the object store (SafetySnapshotKey).
+	EnvSafetySnapshot = "RESTORE_SAFETY_SNAPSHOT"
 )
+
+// The safety snapshot modes (spec.safetySnapshot, the Input's default).
+const (
+	// SafetyRequired: no snapshot, no restore.
+	SafetyRequired = "Required"
+	// SafetyBestEffort: the restore goes on without one, and says so.
+	SafetyBestEffort = "BestEffort"
+	// SafetyOff: none is taken.
+	SafetyOff = "Off"
+)
+
+// SafetySnapshotKey is where a restore's safety snapshot is stored: under
+// the target's path prefix, by namespace, cluster and restore, with the
+// time (UTC, to the second) so that a retried Job never overwrites one.
+func SafetySnapshotKey(pathPrefix, namespace, cluster, restore string, at time.Time) string {
+	key := fmt.Sprintf("safety/%s/%s/%s-%s.snap", namespace, cluster, restore, at.UTC().Format("20060102T150405Z"))
+	if p := strings.Trim(pathPrefix, "/"); p != "" {
+		key = p + "/" + key
+	}
+	return key
+}
+
+// SafetySnapshot is what the executor took of the cluster before the
+// restore: the object, its digest and size, and whose state it is.
+type SafetySnapshot struct {
+	Key       string `json:"key,omitempty"`
+	URL       string `json:"url,omitempty"`
+	SHA256    string `json:"sha256,omitempty"`
+	Size      int64  `json:"size,omitempty"`
+	ClusterID string `json:"clusterID,omitempty"`
+	TakenAt   string `json:"takenAt,omitempty"`
+	// Duration is how long it took, stream and check (a Go duration).
+	Duration string `json:"duration,omitempty"`
+	// Skipped says why there is none, when BestEffort went on without it.
+	Skipped string `json:"skipped,omitempty"`
+}
 
 // The checks of a run, named in a dry run's report (TerminationMessage.Checks)
 // in the order they run.

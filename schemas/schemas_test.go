@@ -59,6 +59,7 @@ func TestInvalidExamples(t *testing.T) {
 		"link-local-endpoint":    {"spec.source.target.endpoint"},
 		"localhost-endpoint":     {"spec.source.target.endpoint", "spec.source.target.endpoint"},
 		"override-without-force": {"spec.overrideOperationLock"},
+		"dry-run-override":       {"spec.overrideOperationLock"},
 		"secret-namespace":       {"spec.source.target.credentialsSecretRef.namespace"},
 		"system-secret":          {"spec.tokenSecretRef.name"},
 		"unsupported-field":      {"spec.clusterTemplate"},

@@ -12,6 +12,7 @@ type Spec struct {
 	Force                 bool       `json:"force"`
 	OverrideOperationLock bool       `json:"overrideOperationLock"`
 	DryRun                bool       `json:"dryRun"`
+	SafetySnapshot        string     `json:"safetySnapshot,omitempty"`
 }
 
 // Source is the snapshot to restore.

@@ -76,4 +76,11 @@ type Input struct {
 	// object store endpoints. For test beds only.
 	// +optional
 	AllowInsecureEndpoints bool `json:"allowInsecureEndpoints,omitempty"`
+
+	// SafetySnapshot is the platform's default for a restore's
+	// spec.safetySnapshot: Required (no safety snapshot, no restore),
+	// BestEffort (restore without one, and say so) or Off. Default Required.
+	// +kubebuilder:validation:Enum=Required;BestEffort;Off
+	// +optional
+	SafetySnapshot string `json:"safetySnapshot,omitempty"`
 }

@@ -1,6 +1,6 @@
 // Package s3test runs a real S3 server for tests: SeaweedFS ("weed mini"),
-// which checks request signatures, on loopback, with one identity and one
-// bucket. The executor's tests and the end-to-end tests share it.
+// which checks request signatures, on loopback, with an identity that may
+// do anything, a read-only one, and one bucket. The executor's tests and the end-to-end tests share it.
 package s3test
 
 import (
@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -24,6 +25,8 @@ import (
 type Server struct {
 	URL                          string // http://127.0.0.1:<port>
 	Bucket, AccessKey, SecretKey string
+	// ReaderAccessKey and ReaderSecretKey may read and list, not write.
+	ReaderAccessKey, ReaderSecretKey string
 }
 
 // Start runs SeaweedFS until the test ends, with the identity
@@ -34,11 +37,19 @@ func Start(t testing.TB, accessKey, secretKey, bucket string) *Server {
 	dir := t.TempDir()
 	s3Port := freePortWithGRPC(t)
 	log := &bytes.Buffer{}
-	cmd := exec.Command(bin, "mini", "-dir="+dir, "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+	// Two identities: the given one may do anything, a reader may only
+	// read and list (a backup's credentials, often).
+	s := &Server{Bucket: bucket, AccessKey: accessKey, SecretKey: secretKey, ReaderAccessKey: "reader-" + accessKey, ReaderSecretKey: "reader-" + secretKey}
+	conf := fmt.Sprintf(`{"identities":[{"name":"admin","credentials":[{"accessKey":%q,"secretKey":%q}],"actions":["Admin","Read","List","Tagging","Write"]},`+
+		`{"name":"reader","credentials":[{"accessKey":%q,"secretKey":%q}],"actions":["Read","List"]}]}`, accessKey, secretKey, s.ReaderAccessKey, s.ReaderSecretKey)
+	if err := os.WriteFile(filepath.Join(dir, "s3.json"), []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "mini", "-dir="+dir, "-s3.config="+filepath.Join(dir, "s3.json"), "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
 		fmt.Sprintf("-master.port=%d", freePortWithGRPC(t)), fmt.Sprintf("-volume.port=%d", freePortWithGRPC(t)),
 		fmt.Sprintf("-filer.port=%d", freePortWithGRPC(t)), fmt.Sprintf("-s3.port=%d", s3Port),
 		"-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false", "-admin.ui=false", "-master.telemetry=false", "-bucket="+bucket)
-	cmd.Env = append(os.Environ(), "AWS_ACCESS_KEY_ID="+accessKey, "AWS_SECRET_ACCESS_KEY="+secretKey, "HOME="+dir)
+	cmd.Env = append(os.Environ(), "HOME="+dir)
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	if err := cmd.Start(); err != nil {
@@ -48,7 +59,7 @@ func Start(t testing.TB, accessKey, secretKey, bucket string) *Server {
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		_ = cmd.Wait()
 	})
-	s := &Server{URL: fmt.Sprintf("http://127.0.0.1:%d", s3Port), Bucket: bucket, AccessKey: accessKey, SecretKey: secretKey}
+	s.URL = fmt.Sprintf("http://127.0.0.1:%d", s3Port)
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
 		if r, err := http.Get(s.URL); err == nil { //nolint:noctx // a readiness probe

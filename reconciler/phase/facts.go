@@ -33,6 +33,8 @@ type Facts struct {
 	Force bool
 	// DryRun is spec.dryRun: no lock, nothing sent, no restart.
 	DryRun bool
+	// Origin is the restore as its user made it, for the undo claim.
+	Origin Origin
 	// Cluster is the OpenBaoCluster; nil when it does not exist.
 	Cluster *Cluster
 	// Lock is the LockRequest; nil when none exists.
@@ -106,6 +108,21 @@ type Pod struct {
 	Raw         string
 }
 
+// origin is what the user created: the claim of a legacy XR, or the
+// namespaced XR.
+func (r *Reconciler) origin(xr *unstructured.Unstructured, spec map[string]any, ns string) Origin {
+	o := Origin{APIVersion: xr.GetAPIVersion(), Kind: xr.GetKind(), Name: xr.GetName(), Namespace: ns, Spec: spec}
+	if r.namespaced() {
+		return o
+	}
+	ref, _, _ := unstructured.NestedStringMap(xr.Object, "spec", "claimRef")
+	if ref["name"] == "" {
+		return Origin{} // an XR without a claim: no claim to undo with
+	}
+	o.APIVersion, o.Kind, o.Name = ref["apiVersion"], ref["kind"], ref["name"]
+	return o
+}
+
 // facts gathers what Next decides from.
 func (r *Reconciler) facts(ctx context.Context, xr *unstructured.Unstructured, cur Status) (Facts, error) {
 	ns := r.restoreNamespace(xr)
@@ -113,6 +130,7 @@ func (r *Reconciler) facts(ctx context.Context, xr *unstructured.Unstructured, c
 	f := Facts{UID: string(xr.GetUID()), Now: r.Now(), Ack: xr.GetAnnotations()[schemas.AcknowledgeAnnotation], Timeouts: r.Restart.Timeouts}
 	f.Force, _, _ = unstructured.NestedBool(spec, "force")
 	f.DryRun, _, _ = unstructured.NestedBool(spec, "dryRun")
+	f.Origin = r.origin(xr, spec, ns)
 	if err := r.verdicts(&f, xr, spec, ns); err != nil || ns == "" {
 		return f, err
 	}

@@ -55,6 +55,9 @@ func Next(cur Status, f Facts) (Status, []Event) {
 	}
 	next := cur
 	next.Conditions = lockConditions(f.Lock)
+	if s := safety(f); s != nil {
+		next.SafetySnapshot = s
+	}
 	switch {
 	case cur.Phase == schemas.PhaseUnknown:
 		return unknown(cur, next, f)
@@ -136,7 +139,7 @@ func restarting(cur, next Status, f Facts) (Status, []Event) {
 	}
 	switch phase {
 	case schemas.PhaseCompleted:
-		next.Message = restoredMessage(next) + "; " + msg
+		next.Message = restoredMessage(next) + "; " + msg + undoHint(next.SafetySnapshot)
 		next.Conditions = append(next.Conditions, Condition{Type: schemas.CondRestored, Status: "True", Reason: "Restored", Message: next.Message})
 	case schemas.PhaseUnknown:
 		next.Conditions = append(next.Conditions, Condition{Type: schemas.CondRestored, Status: "Unknown", Reason: "RestartStuck", Message: msg})
@@ -370,6 +373,10 @@ func finish(cur, next Status, f Facts) (Status, []Event) {
 	}
 	if next.Phase == cur.Phase {
 		return next, evs
+	}
+	if next.Phase == schemas.PhaseUnknown {
+		// Whatever happened, the state from before is one step away.
+		next.Message += undoHint(next.SafetySnapshot)
 	}
 	warn := next.Phase == schemas.PhaseFailed || next.Phase == schemas.PhaseUnknown
 	return next, append(evs, Event{Warning: warn, Reason: "Restore" + next.Phase, Message: next.Message})

@@ -439,11 +439,17 @@ func TestJobSucceedsCompleted(t *testing.T) {
 	if c := condition(st, schemas.CondLockHeld); c.Status != "True" {
 		t.Errorf("LockHeld condition %+v", c)
 	}
-	finished := createJob(t, env, ns, xr, 0, `{"submitted":true,"exitCode":0,"snapshotKey":"clusters/prod/a.snap","snapshotSize":42317}`)
+	finished := createJob(t, env, ns, xr, 0, `{"submitted":true,"exitCode":0,"snapshotKey":"clusters/prod/a.snap","snapshotSize":42317,`+
+		`"safety":{"key":"safety/k.snap","url":"s3://b/safety/k.snap","sha256":"ab","size":7,"clusterID":"c-1","takenAt":"2026-12-04T22:00:00Z"}}`)
 	st = waitPhase(t, env, xr, schemas.PhaseCompleted)
 	latency(t, w, xr, finished, schemas.PhaseCompleted)
 	if st.SnapshotKey != "clusters/prod/a.snap" || st.SnapshotSize != 42317 || st.StartTime == nil || st.CompletionTime == nil {
 		t.Errorf("status %+v", st)
+	}
+	// The safety snapshot and its undo, as the claim will show them.
+	if s := st.SafetySnapshot; s == nil || s.Key != "safety/k.snap" || s.Size != 7 || !strings.Contains(s.UndoClaim, "key: safety/k.snap") ||
+		!strings.Contains(s.Undo, "kubectl get openbaorestore") || !strings.Contains(st.Message, "undo: ") {
+		t.Errorf("safety snapshot %+v, message %q", st.SafetySnapshot, st.Message)
 	}
 	if c := condition(st, schemas.CondRestored); c.Status != "True" {
 		t.Errorf("Restored condition %+v", c)

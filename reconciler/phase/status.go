@@ -46,6 +46,9 @@ type Status struct {
 	// DryRun is a dry run's report, from the executor's termination
 	// message.
 	DryRun *schemas.DryRunReport `json:"dryRun,omitempty"`
+	// SafetySnapshot is the safety snapshot taken before the restore,
+	// with the claim that undoes it.
+	SafetySnapshot *Safety `json:"safetySnapshot,omitempty"`
 }
 
 // Execution is what the reconciler did beyond the phase.

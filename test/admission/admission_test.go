@@ -65,7 +65,7 @@ func TestInvalidCorpusAtAdmission(t *testing.T) {
 	}
 	// Cross-field rules and the Input's policy live in the runtime layer.
 	functionOnly := map[string]bool{"azure-no-account": true, "custom-image": true, "key-traversal": true, "link-local-endpoint": true,
-		"localhost-endpoint": true, "no-auth": true, "override-without-force": true, "system-secret": true}
+		"localhost-endpoint": true, "no-auth": true, "override-without-force": true, "system-secret": true, "dry-run-override": true}
 	files, _ := filepath.Glob(filepath.Join(testbin.Root(), "examples", "invalid", "*.yaml"))
 	for _, f := range files {
 		n := strings.TrimSuffix(filepath.Base(f), ".yaml")

@@ -57,6 +57,8 @@ type realBed struct {
 	ns    string
 	// snap is the happy path's snapshot, stored as clusters/prod/e2e.snap.
 	snap []byte
+	// restored is the happy path's claim, once Completed.
+	restored *unstructured.Unstructured
 }
 
 // TestRealRestore runs the scenarios with every part real: Crossplane
@@ -93,6 +95,7 @@ func TestRealRestore(t *testing.T) {
 	})
 	// In order: each leaves the cluster healthy and its lock free.
 	t.Run("HappyPath", r.happyPath)
+	t.Run("UndoFromSafetySnapshot", r.undo)
 	t.Run("MissingSnapshotKey", r.missingKey)
 	t.Run("DryRun", r.dryRun)
 	t.Run("LockContention", r.lockContention)
@@ -165,6 +168,7 @@ func (r *realBed) happyPath(t *testing.T) {
 		return completed(c, phase, composed)
 	})
 	t.Logf("e2e: claim -> Completed and Ready in %s", time.Since(claimed).Round(time.Millisecond))
+	r.restored = claim
 
 	xr := s.xrOf(t, claim)
 	st, _, _ := unstructured.NestedMap(xr.Object, "status")
@@ -198,14 +202,7 @@ func (r *realBed) happyPath(t *testing.T) {
 	t.Logf("e2e: pods restarted in order %v", order)
 
 	// Every node serves the snapshot's data and none of the later writes.
-	bao.WaitHealthy(t)
-	for i := range bao.Nodes {
-		for k, want := range map[string]string{"app/db": "password-at-snapshot", "app/api": "key-at-snapshot", "app/new": ""} {
-			if got := bao.Get(t, i, k); got != want {
-				t.Errorf("node %d: %s = %q, want %q", i, k, got, want)
-			}
-		}
-	}
+	r.serves(t, map[string]string{"app/db": "password-at-snapshot", "app/api": "key-at-snapshot", "app/new": ""})
 	// The lock was held by this restore during the run, and is free now.
 	s.waitLockFree(t, r.ns, "prod")
 	tl.mu.Lock()
@@ -216,6 +213,20 @@ func (r *realBed) happyPath(t *testing.T) {
 	}
 	tl.report(t, claimed, completedAt)
 	s.story(t, r.ns, xr.GetName())
+}
+
+// serves checks that every node, once healthy, serves these values ("" for
+// none).
+func (r *realBed) serves(t *testing.T, data map[string]string) {
+	t.Helper()
+	r.bao.WaitHealthy(t)
+	for i := range r.bao.Nodes {
+		for k, want := range data {
+			if got := r.bao.Get(t, i, k); got != want {
+				t.Errorf("node %d: %s = %q, want %q", i, k, got, want)
+			}
+		}
+	}
 }
 
 // missingKey is scenario 4: a key that does not exist fails the restore
