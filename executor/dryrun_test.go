@@ -83,6 +83,11 @@ func TestDryRun(t *testing.T) {
 	if code, tm = f.run(t, Options{Recorder: rec}); code != schemas.ExitOK || !strings.Contains(tm.Checks[4].Message, "snapshot-force") {
 		t.Fatalf("force: exit %d, checks %+v", code, tm.Checks)
 	}
+	// A safety snapshot's read capability is checked too; none is taken.
+	f.env[schemas.EnvSafetySnapshot] = schemas.SafetyRequired
+	if code, tm = f.run(t, Options{Recorder: rec}); code != schemas.ExitOK || !strings.Contains(tm.Checks[4].Message, "read sys/storage/raft/snapshot (the safety snapshot)") || tm.Safety != nil {
+		t.Fatalf("safety: exit %d, checks %+v, safety %+v", code, tm.Checks, tm.Safety)
+	}
 	if n := posts.Load(); n != 0 || rec.Rec != nil {
 		t.Fatalf("%d restore requests reached OpenBao, record %+v", n, rec.Rec)
 	}
