@@ -17,14 +17,6 @@ import (
 //go:embed *.cue
 var files embed.FS
 
-// crossplaneFields are the spec fields Crossplane itself writes into an XR
-// (legacy and namespaced). They are not part of the restore's contract.
-var crossplaneFields = []string{
-	"claimRef", "compositionRef", "compositionRevisionRef", "compositionRevisionSelector",
-	"compositionSelector", "compositionUpdatePolicy", "publishConnectionDetailsTo",
-	"resourceRefs", "writeConnectionSecretToRef", "environmentConfigRefs", "crossplane",
-}
-
 // recompileAfter bounds the growth of a long-lived cue.Context (every
 // evaluation interns into it): after this many validations the schema is
 // compiled afresh in a new context, costing about a quarter millisecond.
@@ -36,7 +28,9 @@ type compiled struct {
 	spec    cue.Value
 	check   cue.Value
 	refused []refusal
-	uses    int
+	// crossplane is #CrossplaneFields.
+	crossplane []string
+	uses       int
 }
 
 type refusal struct {
@@ -82,6 +76,11 @@ func compile() (*compiled, error) {
 	}
 	if err := v.LookupPath(cue.ParsePath("#Refused")).Decode(&c.refused); err != nil {
 		return nil, fmt.Errorf("schemas: decode #Refused: %w", err)
+	}
+	// The spec fields Crossplane writes into an XR, which are not part of
+	// the restore's contract.
+	if err := v.LookupPath(cue.ParsePath("#CrossplaneFields")).Decode(&c.crossplane); err != nil {
+		return nil, fmt.Errorf("schemas: decode #CrossplaneFields: %w", err)
 	}
 	defaults, err := BoundedDefaults(v)
 	if err != nil {
@@ -147,7 +146,6 @@ func acquire() (*compiled, error) {
 		}
 		cur = c
 	}
-	cur.uses++
 	return cur, nil
 }
 
@@ -163,7 +161,11 @@ func Validate(spec map[string]any, p Policy) (*Spec, []Violation, error) {
 	if in == nil {
 		in = map[string]any{}
 	}
-	for _, f := range crossplaneFields {
+	c, err := acquire()
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, f := range c.crossplane {
 		delete(in, f)
 	}
 
@@ -171,10 +173,7 @@ func Validate(spec map[string]any, p Policy) (*Spec, []Violation, error) {
 	if r, ok := results[key]; keyed && ok {
 		return r.spec, r.vs, nil
 	}
-	c, err := acquire()
-	if err != nil {
-		return nil, nil, err
-	}
+	c.uses++
 	out, vs, err := c.validate(in, p)
 	if err != nil {
 		return nil, nil, err

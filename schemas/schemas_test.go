@@ -207,27 +207,3 @@ func TestSpecMirrorsCUE(t *testing.T) {
 	}
 	check("spec", v.LookupPath(cue.ParsePath("#Spec")), reflect.TypeOf(schemas.Spec{}))
 }
-
-// TestCUEVet runs the real CUE CLI over the example claim, as platform teams
-// that configure in CUE would.
-func TestCUEVet(t *testing.T) {
-	cueBin := testbin.Path(t, "cue")
-	root := testbin.Root()
-	files, _ := filepath.Glob(filepath.Join(root, "schemas", "*.cue"))
-	args := append([]string{"vet", "-d", "#Claim"}, files...)
-	args = append(args, filepath.Join(root, "examples", "claim.yaml"))
-	if out, err := testbin.Run(cueBin, args...); err != nil {
-		t.Fatalf("cue vet claim.yaml: %v\n%s", err, out)
-	}
-	// An invalid claim fails cue vet too, naming the field.
-	bad := filepath.Join(t.TempDir(), "bad.yaml")
-	b, _ := os.ReadFile(filepath.Join(root, "examples", "claim.yaml")) //nolint:gosec // fixture
-	if err := os.WriteFile(bad, []byte(strings.Replace(string(b), "provider: s3", "provider: ftp", 1)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	args[len(args)-1] = bad
-	out, err := testbin.Run(cueBin, args...)
-	if err == nil || !strings.Contains(out, "provider") {
-		t.Fatalf("cue vet accepted an invalid claim: %v\n%s", err, out)
-	}
-}

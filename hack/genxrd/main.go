@@ -137,6 +137,29 @@ func specSchema() (obj, error) {
 		addRule(parent, "!has(self."+field+")", r.Msg)
 	}
 
+	// The rules that need neither the policy nor the cluster, as CEL, in
+	// the function's words (schemas/admission.cue).
+	var admission []struct {
+		Path              []string `json:"path"`
+		Rule              string   `json:"rule"`
+		Message           string   `json:"message"`
+		MessageExpression string   `json:"messageExpression"`
+	}
+	if err := v.LookupPath(cue.ParsePath("#Admission")).Decode(&admission); err != nil {
+		return nil, err
+	}
+	for _, a := range admission {
+		r := obj{"rule": a.Rule}
+		if a.MessageExpression != "" {
+			r["messageExpression"] = a.MessageExpression
+		} else {
+			r["message"] = a.Message
+		}
+		s := at(spec, a.Path)
+		rs, _ := s["x-kubernetes-validations"].([]any)
+		s["x-kubernetes-validations"] = append(rs, r)
+	}
+
 	spec["type"] = "object"
 	return spec, nil
 }

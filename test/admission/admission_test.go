@@ -57,15 +57,22 @@ func TestInvalidCorpusAtAdmission(t *testing.T) {
 	e := testbed.Shared(t)
 	k := install(t, e)
 	ns := e.Namespace(t)
+	// Refused by the XRD's OpenAPI schema and CEL rules (schemas/admission.cue),
+	// in the function's words.
 	refused := map[string]string{
-		"bad-digest":        "spec.source.expectedDigest",
-		"bad-provider":      "spec.source.target.provider",
-		"secret-namespace":  "credentialsSecretRef.namespace",
-		"unsupported-field": "clusterTemplate",
+		"bad-digest":             "spec.source.expectedDigest",
+		"bad-provider":           "spec.source.target.provider",
+		"secret-namespace":       "credentialsSecretRef.namespace",
+		"unsupported-field":      "clusterTemplate",
+		"azure-no-account":       "spec.source.target.azure.storageAccount is required when provider is azure",
+		"dry-run-override":       "spec.overrideOperationLock has no effect on a dry run",
+		"key-traversal":          "spec.source.key must not contain a '..' segment",
+		"override-without-force": "spec.overrideOperationLock requires spec.force",
+		"system-secret":          "spec.tokenSecretRef.name names the cluster's system Secret prod-root-token",
 	}
-	// Cross-field rules and the Input's policy live in the runtime layer.
-	functionOnly := map[string]bool{"azure-no-account": true, "custom-image": true, "key-traversal": true, "link-local-endpoint": true,
-		"localhost-endpoint": true, "no-auth": true, "override-without-force": true, "system-secret": true, "dry-run-override": true}
+	// The Input's policy and the cluster (authentication) live in the
+	// function alone.
+	functionOnly := map[string]bool{"custom-image": true, "link-local-endpoint": true, "localhost-endpoint": true, "no-auth": true}
 	files, _ := filepath.Glob(filepath.Join(testbin.Root(), "examples", "invalid", "*.yaml"))
 	for _, f := range files {
 		n := strings.TrimSuffix(filepath.Base(f), ".yaml")

@@ -1,0 +1,207 @@
+package schemas_test
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/openbao-restore/openbao-restore/input/v1beta1"
+	"github.com/openbao-restore/openbao-restore/internal/testbin"
+	"github.com/openbao-restore/openbao-restore/schemas"
+)
+
+// Tests of the contract as platform teams use it: the pinned cue CLI vets
+// claims with #ValidClaim, from this module and from a module that
+// depends on it.
+
+// knownDifferences are the rules the function enforces that `cue vet`
+// cannot: the example, and why. Listed, never skipped silently.
+var knownDifferences = map[string]string{
+	// Whether a restore needs jwtAuthRole or tokenSecretRef depends on the
+	// cluster's OIDC self-initialisation, which cue vet cannot see.
+	"no-auth": "authentication needs the cluster (schemas.ResolveAuth)",
+}
+
+// vet runs `cue vet -c -d '#ValidClaim'` in schemas/ on a file.
+func vet(t *testing.T, file string, tags ...string) (string, error) {
+	t.Helper()
+	args := []string{"vet", "-c", "-d", "#ValidClaim"}
+	for _, tag := range tags {
+		args = append(args, "-t", tag)
+	}
+	cmd := exec.Command(testbin.Path(t, "cue"), append(args, ".", file)...) //nolint:gosec // the pinned tool
+	cmd.Dir = filepath.Join(testbin.Root(), "schemas")
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// defaultPolicy is the function Input's default policy, which #ValidClaim
+// applies by default.
+func defaultPolicy() schemas.Policy {
+	return schemas.Policy{AllowedImages: []string{v1beta1.DefaultExecutorImage}}
+}
+
+// Every example, valid and invalid: cue vet and the function give the same
+// verdict, and cue vet names each field the function names, in the
+// function's words for the rules and refused fields.
+func TestCUEVetAgreesWithTheFunction(t *testing.T) {
+	root := testbin.Root()
+	files, _ := filepath.Glob(filepath.Join(root, "examples", "*.yaml"))
+	invalid, _ := filepath.Glob(filepath.Join(root, "examples", "invalid", "*.yaml"))
+	files = append(files, invalid...)
+	vetted := 0
+	for _, f := range files {
+		b, err := os.ReadFile(f) //nolint:gosec // fixtures
+		if err != nil {
+			t.Fatal(err)
+		}
+		var o map[string]any
+		if err := yaml.Unmarshal(b, &o); err != nil {
+			t.Fatal(err)
+		}
+		if k, _ := o["kind"].(string); k != schemas.ClaimKind && k != schemas.XRKind {
+			continue // not a restore (XRD, Composition, functions)
+		}
+		name := strings.TrimSuffix(filepath.Base(f), ".yaml")
+		vetted++
+		t.Run(name, func(t *testing.T) {
+			out, err := vet(t, f)
+			_, vs, verr := schemas.Validate(o["spec"].(map[string]any), defaultPolicy())
+			if verr != nil {
+				t.Fatal(verr)
+			}
+			if (err == nil) != (len(vs) == 0) {
+				t.Fatalf("cue vet says valid=%v, the function found %d violations %v\n%s", err == nil, len(vs), vs, out)
+			}
+			for _, v := range vs {
+				if !strings.Contains(out, v.Path) {
+					t.Errorf("cue vet does not name %s (the function: %s)\n%s", v.Path, v.Message, out)
+				}
+				if ruleOrRefusal(v) && !strings.Contains(out, v.Message) {
+					t.Errorf("cue vet does not say %q\n%s", v.Message, out)
+				}
+			}
+			if why, ok := knownDifferences[name]; ok {
+				t.Logf("known difference: %s", why)
+			}
+		})
+	}
+	if vetted < 15 {
+		t.Fatalf("only %d examples vetted", vetted)
+	}
+}
+
+// ruleOrRefusal reports whether a violation comes from #Check or #Refused
+// (whose words cue vet repeats), not from a shape (which cue vet states in
+// its own words, naming the field and the constraint).
+func ruleOrRefusal(v schemas.Violation) bool {
+	for _, w := range []string{"is not supported", "is not allowed", "requires", "has no effect", "must not", "names the cluster's system Secret",
+		"is not on the function's allow-list", "plain http", "localhost", "link-local", "is required when"} {
+		if strings.Contains(v.Message, w) {
+			return true
+		}
+	}
+	return false
+}
+
+// The policy's default is the Input's; tags change it as the Input would.
+func TestCUEVetPolicyTags(t *testing.T) {
+	root := filepath.Join(testbin.Root(), "examples", "invalid")
+	if out, err := vet(t, filepath.Join(root, "localhost-endpoint.yaml"), "allowInsecureEndpoints=true"); err != nil {
+		t.Errorf("allowInsecureEndpoints=true: %v\n%s", err, out)
+	}
+	if out, err := vet(t, filepath.Join(root, "custom-image.yaml"), "allowedImages=docker.io/attacker/exfiltrate:latest"); err != nil {
+		t.Errorf("allowedImages: %v\n%s", err, out)
+	}
+	if out, err := vet(t, filepath.Join(root, "custom-image.yaml")); err == nil || !strings.Contains(out, "spec.image") {
+		t.Errorf("the default policy allowed a custom image: %v\n%s", err, out)
+	}
+	// #DefaultExecutorImage is the Input's default image.
+	out, err := exec.Command(testbin.Path(t, "cue"), "export", "-e", "#DefaultExecutorImage", "--out", "text", filepath.Join(testbin.Root(), "schemas")).CombinedOutput() //nolint:gosec // the pinned tool
+	if err != nil || strings.TrimSpace(string(out)) != v1beta1.DefaultExecutorImage {
+		t.Errorf("#DefaultExecutorImage %q (%v), the Input's default %q", out, err, v1beta1.DefaultExecutorImage)
+	}
+}
+
+// The module's layout is one `cue mod` accepts, and a platform's own module
+// that depends on it (examples/platform, with this module vendored as a
+// release would be) vets and exports its claims; the function accepts
+// them, and a bad value in the platform's config fails cue vet naming the
+// field, in the function's words.
+func TestCUEModuleConsumer(t *testing.T) {
+	bin := testbin.Path(t, "cue")
+	root := testbin.Root()
+	run := func(dir string, args ...string) (string, error) {
+		cmd := exec.Command(bin, args...) //nolint:gosec // the pinned tool
+		cmd.Dir = dir
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	if out, err := run(filepath.Join(root, "schemas"), "mod", "tidy", "--check"); err != nil {
+		t.Fatalf("cue mod tidy --check: %v\n%s", err, out)
+	}
+	dir := t.TempDir()
+	if err := os.CopyFS(dir, os.DirFS(filepath.Join(root, "examples", "platform"))); err != nil {
+		t.Fatal(err)
+	}
+	vendor := filepath.Join(dir, "cue.mod", "pkg", "github.com", "openbao-restore", "openbao-restore", "schemas")
+	if err := os.MkdirAll(vendor, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	srcs, _ := filepath.Glob(filepath.Join(root, "schemas", "*.cue"))
+	srcs = append(srcs, filepath.Join(root, "schemas", "cue.mod", "module.cue"))
+	for _, s := range srcs {
+		b, err := os.ReadFile(s) //nolint:gosec // the module's own files
+		if err != nil {
+			t.Fatal(err)
+		}
+		dst := filepath.Join(vendor, strings.TrimPrefix(s, filepath.Join(root, "schemas")+"/"))
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(dst, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if out, err := run(dir, "vet", "-c", "./..."); err != nil {
+		t.Fatalf("cue vet in the platform's module: %v\n%s", err, out)
+	}
+	out, err := run(dir, "export", "-e", "stream", "--out", "text")
+	if err != nil {
+		t.Fatalf("cue export: %v\n%s", err, out)
+	}
+	docs := strings.Split(out, "\n---\n")
+	if len(docs) != 2 {
+		t.Fatalf("%d claims exported:\n%s", len(docs), out)
+	}
+	for _, d := range docs {
+		var o map[string]any
+		if err := yaml.Unmarshal([]byte(d), &o); err != nil {
+			t.Fatal(err)
+		}
+		if _, vs, err := schemas.Validate(o["spec"].(map[string]any), defaultPolicy()); err != nil || len(vs) > 0 {
+			t.Errorf("the function refuses an exported claim: %v %v\n%s", vs, err, d)
+		}
+	}
+	// A bad request in the platform's config.
+	p := filepath.Join(dir, "restores.cue")
+	b, err := os.ReadFile(p) //nolint:gosec // the copy made above
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := strings.Replace(string(b), `{cluster: "prod", snapshot: "2026-12-04-120000"`, `{cluster: "prod", snapshot: "../../etc/passwd"`, 1)
+	if bad == string(b) {
+		t.Fatal("examples/platform/restores.cue changed: update this test's bad request")
+	}
+	if err := os.WriteFile(p, []byte(bad), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err = run(dir, "vet", "-c", "./...")
+	if err == nil || !strings.Contains(out, "spec.source.key must not contain a '..' segment") {
+		t.Fatalf("a bad key passed cue vet in the platform's module: %v\n%s", err, out)
+	}
+}
