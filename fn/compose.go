@@ -66,6 +66,7 @@ func compose(rsp *fnv1.RunFunctionResponse, req *fnv1.RunFunctionRequest, r Rest
 		k.restore.Phase = ""
 		if c != nil {
 			k.cluster = *c
+			k.cluster.LockHolder = "" // not rendered: one rendering whoever holds the lock
 		}
 		for name, b := range build {
 			k.res = name

@@ -199,6 +199,9 @@ func requiredCluster(req *fnv1.RunFunctionRequest) (*Cluster, bool, error) {
 	c.OIDC, _ = dig(o, "spec", "selfInit", "oidc", "enabled").(bool)
 	c.Audience, _ = dig(o, "spec", "selfInit", "oidc", "audience").(string)
 	c.Initialized, _ = dig(o, "status", "initialized").(bool)
+	if op, _ := dig(o, "status", "operationLock", "operation").(string); op == schemas.OperationRestore {
+		c.LockHolder, _ = dig(o, "status", "operationLock", "holder").(string)
+	}
 	return c, true, nil
 }
 

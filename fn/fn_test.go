@@ -508,3 +508,59 @@ func TestJobSafetySnapshot(t *testing.T) {
 		t.Errorf("spec's %q", got)
 	}
 }
+
+// The Composed message never goes back within a stage. Crossplane reads
+// the required cluster afresh on every call, but observes composed
+// resources through the XR's resource references, which a stale XR lacks:
+// a call may then observe neither the lock request nor the Job. The
+// cluster's own lock still names the restore, so the Job stays composed
+// and the message stays the same, instead of falling back to waiting for
+// the lock (issue 16).
+func TestComposedNeverGoesBackToWaiting(t *testing.T) {
+	job := `{"apiVersion":"batch/v1","kind":"Job","metadata":{"name":"prod-2025-10-14-x7k2p-restore","namespace":"vault"},"spec":{}}`
+	heldCluster := strings.Replace(clusterJSON, `"status":{"initialized":true}`,
+		`"status":{"initialized":true,"operationLock":{"operation":"Restore","holder":"`+holder+`"}}`, 1)
+	call := func(cluster string, observed map[string]string) (string, string, bool) {
+		r := req(xrJSON(validSpec, `{"phase":"Running"}`), false, observed)
+		r.RequiredResources = map[string]*fnv1.Resources{reqCluster: {Items: []*fnv1.Resource{{Resource: resource.MustStructJSON(cluster)}}}}
+		rsp, err := (&Function{Log: logging.NewNopLogger()}).RunFunction(context.Background(), r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range rsp.GetConditions() {
+			if c.GetType() == schemas.CondComposed {
+				_, hasJob := rsp.GetDesired().GetResources()[resJob]
+				return c.GetReason(), c.GetMessage(), hasJob
+			}
+		}
+		t.Fatal("no Composed condition")
+		return "", "", false
+	}
+	steps := []struct {
+		name     string
+		cluster  string
+		observed map[string]string
+	}{
+		{"the lock request says Held", heldCluster, map[string]string{resLock: lockJSON("Held", holder)}},
+		{"a stale XR: nothing observed", heldCluster, nil},
+		{"the Job observed", heldCluster, map[string]string{resLock: lockJSON("Held", holder), resJob: job}},
+		{"a stale XR again", heldCluster, nil},
+	}
+	var first string
+	for _, s := range steps {
+		reason, msg, hasJob := call(s.cluster, s.observed)
+		if reason != string(StageJobComposed) || !hasJob {
+			t.Fatalf("%s: Composed %s %q, Job desired %v", s.name, reason, msg, hasJob)
+		}
+		if first == "" {
+			first = msg
+		}
+		if msg != first {
+			t.Errorf("%s: the message changed from %q to %q", s.name, first, msg)
+		}
+	}
+	// Without the cluster's lock naming the restore, nothing is composed.
+	if reason, msg, hasJob := call(clusterJSON, nil); reason != string(StageWaitingLock) || hasJob {
+		t.Fatalf("no lock anywhere: Composed %s %q, Job desired %v", reason, msg, hasJob)
+	}
+}

@@ -45,6 +45,12 @@ type Cluster struct {
 	// Audience is spec.selfInit.oidc.audience: the JWT auth role accepts
 	// tokens for it only (empty: schemas.DefaultJWTAudience).
 	Audience string
+	// LockHolder is status.operationLock.holder when the lock's operation
+	// is Restore. Crossplane reads the required cluster fresh on every
+	// call, while the observed LockRequest comes through the XR's
+	// resource references, which a stale XR may lack: the cluster's own
+	// lock is what says a restore holds it.
+	LockHolder string
 }
 
 // Observed is what the function reads of the composed resources.
@@ -128,10 +134,16 @@ func Decide(r Restore, spec *schemas.Spec, vs []schemas.Violation, resolved bool
 	// A dry run takes no lock: it sends nothing, and must never make a
 	// backup or an upgrade wait.
 	p := Plan{Auth: auth, RBAC: !terminal, Lock: !terminal && !spec.DryRun, KeepObservedJob: keepJob}
-	held := o.LockState == schemas.LockHeld && o.LockHeldBy == holder
+	held := o.LockState == schemas.LockHeld && o.LockHeldBy == holder || cluster.LockHolder == holder
 	job := "restore Job"
 	if spec.DryRun {
 		job = "dry run's Job"
+	}
+	// One message while the Job is composed and runs, whether or not this
+	// call observes it: the view never goes back within a stage.
+	running := "the " + job + " is running"
+	if held && !spec.DryRun {
+		running = fmt.Sprintf("the operation lock of OpenBaoCluster %s is held; %s", spec.Cluster, running)
 	}
 	switch {
 	case terminal:
@@ -148,7 +160,7 @@ func Decide(r Restore, spec *schemas.Spec, vs []schemas.Violation, resolved bool
 		p.Message = "the " + job + " failed; see the restore's phase and message"
 	case keepJob:
 		p.Stage = StageJobComposed
-		p.Message = "the " + job + " is running"
+		p.Message = running
 	case spec.DryRun:
 		p.Stage = StageJobComposed
 		p.Job = true
@@ -156,7 +168,7 @@ func Decide(r Restore, spec *schemas.Spec, vs []schemas.Violation, resolved bool
 	case held:
 		p.Stage = StageJobComposed
 		p.Job = true
-		p.Message = fmt.Sprintf("the operation lock of OpenBaoCluster %s is held; the restore Job is composed", spec.Cluster)
+		p.Message = running
 	default:
 		p.Stage = StageWaitingLock
 		p.Message = fmt.Sprintf("waiting for the operation lock of OpenBaoCluster %s", spec.Cluster)
