@@ -17,6 +17,10 @@ import (
 	"github.com/openbao-restore/openbao-restore/schemas"
 )
 
+// errNoAnswer cancels the restore's request when OpenBao took the whole
+// body and did not answer within Config.AnswerTimeout.
+var errNoAnswer = errors.New("no answer")
+
 // stream sends the snapshot in one POST. It reports whether the tail was
 // released (from then on the outcome may be unknown and nothing is retried).
 func (r *run) stream(ctx context.Context, src Source, info ObjectInfo, addr string, token Secret, rec Recorder) (bool, error) {

@@ -108,21 +108,6 @@ type Pod struct {
 	Raw         string
 }
 
-// origin is what the user created: the claim of a legacy XR, or the
-// namespaced XR.
-func (r *Reconciler) origin(xr *unstructured.Unstructured, spec map[string]any, ns string) Origin {
-	o := Origin{APIVersion: xr.GetAPIVersion(), Kind: xr.GetKind(), Name: xr.GetName(), Namespace: ns, Spec: spec}
-	if r.namespaced() {
-		return o
-	}
-	ref, _, _ := unstructured.NestedStringMap(xr.Object, "spec", "claimRef")
-	if ref["name"] == "" {
-		return Origin{} // an XR without a claim: no claim to undo with
-	}
-	o.APIVersion, o.Kind, o.Name = ref["apiVersion"], ref["kind"], ref["name"]
-	return o
-}
-
 // facts gathers what Next decides from.
 func (r *Reconciler) facts(ctx context.Context, xr *unstructured.Unstructured, cur Status) (Facts, error) {
 	ns := r.restoreNamespace(xr)

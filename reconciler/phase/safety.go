@@ -103,3 +103,18 @@ func undoHint(s *Safety) string {
 	}
 	return fmt.Sprintf("; the state before the restore is in the safety snapshot %s (undo: %s)", s.URL, s.Undo)
 }
+
+// origin is what the user created: the claim of a legacy XR, or the
+// namespaced XR.
+func (r *Reconciler) origin(xr *unstructured.Unstructured, spec map[string]any, ns string) Origin {
+	o := Origin{APIVersion: xr.GetAPIVersion(), Kind: xr.GetKind(), Name: xr.GetName(), Namespace: ns, Spec: spec}
+	if r.namespaced() {
+		return o
+	}
+	ref, _, _ := unstructured.NestedStringMap(xr.Object, "spec", "claimRef")
+	if ref["name"] == "" {
+		return Origin{} // an XR without a claim: no claim to undo with
+	}
+	o.APIVersion, o.Kind, o.Name = ref["apiVersion"], ref["kind"], ref["name"]
+	return o
+}
