@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/openbao-restore/openbao-restore/internal/s3test"
 	"github.com/openbao-restore/openbao-restore/schemas"
 )
 
@@ -43,24 +44,25 @@ func checks(tm schemas.TerminationMessage) string {
 	return strings.Join(out, " ")
 }
 
-// dryFixture is a fixture for a dry run, whose OpenBao is behind a proxy
-// that counts the restore requests.
-func dryFixture(t *testing.T) (*fixture, *atomic.Int64) {
-	f := newFixture(t)
+// dryFixture is a fixture for a dry run against SeaweedFS (real S3),
+// whose OpenBao is behind a proxy that counts the restore requests.
+func dryFixture(t *testing.T) (*fixture, *s3test.Server, *atomic.Int64) {
+	f, srv := safetyFixture(t)
+	delete(f.env, schemas.EnvSafetySnapshot)
 	px, posts := postCounter(t, f.bao.Addr)
 	f.env[schemas.EnvOpenBaoAddr] = px
 	f.env[schemas.EnvDryRun] = "true"
-	return f, posts
+	return f, srv, posts
 }
 
 // A dry run of a good snapshot, with every pin, against a real OpenBao
-// and S3: every check passes and is reported, the archive's metadata with
+// and a real S3 (SeaweedFS): every check passes and is reported, the archive's metadata with
 // it, and OpenBao receives no restore request; the data is unchanged and
 // nothing is recorded. With force, the capability checked is
 // snapshot-force's.
 func TestDryRun(t *testing.T) {
 	t.Parallel()
-	f, posts := dryFixture(t)
+	f, _, posts := dryFixture(t)
 	f.env[schemas.EnvExpectedDigest] = digestOf(f.snap)
 	f.env[schemas.EnvExpectedClusterID] = f.bao.health().ClusterID
 	f.env[schemas.EnvExpectedVersion] = "2.4.0"
@@ -100,8 +102,8 @@ func TestDryRun(t *testing.T) {
 // sent and the data is unchanged.
 func TestDryRunFails(t *testing.T) {
 	t.Parallel()
-	f, posts := dryFixture(t)
-	f.s3.put(t, "damaged/member.snap", damagedState(t, f.snap))
+	f, srv, posts := dryFixture(t)
+	srv.Put(t, "damaged/member.snap", damagedState(t, f.snap))
 	good := f.env[schemas.EnvRestoreKey]
 
 	f.env[schemas.EnvRestoreKey] = "damaged/member.snap"

@@ -205,3 +205,47 @@ func TestCUEModuleConsumer(t *testing.T) {
 		t.Fatalf("a bad key passed cue vet in the platform's module: %v\n%s", err, out)
 	}
 }
+
+// KCL users (and kubectl explain) see the XRD's schema: every field of the
+// spec has a description, and the CEL rules of #Admission are there.
+func TestXRDDescribesEveryField(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(testbin.Root(), "package", "configuration", "xrd.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var xrd struct {
+		Spec struct {
+			Versions []struct {
+				Schema struct {
+					OpenAPIV3Schema struct {
+						Properties map[string]map[string]any `json:"properties"`
+					} `json:"openAPIV3Schema"`
+				} `json:"schema"`
+			} `json:"versions"`
+		} `json:"spec"`
+	}
+	if err := yaml.Unmarshal(b, &xrd); err != nil {
+		t.Fatal(err)
+	}
+	spec := xrd.Spec.Versions[0].Schema.OpenAPIV3Schema.Properties["spec"]
+	rules := 0
+	var walk func(s map[string]any, path string)
+	walk = func(s map[string]any, path string) {
+		if rs, ok := s["x-kubernetes-validations"].([]any); ok {
+			rules += len(rs)
+		}
+		props, _ := s["properties"].(map[string]any)
+		for k, v := range props {
+			p, _ := v.(map[string]any)
+			if d, _ := p["description"].(string); d == "" {
+				t.Errorf("%s.%s has no description", path, k)
+			}
+			walk(p, path+"."+k)
+		}
+	}
+	walk(spec, "spec")
+	// The immutability rule, the refused fields and #Admission.
+	if rules < 1+6+9 {
+		t.Errorf("%d CEL rules on the spec", rules)
+	}
+}
