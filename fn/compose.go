@@ -1,11 +1,10 @@
 package fn
 
 import (
-	"sync"
-
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/utils/lru"
 
 	"github.com/crossplane/function-sdk-go/errors"
 	fnv1 "github.com/crossplane/function-sdk-go/proto/v1"
@@ -19,7 +18,8 @@ import (
 // two JSON round trips, most of a call. The result depends only on the
 // restore, its validated spec, the cluster's facts and the Input, none of
 // which change between the many calls Crossplane makes for one XR, so
-// rendered objects are kept. The cache is bounded: it is emptied when full.
+// rendered objects are kept, in a least-recently-used cache of this many
+// on the Function.
 const maxRendered = 4096
 
 type renderKey struct {
@@ -31,13 +31,8 @@ type renderKey struct {
 	res     resource.Name
 }
 
-var (
-	renderMu sync.Mutex
-	rendered = map[renderKey]*structpb.Struct{}
-)
-
 // compose sets the desired composed resources the plan asks for.
-func compose(rsp *fnv1.RunFunctionResponse, req *fnv1.RunFunctionRequest, r Restore, spec *schemas.Spec, c *Cluster, set Settings, p Plan, o Observed) error {
+func (f *Function) compose(rsp *fnv1.RunFunctionResponse, req *fnv1.RunFunctionRequest, r Restore, spec *schemas.Spec, c *Cluster, set Settings, p Plan, o Observed) error {
 	if rsp.Desired == nil {
 		rsp.Desired = &fnv1.State{}
 	}
@@ -70,7 +65,7 @@ func compose(rsp *fnv1.RunFunctionResponse, req *fnv1.RunFunctionRequest, r Rest
 		}
 		for name, b := range build {
 			k.res = name
-			s, err := render(k, b)
+			s, err := f.render(k, b)
 			if err != nil {
 				return errors.Wrapf(err, "cannot compose %s", name)
 			}
@@ -85,27 +80,20 @@ func compose(rsp *fnv1.RunFunctionResponse, req *fnv1.RunFunctionRequest, r Rest
 
 // render returns the cached rendering of an object, or renders it. Cached
 // structs are shared and never modified.
-func render(k renderKey, build func() runtime.Object) (*structpb.Struct, error) {
-	renderMu.Lock()
-	s, ok := rendered[k]
-	renderMu.Unlock()
-	if ok {
-		return s, nil
+func (f *Function) render(k renderKey, build func() runtime.Object) (*structpb.Struct, error) {
+	f.once.Do(func() { f.rendered = lru.New(maxRendered) })
+	if s, ok := f.rendered.Get(k); ok {
+		return s.(*structpb.Struct), nil
 	}
 	cd, err := composed.From(build())
 	if err != nil {
 		return nil, err
 	}
-	s, err = resource.AsStruct(cd)
+	s, err := resource.AsStruct(cd)
 	if err != nil {
 		return nil, err
 	}
-	renderMu.Lock()
-	if len(rendered) >= maxRendered {
-		clear(rendered)
-	}
-	rendered[k] = s
-	renderMu.Unlock()
+	f.rendered.Add(k, s)
 	return s, nil
 }
 

@@ -7,9 +7,11 @@ package fn
 import (
 	"context"
 	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/protobuf/types/known/structpb"
+	"k8s.io/utils/lru"
 
 	"github.com/crossplane/function-sdk-go/errors"
 	"github.com/crossplane/function-sdk-go/logging"
@@ -32,6 +34,9 @@ type Function struct {
 	fnv1.UnimplementedFunctionRunnerServiceServer
 
 	Log logging.Logger
+
+	once     sync.Once
+	rendered *lru.Cache // renderKey → *structpb.Struct (compose.go)
 }
 
 // RunFunction composes a restore.
@@ -79,7 +84,7 @@ func (f *Function) RunFunction(_ context.Context, req *fnv1.RunFunctionRequest) 
 	p := Decide(r, spec, vs, resolved, cluster, o)
 	f.Log.Debug("Decided", "xr", r.Name, "stage", p.Stage)
 
-	if err := compose(rsp, req, r, spec, cluster, set, p, o); err != nil {
+	if err := f.compose(rsp, req, r, spec, cluster, set, p, o); err != nil {
 		response.Fatal(rsp, err)
 		return rsp, nil
 	}

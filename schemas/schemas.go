@@ -12,6 +12,7 @@ import (
 	"cuelang.org/go/cue/build"
 	"cuelang.org/go/cue/cuecontext"
 	"cuelang.org/go/cue/parser"
+	"k8s.io/utils/lru"
 )
 
 //go:embed *.cue
@@ -45,11 +46,12 @@ var (
 	// results caches validations by the content of the spec and the
 	// policy. A restore's spec is immutable, and Crossplane calls the
 	// function for the same XR on every reconcile, so nearly every call
-	// after the first is a hit. Bounded, so memory stays flat.
-	results = map[[32]byte]result{}
+	// after the first is a hit. Least recently used first out, so memory
+	// stays flat.
+	results = lru.New(maxResults)
 )
 
-// maxResults bounds the validation cache; it is emptied when full.
+// maxResults bounds the validation cache.
 const maxResults = 4096
 
 type result struct {
@@ -170,8 +172,10 @@ func Validate(spec map[string]any, p Policy) (*Spec, []Violation, error) {
 	}
 
 	key, keyed := cacheKey(in, p)
-	if r, ok := results[key]; keyed && ok {
-		return r.spec, r.vs, nil
+	if keyed {
+		if r, ok := results.Get(key); ok {
+			return r.(result).spec, r.(result).vs, nil
+		}
 	}
 	c.uses++
 	out, vs, err := c.validate(in, p)
@@ -179,10 +183,7 @@ func Validate(spec map[string]any, p Policy) (*Spec, []Violation, error) {
 		return nil, nil, err
 	}
 	if keyed {
-		if len(results) >= maxResults {
-			clear(results)
-		}
-		results[key] = result{spec: out, vs: vs}
+		results.Add(key, result{spec: out, vs: vs})
 	}
 	return out, vs, nil
 }
