@@ -3,6 +3,8 @@ package executor
 import (
 	"errors"
 	"fmt"
+	"net"
+	"net/url"
 
 	"github.com/openbao-restore/openbao-restore/schemas"
 )
@@ -65,3 +67,23 @@ func ExitCode(err error) int {
 // holds a submission record: this restore was sent before, by this or another
 // pod, and must never be sent again.
 var ErrAlreadySubmitted = errors.New("a submission is already recorded for this restore")
+
+// transient marks an error worth retrying before the submission: network
+// errors, timeouts, 5xx and 429 answers.
+func transient(err error, format string, args ...any) error {
+	return fail(schemas.ExitTransient, err, format, args...)
+}
+
+// scrubURLError drops the URL's query from a url.Error: our URLs never hold
+// secrets, but an object store's presigned ones would.
+func scrubURLError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		var ne net.Error
+		if errors.As(ue.Err, &ne) && ne.Timeout() {
+			return errors.New("timeout")
+		}
+		return ue.Err
+	}
+	return err
+}

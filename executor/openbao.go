@@ -5,12 +5,9 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
 
@@ -55,12 +52,6 @@ type health struct {
 	Version     string `json:"version"`
 	ClusterName string `json:"cluster_name"`
 	ClusterID   string `json:"cluster_id"`
-}
-
-// transient marks an error worth retrying before the submission: network
-// errors, timeouts, 5xx and 429 answers.
-func transient(err error, format string, args ...any) error {
-	return fail(schemas.ExitTransient, err, format, args...)
 }
 
 func (b *bao) do(ctx context.Context, method, addr, path string, token Secret, body any, timeout time.Duration) (int, []byte, error) {
@@ -268,18 +259,4 @@ func baoErrors(body []byte) string {
 		s = s[:200] + "…"
 	}
 	return s
-}
-
-// scrubURLError drops the URL's query from a url.Error: our URLs never hold
-// secrets, but an object store's presigned ones would.
-func scrubURLError(err error) error {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		var ne net.Error
-		if errors.As(ue.Err, &ne) && ne.Timeout() {
-			return errors.New("timeout")
-		}
-		return ue.Err
-	}
-	return err
 }
