@@ -10,9 +10,9 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
-	"io"
 	"os"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -86,39 +86,17 @@ func TestJWTLogin(t *testing.T) {
 func TestOpenBaoDownMidStream(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
-	killed := false
-	kill := func(r io.Reader) io.Reader {
-		return &onRead{r: r, after: 8192, do: func() {
-			if !killed {
-				killed = true
-				_ = f.bao.cmd.Process.Signal(syscall.SIGKILL)
-				time.Sleep(300 * time.Millisecond)
-			}
-		}}
-	}
+	var killed atomic.Bool
+	storeProxy(t, f, nil, func(n int) {
+		if n >= 8192 && !killed.Swap(true) {
+			_ = f.bao.cmd.Process.Signal(syscall.SIGKILL)
+			time.Sleep(300 * time.Millisecond)
+		}
+	})
 	rec := &MemoryRecorder{}
-	code, tm := f.run(t, Options{WrapBody: kill, HoldBack: 4096, Recorder: rec})
+	code, tm := f.run(t, Options{HoldBack: 4096, Recorder: rec})
 	t.Log(f.log.String())
-	if code != schemas.ExitTransient || tm.Submitted || rec.Rec != nil || !killed {
+	if code != schemas.ExitTransient || tm.Submitted || rec.Rec != nil || !killed.Load() {
 		t.Fatalf("exit %d: %+v (record %v)\n%s", code, tm, rec.Rec, f.log)
 	}
-}
-
-type onRead struct {
-	r     io.Reader
-	n     int
-	after int
-	do    func()
-}
-
-func (o *onRead) Read(p []byte) (int, error) {
-	if o.n >= o.after {
-		o.do()
-	}
-	if len(p) > 1024 {
-		p = p[:1024]
-	}
-	k, err := o.r.Read(p)
-	o.n += k
-	return k, err
 }

@@ -19,12 +19,8 @@ func (r *run) dryRun(ctx context.Context, src Source, info ObjectInfo, addr stri
 			return err
 		}
 		defer func() { _ = body.Close() }()
-		var in io.Reader = body
-		if r.opts.WrapBody != nil {
-			in = r.opts.WrapBody(in)
-		}
 		var hb *holdBack
-		hb = newHoldBack(in, info.Size, r.opts.HoldBack, cfg.ExpectedDigest, func(sum string, _ int64) error {
+		hb = newHoldBack(body, info.Size, r.opts.HoldBack, cfg.ExpectedDigest, func(sum string, _ int64) error {
 			r.tm.SHA256, r.tm.Archive = sum, &hb.info
 			return nil
 		})

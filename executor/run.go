@@ -33,10 +33,6 @@ type Options struct {
 	SettleDelay   time.Duration // pause after the restore (OpenBao sleeps 5 s); zero: 5 s
 	AfterTimeout  time.Duration // how long to wait for the node to answer again; zero: 2 min
 	ProgressEvery time.Duration // zero: 10 s
-
-	// WrapBody wraps the object's byte stream (tests cut or corrupt it in
-	// transit, as a broken proxy would).
-	WrapBody func(io.Reader) io.Reader
 }
 
 func (o *Options) defaults() {

@@ -12,6 +12,7 @@ import (
 	"testing/iotest"
 
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+
 	"github.com/openbao-restore/openbao-restore/internal/s3test"
 	"github.com/openbao-restore/openbao-restore/schemas"
 )

@@ -30,10 +30,6 @@ func (r *run) stream(ctx context.Context, src Source, info ObjectInfo, addr stri
 		return false, err
 	}
 	defer func() { _ = body.Close() }()
-	var in io.Reader = body
-	if r.opts.WrapBody != nil {
-		in = r.opts.WrapBody(in)
-	}
 	var answered atomic.Bool
 	var hb *holdBack
 	gate := func(sum string, n int64) error {
@@ -73,7 +69,7 @@ func (r *run) stream(ctx context.Context, src Source, info ObjectInfo, addr stri
 		r.logf("all checks passed (sha256:%s, %d bytes): submission recorded, sending the last %d bytes", sum, n, min(int64(r.opts.HoldBack), n))
 		return nil
 	}
-	hb = newHoldBack(in, info.Size, r.opts.HoldBack, cfg.ExpectedDigest, gate)
+	hb = newHoldBack(body, info.Size, r.opts.HoldBack, cfg.ExpectedDigest, gate)
 	defer hb.Close()
 	url := addr + "/v1/sys/storage/raft/" + cfg.RestoreEndpoint()
 
