@@ -27,7 +27,8 @@ type renderKey struct {
 	restore Restore       // Phase is cleared: it does not change what is rendered
 	cluster Cluster
 	auth    schemas.Auth
-	input   string // the Input, deterministically marshalled
+	snap    schemas.SnapshotRef // chosen for a restore with no key
+	input   string              // the Input, deterministically marshalled
 	res     resource.Name
 }
 
@@ -50,18 +51,19 @@ func (f *Function) compose(rsp *fnv1.RunFunctionResponse, req *fnv1.RunFunctionR
 		build[resLock] = func() runtime.Object { return LockRequest(r, spec, n) }
 	}
 	if p.Job {
-		build[resJob] = func() runtime.Object { return Job(r, spec, c, p.Auth, set, n) }
+		build[resJob] = func() runtime.Object { return Job(r, spec, c, p.Auth, p.Snapshot, set, n) }
 	}
 	if len(build) > 0 {
 		in, err := proto.MarshalOptions{Deterministic: true}.Marshal(req.GetInput())
 		if err != nil {
 			return errors.Wrap(err, "cannot read the function's Input")
 		}
-		k := renderKey{spec: spec, restore: r, auth: p.Auth, input: string(in)}
-		k.restore.Phase = ""
+		k := renderKey{spec: spec, restore: r, auth: p.Auth, snap: p.Snapshot, input: string(in)}
+		k.restore.Phase, k.restore.Chosen = "", nil // in snap, as a value
 		if c != nil {
 			k.cluster = *c
 			k.cluster.LockHolder = "" // not rendered: one rendering whoever holds the lock
+			k.cluster.Latest = nil    // in snap, as a value, when it is used
 		}
 		for name, b := range build {
 			k.res = name

@@ -127,6 +127,9 @@ func restoreOf(xr map[string]any) Restore {
 		Namespace:  str(md["namespace"]),
 		Phase:      str(st["phase"]),
 	}
+	if plan, ok := st["plan"].(map[string]any); ok {
+		r.Chosen = snapshotRef(plan["snapshot"])
+	}
 	r.RequestName = r.Name
 	// A legacy XR is cluster scoped: its claim says where the restore runs.
 	// A namespaced (v2) XR has spec.crossplane instead and no claim.
@@ -140,6 +143,27 @@ func restoreOf(xr map[string]any) Restore {
 		}
 	}
 	return r
+}
+
+// snapshotRef reads a snapshot reference (status.plan.snapshot, or the
+// cluster's status.backup.latestSnapshot); nil without a key. A digest of
+// bare hex is written as the pins are, sha256:<hex>.
+func snapshotRef(v any) *schemas.SnapshotRef {
+	m, _ := v.(map[string]any)
+	if str(m["key"]) == "" {
+		return nil
+	}
+	s := &schemas.SnapshotRef{Key: str(m["key"]), Digest: str(m["digest"]), ClusterID: str(m["clusterID"]), Version: str(m["version"])}
+	if len(s.Digest) == 64 && !strings.Contains(s.Digest, ":") {
+		s.Digest = "sha256:" + s.Digest
+	}
+	switch n := m["size"].(type) {
+	case int64:
+		s.Size = n
+	case float64:
+		s.Size = int64(n)
+	}
+	return s
 }
 
 func str(v any) string {
@@ -204,6 +228,7 @@ func requiredCluster(req *fnv1.RunFunctionRequest) (*Cluster, bool, error) {
 	c.OIDC, _ = dig(o, "spec", "selfInit", "oidc", "enabled").(bool)
 	c.Audience, _ = dig(o, "spec", "selfInit", "oidc", "audience").(string)
 	c.Initialized, _ = dig(o, "status", "initialized").(bool)
+	c.Latest = snapshotRef(dig(o, "status", "backup", "latestSnapshot"))
 	if op, _ := dig(o, "status", "operationLock", "operation").(string); op == schemas.OperationRestore {
 		c.LockHolder, _ = dig(o, "status", "operationLock", "holder").(string)
 	}
@@ -347,6 +372,13 @@ func planStatus(r Restore, spec *schemas.Spec, p Plan, n Names) *structpb.Struct
 		if p.Auth.Method != "" {
 			f["authMethod"] = structpb.NewStringValue(p.Auth.Method)
 		}
+	}
+	if s := p.Snapshot; s.Key != "" {
+		// The choice for a restore with no key, kept from here on.
+		f["snapshot"] = structpb.NewStructValue(&structpb.Struct{Fields: map[string]*structpb.Value{
+			"key": structpb.NewStringValue(s.Key), "digest": structpb.NewStringValue(s.Digest), "size": structpb.NewNumberValue(float64(s.Size)),
+			"clusterID": structpb.NewStringValue(s.ClusterID), "version": structpb.NewStringValue(s.Version),
+		}})
 	}
 	return &structpb.Struct{Fields: f}
 }

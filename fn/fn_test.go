@@ -465,7 +465,7 @@ func TestDryRunJobAndRole(t *testing.T) {
 	spec := &schemas.Spec{Cluster: "prod", DryRun: true, TokenSecretRef: &schemas.SecretRef{Name: "tok"}}
 	r := Restore{Name: "x", Namespace: "vault", RequestName: "x", UID: xrUID}
 	n := NamesFor(r.Name)
-	j := Job(r, spec, &Cluster{Replicas: 3}, schemas.Auth{Method: "token"}, Settings{}, n)
+	j := Job(r, spec, &Cluster{Replicas: 3}, schemas.Auth{Method: "token"}, schemas.SnapshotRef{}, Settings{}, n)
 	env := map[string]string{}
 	for _, e := range j.Spec.Template.Spec.Containers[0].Env {
 		env[e.Name] = e.Value
@@ -488,7 +488,7 @@ func TestDryRunJobAndRole(t *testing.T) {
 func TestJobSafetySnapshot(t *testing.T) {
 	r := Restore{Name: "x", Namespace: "vault", RequestName: "x", UID: xrUID}
 	mode := func(spec *schemas.Spec, in *v1beta1.Input) string {
-		j := Job(r, spec, &Cluster{Replicas: 3}, schemas.Auth{Method: "token"}, SettingsFrom(in), NamesFor(r.Name))
+		j := Job(r, spec, &Cluster{Replicas: 3}, schemas.Auth{Method: "token"}, schemas.SnapshotRef{}, SettingsFrom(in), NamesFor(r.Name))
 		for _, e := range j.Spec.Template.Spec.Containers[0].Env {
 			if e.Name == schemas.EnvSafetySnapshot {
 				return e.Value
@@ -562,5 +562,73 @@ func TestComposedNeverGoesBackToWaiting(t *testing.T) {
 	// Without the cluster's lock naming the restore, nothing is composed.
 	if reason, msg, hasJob := call(clusterJSON, nil); reason != string(StageWaitingLock) || hasJob {
 		t.Fatalf("no lock anywhere: Composed %s %q, Job desired %v", reason, msg, hasJob)
+	}
+}
+
+// A restore with no key restores the cluster's newest backup
+// (status.backup.latestSnapshot), pinned, and records the choice in
+// status.plan.snapshot; the recorded choice wins over a newer backup; with
+// no backup reported, the spec is invalid and nothing is composed; a key
+// in the spec is used as it is.
+func TestRestoreNewestSnapshot(t *testing.T) {
+	noKey := strings.Replace(validSpec, `"key":"clusters/prod/a.snap",`, ``, 1)
+	latest := func(key string) string {
+		return strings.Replace(clusterJSON, `"status":{"initialized":true}`, `"status":{"initialized":true,"backup":{"latestSnapshot":`+
+			`{"key":"`+key+`","digest":"`+strings.Repeat("ab", 32)+`","size":4096,"clusterID":"c-1","version":"2.4.0"}}}`, 1)
+	}
+	run := func(spec, status, cluster string) (*fnv1.RunFunctionResponse, map[string]string) {
+		r := req(xrJSON(spec, status), false, map[string]string{resLock: lockJSON("Held", holder)})
+		r.RequiredResources = map[string]*fnv1.Resources{reqCluster: {Items: []*fnv1.Resource{{Resource: resource.MustStructJSON(cluster)}}}}
+		rsp, err := (&Function{Log: logging.NewNopLogger()}).RunFunction(context.Background(), r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		env := map[string]string{}
+		if j := rsp.GetDesired().GetResources()[resJob]; j != nil {
+			b, _ := json.Marshal(j.GetResource())
+			var job batchv1.Job
+			if err := json.Unmarshal(b, &job); err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range job.Spec.Template.Spec.Containers[0].Env {
+				env[e.Name] = e.Value
+			}
+		}
+		return rsp, env
+	}
+	planSnapshot := func(rsp *fnv1.RunFunctionResponse) map[string]any {
+		return rsp.GetDesired().GetComposite().GetResource().AsMap()["status"].(map[string]any)["plan"].(map[string]any)["snapshot"].(map[string]any)
+	}
+
+	rsp, env := run(noKey, `{}`, latest("clusters/prod/newest.snap"))
+	want := map[string]string{schemas.EnvRestoreKey: "clusters/prod/newest.snap", schemas.EnvExpectedDigest: "sha256:" + strings.Repeat("ab", 32),
+		schemas.EnvExpectedSize: "4096", schemas.EnvExpectedClusterID: "c-1", schemas.EnvExpectedVersion: "2.4.0"}
+	for k, v := range want {
+		if env[k] != v {
+			t.Errorf("newest: %s=%q, want %q", k, env[k], v)
+		}
+	}
+	if s := planSnapshot(rsp); s["key"] != "clusters/prod/newest.snap" || s["size"] != float64(4096) || s["clusterID"] != "c-1" {
+		t.Errorf("status.plan.snapshot %v", s)
+	}
+
+	// A newer backup lands: the recorded choice stays.
+	recorded := `{"plan":{"snapshot":{"key":"clusters/prod/newest.snap","digest":"sha256:` + strings.Repeat("ab", 32) + `","size":4096,"clusterID":"c-1","version":"2.4.0"}}}`
+	if rsp, env = run(noKey, recorded, latest("clusters/prod/even-newer.snap")); env[schemas.EnvRestoreKey] != "clusters/prod/newest.snap" ||
+		planSnapshot(rsp)["key"] != "clusters/prod/newest.snap" {
+		t.Errorf("the choice changed: %s", env[schemas.EnvRestoreKey])
+	}
+
+	// No backup reported: invalid, nothing composed.
+	rsp, _ = run(noKey, `{}`, clusterJSON)
+	if len(rsp.GetDesired().GetResources()) != 0 || len(rsp.GetResults()) == 0 || rsp.GetResults()[0].GetMessage() != schemas.MsgNoSnapshot("prod") {
+		t.Errorf("no backup: %d composed, results %v", len(rsp.GetDesired().GetResources()), rsp.GetResults())
+	}
+
+	// A key in the spec is used as it is, whatever the newest backup.
+	if rsp, env = run(validSpec, `{}`, latest("clusters/prod/newest.snap")); env[schemas.EnvRestoreKey] != "clusters/prod/a.snap" || env[schemas.EnvExpectedClusterID] != "" {
+		t.Errorf("explicit key: %v", env)
+	} else if _, ok := rsp.GetDesired().GetComposite().GetResource().AsMap()["status"].(map[string]any)["plan"].(map[string]any)["snapshot"]; ok {
+		t.Error("a restore with a key records a chosen snapshot")
 	}
 }

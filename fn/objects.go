@@ -1,6 +1,7 @@
 package fn
 
 import (
+	"cmp"
 	"strconv"
 
 	batchv1 "k8s.io/api/batch/v1"
@@ -190,7 +191,9 @@ var (
 
 // Job runs the executor once the lock is held (a dry run's at once). Its environment is
 // bao-backup's restore-mode contract, so openbao-operator's image also works.
-func Job(r Restore, spec *schemas.Spec, c *Cluster, auth schemas.Auth, set Settings, n Names) *batchv1.Job {
+// snap is the snapshot chosen for a restore with no key: its key, and pins
+// where the spec sets none.
+func Job(r Restore, spec *schemas.Spec, c *Cluster, auth schemas.Auth, snap schemas.SnapshotRef, set Settings, n Names) *batchv1.Job {
 	t := spec.Source.Target
 	image := set.Image
 	if spec.Image != "" {
@@ -205,7 +208,7 @@ func Job(r Restore, spec *schemas.Spec, c *Cluster, auth schemas.Auth, set Setti
 		{Name: schemas.EnvProvider, Value: t.Provider},
 		{Name: schemas.EnvEndpoint, Value: t.Endpoint},
 		{Name: schemas.EnvBucket, Value: t.Bucket},
-		{Name: schemas.EnvRestoreKey, Value: spec.Source.Key},
+		{Name: schemas.EnvRestoreKey, Value: cmp.Or(spec.Source.Key, snap.Key)},
 		{Name: schemas.EnvRestoreBucket, Value: t.Bucket},
 		{Name: schemas.EnvRestoreEndpoint, Value: t.Endpoint},
 		{Name: schemas.EnvRestoreForce, Value: strconv.FormatBool(spec.Force)},
@@ -242,17 +245,15 @@ func Job(r Restore, spec *schemas.Spec, c *Cluster, auth schemas.Auth, set Setti
 	}
 	add(schemas.EnvPathPrefix, t.PathPrefix)
 	add(schemas.EnvJWTAuthRole, auth.Role)
-	add(schemas.EnvExpectedDigest, spec.Source.ExpectedDigest)
-	if spec.Source.ExpectedSize > 0 {
-		add(schemas.EnvExpectedSize, strconv.FormatInt(spec.Source.ExpectedSize, 10))
+	// The pins: the spec's, else those of the snapshot chosen for a
+	// restore with no key.
+	add(schemas.EnvExpectedDigest, cmp.Or(spec.Source.ExpectedDigest, snap.Digest))
+	if size := cmp.Or(spec.Source.ExpectedSize, snap.Size); size > 0 {
+		add(schemas.EnvExpectedSize, strconv.FormatInt(size, 10))
 	}
-	add(schemas.EnvExpectedClusterID, spec.Source.ExpectedClusterID)
-	safety := set.SafetySnapshot
-	if spec.SafetySnapshot != "" {
-		safety = spec.SafetySnapshot
-	}
-	add(schemas.EnvSafetySnapshot, safety)
-	add(schemas.EnvExpectedVersion, spec.Source.ExpectedVersion)
+	add(schemas.EnvExpectedClusterID, cmp.Or(spec.Source.ExpectedClusterID, snap.ClusterID))
+	add(schemas.EnvSafetySnapshot, cmp.Or(spec.SafetySnapshot, set.SafetySnapshot))
+	add(schemas.EnvExpectedVersion, cmp.Or(spec.Source.ExpectedVersion, snap.Version))
 
 	mounts := []corev1.VolumeMount{
 		{Name: "scratch", MountPath: schemas.MountScratch},

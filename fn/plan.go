@@ -34,6 +34,10 @@ type Restore struct {
 	ClaimName string
 	// Phase is the observed status.phase (the reconciler writes it).
 	Phase string
+	// Chosen is the snapshot the function chose earlier for a restore
+	// with no key (status.plan.snapshot): it is kept, so that a newer
+	// backup landing meanwhile does not change what is restored.
+	Chosen *schemas.SnapshotRef
 }
 
 // Cluster is what the function reads of the required OpenBaoCluster.
@@ -51,6 +55,8 @@ type Cluster struct {
 	// resource references, which a stale XR may lack: the cluster's own
 	// lock is what says a restore holds it.
 	LockHolder string
+	// Latest is status.backup.latestSnapshot, the newest backup.
+	Latest *schemas.SnapshotRef
 }
 
 // Observed is what the function reads of the composed resources.
@@ -95,6 +101,8 @@ type Plan struct {
 
 	// Auth resolved for the Job.
 	Auth schemas.Auth
+	// Snapshot is the snapshot chosen when spec.source.key is unset.
+	Snapshot schemas.SnapshotRef
 }
 
 // Decide is the pure decision at the heart of the function. spec is nil when
@@ -131,9 +139,24 @@ func Decide(r Restore, spec *schemas.Spec, vs []schemas.Violation, resolved bool
 			Message: fmt.Sprintf("the restore's spec is invalid (%d problem(s)); nothing was composed: %s", len(vs), joinViolations(vs))}
 	}
 
+	// No key: the snapshot chosen before, else the cluster's newest backup.
+	var snap schemas.SnapshotRef
+	if spec.Source.Key == "" {
+		switch {
+		case r.Chosen != nil:
+			snap = *r.Chosen
+		case cluster.Latest != nil:
+			snap = *cluster.Latest
+		default:
+			vs = append(vs, schemas.Violation{Path: "spec.source.key", Message: schemas.MsgNoSnapshot(spec.Cluster)})
+			return Plan{Stage: StageInvalid, Violations: vs, KeepObservedJob: keepJob,
+				Message: fmt.Sprintf("the restore's spec is invalid (%d problem(s)); nothing was composed: %s", len(vs), joinViolations(vs))}
+		}
+	}
+
 	// A dry run takes no lock: it sends nothing, and must never make a
 	// backup or an upgrade wait.
-	p := Plan{Auth: auth, RBAC: !terminal, Lock: !terminal && !spec.DryRun, KeepObservedJob: keepJob}
+	p := Plan{Auth: auth, RBAC: !terminal, Lock: !terminal && !spec.DryRun, KeepObservedJob: keepJob, Snapshot: snap}
 	held := o.LockState == schemas.LockHeld && o.LockHeldBy == holder || cluster.LockHolder == holder
 	job := "restore Job"
 	if spec.DryRun {

@@ -367,6 +367,23 @@ func AckHint(uid, resume string) string {
 }
 
 // MsgNeedsClaim is the violation of a cluster-scoped XR made without a claim.
+// SnapshotRef names a snapshot and pins it: openbao-operator's
+// OpenBaoCluster.status.backup.latestSnapshot, and the function's choice in
+// the XR's status.plan.snapshot when spec.source.key is unset.
+type SnapshotRef struct {
+	Key       string `json:"key"`
+	Digest    string `json:"digest,omitempty"`
+	Size      int64  `json:"size,omitempty"`
+	ClusterID string `json:"clusterID,omitempty"`
+	Version   string `json:"version,omitempty"`
+}
+
+// MsgNoSnapshot is the refusal of a restore with no key of a cluster that
+// reports no backup.
+func MsgNoSnapshot(cluster string) string {
+	return fmt.Sprintf("spec.source.key is not set and OpenBaoCluster %s reports no status.backup.latestSnapshot: set spec.source.key to the snapshot's object key, or wait for the cluster's first backup", cluster)
+}
+
 const MsgNeedsClaim = "a cluster-scoped XOpenBaoRestore needs a claim: create an OpenBaoRestore in the OpenBaoCluster's namespace instead"
 
 // The XR kinds: the legacy cluster-scoped XR of claims, and the namespaced

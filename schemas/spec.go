@@ -17,7 +17,7 @@ type Spec struct {
 
 // Source is the snapshot to restore.
 type Source struct {
-	Key               string `json:"key"`
+	Key               string `json:"key,omitempty"`
 	ExpectedDigest    string `json:"expectedDigest,omitempty"`
 	ExpectedSize      int64  `json:"expectedSize,omitempty"`
 	ExpectedClusterID string `json:"expectedClusterID,omitempty"`

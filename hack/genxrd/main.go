@@ -200,6 +200,12 @@ func status() obj {
 					"stage": str("The function's view of the restore."), "namespace": str("Where the restore runs."),
 					"lockRequest": str("The lock request's name."), "job": str("The restore Job's name."),
 					"serviceAccount": str("The executor's ServiceAccount."), "authMethod": str("jwt or token."),
+					"snapshot": obj{"type": "object", "description": "The snapshot chosen when spec.source.key is unset: the cluster's status.backup.latestSnapshot when the restore was first composed, kept from then on, pinned.",
+						"properties": obj{
+							"key": str("Its object key."), "digest": str("Its SHA-256, pinned."),
+							"size":      obj{"type": "integer", "format": "int64", "description": "Its size in bytes, pinned."},
+							"clusterID": str("The cluster_id it was taken from, pinned."), "version": str("The OpenBao version it was taken from, pinned."),
+						}},
 				}},
 			"restart": obj{"type": "object", "description": "Progress of the OpenBao pod restarts after the restore, one at a time, standbys first and the leader last. Written by the reconciler, which resumes from it after a crash.",
 				"properties": obj{

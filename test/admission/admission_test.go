@@ -158,3 +158,17 @@ func TestImmutableSpec(t *testing.T) {
 		u.SetAnnotations(map[string]string{schemas.AcknowledgeAnnotation: string(u.GetUID()) + "/Resume"})
 	}, false)
 }
+
+// Every valid example claim is admitted: the one with every field, a dry
+// run, and one with no key (the newest backup), which the CEL rules on the
+// key must let through.
+func TestValidClaimsAdmitted(t *testing.T) {
+	e := testbed.Shared(t)
+	k := install(t, e)
+	ns := e.Namespace(t)
+	for _, f := range []string{"claim.yaml", "claim-dry-run.yaml", "claim-latest.yaml"} {
+		if err := k.Create(context.Background(), claim(t, f, ns)); err != nil {
+			t.Errorf("%s refused: %v", f, err)
+		}
+	}
+}

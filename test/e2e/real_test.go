@@ -96,6 +96,7 @@ func TestRealRestore(t *testing.T) {
 	// In order: each leaves the cluster healthy and its lock free.
 	t.Run("HappyPath", r.happyPath)
 	t.Run("UndoFromSafetySnapshot", r.undo)
+	t.Run("NewestSnapshot", r.newest)
 	t.Run("MissingSnapshotKey", r.missingKey)
 	t.Run("DryRun", r.dryRun)
 	t.Run("LockContention", r.lockContention)
