@@ -75,7 +75,7 @@ func TestDryRun(t *testing.T) {
 	if !strings.HasPrefix(tm.Message, "dry run: every check passed; a restore would send "+f.key) || !strings.HasSuffix(tm.Message, noteNothing) {
 		t.Fatalf("message %q", tm.Message)
 	}
-	if tm.Archive == nil || tm.Archive.StateSize == 0 || tm.SHA256 != strings.TrimPrefix(digestOf(f.snap), "sha256:") {
+	if tm.Archive == nil || tm.Archive.StateSize == 0 || tm.SHA256 != strings.TrimPrefix(digestOf(f.snap), "sha256:") || tm.SnapshotVersion == "" {
 		t.Fatalf("report %+v", tm)
 	}
 	if !strings.Contains(tm.Checks[5].Message, "cluster_id "+f.bao.health().ClusterID) || !strings.Contains(tm.Checks[4].Message, "sys/storage/raft/snapshot") {

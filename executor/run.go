@@ -220,7 +220,7 @@ func (r *run) run(ctx context.Context, env func(string) string) error {
 	if err := checkSize(src.URL(cfg.Key), info.Size, cfg.ExpectedSize); err != nil {
 		return err
 	}
-	r.tm.SnapshotSize = info.Size
+	r.tm.SnapshotSize, r.tm.SnapshotVersion = info.Size, info.ETag
 	r.logf("snapshot %s: %d bytes", src.URL(cfg.Key), info.Size)
 	r.pass(fmt.Sprintf("%s exists: %d bytes%s", src.URL(cfg.Key), info.Size, etag(info)), schemas.CheckLeader)
 

@@ -103,10 +103,13 @@ const (
 // TerminationMessage is the JSON the executor writes to
 // /dev/termination-log for the reconciler. It never holds a secret.
 type TerminationMessage struct {
-	SnapshotKey  string       `json:"snapshotKey,omitempty"`
-	SnapshotSize int64        `json:"snapshotSize,omitempty"`
-	SHA256       string       `json:"sha256,omitempty"`
-	Archive      *ArchiveInfo `json:"archive,omitempty"`
+	SnapshotKey  string `json:"snapshotKey,omitempty"`
+	SnapshotSize int64  `json:"snapshotSize,omitempty"`
+	// SnapshotVersion is the object's version tag (ETag, or the GCS
+	// generation) as its HEAD gave it.
+	SnapshotVersion string       `json:"snapshotVersion,omitempty"`
+	SHA256          string       `json:"sha256,omitempty"`
+	Archive         *ArchiveInfo `json:"archive,omitempty"`
 	// Safety is the safety snapshot taken (or skipped) before the restore.
 	Safety *SafetySnapshot `json:"safety,omitempty"`
 	// DryRun is set by a dry run, which sends nothing; Checks is its report.
@@ -242,13 +245,14 @@ const (
 // DryRunReport is status.dryRun: what a dry run found, from the executor's
 // termination message (the reconciler writes it).
 type DryRunReport struct {
-	SnapshotKey  string       `json:"snapshotKey,omitempty"`
-	SnapshotSize int64        `json:"snapshotSize,omitempty"`
-	SHA256       string       `json:"sha256,omitempty"`
-	Endpoint     string       `json:"endpoint,omitempty"`
-	ClusterID    string       `json:"clusterID,omitempty"`
-	Archive      *ArchiveInfo `json:"archive,omitempty"`
-	Checks       []Check      `json:"checks,omitempty"`
+	SnapshotKey     string       `json:"snapshotKey,omitempty"`
+	SnapshotSize    int64        `json:"snapshotSize,omitempty"`
+	SnapshotVersion string       `json:"snapshotVersion,omitempty"`
+	SHA256          string       `json:"sha256,omitempty"`
+	Endpoint        string       `json:"endpoint,omitempty"`
+	ClusterID       string       `json:"clusterID,omitempty"`
+	Archive         *ArchiveInfo `json:"archive,omitempty"`
+	Checks          []Check      `json:"checks,omitempty"`
 }
 
 // Check is one check of a dry run and what it found.

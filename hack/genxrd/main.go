@@ -222,11 +222,12 @@ func status() obj {
 				}},
 			"dryRun": obj{"type": "object", "description": "What a dry run (spec.dryRun) found: what would be restored and every check's verdict. Nothing was sent. Written by the reconciler from the executor's report.",
 				"properties": obj{
-					"snapshotKey":  str("The object that would be restored."),
-					"snapshotSize": obj{"type": "integer", "format": "int64", "description": "Its size in bytes."},
-					"sha256":       str("The SHA-256 of the whole object, as read."),
-					"endpoint":     str("The endpoint a restore would use: snapshot, or snapshot-force with spec.force."),
-					"clusterID":    str("The cluster_id of the cluster that would be restored into."),
+					"snapshotKey":     str("The object that would be restored."),
+					"snapshotSize":    obj{"type": "integer", "format": "int64", "description": "Its size in bytes."},
+					"snapshotVersion": str("Its version tag as the store's HEAD gave it (ETag, or the GCS generation)."),
+					"sha256":          str("The SHA-256 of the whole object, as read."),
+					"endpoint":        str("The endpoint a restore would use: snapshot, or snapshot-force with spec.force."),
+					"clusterID":       str("The cluster_id of the cluster that would be restored into."),
 					"archive": obj{"type": "object", "description": "The snapshot archive's metadata, once its checks passed.",
 						"properties": obj{
 							"id": str("The Raft snapshot's ID."), "index": obj{"type": "integer", "format": "int64", "description": "The Raft index it was taken at."},

@@ -42,7 +42,7 @@ func report(t *schemas.TerminationMessage) *schemas.DryRunReport {
 		return nil
 	}
 	return &schemas.DryRunReport{
-		SnapshotKey: t.SnapshotKey, SnapshotSize: t.SnapshotSize, SHA256: t.SHA256, Endpoint: t.Endpoint,
+		SnapshotKey: t.SnapshotKey, SnapshotSize: t.SnapshotSize, SnapshotVersion: t.SnapshotVersion, SHA256: t.SHA256, Endpoint: t.Endpoint,
 		ClusterID: t.ClusterIDBefore, Archive: t.Archive, Checks: t.Checks,
 	}
 }

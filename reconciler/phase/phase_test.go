@@ -922,13 +922,13 @@ func TestDryRunReport(t *testing.T) {
 	if !strings.Contains(st.Message, "no lock is taken") || condition(st, schemas.CondLockHeld).Type != "" {
 		t.Errorf("status %+v", st)
 	}
-	report := `{"dryRun":true,"submitted":false,"exitCode":0,"snapshotKey":"clusters/prod/a.snap","snapshotSize":42317,"sha256":"ab","endpoint":"snapshot","clusterIDBefore":"c-1",` +
+	report := `{"dryRun":true,"submitted":false,"exitCode":0,"snapshotKey":"clusters/prod/a.snap","snapshotSize":42317,"snapshotVersion":"\"e1\"","sha256":"ab","endpoint":"snapshot","clusterIDBefore":"c-1",` +
 		`"archive":{"id":"2-42-1","index":42,"term":2,"stateSize":40000,"sealedSums":true},` +
 		`"checks":[{"name":"object","passed":true,"message":"exists"},{"name":"snapshot","passed":true,"message":"read whole"}],` +
 		`"message":"dry run: every check passed; a restore would send clusters/prod/a.snap. Nothing was submitted"}`
 	createJob(t, env, ns, xr, 0, report)
 	st = waitPhase(t, env, xr, schemas.PhaseCompleted)
-	want := &schemas.DryRunReport{SnapshotKey: "clusters/prod/a.snap", SnapshotSize: 42317, SHA256: "ab", Endpoint: "snapshot", ClusterID: "c-1",
+	want := &schemas.DryRunReport{SnapshotKey: "clusters/prod/a.snap", SnapshotSize: 42317, SnapshotVersion: `"e1"`, SHA256: "ab", Endpoint: "snapshot", ClusterID: "c-1",
 		Archive: &schemas.ArchiveInfo{ID: "2-42-1", Index: 42, Term: 2, StateSize: 40000, SealedSums: true},
 		Checks:  []schemas.Check{{Name: "object", Passed: true, Message: "exists"}, {Name: "snapshot", Passed: true, Message: "read whole"}}}
 	if diff := cmp.Diff(want, st.DryRun); diff != "" {

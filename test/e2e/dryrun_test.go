@@ -46,6 +46,9 @@ func (r *realBed) dryRun(t *testing.T) {
 	if got := strings.Join(names, ","); got != "configuration,object,leader,auth,capability,clusterPin,snapshot" {
 		t.Errorf("status.dryRun.checks %s", got)
 	}
+	if v, _, _ := unstructured.NestedString(xr.Object, "status", "dryRun", "snapshotVersion"); v == "" {
+		t.Errorf("status.dryRun.snapshotVersion is empty: %v", xr.Object["status"])
+	}
 	if size, _, _ := unstructured.NestedInt64(xr.Object, "status", "dryRun", "archive", "stateSize"); size == 0 {
 		t.Errorf("status.dryRun.archive %v", xr.Object["status"])
 	}
