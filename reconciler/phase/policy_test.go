@@ -59,7 +59,10 @@ func TestRestartWithoutEvictionGrant(t *testing.T) {
 	prepare(t, env) // the XR kinds
 	bao := baotest.Start(t, 1)
 	opts := restartOptions(t, bao.Nodes[0].Addr)
-	opts.Timeouts = restart.Timeouts{Gate: 8 * time.Second, Sealed: 3 * time.Second}
+	// The gate must outlast the record-then-evict round trips under load:
+	// with 8 s, a loaded CI run once reached the timeout before the first
+	// refusal was written, and saw the recorded pod as "being deleted".
+	opts.Timeouts = restart.Timeouts{Gate: 20 * time.Second, Sealed: 3 * time.Second}
 	startAs(t, env, withoutEviction(t, env), ns, false, opts)
 	createCluster(t, env, ns)
 	env.OpenBaoPods(t, ns, "prod", 1)
