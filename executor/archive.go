@@ -14,7 +14,6 @@ import (
 	"hash"
 	"io"
 	"strings"
-	"sync"
 	"sync/atomic"
 
 	"github.com/openbao-restore/openbao-restore/schemas"
@@ -49,7 +48,7 @@ type archiveCheck struct {
 	done   chan struct{}
 	failed atomic.Pointer[error] // set as soon as the archive is known bad
 
-	mu   sync.Mutex
+	// The verdict, written before done is closed and read after.
 	info schemas.ArchiveInfo
 	err  error
 }
@@ -59,8 +58,8 @@ func newArchiveCheck() *archiveCheck {
 	a := &archiveCheck{pw: pw, done: make(chan struct{})}
 	go func() {
 		defer close(a.done)
-		info, err := readArchive(pr)
-		if err != nil {
+		a.info, a.err = readArchive(pr)
+		if err := a.err; err != nil {
 			a.failed.Store(&err)
 			// Stop the writer: the rest of the bytes need no reading.
 			_ = pr.CloseWithError(err)
@@ -69,9 +68,6 @@ func newArchiveCheck() *archiveCheck {
 			// gzip reader has already refused; drain to unblock Write.
 			_, _ = io.Copy(io.Discard, pr)
 		}
-		a.mu.Lock()
-		a.info, a.err = info, err
-		a.mu.Unlock()
 	}()
 	return a
 }
@@ -98,8 +94,6 @@ func (a *archiveCheck) Err() error {
 func (a *archiveCheck) Close() (schemas.ArchiveInfo, error) {
 	_ = a.pw.Close()
 	<-a.done
-	a.mu.Lock()
-	defer a.mu.Unlock()
 	return a.info, a.err
 }
 
@@ -285,6 +279,13 @@ func gzipFault(err error) string {
 
 func badArchive(err error, format string, args ...any) error {
 	return fail(schemas.ExitVerification, err, "the snapshot archive is not sound: "+format, args...)
+}
+
+// checked takes a whole body's verdict, at the gate: its digest and the
+// archive it holds go into the termination message and the log.
+func (r *run) checked(sum string, info *schemas.ArchiveInfo) {
+	r.tm.SHA256, r.tm.Archive = sum, info
+	r.logf("the archive is sound: %s", describeArchive(*info))
 }
 
 // describeArchive says what a checked archive holds, for the log.

@@ -21,7 +21,7 @@ func (r *run) dryRun(ctx context.Context, src Source, info ObjectInfo, addr stri
 		defer func() { _ = body.Close() }()
 		var hb *holdBack
 		hb = newHoldBack(body, info.Size, r.opts.HoldBack, cfg.ExpectedDigest, func(sum string, _ int64) error {
-			r.tm.SHA256, r.tm.Archive = sum, &hb.info
+			r.checked(sum, &hb.info)
 			return nil
 		})
 		defer hb.Close()
@@ -36,7 +36,6 @@ func (r *run) dryRun(ctx context.Context, src Source, info ObjectInfo, addr stri
 	if err != nil {
 		return err
 	}
-	r.logf("the archive is sound: %s", describeArchive(*r.tm.Archive))
 	r.pass(fmt.Sprintf("read whole: %d bytes, sha256:%s%s; %s", info.Size, r.tm.SHA256, digestNote(cfg), describeArchive(*r.tm.Archive)), "")
 	r.tm.Message = fmt.Sprintf("dry run: every check passed; a restore would send %s (%d bytes, sha256:%s) to %s via %s", r.tm.SnapshotKey, info.Size, r.tm.SHA256, addr, cfg.RestoreEndpoint())
 	return nil

@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -161,7 +162,10 @@ func (r *run) retry(ctx context.Context, what string, f func() error, codes ...i
 }
 
 func (r *run) run(ctx context.Context, env func(string) string) error {
-	r.step, r.tm.DryRun = schemas.CheckConfig, strings.EqualFold(env(schemas.EnvDryRun), "true")
+	// Known before the configuration, so that even its failure is
+	// reported as a dry run's; LoadConfig parses it the same way.
+	r.step = schemas.CheckConfig
+	r.tm.DryRun, _ = strconv.ParseBool(env(schemas.EnvDryRun))
 	cfg, err := LoadConfig(env, r.opts.Paths)
 	if err != nil {
 		return err

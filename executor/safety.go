@@ -80,7 +80,7 @@ func (r *run) takeSafety(ctx context.Context, src Source, addr string, token Sec
 		return nil, fail(schemas.ExitSnapshot, nil, "the safety snapshot: GET sys/storage/raft/snapshot answered HTTP %d %s", c, baoErrors(out))
 	}
 	body := &hashingReader{r: resp.Body, h: sha256.New()}
-	stop := progress(r.logf, "safety snapshot", 0, body.count, r.opts.ProgressEvery)
+	stop := progress(r.logf, "safety snapshot", 0, body.n.Load, r.opts.ProgressEvery)
 	err = src.Put(ctx, key, body)
 	stop()
 	if err != nil {
@@ -90,10 +90,11 @@ func (r *run) takeSafety(ctx context.Context, src Source, addr string, token Sec
 	if err != nil {
 		return nil, fmt.Errorf("the safety snapshot was written to %s but cannot be read back: %w", src.URL(key), err)
 	}
-	if info.Size != body.n || body.n == 0 {
-		return nil, fail(schemas.ExitStorage, nil, "the safety snapshot %s holds %d bytes, but %d were read from OpenBao", src.URL(key), info.Size, body.n)
+	n := body.n.Load()
+	if info.Size != n || n == 0 {
+		return nil, fail(schemas.ExitStorage, nil, "the safety snapshot %s holds %d bytes, but %d were read from OpenBao", src.URL(key), info.Size, n)
 	}
-	return &schemas.SafetySnapshot{Key: key, URL: src.URL(key), SHA256: hex.EncodeToString(body.h.Sum(nil)), Size: body.n}, nil
+	return &schemas.SafetySnapshot{Key: key, URL: src.URL(key), SHA256: hex.EncodeToString(body.h.Sum(nil)), Size: n}, nil
 }
 
 // safetyStoreFailure says what a failed upload needs: write access under
@@ -111,22 +112,18 @@ func safetyStoreFailure(err error, url string) error {
 type hashingReader struct {
 	r io.Reader
 	h hash.Hash
-	n int64
-	c atomic.Int64 // n, for the progress ticker
+	n atomic.Int64 // read by the progress ticker too
 }
 
 func (h *hashingReader) Read(p []byte) (int, error) {
 	k, err := h.r.Read(p)
 	h.h.Write(p[:k])
-	h.n += int64(k)
-	h.c.Store(h.n)
+	n := h.n.Add(int64(k))
 	if err != nil && !errors.Is(err, io.EOF) {
-		return k, &bodyError{transient(err, "reading the cluster's snapshot from OpenBao failed after %d bytes", h.n)}
+		return k, &bodyError{transient(err, "reading the cluster's snapshot from OpenBao failed after %d bytes", n)}
 	}
 	return k, err
 }
-
-func (h *hashingReader) count() int64 { return h.c.Load() }
 
 // bodyError is a failure to read the stream being uploaded.
 type bodyError struct{ err error }

@@ -33,9 +33,7 @@ func (r *run) stream(ctx context.Context, src Source, info ObjectInfo, addr stri
 	var answered atomic.Bool
 	var hb *holdBack
 	gate := func(sum string, n int64) error {
-		r.tm.SHA256 = sum
-		r.tm.Archive = &hb.info
-		r.logf("the archive is sound: %s", describeArchive(hb.info))
+		r.checked(sum, &hb.info)
 		if answered.Load() {
 			// OpenBao answered before taking the whole body (a refusal):
 			// never record, never release.

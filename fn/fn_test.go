@@ -559,6 +559,23 @@ func TestComposedNeverGoesBackToWaiting(t *testing.T) {
 			t.Errorf("%s: the message changed from %q to %q", s.name, first, msg)
 		}
 	}
+	// A dry run's message is one too, composed or observed.
+	dry := func(observed map[string]string) string {
+		r := req(xrJSON(strings.Replace(validSpec, `"cluster":"prod"`, `"cluster":"prod","dryRun":true`, 1), `{"phase":"Running"}`), true, observed)
+		rsp, err := (&Function{Log: logging.NewNopLogger()}).RunFunction(context.Background(), r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range rsp.GetConditions() {
+			if c.GetType() == schemas.CondComposed {
+				return c.GetMessage()
+			}
+		}
+		return ""
+	}
+	if composed, running := dry(nil), dry(map[string]string{resJob: job}); composed != running || !strings.HasPrefix(composed, "dry run: ") {
+		t.Errorf("a dry run's message changed from %q to %q", composed, running)
+	}
 	// Without the cluster's lock naming the restore, nothing is composed.
 	if reason, msg, hasJob := call(clusterJSON, nil); reason != string(StageWaitingLock) || hasJob {
 		t.Fatalf("no lock anywhere: Composed %s %q, Job desired %v", reason, msg, hasJob)

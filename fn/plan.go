@@ -165,7 +165,10 @@ func Decide(r Restore, spec *schemas.Spec, vs []schemas.Violation, resolved bool
 	// One message while the Job is composed and runs, whether or not this
 	// call observes it: the view never goes back within a stage.
 	running := "the " + job + " is running"
-	if held && !spec.DryRun {
+	switch {
+	case spec.DryRun:
+		running = fmt.Sprintf("dry run: the Job that checks the restore into OpenBaoCluster %s is running; no lock is taken and nothing is sent", spec.Cluster)
+	case held:
 		running = fmt.Sprintf("the operation lock of OpenBaoCluster %s is held; %s", spec.Cluster, running)
 	}
 	switch {
@@ -184,11 +187,7 @@ func Decide(r Restore, spec *schemas.Spec, vs []schemas.Violation, resolved bool
 	case keepJob:
 		p.Stage = StageJobComposed
 		p.Message = running
-	case spec.DryRun:
-		p.Stage = StageJobComposed
-		p.Job = true
-		p.Message = fmt.Sprintf("dry run: the Job that checks the restore into OpenBaoCluster %s is composed; no lock is taken and nothing is sent", spec.Cluster)
-	case held:
+	case held || spec.DryRun:
 		p.Stage = StageJobComposed
 		p.Job = true
 		p.Message = running

@@ -55,7 +55,7 @@ func Next(cur Status, f Facts) (Status, []Event) {
 	}
 	next := cur
 	next.Conditions = lockConditions(f.Lock)
-	if s := safety(f); s != nil {
+	if s := safety(cur.SafetySnapshot, f); s != nil {
 		next.SafetySnapshot = s
 	}
 	switch {

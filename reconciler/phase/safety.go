@@ -33,8 +33,10 @@ type Origin struct {
 }
 
 // safety is the safety snapshot the Job's pods report (the last one), with
-// its undo; nil when none was taken or skipped.
-func safety(f Facts) *Safety {
+// its undo; nil when none was taken or skipped. cur is the status's: kept
+// as it is while the report is the same, so that the undo claim is built
+// once, not on every reconcile of the restart.
+func safety(cur *Safety, f Facts) *Safety {
 	if f.Job == nil {
 		return nil
 	}
@@ -46,6 +48,9 @@ func safety(f Facts) *Safety {
 	}
 	if s == nil {
 		return nil
+	}
+	if cur != nil && cur.SafetySnapshot == *s {
+		return cur
 	}
 	out := &Safety{SafetySnapshot: *s}
 	if s.Skipped == "" && f.Origin.Kind != "" {
