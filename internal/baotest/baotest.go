@@ -49,6 +49,8 @@ package baotest
 import (
 	"bytes"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -106,6 +108,8 @@ type Node struct {
 	Addr  string // http://IP:8200
 	// Dir holds config.hcl, raft/ and server.log (appended across restarts).
 	Dir string
+	// NonVoter: the node joins as a permanent non-voter (a read replica).
+	NonVoter bool
 
 	proc *proc
 }
@@ -197,6 +201,23 @@ func Attach(t testing.TB, ips []string) *Cluster {
 		c.Nodes = append(c.Nodes, &Node{Index: i, ID: fmt.Sprintf("node%d", i), IP: ip, Addr: fmt.Sprintf("http://%s:%d", ip, APIPort)})
 	}
 	return c
+}
+
+// UseTLS makes the clients speak https to every node, verifying its
+// certificate against caPEM under serverName, as a client of an
+// openbao-operator cluster must: the certificates name no pod IP.
+func (c *Cluster) UseTLS(t testing.TB, caPEM []byte, serverName string) {
+	t.Helper()
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		t.Fatal("baotest: the CA holds no PEM certificate")
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool, ServerName: serverName}
+	c.hc.Transport = &http.Transport{TLSClientConfig: cfg}
+	c.probe.Transport = &http.Transport{TLSClientConfig: cfg, DisableKeepAlives: true}
+	for _, nd := range c.Nodes {
+		nd.Addr = fmt.Sprintf("https://%s:%d", nd.IP, APIPort)
+	}
 }
 
 // Init initialises an attached cluster as Start does (sys/init on node 0,
@@ -310,26 +331,57 @@ func randInt(t testing.TB, n int64) int {
 
 // config is the node's server configuration with the given seal key file.
 func (c *Cluster) config(nd *Node, keyFile string) string {
-	return NodeConfig(nd.Index, nd.IP, c.Nodes[0].Addr, filepath.Join(nd.Dir, "raft"), keyFile)
+	return NodeConfig(nd.Index, nd.IP, c.Nodes[0].Addr, filepath.Join(nd.Dir, "raft"), keyFile, NodeOptions{})
+}
+
+// NodeOptions are what NodeConfig varies beyond the layout, as
+// openbao-operator configures its pods.
+type NodeOptions struct {
+	// NonVoter joins the node as a permanent non-voter
+	// (retry_join_as_non_voter): a read replica.
+	NonVoter bool
+	// TLS, if set, serves the API over TLS and joins the leader over
+	// verified TLS; otherwise the API is plain HTTP.
+	TLS *NodeTLS
+}
+
+// NodeTLS are a node's TLS files and the name its peers' certificates are
+// verified under when it joins (they name services, never pod IPs).
+type NodeTLS struct {
+	CertFile, KeyFile, CAFile, ServerName string
 }
 
 // NodeConfig is the server configuration of node index of a cluster: its
-// own address ip (API on APIPort, cluster on ClusterPort, plain HTTP), Raft
-// data in dataDir, the static seal key in keyFile, and, past node 0, a
-// retry_join to node 0 at leaderAddr. Start uses it, and so do tests that
-// run OpenBao as the pods of a StatefulSet.
-func NodeConfig(index int, ip, leaderAddr, dataDir, keyFile string) string {
+// own address ip (API on APIPort, cluster on ClusterPort), Raft data in
+// dataDir, the static seal key in keyFile, and, past node 0, a retry_join
+// to node 0 at leaderAddr. Start uses it, and so do tests that run OpenBao
+// as the pods of a StatefulSet.
+func NodeConfig(index int, ip, leaderAddr, dataDir, keyFile string, o NodeOptions) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "storage \"raft\" {\n  path = %q\n  node_id = \"node%d\"\n  performance_multiplier = 1\n", dataDir, index)
+	if o.NonVoter {
+		b.WriteString("  retry_join_as_non_voter = true\n")
+	}
 	if index > 0 {
 		// retry_join only matters on first start, when the node has no
 		// Raft state yet; later starts rejoin from their own data.
-		fmt.Fprintf(&b, "  retry_join {\n    leader_api_addr = %q\n  }\n", leaderAddr)
+		fmt.Fprintf(&b, "  retry_join {\n    leader_api_addr = %q\n", leaderAddr)
+		if o.TLS != nil {
+			fmt.Fprintf(&b, "    leader_ca_cert_file = %q\n    leader_tls_servername = %q\n", o.TLS.CAFile, o.TLS.ServerName)
+		}
+		b.WriteString("  }\n")
 	}
 	b.WriteString("}\n")
-	fmt.Fprintf(&b, "listener \"tcp\" {\n  address = \"%s:%d\"\n  cluster_address = \"%s:%d\"\n  tls_disable = true\n}\n", ip, APIPort, ip, ClusterPort)
+	scheme := "http"
+	fmt.Fprintf(&b, "listener \"tcp\" {\n  address = \"%s:%d\"\n  cluster_address = \"%s:%d\"\n", ip, APIPort, ip, ClusterPort)
+	if o.TLS != nil {
+		scheme = "https"
+		fmt.Fprintf(&b, "  tls_cert_file = %q\n  tls_key_file = %q\n}\n", o.TLS.CertFile, o.TLS.KeyFile)
+	} else {
+		b.WriteString("  tls_disable = true\n}\n")
+	}
 	fmt.Fprintf(&b, "seal \"static\" {\n  current_key_id = \"1\"\n  current_key = \"file://%s\"\n}\n", keyFile)
-	fmt.Fprintf(&b, "api_addr = \"http://%s:%d\"\ncluster_addr = \"https://%s:%d\"\n", ip, APIPort, ip, ClusterPort)
+	fmt.Fprintf(&b, "api_addr = \"%s://%s:%d\"\ncluster_addr = \"https://%s:%d\"\n", scheme, ip, APIPort, ip, ClusterPort)
 	return b.String()
 }
 
@@ -596,7 +648,8 @@ type autopilot struct {
 	} `json:"servers"`
 }
 
-// WaitHealthy waits until every node is running, unsealed and a voter,
+// WaitHealthy waits until every node is running, unsealed and a voter (a
+// NonVoter node: a non-voter),
 // autopilot reports the cluster healthy, and one node is active. Joined
 // nodes start as non-voters; restarting anything before they are promoted
 // can leave the cluster without a leader for half a minute.
@@ -638,12 +691,24 @@ func (c *Cluster) unhealthy() string {
 	if err := c.call(c.Nodes[leader], "GET", "/v1/sys/storage/raft/autopilot/state", c.RootToken, "", 200, &wrap); err != nil {
 		return err.Error()
 	}
-	if !ap.Healthy || len(ap.Servers) != len(c.Nodes) || len(ap.Voters) != len(c.Nodes) {
+	voters, nonVoter := 0, map[string]bool{}
+	for _, nd := range c.Nodes {
+		if nd.NonVoter {
+			nonVoter[nd.ID] = true
+		} else {
+			voters++
+		}
+	}
+	if !ap.Healthy || len(ap.Servers) != len(c.Nodes) || len(ap.Voters) != voters {
 		return fmt.Sprintf("autopilot: %+v", ap)
 	}
 	for id, s := range ap.Servers {
 		// node_type says "voter" even before promotion; status tells.
-		if (s.Status != "voter" && s.Status != "leader") || !s.Healthy {
+		ok := s.Status == "voter" || s.Status == "leader"
+		if nonVoter[id] {
+			ok = s.Status == "non-voter"
+		}
+		if !ok || !s.Healthy {
 			return fmt.Sprintf("autopilot: %s %+v", id, s)
 		}
 	}

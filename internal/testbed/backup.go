@@ -8,12 +8,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/openbao-restore/openbao-restore/schemas"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/openbao-restore/openbao-restore/schemas"
 )
 
 // BackupMode is how the stand-in operator's backup loop writes the

@@ -194,6 +194,33 @@ func ClusterPodLabels(cluster string) map[string]string {
 		"openbao.org/component": "openbaocluster", "openbao.org/workload-pool": "voter"}
 }
 
+// ReadReplicaPodLabels are the labels of a cluster's read replicas and
+// their StatefulSet: ClusterPodLabels in the read-replica pool.
+func ReadReplicaPodLabels(cluster string) map[string]string {
+	l := ClusterPodLabels(cluster)
+	l["openbao.org/workload-pool"] = "read-replica"
+	return l
+}
+
+// OperatorServerName is the name openbao-operator's own clients verify a
+// cluster's certificate under.
+func OperatorServerName(cluster string) string { return "openbao-cluster-" + cluster + ".local" }
+
+// OperatorSANs are the names openbao-operator's certificate of a cluster
+// carries (ANCHOR): localhost, 127.0.0.1, OperatorServerName, the cluster's
+// services and per-pod names, and the namespace's services, in their .svc
+// and .svc.cluster.local forms. Never a pod IP.
+func OperatorSANs(namespace, cluster string, replicas int) []string {
+	sans := []string{"localhost", "127.0.0.1", OperatorServerName(cluster)}
+	for _, d := range []string{".svc", ".svc.cluster.local"} {
+		sans = append(sans, "*."+cluster+"."+namespace+d, "*."+namespace+d)
+		for i := range replicas {
+			sans = append(sans, fmt.Sprintf("%s-%d.%s.%s%s", cluster, i, cluster, namespace, d))
+		}
+	}
+	return sans
+}
+
 // OpenBaoCluster creates the fixture OpenBaoCluster (the minimal CRD in
 // test/crds must be installed) with status.initialized true, and a
 // StatefulSet of the same name whose kwok pods stand in for its OpenBao
@@ -219,12 +246,13 @@ func (e *Env) OpenBaoClusterObject(t testing.TB, namespace, name string, replica
 }
 
 // CreateClusterObject creates the fixture OpenBaoCluster as openbao-operator
-// would have it: spec.replicas, TLS off (the test beds' OpenBao serves
-// plain HTTP), status.initialized true.
+// would have it: spec.replicas, TLS on (as the operator always runs it;
+// tests whose stand-in pods answer health over plain HTTP name their
+// health URL), status.initialized true.
 func (e *Env) CreateClusterObject(ctx context.Context, namespace, name string, replicas int32) (*unstructured.Unstructured, error) {
 	c := newClusterObject(namespace, name)
 	_ = unstructured.SetNestedField(c.Object, int64(replicas), "spec", "replicas")
-	_ = unstructured.SetNestedField(c.Object, false, "spec", "tls", "enabled")
+	_ = unstructured.SetNestedField(c.Object, true, "spec", "tls", "enabled")
 	if err := e.Client.Create(ctx, c); err != nil {
 		return nil, err
 	}

@@ -15,6 +15,7 @@ import (
 	"io"
 	"log"
 	"math/big"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"sync/atomic"
@@ -62,13 +63,21 @@ func New(t testing.TB) *CA {
 	return &CA{Cert: cert, Key: k, PEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
 }
 
-// Server issues a server certificate for these DNS names (and no IP
-// address), returning it and its key in PEM.
-func (ca *CA) Server(t testing.TB, dnsNames ...string) (certPEM, keyPEM []byte) {
+// Server issues a server certificate for these names, returning it and
+// its key in PEM. A name that parses as an IP address is an IP SAN; the
+// rest are DNS names.
+func (ca *CA) Server(t testing.TB, names ...string) (certPEM, keyPEM []byte) {
 	t.Helper()
 	k := key(t)
-	tmpl := template(dnsNames[0])
-	tmpl.KeyUsage, tmpl.ExtKeyUsage, tmpl.DNSNames = x509.KeyUsageDigitalSignature, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, dnsNames
+	tmpl := template(names[0])
+	tmpl.KeyUsage, tmpl.ExtKeyUsage = x509.KeyUsageDigitalSignature, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+	for _, n := range names {
+		if ip := net.ParseIP(n); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else {
+			tmpl.DNSNames = append(tmpl.DNSNames, n)
+		}
+	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, k.Public(), ca.Key)
 	if err != nil {
 		t.Fatal(err)

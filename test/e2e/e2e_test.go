@@ -267,7 +267,7 @@ func (s *Stack) podUIDs(t *testing.T, ns string) map[string]string {
 	t.Helper()
 	var pods corev1.PodList
 	if err := s.Client.List(context.Background(), &pods, client.InNamespace(ns),
-		client.MatchingLabels(testbed.ClusterPodLabels("prod"))); err != nil {
+		client.MatchingLabels{schemas.LabelOperatorCluster: "prod"}); err != nil {
 		t.Fatal(err)
 	}
 	m := map[string]string{}

@@ -11,22 +11,18 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/util/intstr"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/openbao-restore/openbao-restore/internal/baotest"
@@ -75,7 +71,7 @@ func TestRealRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.store = s3test.Start(t, "e2e-access-key", "e2e-secret-key", "snaps")
-	r.bao = s.openBaoStatefulSet(t, k, r.ns, "prod", 3)
+	r.bao = s.openBaoStatefulSet(t, k, r.ns, "prod", 3, 1)
 	s.startReconciler(t, "{{.Scheme}}://{{.IP}}:8200") // the flag's default: the pod IP
 	s.e2eComposition(t)
 	s.OpenBaoClusterObject(t, r.ns, "prod", 3)
@@ -181,7 +177,17 @@ func (r *realBed) happyPath(t *testing.T) {
 			t.Errorf("status.%s not set", f)
 		}
 	}
-	// The restart: every pod once, standbys first, the leader last.
+	// TLS was verified end to end: the executor spoke https to the pod IPs
+	// under the service name the operator's certificate carries, and the
+	// health gates took the same CA and name from its record.
+	if sn, _, _ := unstructured.NestedString(st, "submission", "tlsServerName"); sn != "prod."+r.ns+".svc" {
+		t.Errorf("status.submission.tlsServerName %q, want prod.%s.svc", sn, r.ns)
+	}
+	if ca, _, _ := unstructured.NestedString(st, "submission", "tlsCA"); !strings.Contains(ca, "BEGIN CERTIFICATE") {
+		t.Errorf("status.submission.tlsCA %q: want the cluster's CA", ca)
+	}
+	// The restart: every pod once, the standby voters first, then the
+	// read replica, the leader last.
 	pods, _, _ := unstructured.NestedSlice(st, "restart", "pods")
 	var order []string
 	for i, p := range pods {
@@ -190,9 +196,12 @@ func (r *realBed) happyPath(t *testing.T) {
 		if leader, _ := m["leader"].(bool); leader != (i == len(pods)-1) {
 			t.Errorf("restart order %v: want standbys first and the leader last", pods)
 		}
+		if read := strings.HasPrefix(m["name"].(string), "prod-read-"); read != (i == len(pods)-2) {
+			t.Errorf("restart order %v: want the read replica after the standby voters, before the leader", pods)
+		}
 	}
-	if len(pods) != 3 {
-		t.Fatalf("status.restart.pods %v", pods)
+	if len(pods) != 4 {
+		t.Fatalf("status.restart.pods %v: want the three voters and the read replica", pods)
 	}
 	after := s.podUIDs(t, r.ns)
 	for name, uid := range before {
@@ -381,7 +390,7 @@ func (r *realBed) foreignSnapshot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := op.DeleteAllOf(ctx, &corev1.Pod{}, client.InNamespace(r.ns), client.MatchingLabels(testbed.ClusterPodLabels("prod"))); err != nil {
+	if err := op.DeleteAllOf(ctx, &corev1.Pod{}, client.InNamespace(r.ns), client.MatchingLabels{schemas.LabelOperatorCluster: "prod"}); err != nil {
 		t.Fatal(err)
 	}
 	bao.RootToken = src.RootToken // the source cluster's data, tokens included
@@ -408,18 +417,16 @@ func (r *realBed) foreignSnapshot(t *testing.T) {
 // startKubelet starts the harness kubelet as the only node (kwok is off in
 // this stack), without its taint, so that the Jobs the function composes
 // land on it. It runs our binary for the executor's image and OpenBao
-// 2.4.0 for baoImage; pod prod-<i> gets the fixed address .<10+i> of its
-// subnet, so that the OpenBao configuration can name its peers.
+// 2.4.0 for baoImage; the pods of cluster prod get fixed addresses
+// (podIP), so that the OpenBao configuration can name its peers.
 func (s *Stack) startKubelet(t *testing.T) *kubelet.Kubelet {
 	t.Helper()
 	var k *kubelet.Kubelet
 	ips := func(p *corev1.Pod) string {
-		rest, ok := strings.CutPrefix(p.Name, "prod-")
-		i, err := strconv.Atoi(rest)
-		if !ok || err != nil || k == nil {
+		if k == nil {
 			return ""
 		}
-		return podIP(k, i)
+		return podIP(k, p.Name)
 	}
 	// The kubelet's state (pod roots, volumes) lives outside /tmp: the
 	// executor's pod mounts an emptyDir on /tmp, which would hide it.
@@ -469,94 +476,6 @@ func (s *Stack) startKubelet(t *testing.T) *kubelet.Kubelet {
 		t.Fatal(err)
 	}
 	return k
-}
-
-// podIP is the address of pod prod-<i>.
-func podIP(k *kubelet.Kubelet, i int) string {
-	ip := k.Subnet().IP.To4()
-	return fmt.Sprintf("%d.%d.%d.%d", ip[0], ip[1], ip[2], 10+i)
-}
-
-// openBaoStatefulSet runs an OpenBao cluster as openbao-operator would: a
-// StatefulSet of n pods, each node's configuration (baotest.NodeConfig) in
-// a ConfigMap, the static seal key in a Secret, Raft data on a persistent
-// volume per pod. It waits for the pods and initialises the cluster.
-func (s *Stack) openBaoStatefulSet(t *testing.T, k *kubelet.Kubelet, ns, name string, n int) *baotest.Cluster {
-	t.Helper()
-	ctx := context.Background()
-	var ips []string
-	for i := range n {
-		ips = append(ips, podIP(k, i))
-	}
-	bao := baotest.Attach(t, ips)
-	key, err := os.ReadFile(bao.KeyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	configs := map[string]string{}
-	for i, ip := range ips {
-		configs[fmt.Sprintf("%s-%d.hcl", name, i)] = baotest.NodeConfig(i, ip, bao.Nodes[0].Addr, "/openbao/data", "/openbao/seal/key")
-	}
-	labels := testbed.ClusterPodLabels(name)
-	health := "/v1/sys/health?standbyok=true&perfstandbyok=true&uninitcode=200"
-	sts := &appsv1.StatefulSet{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: labels},
-		Spec: appsv1.StatefulSetSpec{
-			Replicas: ptr.To(int32(n)), ServiceName: name, PodManagementPolicy: appsv1.ParallelPodManagement,
-			Selector: &metav1.LabelSelector{MatchLabels: labels},
-			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: corev1.PodSpec{
-				Containers: []corev1.Container{{
-					Name: "openbao", Image: baoImage,
-					Args: []string{"server", "-config=/openbao/config/$(POD_NAME).hcl"},
-					Env: []corev1.EnvVar{{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{
-						FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}}},
-					Ports: []corev1.ContainerPort{{Name: "api", ContainerPort: baotest.APIPort}, {Name: "cluster", ContainerPort: baotest.ClusterPort}},
-					VolumeMounts: []corev1.VolumeMount{
-						{Name: "data", MountPath: "/openbao/data"},
-						{Name: "config", MountPath: "/openbao/config", ReadOnly: true},
-						{Name: "seal", MountPath: "/openbao/seal", ReadOnly: true},
-					},
-					ReadinessProbe: &corev1.Probe{PeriodSeconds: 1, ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
-						Path: health, Port: intstr.FromInt32(baotest.APIPort)}}},
-				}},
-				Volumes: []corev1.Volume{
-					{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
-						LocalObjectReference: corev1.LocalObjectReference{Name: name + "-config"}}}},
-					{Name: "seal", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
-						SecretName: name + "-seal", DefaultMode: ptr.To(int32(0o400))}}},
-				},
-			}},
-			VolumeClaimTemplates: []corev1.PersistentVolumeClaim{k.ClaimTemplate("data")},
-		},
-	}
-	for _, o := range []client.Object{
-		&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name + "-config", Namespace: ns}, Data: configs},
-		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name + "-seal", Namespace: ns}, Data: map[string][]byte{"key": key}},
-	} {
-		if err := s.Client.Create(ctx, o); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// The StatefulSet, its headless Service and its PodDisruptionBudget are
-	// the operator's: its admission policy refuses them from anyone else.
-	op, err := s.Operator()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, o := range append(testbed.OperatorCompanions(ns, name, int32(n)), sts) {
-		if err := op.Create(ctx, o); err != nil {
-			t.Fatal(err)
-		}
-	}
-	began := time.Now()
-	testbed.Eventually(t, 3*time.Minute, fmt.Sprintf("%d OpenBao pods Ready", n), func() (bool, error) {
-		err := s.Client.Get(ctx, client.ObjectKeyFromObject(sts), sts)
-		return err == nil && sts.Status.ReadyReplicas == int32(n), err
-	})
-	s.operatorLocked(t, ns, name)
-	bao.Init(t)
-	t.Logf("e2e: %d OpenBao pods Ready, initialised, voters and healthy in %s", n, time.Since(began).Round(time.Millisecond))
-	return bao
 }
 
 // e2eComposition copies the installed Composition under another name with
