@@ -44,13 +44,46 @@ type Restart struct {
 	// Acknowledged is the last acknowledgement acted on, so that an
 	// annotation left in place resumes only once.
 	Acknowledged string `json:"acknowledged,omitempty"`
+	// StepDown is the leader's step-down before its restart, once asked.
+	StepDown *StepDown `json:"stepDown,omitempty"`
+}
+
+// StepDown is the leader's step-down (sys/step-down) before its restart,
+// which a Job of the executor makes with the restore's own credentials:
+// the reconciler holds none. It is asked once; whatever its outcome, the
+// leader is restarted after it.
+type StepDown struct {
+	// Pod is the leader asked to step down.
+	Pod         string       `json:"pod"`
+	RequestedAt *metav1.Time `json:"requestedAt,omitempty"`
+	EndedAt     *metav1.Time `json:"endedAt,omitempty"`
+	// Outcome is SteppedDown, Failed or TimedOut (StepDown*).
+	Outcome string `json:"outcome,omitempty"`
+	// NewLeader is the node that became active, as the Job saw it.
+	NewLeader string `json:"newLeader,omitempty"`
+	Message   string `json:"message,omitempty"`
+}
+
+// The outcomes of a step-down.
+const (
+	StepDownDone     = "SteppedDown"
+	StepDownFailed   = "Failed"
+	StepDownTimedOut = "TimedOut"
+)
+
+// StepDownReport is what the step-down Job said, once it ended.
+type StepDownReport struct {
+	SteppedDown bool
+	NewLeader   string
+	Message     string
 }
 
 // RestartedPod is one recorded deletion.
 type RestartedPod struct {
 	Name string `json:"name"`
 	UID  string `json:"uid"`
-	// Leader says the pod was the active node when it was chosen.
+	// Leader says the pod was the active node when the restart reached
+	// it (a leader that then stepped down included).
 	Leader    bool         `json:"leader"`
 	DeletedAt *metav1.Time `json:"deletedAt,omitempty"`
 	// HealthyAt is when its replacement passed the gates.
@@ -72,6 +105,8 @@ type Members struct {
 	// pod (RBAC, admission, the disruption budget), and RefusedReason is
 	// the Refusal's reason; "" if it did not.
 	Refused, RefusedReason string
+	// StepDown is the step-down Job's report, nil until it ends.
+	StepDown *StepDownReport
 }
 
 // Member is one pod of the StatefulSets and its health.
@@ -99,6 +134,9 @@ type Timeouts struct {
 	// Sealed bounds the wait on a sealed pod, which an auto-unseal opens
 	// within seconds and a Shamir seal never opens by itself.
 	Sealed time.Duration
+	// StepDown bounds the wait for the leader's step-down, after which
+	// the leader is restarted anyway; zero asks for no step-down.
+	StepDown time.Duration
 }
 
 // slowWait is how long a restart waits before its message gives the
@@ -106,7 +144,7 @@ type Timeouts struct {
 const slowWait = 15 * time.Second
 
 // DefaultTimeouts are the reconciler's defaults (its flags).
-var DefaultTimeouts = Timeouts{Gate: 5 * time.Minute, Sealed: time.Minute}
+var DefaultTimeouts = Timeouts{Gate: 5 * time.Minute, Sealed: time.Minute, StepDown: 2 * time.Minute}
 
 func (r *Restart) pod(name string) *RestartedPod {
 	for i := range r.Pods {
@@ -218,6 +256,10 @@ func (p *Member) gate() (why string, sealed bool) {
 func Step(cur Restart, m *Members, uid string, to Timeouts, now time.Time) (Restart, string, string, []Event) {
 	r := cur
 	r.Pods = slices.Clone(cur.Pods)
+	if cur.StepDown != nil {
+		sd := *cur.StepDown
+		r.StepDown = &sd
+	}
 	if m == nil {
 		return r, schemas.PhaseRunning, "reading the cluster's pods", nil
 	}
@@ -274,6 +316,11 @@ func Step(cur Restart, m *Members, uid string, to Timeouts, now time.Time) (Rest
 	if len(m.Pods) < m.Replicas {
 		return stuck(fmt.Sprintf("%d of %d pods exist", len(m.Pods), m.Replicas), false)
 	}
+	if sd := r.StepDown; sd != nil && sd.EndedAt == nil {
+		if ev, ended := endStepDown(sd, m.StepDown, to.StepDown, now); ended {
+			evs = append(evs, ev)
+		}
+	}
 	var leaders []string
 	for i := range m.Pods {
 		if why, sealed := m.Pods[i].gate(); why != "" {
@@ -308,11 +355,29 @@ func Step(cur Restart, m *Members, uid string, to Timeouts, now time.Time) (Rest
 		if r.pod(p.Name) != nil {
 			continue
 		}
+		if !p.Health.Standby && to.StepDown > 0 {
+			// The leader steps down first, so that a restarted standby
+			// takes over before the leader's pod goes.
+			if r.StepDown == nil {
+				t := metav1.NewTime(now)
+				r.StepDown = &StepDown{Pod: p.Name, RequestedAt: &t}
+				msg := fmt.Sprintf("restarting the OpenBao pods one by one, standbys first: asking the leader %s to step down before its restart (%d of %d)", p.Name, len(r.Pods)+1, len(m.Pods))
+				evs = append(evs, Event{Reason: "LeaderStepDown", Message: msg})
+				return r, schemas.PhaseRunning, msg, evs
+			}
+			if r.StepDown.EndedAt == nil {
+				return r, schemas.PhaseRunning, fmt.Sprintf("restarting the OpenBao pods one by one (%d of %d done): waiting for the leader %s to step down", done(r), len(m.Pods), p.Name), evs
+			}
+		}
 		t := metav1.NewTime(now)
-		r.Pods = append(r.Pods, RestartedPod{Name: p.Name, UID: p.UID, Leader: !p.Health.Standby, DeletedAt: &t})
+		// The leader that stepped down is still the leader's restart.
+		leader := !p.Health.Standby || r.StepDown != nil && r.StepDown.Pod == p.Name
+		r.Pods = append(r.Pods, RestartedPod{Name: p.Name, UID: p.UID, Leader: leader, DeletedAt: &t})
 		role := "standby"
 		switch {
-		case !p.Health.Standby:
+		case leader && p.Health.Standby:
+			role = "the leader, stepped down"
+		case leader:
 			role = "leader"
 		case p.ReadReplica:
 			role = "read replica"
@@ -324,6 +389,28 @@ func Step(cur Restart, m *Members, uid string, to Timeouts, now time.Time) (Rest
 	t := metav1.NewTime(now)
 	r.CompletedAt = &t
 	return r, schemas.PhaseCompleted, fmt.Sprintf("all %d OpenBao pods were restarted (standbys first, the leader last) and are Ready, initialized and unsealed", len(r.Pods)), evs
+}
+
+// endStepDown ends an asked step-down from the Job's report, or when it
+// waited too long, and says so in an event.
+func endStepDown(sd *StepDown, rep *StepDownReport, limit time.Duration, now time.Time) (Event, bool) {
+	t := metav1.NewTime(now)
+	switch {
+	case rep != nil && rep.SteppedDown:
+		sd.Outcome, sd.NewLeader, sd.Message = StepDownDone, rep.NewLeader, rep.Message
+	case rep != nil:
+		sd.Outcome, sd.Message = StepDownFailed, rep.Message
+	case sd.RequestedAt == nil || now.Sub(sd.RequestedAt.Time) >= limit:
+		sd.Outcome = StepDownTimedOut
+		sd.Message = fmt.Sprintf("no step-down report within %s (is the function older than the reconciler?)", limit)
+	default:
+		return Event{}, false
+	}
+	sd.EndedAt = &t
+	if sd.Outcome == StepDownDone {
+		return Event{Reason: "LeaderSteppedDown", Message: fmt.Sprintf("the leader %s stepped down; %s is active: %s", sd.Pod, sd.NewLeader, sd.Message)}, true
+	}
+	return Event{Warning: true, Reason: "LeaderStepDownFailed", Message: fmt.Sprintf("the leader %s did not step down (%s: %s); it is restarted anyway, and Raft elects a restarted standby", sd.Pod, sd.Outcome, sd.Message)}, true
 }
 
 func done(r Restart) int {

@@ -30,6 +30,10 @@ func refused(m *Members, why string) *Members {
 
 func at(t time.Time) *metav1.Time { mt := metav1.NewTime(t); return &mt }
 
+// noStepDown are the default timeouts without the leader's step-down, for
+// tests of the order alone.
+var noStepDown = Timeouts{Gate: DefaultTimeouts.Gate, Sealed: DefaultTimeouts.Sealed}
+
 func TestRestartStep(t *testing.T) {
 	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	to := Timeouts{Gate: time.Minute, Sealed: 10 * time.Second}
@@ -163,7 +167,7 @@ func TestRestartStepOrderEndToEnd(t *testing.T) {
 	var order []string
 	for step := 0; step < 10; step++ {
 		var phase string
-		r, phase, _, _ = Step(r, m, "u", DefaultTimeouts, now)
+		r, phase, _, _ = Step(r, m, "u", noStepDown, now)
 		if phase == schemas.PhaseCompleted {
 			break
 		}
@@ -217,7 +221,7 @@ func TestReadReplicasBetweenStandbysAndLeader(t *testing.T) {
 	r := Restart{StartedAt: at(t0)}
 	var order []string
 	for range 5 {
-		next, phase, msg, _ := Step(r, m, "u-1", DefaultTimeouts, t0)
+		next, phase, msg, _ := Step(r, m, "u-1", noStepDown, t0)
 		if phase != schemas.PhaseRunning {
 			t.Fatalf("phase %s (%s), want Running", phase, msg)
 		}
@@ -233,7 +237,7 @@ func TestReadReplicasBetweenStandbysAndLeader(t *testing.T) {
 	if want := "prod-1 prod-2 prod-read-0 prod-read-1 prod-0"; strings.Join(order, " ") != want {
 		t.Errorf("order %v, want %s", order, want)
 	}
-	_, phase, msg, _ := Step(r, m, "u-1", DefaultTimeouts, t0)
+	_, phase, msg, _ := Step(r, m, "u-1", noStepDown, t0)
 	if phase != schemas.PhaseCompleted || !strings.Contains(msg, "all 5 OpenBao pods") {
 		t.Errorf("after the leader: %s %q, want Completed with all 5 pods", phase, msg)
 	}
@@ -244,5 +248,76 @@ func TestReadReplicasBetweenStandbysAndLeader(t *testing.T) {
 	_, _, msg, _ = Step(Restart{StartedAt: at(t0.Add(-time.Minute))}, short, "u-1", DefaultTimeouts, t0)
 	if !strings.Contains(msg, "3 of 4 pods exist") {
 		t.Errorf("message %q, want the missing read replica counted", msg)
+	}
+}
+
+// The leader steps down before its restart: asked once, when every other
+// pod is restarted; waited for; then the old leader, now a standby, is
+// restarted and recorded as the leader. A failed or timed-out step-down
+// is a Warning, and the leader is restarted anyway; a step-down is never
+// asked twice.
+func TestLeaderStepsDownFirst(t *testing.T) {
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	to := Timeouts{Gate: time.Minute, Sealed: 10 * time.Second, StepDown: 30 * time.Second}
+	standbysDone := Restart{StartedAt: at(t0), Pods: []RestartedPod{
+		{Name: "prod-1", UID: "old-1", DeletedAt: at(t0), HealthyAt: at(t0)},
+		{Name: "prod-2", UID: "old-2", DeletedAt: at(t0), HealthyAt: at(t0)}}}
+	replacedStandbys := func(ps []Member) { ps[1].UID, ps[2].UID = "new-1", "new-2" }
+
+	r, phase, msg, evs := Step(standbysDone, cluster3(0, replacedStandbys), "u", to, t0)
+	if phase != schemas.PhaseRunning || r.StepDown == nil || r.StepDown.Pod != "prod-0" || len(r.Pods) != 2 ||
+		!strings.Contains(msg, "asking the leader prod-0 to step down") || len(evs) != 1 || evs[0].Reason != "LeaderStepDown" {
+		t.Fatalf("at the leader: %s %q %+v %+v, want a step-down asked and nothing evicted", phase, msg, r.StepDown, evs)
+	}
+	asked := r
+
+	// No report yet: it waits, and asks nothing again.
+	r, phase, msg, evs = Step(asked, cluster3(0, replacedStandbys), "u", to, t0.Add(10*time.Second))
+	if phase != schemas.PhaseRunning || len(r.Pods) != 2 || r.StepDown.EndedAt != nil || len(evs) != 0 || !strings.Contains(msg, "waiting for the leader prod-0 to step down") {
+		t.Fatalf("waiting: %s %q %+v %+v", phase, msg, r.StepDown, evs)
+	}
+
+	// It stepped down: prod-1 is active; prod-0, a standby now, goes next,
+	// recorded as the leader.
+	m := cluster3(1, replacedStandbys)
+	m.StepDown = &StepDownReport{SteppedDown: true, NewLeader: "prod-1", Message: "prod-1 is active after 1.2s"}
+	r, phase, msg, evs = Step(asked, m, "u", to, t0.Add(2*time.Second))
+	if phase != schemas.PhaseRunning || r.StepDown.Outcome != StepDownDone || r.StepDown.NewLeader != "prod-1" || r.StepDown.EndedAt == nil {
+		t.Fatalf("stepped down: %s %q %+v", phase, msg, r.StepDown)
+	}
+	if len(r.Pods) != 3 || r.Pods[2].Name != "prod-0" || !r.Pods[2].Leader || !strings.Contains(msg, "the leader, stepped down") {
+		t.Fatalf("after the step-down: %q %+v, want prod-0 evicted as the leader", msg, r.Pods)
+	}
+	if len(evs) != 2 || evs[0].Reason != "LeaderSteppedDown" || evs[0].Warning || evs[1].Reason != "RestartingPod" {
+		t.Errorf("events %+v", evs)
+	}
+	if asked.StepDown.EndedAt != nil {
+		t.Error("the input was changed")
+	}
+
+	for _, c := range []struct {
+		name    string
+		report  *StepDownReport
+		at      time.Duration
+		outcome string
+	}{
+		{"the Job failed", &StepDownReport{Message: "permission denied on sys/step-down"}, 2 * time.Second, StepDownFailed},
+		{"no report in time", nil, 30 * time.Second, StepDownTimedOut},
+	} {
+		m := cluster3(0, replacedStandbys)
+		m.StepDown = c.report
+		r, phase, msg, evs := Step(asked, m, "u", to, t0.Add(c.at))
+		if phase != schemas.PhaseRunning || r.StepDown.Outcome != c.outcome || len(r.Pods) != 3 || r.Pods[2].Name != "prod-0" || !r.Pods[2].Leader {
+			t.Errorf("%s: %s %q %+v %+v, want %s and the leader evicted", c.name, phase, msg, r.StepDown, r.Pods, c.outcome)
+			continue
+		}
+		if len(evs) == 0 || !evs[0].Warning || evs[0].Reason != "LeaderStepDownFailed" {
+			t.Errorf("%s: events %+v, want a Warning first", c.name, evs)
+		}
+		// Once ended, a leader still active is not asked again.
+		r.Pods = r.Pods[:2]
+		if r2, _, msg, _ := Step(r, cluster3(0, replacedStandbys), "u", to, t0.Add(time.Minute)); len(r2.Pods) != 3 || r2.StepDown.RequestedAt != asked.StepDown.RequestedAt {
+			t.Errorf("%s: asked again: %q %+v", c.name, msg, r2.StepDown)
+		}
 	}
 }
