@@ -79,6 +79,9 @@ type Config struct {
 	Creds              Credentials
 
 	Force bool
+	// Mode is schemas.ModeRestore or schemas.ModeStepDown; StepDownPod is
+	// the leader a step-down asks (schemas.EnvStepDownPod).
+	Mode, StepDownPod string
 	// DryRun runs every check and sends nothing (schemas.EnvDryRun).
 	DryRun bool
 	// SafetySnapshot is Required, BestEffort or Off (schemas.EnvSafetySnapshot).
@@ -149,10 +152,19 @@ func LoadConfig(env func(string) string, p Paths) (*Config, error) {
 		return b
 	}
 
-	c := &Config{}
-	if m := get(schemas.EnvExecutorMode); m != "" && m != "restore" {
-		bad("%s=%q: this executor only restores (want \"restore\")", schemas.EnvExecutorMode, m)
+	c := &Config{Mode: schemas.ModeRestore}
+	switch m := get(schemas.EnvExecutorMode); m {
+	case "", schemas.ModeRestore:
+	case schemas.ModeStepDown:
+		c.Mode = m
+		if c.StepDownPod = get(schemas.EnvStepDownPod); c.StepDownPod == "" {
+			bad("%s is required with %s=%s: the leader's pod", schemas.EnvStepDownPod, schemas.EnvExecutorMode, m)
+		}
+	default:
+		bad("%s=%q: want %q or %q", schemas.EnvExecutorMode, m, schemas.ModeRestore, schemas.ModeStepDown)
 	}
+	// A step-down reads no snapshot: no store settings or credentials.
+	store := c.Mode == schemas.ModeRestore
 	c.ClusterName = get(schemas.EnvClusterName)
 	c.StatefulSet = get(schemas.EnvStatefulSetName)
 	if c.StatefulSet == "" {
@@ -211,13 +223,13 @@ func LoadConfig(env func(string) string, p Paths) (*Config, error) {
 	default:
 		bad("%s=%q is not %s, %s or %s", schemas.EnvSafetySnapshot, v, schemas.SafetyRequired, schemas.SafetyBestEffort, schemas.SafetyOff)
 	}
-	if c.Key == "" {
+	if c.Key == "" && store {
 		bad("%s is required: the full object path of the snapshot", schemas.EnvRestoreKey)
 	}
-	if c.Bucket == "" && c.Provider != "azure" {
+	if c.Bucket == "" && c.Provider != "azure" && store {
 		bad("%s (or %s) is required", schemas.EnvBucket, schemas.EnvRestoreBucket)
 	}
-	if c.Provider == "azure" && c.AzureContainer == "" {
+	if c.Provider == "azure" && c.AzureContainer == "" && store {
 		bad("%s (or %s) is required", schemas.EnvAzureContainer, schemas.EnvBucket)
 	}
 
@@ -309,8 +321,10 @@ func LoadConfig(env func(string) string, p Paths) (*Config, error) {
 		c.AnswerTimeout = d
 	}
 
-	if err := c.loadCredentials(p.CredentialsDir, bad); err != nil {
-		return nil, err
+	if store {
+		if err := c.loadCredentials(p.CredentialsDir, bad); err != nil {
+			return nil, err
+		}
 	}
 	if len(errs) > 0 {
 		return nil, fail(schemas.ExitConfig, nil, "invalid configuration: %s", strings.Join(errs, "; "))

@@ -41,9 +41,10 @@ func (r *run) dryRun(ctx context.Context, src Source, info ObjectInfo, addr stri
 	return nil
 }
 
-// dryRunKube sets up the Kubernetes API client a dry run uses to list the
-// cluster's pods, with no lock request: in a cluster only.
-func (r *run) dryRunKube(env func(string) string) error {
+// inClusterKube sets up the Kubernetes API client that a dry run or a
+// step-down uses to list the cluster's pods, with no lock request: in a
+// cluster only.
+func (r *run) inClusterKube(env func(string) string) error {
 	if env("KUBERNETES_SERVICE_HOST") == "" {
 		return nil
 	}

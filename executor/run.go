@@ -171,12 +171,15 @@ func (r *run) run(ctx context.Context, env func(string) string) error {
 		return err
 	}
 	r.cfg = cfg
+	r.bao = newBao(cfg)
+	if cfg.Mode == schemas.ModeStepDown {
+		return r.stepDown(ctx, env)
+	}
 	r.tm.SnapshotKey = cfg.Key
 	r.tm.Endpoint = cfg.RestoreEndpoint()
-	r.bao = newBao(cfg)
 	if cfg.DryRun {
 		r.logf("DRY RUN: every check of a restore runs, the whole snapshot is read and checked, and nothing is sent to OpenBao")
-		if err := r.dryRunKube(env); err != nil {
+		if err := r.inClusterKube(env); err != nil {
 			return err
 		}
 	}
@@ -336,11 +339,7 @@ func (r *run) candidates(ctx context.Context) []string {
 		return []string{r.cfg.OpenBaoAddr}
 	}
 	if r.kube != nil {
-		scheme := "http"
-		if r.cfg.TLSCAPath != "" || r.cfg.TLSServerName != "" {
-			scheme = "https"
-		}
-		addrs, err := r.kube.PodAddresses(ctx, r.cfg.Namespace, r.cfg.StatefulSet, r.cfg.Replicas, scheme)
+		addrs, err := r.kube.PodAddresses(ctx, r.cfg.Namespace, r.cfg.StatefulSet, r.cfg.Replicas, r.scheme())
 		if err == nil && len(addrs) > 0 {
 			return addrs
 		}

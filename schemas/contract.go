@@ -123,7 +123,26 @@ type TerminationMessage struct {
 	ClusterIDAfter  string  `json:"clusterIDAfter,omitempty"`
 	ExitCode        int     `json:"exitCode"`
 	Message         string  `json:"message,omitempty"`
+	// StepDown is set by a step-down run (EnvExecutorMode=ModeStepDown).
+	StepDown *StepDownResult `json:"stepDown,omitempty"`
 }
+
+// StepDownResult is what a step-down run did: whether the pod it was
+// given is no longer the active node, and which node is.
+type StepDownResult struct {
+	Pod         string `json:"pod"`
+	SteppedDown bool   `json:"steppedDown"`
+	NewLeader   string `json:"newLeader,omitempty"`
+}
+
+// The executor's modes (EnvExecutorMode).
+const (
+	ModeRestore = "restore"
+	// ModeStepDown asks the active node, the pod EnvStepDownPod, to step
+	// down (sys/step-down) with the restore's credentials, and waits for
+	// another node to take over; it reads no snapshot.
+	ModeStepDown = "step-down"
+)
 
 // ArchiveInfo is what the executor read from a snapshot archive it checked:
 // the Raft metadata of meta.json, the size of the data (state.bin), and
@@ -140,7 +159,8 @@ type ArchiveInfo struct {
 // Environment of the executor: bao-backup's restore mode contract, so that
 // openbao-operator's backup image also works as our executor, plus ours.
 const (
-	EnvExecutorMode        = "EXECUTOR_MODE" // "restore"
+	EnvExecutorMode        = "EXECUTOR_MODE" // ModeRestore or ModeStepDown
+	EnvStepDownPod         = "RESTORE_STEP_DOWN_POD"
 	EnvClusterName         = "CLUSTER_NAME"
 	EnvStatefulSetName     = "STATEFULSET_NAME"
 	EnvClusterNamespace    = "CLUSTER_NAMESPACE"
