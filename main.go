@@ -78,15 +78,15 @@ func (c *RestoreCmd) Run() error {
 type CLI struct {
 	Function   FunctionCmd        `cmd:"" default:"withargs" help:"Serve the composition function (default)."`
 	Reconciler reconciler.Command `cmd:"" help:"Run the companion reconciler (the Provider package's runtime config passes this)."`
-	Restore    RestoreCmd         `cmd:"" help:"Run one restore (the restore Job's program; also started by EXECUTOR_MODE=restore)."`
+	Restore    RestoreCmd         `cmd:"" help:"Run one restore, or a step-down (the Jobs' program; also started by EXECUTOR_MODE=restore or step-down)."`
 }
 
 func main() {
 	// openbao-operator's Job contract starts the executor with
 	// EXECUTOR_MODE=restore and no arguments; honour it so either image
-	// works in either Job.
+	// works in either Job. The step-down Job starts it the same way.
 	args := os.Args[1:]
-	if os.Getenv(schemas.EnvExecutorMode) == "restore" && len(args) == 0 {
+	if m := os.Getenv(schemas.EnvExecutorMode); (m == schemas.ModeRestore || m == schemas.ModeStepDown) && len(args) == 0 {
 		args = []string{"restore"}
 	}
 	cli := &CLI{}

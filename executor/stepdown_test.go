@@ -49,7 +49,11 @@ func TestStepDown(t *testing.T) {
 			t.Fatalf("policy: %d %s", code, b)
 		}
 		code, b := bao.Do(t, leader, "POST", "/v1/auth/token/create", `{"policies":["no-step-down"],"ttl":"10m"}`)
-		var tok struct{ Auth struct{ ClientToken string `json:"client_token"` } }
+		var tok struct {
+			Auth struct {
+				ClientToken string `json:"client_token"`
+			}
+		}
 		if code != 200 || json.Unmarshal(b, &tok) != nil {
 			t.Fatalf("token: %d %s", code, b)
 		}

@@ -53,6 +53,9 @@ func (f *Function) compose(rsp *fnv1.RunFunctionResponse, req *fnv1.RunFunctionR
 	if p.Job {
 		build[resJob] = func() runtime.Object { return Job(r, spec, c, p.Auth, p.Snapshot, set, n) }
 	}
+	if p.StepDown {
+		build[resStepDown] = func() runtime.Object { return StepDownJob(r, spec, c, p.Auth, set, n) }
+	}
 	if len(build) > 0 {
 		in, err := proto.MarshalOptions{Deterministic: true}.Marshal(req.GetInput())
 		if err != nil {

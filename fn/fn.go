@@ -130,6 +130,11 @@ func restoreOf(xr map[string]any) Restore {
 	if plan, ok := st["plan"].(map[string]any); ok {
 		r.Chosen = snapshotRef(plan["snapshot"])
 	}
+	if rs, ok := st["restart"].(map[string]any); ok {
+		if sd, ok := rs["stepDown"].(map[string]any); ok && sd["endedAt"] == nil {
+			r.StepDownPod = str(sd["pod"])
+		}
+	}
 	r.RequestName = r.Name
 	// A legacy XR is cluster scoped: its claim says where the restore runs.
 	// A namespaced (v2) XR has spec.crossplane instead and no claim.

@@ -649,3 +649,58 @@ func TestRestoreNewestSnapshot(t *testing.T) {
 		t.Error("a restore with a key records a chosen snapshot")
 	}
 }
+
+// The reconciler's restart asks for the leader's step-down in
+// status.restart.stepDown: the function composes the step-down Job (the
+// executor in step-down mode, the restore's OpenBao credentials, none of
+// the store's, no lock request) until the step-down has ended, and never
+// for a finished restore.
+func TestStepDownJob(t *testing.T) {
+	jobDone := `{"apiVersion":"batch/v1","kind":"Job","metadata":{"name":"prod-2025-10-14-x7k2p-restore"},"status":{"conditions":[{"type":"Complete","status":"True"}]}}`
+	run := func(status string) *fnv1.Resource {
+		r := req(xrJSON(validSpec, status), true, map[string]string{resLock: lockJSON("Held", holder), resJob: jobDone})
+		rsp, err := (&Function{Log: logging.NewNopLogger()}).RunFunction(context.Background(), r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rsp.GetDesired().GetResources()[resStepDown]
+	}
+	asked := `{"phase":"Running","restart":{"pods":[],"stepDown":{"pod":"prod-0","requestedAt":"2026-12-05T01:00:00Z"}}}`
+	res := run(asked)
+	if res == nil {
+		t.Fatal("no step-down Job composed for an asked step-down")
+	}
+	b, _ := json.Marshal(res.GetResource())
+	var job batchv1.Job
+	if err := json.Unmarshal(b, &job); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{}
+	for _, e := range job.Spec.Template.Spec.Containers[0].Env {
+		env[e.Name] = e.Value
+	}
+	if job.Name != "prod-2025-10-14-x7k2p-step-down" || job.Labels[schemas.LabelJobRole] != schemas.JobRoleStepDown ||
+		env[schemas.EnvExecutorMode] != schemas.ModeStepDown || env[schemas.EnvStepDownPod] != "prod-0" || env[schemas.EnvAuthMethod] != "token" {
+		t.Errorf("step-down Job %s %v: %v", job.Name, job.Labels, env)
+	}
+	if _, ok := env[schemas.EnvLockRequestName]; ok {
+		t.Error("the step-down Job names the lock request")
+	}
+	for _, v := range job.Spec.Template.Spec.Volumes {
+		if v.Name == storageCredentials {
+			t.Error("the step-down Job mounts the store's credentials")
+		}
+	}
+	if *job.Spec.BackoffLimit != 0 {
+		t.Errorf("backoffLimit %d, want 0", *job.Spec.BackoffLimit)
+	}
+	for name, status := range map[string]string{
+		"ended":    `{"phase":"Running","restart":{"pods":[],"stepDown":{"pod":"prod-0","endedAt":"2026-12-05T01:00:05Z","outcome":"SteppedDown"}}}`,
+		"none":     `{"phase":"Running","restart":{"pods":[]}}`,
+		"finished": `{"phase":"Completed","restart":{"pods":[],"stepDown":{"pod":"prod-0"}}}`,
+	} {
+		if run(status) != nil {
+			t.Errorf("%s: a step-down Job is composed", name)
+		}
+	}
+}

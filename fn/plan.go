@@ -15,6 +15,7 @@ const (
 	resRoleBinding    = "rolebinding"
 	resLock           = "lock"
 	resJob            = "job"
+	resStepDown       = "step-down"
 
 	// reqCluster is the name of the required OpenBaoCluster.
 	reqCluster = "cluster"
@@ -38,6 +39,9 @@ type Restore struct {
 	// with no key (status.plan.snapshot): it is kept, so that a newer
 	// backup landing meanwhile does not change what is restored.
 	Chosen *schemas.SnapshotRef
+	// StepDownPod is the leader the reconciler's restart asked to step
+	// down (status.restart.stepDown), while that step-down has not ended.
+	StepDownPod string
 }
 
 // Cluster is what the function reads of the required OpenBaoCluster.
@@ -98,6 +102,10 @@ type Plan struct {
 	// KeepObservedJob re-emits the observed Job as it is: a Job's template
 	// is immutable, so a changed Input must never alter a running Job.
 	KeepObservedJob bool
+	// StepDown composes the step-down Job the reconciler's restart asked
+	// for: the executor, with the restore's credentials, asks the leader
+	// to step down before its pod is restarted.
+	StepDown bool
 
 	// Auth resolved for the Job.
 	Auth schemas.Auth
@@ -156,7 +164,8 @@ func Decide(r Restore, spec *schemas.Spec, vs []schemas.Violation, resolved bool
 
 	// A dry run takes no lock: it sends nothing, and must never make a
 	// backup or an upgrade wait.
-	p := Plan{Auth: auth, RBAC: !terminal, Lock: !terminal && !spec.DryRun, KeepObservedJob: keepJob, Snapshot: snap}
+	p := Plan{Auth: auth, RBAC: !terminal, Lock: !terminal && !spec.DryRun, KeepObservedJob: keepJob, Snapshot: snap,
+		StepDown: !terminal && !spec.DryRun && r.StepDownPod != ""}
 	held := o.LockState == schemas.LockHeld && o.LockHeldBy == holder || cluster.LockHolder == holder
 	job := "restore Job"
 	if spec.DryRun {

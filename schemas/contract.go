@@ -332,6 +332,10 @@ const (
 	// LabelRestoreCluster is on everything a restore composes: the
 	// OpenBaoCluster it restores.
 	LabelRestoreCluster = Group + "/cluster"
+	// LabelJobRole marks the step-down Job (JobRoleStepDown) apart from
+	// the restore Job, which has no such label.
+	LabelJobRole    = Group + "/job-role"
+	JobRoleStepDown = "step-down"
 	// LabelComposite is Crossplane's label naming a composed object's XR.
 	LabelComposite = "crossplane.io/composite"
 	// LabelOperatorCluster is openbao-operator's label on an

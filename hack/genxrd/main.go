@@ -212,6 +212,15 @@ func status() obj {
 					"startedAt":    obj{"type": "string", "format": "date-time", "description": "When the restart began, or was resumed."},
 					"completedAt":  obj{"type": "string", "format": "date-time", "description": "When every pod was back and healthy."},
 					"acknowledged": str("The last acknowledgement acted on (<uid>/Resume)."),
+					"stepDown": obj{"type": "object", "description": "The leader's step-down (sys/step-down) before its restart, asked once: a Job of the executor makes it with the restore's own credentials. Whatever its outcome, the leader is restarted after it.",
+						"properties": obj{
+							"pod":         str("The leader asked to step down."),
+							"requestedAt": obj{"type": "string", "format": "date-time", "description": "When it was asked."},
+							"endedAt":     obj{"type": "string", "format": "date-time", "description": "When it ended."},
+							"outcome":     str("SteppedDown, Failed or TimedOut."),
+							"newLeader":   str("The node that became active, as the step-down Job saw it."),
+							"message":     str("What the step-down Job said."),
+						}},
 					"pods": obj{"type": "array", "description": "The pods deleted so far, in order; each deletion is recorded before it is made.",
 						"items": obj{"type": "object", "properties": obj{
 							"name": str("The pod's name."), "uid": str("The UID of the pod that was deleted (the deletion's precondition)."),

@@ -148,7 +148,7 @@ func (r *Reconciler) facts(ctx context.Context, xr *unstructured.Unstructured, c
 	if err != nil {
 		return f, err
 	}
-	job, err := r.job(ctx, ns, xr)
+	job, err := r.job(ctx, ns, xr, "")
 	if err != nil {
 		return f, err
 	}
@@ -196,6 +196,11 @@ func (r *Reconciler) facts(ctx context.Context, xr *unstructured.Unstructured, c
 			// refused is there: the next eviction tells otherwise.
 			if c := find(cur.Conditions, schemas.CondRestartBlocked); c != nil && c.Status == "True" && cur.Restart.AwaitsEviction(f.Members) {
 				f.Members.Refused, f.Members.RefusedReason = c.Message, c.Reason
+			}
+			if sd := cur.Restart.Asked(); sd != nil {
+				if f.Members.StepDown, err = r.stepDownReport(ctx, ns, xr); err != nil {
+					return f, err
+				}
 			}
 		}
 	}
@@ -312,9 +317,10 @@ func (r *Reconciler) lockRequest(ctx context.Context, c client.Reader, ns string
 	return nil, nil
 }
 
-// job finds the XR's restore Job: one controlled by this XR (by UID), or
-// labelled with its name when it has no owner.
-func (r *Reconciler) job(ctx context.Context, ns string, xr *unstructured.Unstructured) (*batchv1.Job, error) {
+// job finds the XR's Job of a role (schemas.LabelJobRole; "" for the
+// restore Job): one controlled by this XR (by UID), or labelled with its
+// name when it has no owner.
+func (r *Reconciler) job(ctx context.Context, ns string, xr *unstructured.Unstructured, role string) (*batchv1.Job, error) {
 	var list batchv1.JobList
 	if err := r.Jobs.List(ctx, &list, client.InNamespace(ns), client.MatchingLabels{schemas.LabelComposite: xr.GetName()}); err != nil {
 		return nil, err
@@ -322,6 +328,9 @@ func (r *Reconciler) job(ctx context.Context, ns string, xr *unstructured.Unstru
 	for i := range list.Items {
 		j := &list.Items[i]
 		ref := metav1.GetControllerOf(j)
+		if j.Labels[schemas.LabelJobRole] != role {
+			continue
+		}
 		if ref == nil && len(j.OwnerReferences) == 0 || ref != nil && ref.UID == xr.GetUID() {
 			return j, nil
 		}
@@ -384,4 +393,33 @@ func allEnded(pods []corev1.Pod, j *batchv1.Job) bool {
 		}
 	}
 	return true
+}
+
+// stepDownReport reads what the step-down Job said, nil until it ended.
+func (r *Reconciler) stepDownReport(ctx context.Context, ns string, xr *unstructured.Unstructured) (*restart.StepDownReport, error) {
+	j, err := r.job(ctx, ns, xr, schemas.JobRoleStepDown)
+	if err != nil || j == nil {
+		return nil, err
+	}
+	jf := jobFacts(j)
+	if !jf.Complete && !jf.Failed {
+		return nil, nil
+	}
+	pods, err := r.pods(ctx, j)
+	if err != nil {
+		return nil, err
+	}
+	rep := &restart.StepDownReport{Message: "the step-down Job ended without a report"}
+	if jf.Failed {
+		rep.Message = "the step-down Job failed: " + jf.FailedReason
+	}
+	if len(pods) > 0 {
+		if tm := pods[len(pods)-1].Termination; tm != nil {
+			rep.Message = tm.Message
+			if jf.Complete && tm.StepDown != nil && tm.StepDown.SteppedDown {
+				rep.SteppedDown, rep.NewLeader = true, tm.StepDown.NewLeader
+			}
+		}
+	}
+	return rep, nil
 }

@@ -155,6 +155,15 @@ func (r *Restart) pod(name string) *RestartedPod {
 	return nil
 }
 
+// Asked is the leader's step-down while it is asked and not yet ended,
+// nil otherwise.
+func (r *Restart) Asked() *StepDown {
+	if r == nil || r.StepDown == nil || r.StepDown.EndedAt != nil {
+		return nil
+	}
+	return r.StepDown
+}
+
 // Pending is the recorded deletion whose replacement has not yet passed
 // the gates, if any: the reconciler deletes its pod while a pod with the
 // recorded UID still exists.
@@ -316,7 +325,7 @@ func Step(cur Restart, m *Members, uid string, to Timeouts, now time.Time) (Rest
 	if len(m.Pods) < m.Replicas {
 		return stuck(fmt.Sprintf("%d of %d pods exist", len(m.Pods), m.Replicas), false)
 	}
-	if sd := r.StepDown; sd != nil && sd.EndedAt == nil {
+	if sd := r.Asked(); sd != nil {
 		if ev, ended := endStepDown(sd, m.StepDown, to.StepDown, now); ended {
 			evs = append(evs, ev)
 		}

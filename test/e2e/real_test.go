@@ -31,6 +31,7 @@ import (
 	"github.com/openbao-restore/openbao-restore/internal/testbed/kubelet"
 	"github.com/openbao-restore/openbao-restore/internal/testbin"
 	"github.com/openbao-restore/openbao-restore/schemas"
+	lockv1alpha1 "github.com/openbao-restore/openbao-restore/schemas/lock/v1alpha1"
 )
 
 const (
@@ -158,9 +159,20 @@ func (r *realBed) happyPath(t *testing.T) {
 	claimed := time.Now()
 	tl := s.watchTimeline(t, r.ns, "prod")
 	var completedAt time.Time
+	// The submission record lives on the LockRequest, which goes once the
+	// lock is released: read it while the restore runs.
+	var sub *lockv1alpha1.Submission
 	s.waitClaim(t, claim, "Completed and Ready", 5*time.Minute, func(c *unstructured.Unstructured, phase, composed string) bool {
 		if phase == schemas.PhaseCompleted && completedAt.IsZero() {
 			completedAt = time.Now()
+		}
+		var lrs lockv1alpha1.LockRequestList
+		if sub == nil && s.Client.List(context.Background(), &lrs, client.InNamespace(r.ns)) == nil {
+			for _, lr := range lrs.Items {
+				if lr.Status.Submission != nil {
+					sub = lr.Status.Submission
+				}
+			}
 		}
 		return completed(c, phase, composed)
 	})
@@ -180,11 +192,11 @@ func (r *realBed) happyPath(t *testing.T) {
 	// TLS was verified end to end: the executor spoke https to the pod IPs
 	// under the service name the operator's certificate carries, and the
 	// health gates took the same CA and name from its record.
-	if sn, _, _ := unstructured.NestedString(st, "submission", "tlsServerName"); sn != "prod."+r.ns+".svc" {
-		t.Errorf("status.submission.tlsServerName %q, want prod.%s.svc", sn, r.ns)
-	}
-	if ca, _, _ := unstructured.NestedString(st, "submission", "tlsCA"); !strings.Contains(ca, "BEGIN CERTIFICATE") {
-		t.Errorf("status.submission.tlsCA %q: want the cluster's CA", ca)
+	switch {
+	case sub == nil:
+		t.Error("no submission record was seen on the LockRequest")
+	case sub.TLSServerName != "prod."+r.ns+".svc" || !strings.Contains(sub.TLSCA, "BEGIN CERTIFICATE"):
+		t.Errorf("submission record: server name %q, CA %q; want prod.%s.svc and the cluster's CA", sub.TLSServerName, sub.TLSCA, r.ns)
 	}
 	// The restart: every pod once, the standby voters first, then the
 	// read replica, the leader last.
@@ -203,6 +215,14 @@ func (r *realBed) happyPath(t *testing.T) {
 	if len(pods) != 4 {
 		t.Fatalf("status.restart.pods %v: want the three voters and the read replica", pods)
 	}
+	// The leader stepped down first, by the step-down Job, with the
+	// restore's own token: another node was active before its pod went.
+	sd, _, _ := unstructured.NestedStringMap(st, "restart", "stepDown")
+	leader, _ := pods[len(pods)-1].(map[string]any)["name"].(string)
+	if sd["outcome"] != "SteppedDown" || sd["pod"] != leader || sd["newLeader"] == "" || sd["newLeader"] == leader {
+		t.Errorf("status.restart.stepDown %v: want the leader %s SteppedDown before its restart", sd, leader)
+	}
+	t.Logf("e2e: the leader %s stepped down; %s took over: %s", sd["pod"], sd["newLeader"], sd["message"])
 	after := s.podUIDs(t, r.ns)
 	for name, uid := range before {
 		if after[name] == uid {
