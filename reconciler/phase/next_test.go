@@ -293,6 +293,10 @@ func TestIdentityChangedWithoutPin(t *testing.T) {
 				t.Fatalf("a second ClusterIdentityChanged event: %+v", e)
 			}
 		}
+		if next.Restart.Asked() != nil {
+			// The step-down Job reports.
+			f.Members.StepDown = &restart.StepDownReport{SteppedDown: true, NewLeader: "prod-1"}
+		}
 		if next.Restart != nil && next.Restart.Pending() != nil {
 			// The replacement of the pod just deleted.
 			p := next.Restart.Pending()
