@@ -73,8 +73,8 @@ e2e: tools ## The end-to-end run: real Crossplane v2.4.0 installs the packages a
 	go test -count=1 -timeout 30m -v ./test/e2e/
 
 .PHONY: demo
-demo: tools ## The whole stack and a real restore (scenario 1), phase by phase; KEEP=1 leaves it running with a KUBECONFIG line.
-	KEEP=$(KEEP) go test -count=1 -timeout 0 -v -run 'TestRealRestore/HappyPath$$' ./test/e2e/
+demo: tools ## The story of a real restore on the whole stack, a line per step (test/demo). SCENARIO=happy|missing-key|lock-contention|foreign-with-force, VERBOSE=1 shows the harness, KEEP=1 leaves it running with a KUBECONFIG line.
+	KEEP=$(KEEP) go run ./test/demo --scenario $(or $(SCENARIO),happy) $(if $(filter 1,$(VERBOSE)),--verbose)
 
 .PHONY: bench
 bench: ## Run the function's benchmarks six times and summarise them with benchstat.

@@ -92,7 +92,11 @@ func Main(ctx context.Context, env func(string) string, opts Options) int {
 			tm.Message = "dry run: the check " + r.step + " failed: " + tm.Message
 		}
 	}
-	tm.Message = withSubmission(tm.Message, submissionNote(code, tm.Submitted, recorded))
+	note := submissionNote(code, tm.Submitted, recorded)
+	if tm.StepDown != nil {
+		note = "No snapshot was sent: a step-down run only asks the leader to step down"
+	}
+	tm.Message = withSubmission(tm.Message, note)
 	if err != nil {
 		r.logf("FAILED (exit %d): %s", code, tm.Message)
 	} else {

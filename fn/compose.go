@@ -63,6 +63,7 @@ func (f *Function) compose(rsp *fnv1.RunFunctionResponse, req *fnv1.RunFunctionR
 		}
 		k := renderKey{spec: spec, restore: r, auth: p.Auth, snap: p.Snapshot, input: string(in)}
 		k.restore.Phase, k.restore.Chosen = "", nil // in snap, as a value
+		k.restore.Restarting = false                // not rendered
 		if c != nil {
 			k.cluster = *c
 			k.cluster.LockHolder = "" // not rendered: one rendering whoever holds the lock

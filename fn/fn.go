@@ -131,6 +131,7 @@ func restoreOf(xr map[string]any) Restore {
 		r.Chosen = snapshotRef(plan["snapshot"])
 	}
 	if rs, ok := st["restart"].(map[string]any); ok {
+		r.Restarting = rs["startedAt"] != nil
 		if sd, ok := rs["stepDown"].(map[string]any); ok && sd["endedAt"] == nil {
 			r.StepDownPod = str(sd["pod"])
 		}

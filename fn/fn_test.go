@@ -576,6 +576,35 @@ func TestComposedNeverGoesBackToWaiting(t *testing.T) {
 	if composed, running := dry(nil), dry(map[string]string{resJob: job}); composed != running || !strings.HasPrefix(composed, "dry run: ") {
 		t.Errorf("a dry run's message changed from %q to %q", composed, running)
 	}
+	// Once the reconciler has begun the restart, a call that observes the
+	// Job from a lagging cache, not yet Complete, still says it succeeded.
+	restarting := func(observed map[string]string) string {
+		r := req(xrJSON(validSpec, `{"phase":"Running","restart":{"startedAt":"2026-12-05T01:00:00Z","pods":[]}}`), false, observed)
+		r.RequiredResources = map[string]*fnv1.Resources{reqCluster: {Items: []*fnv1.Resource{{Resource: resource.MustStructJSON(heldCluster)}}}}
+		rsp, err := (&Function{Log: logging.NewNopLogger()}).RunFunction(context.Background(), r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, hasJob := rsp.GetDesired().GetResources()[resJob]; !hasJob {
+			t.Error("restarting: the Job is not desired")
+		}
+		for _, c := range rsp.GetConditions() {
+			if c.GetType() == schemas.CondComposed {
+				return c.GetReason()
+			}
+		}
+		return ""
+	}
+	done := `{"apiVersion":"batch/v1","kind":"Job","metadata":{"name":"prod-2025-10-14-x7k2p-restore","namespace":"vault"},"status":{"conditions":[{"type":"Complete","status":"True"}]}}`
+	for name, observed := range map[string]map[string]string{
+		"complete":       {resLock: lockJSON("Held", holder), resJob: done},
+		"a lagging Job":  {resLock: lockJSON("Held", holder), resJob: job},
+		"nothing at all": nil,
+	} {
+		if reason := restarting(observed); reason != string(StageJobComplete) {
+			t.Errorf("restarting, %s: Composed %s, want %s", name, reason, StageJobComplete)
+		}
+	}
 	// Without the cluster's lock naming the restore, nothing is composed.
 	if reason, msg, hasJob := call(clusterJSON, nil); reason != string(StageWaitingLock) || hasJob {
 		t.Fatalf("no lock anywhere: Composed %s %q, Job desired %v", reason, msg, hasJob)

@@ -42,6 +42,9 @@ type Restore struct {
 	// StepDownPod is the leader the reconciler's restart asked to step
 	// down (status.restart.stepDown), while that step-down has not ended.
 	StepDownPod string
+	// Restarting: the reconciler has begun the restart (status.restart),
+	// which it does only once the Job succeeded, or on a Resume.
+	Restarting bool
 }
 
 // Cluster is what the function reads of the required OpenBaoCluster.
@@ -180,14 +183,20 @@ func Decide(r Restore, spec *schemas.Spec, vs []schemas.Violation, resolved bool
 	case held:
 		running = fmt.Sprintf("the operation lock of OpenBaoCluster %s is held; %s", spec.Cluster, running)
 	}
+	// A call may observe the Job from a cache that lags behind its
+	// completion; the reconciler's restart says it completed, so the view
+	// does not go back to "running" (a Resume after a failed Job excepted).
+	jobComplete := o.JobComplete || r.Restarting && !o.JobFailed
 	switch {
 	case terminal:
 		p.Stage = StageFinished
 		p.Message = fmt.Sprintf("the restore is %s", r.Phase)
-	case o.JobComplete && spec.DryRun:
+	case jobComplete && spec.DryRun:
 		p.Stage = StageJobComplete
 		p.Message = "the dry run's Job succeeded: see status.dryRun for its report"
-	case o.JobComplete:
+	case jobComplete:
+		// Not observed (a stale call): still desired, as it was.
+		p.Job = !keepJob && held
 		p.Stage = StageJobComplete
 		p.Message = "the restore Job succeeded; the reconciler restarts the OpenBao pods and then releases the lock"
 	case o.JobFailed:

@@ -21,7 +21,7 @@ import (
 // Backup's stays), sends nothing (the data stays) and restarts no pod. A
 // dry run of a truncated copy of the snapshot ends Failed, naming the
 // check and the archive's fault, equally harmless.
-func (r *realBed) dryRun(t *testing.T) {
+func (r *RealBed) dryRun(t *testing.T) {
 	s, bao := r.s, r.bao
 	const holder = "openbaobackup/nightly-dry"
 	want := bao.Get(t, 0, "app/db")
@@ -71,7 +71,7 @@ func (r *realBed) dryRun(t *testing.T) {
 // untouched checks that a dry run left everything as it was: the Backup
 // still holds the lock, the data is the same on every node, no pod was
 // restarted, and the restore composed no lock request.
-func (r *realBed) untouched(t *testing.T, holder, want string, before map[string]string, xr string) {
+func (r *RealBed) untouched(t *testing.T, holder, want string, before map[string]string, xr string) {
 	t.Helper()
 	s := r.s
 	c, err := s.getCluster(r.ns, "prod")

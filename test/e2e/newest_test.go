@@ -15,7 +15,7 @@ import (
 // (status.backup.latestSnapshot, as openbao-operator's backup manager
 // writes it), and a claim with no key restores it, pinned to its digest,
 // size, cluster ID and version, with the choice in status.plan.snapshot.
-func (r *realBed) newest(t *testing.T) {
+func (r *RealBed) newest(t *testing.T) {
 	s, bao := r.s, r.bao
 	if r.snap == nil {
 		t.Skip("the happy path did not run")

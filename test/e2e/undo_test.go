@@ -17,7 +17,7 @@ import (
 // claim, applied as it is, restores the state from before the happy path
 // (the later writes are back), with the safety snapshot's digest, size and
 // cluster ID pinned.
-func (r *realBed) undo(t *testing.T) {
+func (r *RealBed) undo(t *testing.T) {
 	s := r.s
 	if r.restored == nil {
 		t.Skip("the happy path did not run")

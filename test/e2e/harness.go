@@ -107,7 +107,7 @@ func freePort(t testing.TB) int {
 //
 // noKwok leaves kwok out: every pod then runs under the harness kubelet
 // the test starts (real executor, real OpenBao pods).
-func StartStack(t *testing.T, noKwok bool) *Stack {
+func StartStack(t testing.TB, noKwok bool) *Stack {
 	t.Helper()
 	// Build (or find) every tool before the clock starts.
 	core := testbin.Path(t, "crossplane-core")
@@ -346,7 +346,7 @@ func (s *Stack) local(doc string) string {
 // and pushes them as <registry>/openbao-restore/<name>:v0.1.0. The
 // Configuration is built from a copy whose dependencies point at the
 // registry.
-func (s *Stack) pushPackages(t *testing.T, crank string) {
+func (s *Stack) pushPackages(t testing.TB, crank string) {
 	t.Helper()
 	root := testbin.Root()
 	empty := filepath.Join(s.Dir, "no-examples")
@@ -389,7 +389,7 @@ func (s *Stack) pushPackages(t *testing.T, crank string) {
 }
 
 // activeRevision waits for the Active revision of a package and returns it.
-func (s *Stack) activeRevision(t *testing.T, gvk schema.GroupVersionKind, pkg string) *unstructured.Unstructured {
+func (s *Stack) activeRevision(t testing.TB, gvk schema.GroupVersionKind, pkg string) *unstructured.Unstructured {
 	t.Helper()
 	var rev *unstructured.Unstructured
 	testbed.Eventually(t, 60*time.Second, "active "+gvk.Kind+" of "+pkg, func() (bool, error) {
@@ -411,7 +411,7 @@ func (s *Stack) activeRevision(t *testing.T, gvk schema.GroupVersionKind, pkg st
 
 // patchRuntimeStatus writes what a package runtime would: the TLS server
 // secret name, the endpoint (functions only) and RuntimeHealthy=True.
-func (s *Stack) patchRuntimeStatus(t *testing.T, gvk schema.GroupVersionKind, name, secret, endpoint string) {
+func (s *Stack) patchRuntimeStatus(t testing.TB, gvk schema.GroupVersionKind, name, secret, endpoint string) {
 	t.Helper()
 	testbed.Eventually(t, 30*time.Second, "runtime status of "+name, func() (bool, error) {
 		rev := &unstructured.Unstructured{}
@@ -446,13 +446,10 @@ func (s *Stack) patchRuntimeStatus(t *testing.T, gvk schema.GroupVersionKind, na
 // CA (SAN IP:127.0.0.1), client certificates verified against the same CA,
 // as core always dials functions with mTLS. Then it points the
 // FunctionRevision at it.
-func (s *Stack) serveFunction(t *testing.T) {
+func (s *Stack) serveFunction(t testing.TB) {
 	t.Helper()
 	ctx := context.Background()
-	var ca corev1.Secret
-	if err := s.Client.Get(ctx, client.ObjectKey{Namespace: xpNamespace, Name: "crossplane-root-ca"}, &ca); err != nil {
-		t.Fatal(err)
-	}
+	ca := s.rootCA(t)
 	certPEM, keyPEM, caPEM := serverCert(t, ca.Data["tls.crt"], ca.Data["tls.key"])
 	dir := filepath.Join(s.Dir, "function-tls")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -488,16 +485,23 @@ func (s *Stack) serveFunction(t *testing.T) {
 	t.Logf("e2e: function served on %s for revision %s", addr, rev.GetName())
 }
 
+// rootCA is Crossplane's root CA Secret.
+func (s *Stack) rootCA(t testing.TB) *corev1.Secret {
+	t.Helper()
+	var ca corev1.Secret
+	if err := s.Client.Get(context.Background(), client.ObjectKey{Namespace: xpNamespace, Name: "crossplane-root-ca"}, &ca); err != nil {
+		t.Fatal(err)
+	}
+	return &ca
+}
+
 // runProvider makes the reconciler's ProviderRevision healthy as an
 // External runtime would: a TLS server secret (any certificate; it is only
 // a CA bundle for conversion webhooks) and RuntimeHealthy=True.
-func (s *Stack) runProvider(t *testing.T) {
+func (s *Stack) runProvider(t testing.TB) {
 	t.Helper()
 	ctx := context.Background()
-	var ca corev1.Secret
-	if err := s.Client.Get(ctx, client.ObjectKey{Namespace: xpNamespace, Name: "crossplane-root-ca"}, &ca); err != nil {
-		t.Fatal(err)
-	}
+	ca := s.rootCA(t)
 	secret := providerName + "-tls-server"
 	if err := s.Client.Create(ctx, &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: secret, Namespace: xpNamespace},
@@ -648,7 +652,7 @@ func (s *Stack) dump(t testing.TB) {
 // stand-in for openbao-operator's admission policy refuses an admin's
 // (dry-run) delete of the cluster's StatefulSet and of its pod <cluster>-0,
 // as it would on a real installation.
-func (s *Stack) operatorLocked(t *testing.T, ns, cluster string) {
+func (s *Stack) operatorLocked(t testing.TB, ns, cluster string) {
 	t.Helper()
 	for _, o := range []client.Object{
 		&appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: cluster}},

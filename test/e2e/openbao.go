@@ -58,7 +58,7 @@ func podIP(k *kubelet.Kubelet, pod string) string {
 // by verified TLS, the readiness probe over https. It waits for the pods,
 // initialises the cluster and returns a client that verifies TLS under
 // the operator's server name.
-func (s *Stack) openBaoStatefulSet(t *testing.T, k *kubelet.Kubelet, ns, name string, n, reads int) *baotest.Cluster {
+func (s *Stack) openBaoStatefulSet(t testing.TB, k *kubelet.Kubelet, ns, name string, n, reads int) *baotest.Cluster {
 	t.Helper()
 	ctx := context.Background()
 	pods := func(set string, count int) []string {

@@ -17,7 +17,7 @@ import (
 // xrWrites counts the updates of every XR by the field manager that made
 // each (the one whose managedFields time is the newest), to see how chatty
 // a restore is for Crossplane's watch circuit breaker.
-func (s *Stack) xrWrites(t *testing.T) func() string {
+func (s *Stack) xrWrites(t testing.TB) func() string {
 	wc, err := client.NewWithWatch(s.Config, client.Options{Scheme: s.Scheme})
 	if err != nil {
 		t.Fatal(err)
