@@ -12,7 +12,7 @@ BIN := bin/openbao-restore
 # into the cache; a warm cache makes this a no-op).
 TOOLS := crossplane crossplane-v1 cue controller-gen golangci-lint \
 	etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok \
-	openbao azurite seaweedfs crossplane-core registry
+	openbao azurite seaweedfs fake-gcs-server crossplane-core registry
 
 .PHONY: help
 help: ## Show the targets.

@@ -10,9 +10,9 @@ import (
 	"github.com/openbao-restore/openbao-restore/schemas"
 )
 
-// after waits out OpenBao's post-restore pause, then reads the node's seal
-// state and cluster_id.
-func (r *run) after(ctx context.Context, addr string) error {
+// confirm waits out OpenBao's post-restore pause, then reads the node's
+// seal state and cluster_id: what the restore did.
+func (r *run) confirm(ctx context.Context, addr string) error {
 	r.logf("waiting for %s to answer again (OpenBao pauses about 5 s after a restore)", addr)
 	select {
 	case <-ctx.Done():

@@ -1,28 +1,33 @@
 package executor
 
 import (
+	"bytes"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
-	"github.com/fsouza/fake-gcs-server/fakestorage"
-
+	"github.com/openbao-restore/openbao-restore/internal/testbin"
 	"github.com/openbao-restore/openbao-restore/schemas"
 )
 
-// TestRestoreGCS restores from fake-gcs-server, in-process on loopback,
-// through the real GCS client pointed at it by BACKUP_ENDPOINT.
+// TestRestoreGCS restores from fake-gcs-server, the GCS protocol server,
+// run as its own process on loopback (hack/tool.sh builds it), through the
+// real GCS client pointed at it by BACKUP_ENDPOINT.
 func TestRestoreGCS(t *testing.T) {
+	testbin.SkipShort(t, "runs fake-gcs-server")
 	t.Parallel()
 	f := newFixture(t)
-	srv, err := fakestorage.NewServerWithOptions(fakestorage.Options{Host: "127.0.0.1", Scheme: "http", PublicHost: "127.0.0.1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Stop)
-	srv.CreateBucketWithOpts(fakestorage.CreateBucketOpts{Name: "gsnaps"})
-	srv.CreateObject(fakestorage.Object{ObjectAttrs: fakestorage.ObjectAttrs{BucketName: "gsnaps", Name: f.key}, Content: f.snap})
+	url := startGCS(t, "gsnaps", map[string][]byte{f.key: f.snap})
 	f.env[schemas.EnvProvider] = "gcs"
-	f.env[schemas.EnvEndpoint] = srv.URL()
+	f.env[schemas.EnvEndpoint] = url
 	f.env[schemas.EnvBucket] = "gsnaps"
 
 	// Missing key first: the nearest keys are listed.
@@ -43,4 +48,53 @@ func TestRestoreGCS(t *testing.T) {
 		t.Fatalf("exit %d: %s\n%s", code, tm.Message, f.log)
 	}
 	f.restored(t)
+}
+
+// startGCS runs fake-gcs-server until the test ends, with one bucket
+// holding these objects (loaded from its data directory as it starts), and
+// returns its URL once it answers.
+func startGCS(t *testing.T, bucket string, objects map[string][]byte) string {
+	t.Helper()
+	bin := testbin.Path(t, "fake-gcs-server")
+	data := t.TempDir()
+	for key, body := range objects {
+		p := filepath.Join(data, bucket, filepath.FromSlash(key))
+		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, body, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	_ = l.Close()
+	url := fmt.Sprintf("http://127.0.0.1:%d", port)
+	var log bytes.Buffer
+	cmd := exec.Command(bin, "-scheme", "http", "-host", "127.0.0.1", "-port", strconv.Itoa(port), "-backend", "memory",
+		"-data", data, "-public-host", fmt.Sprintf("127.0.0.1:%d", port), "-external-url", url, "-log-level", "warn")
+	cmd.Stdout, cmd.Stderr = &log, &log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if r, err := http.Get(url + "/storage/v1/b/" + bucket); err == nil { //nolint:noctx // a readiness probe
+			_ = r.Body.Close()
+			if r.StatusCode == http.StatusOK {
+				return url
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("fake-gcs-server did not start:\n%s", log.String())
+	return ""
 }

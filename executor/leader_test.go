@@ -80,7 +80,7 @@ func TestCandidatesFromPods(t *testing.T) {
 	}))
 	t.Cleanup(api.Close)
 	r := &run{cfg: &Config{StatefulSet: "prod", Namespace: "vault", Replicas: 1}, opts: Options{Log: io.Discard},
-		kube: &KubeRecorder{Base: api.URL, Token: func() (string, error) { return "t", nil }, Client: api.Client()}}
+		kube: &KubeAPI{Base: api.URL, Token: func() (string, error) { return "t", nil }, Client: api.Client()}}
 	if c := r.candidates(t.Context()); len(c) != 1 || c[0] != "http://10.0.0.7:8200" {
 		t.Fatalf("%v", c)
 	}

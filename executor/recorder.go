@@ -64,14 +64,16 @@ func (m *MemoryRecorder) Record(_ context.Context, s Submission) error {
 	return nil
 }
 
-// KubeRecorder writes LockRequest.status.submission through the API server's
-// REST interface with the pod's ServiceAccount token. It needs only get on
+// KubeAPI is the executor's client of the Kubernetes API: it records the
+// submission (LockRequest.status.submission) and lists the cluster's pods
+// (PodAddresses, PodAddress, PodAt), through the API server's REST
+// interface with the pod's ServiceAccount token. It needs only get on
 // its lockrequest and on the OpenBaoCluster it names, and patch on
 // lockrequests/status, and no client library: a GET of the request, a GET
 // of the cluster (whose status.operationLock must still name this restore),
 // and one merge patch whose metadata.resourceVersion makes the API server
 // refuse it (409) if anything changed the request since its GET.
-type KubeRecorder struct {
+type KubeAPI struct {
 	Base      string // https://host:port
 	Namespace string
 	Name      string
@@ -82,10 +84,10 @@ type KubeRecorder struct {
 	Client     *http.Client
 }
 
-// NewInClusterRecorder builds a KubeRecorder from the pod's environment and
+// NewInClusterRecorder builds a KubeAPI from the pod's environment and
 // the mounted ServiceAccount token (dir holds token, ca.crt, namespace). The
 // token is re-read for each call, because projected tokens rotate.
-func NewInClusterRecorder(env func(string) string, dir, namespace, name, restoreUID string) (*KubeRecorder, error) {
+func NewInClusterRecorder(env func(string) string, dir, namespace, name, restoreUID string) (*KubeAPI, error) {
 	host, port := env("KUBERNETES_SERVICE_HOST"), env("KUBERNETES_SERVICE_PORT")
 	if host == "" || port == "" {
 		return nil, fail(schemas.ExitConfig, nil, "%s is set but KUBERNETES_SERVICE_HOST/PORT are not: not running in a cluster", schemas.EnvLockRequestName)
@@ -107,7 +109,7 @@ func NewInClusterRecorder(env func(string) string, dir, namespace, name, restore
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool}
-	return &KubeRecorder{
+	return &KubeAPI{
 		Base:       "https://" + net.JoinHostPort(host, port),
 		Namespace:  namespace,
 		Name:       name,
@@ -121,13 +123,13 @@ func NewInClusterRecorder(env func(string) string, dir, namespace, name, restore
 }
 
 // SetCA replaces the client's trusted CA pool (tests against a local API).
-func (k *KubeRecorder) SetCA(pool *x509.CertPool) {
+func (k *KubeAPI) SetCA(pool *x509.CertPool) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool}
 	k.Client = &http.Client{Transport: tr, Timeout: 15 * time.Second}
 }
 
-func (k *KubeRecorder) url(status bool) string {
+func (k *KubeAPI) url(status bool) string {
 	u := k.objectURL(lockv1.GroupVersion.Group, lockv1.GroupVersion.Version, schemas.LockRequestResource, k.Name)
 	if status {
 		u += "/status"
@@ -136,11 +138,11 @@ func (k *KubeRecorder) url(status bool) string {
 }
 
 // objectURL is the REST path of a namespaced object in k.Namespace.
-func (k *KubeRecorder) objectURL(group, version, resource, name string) string {
+func (k *KubeAPI) objectURL(group, version, resource, name string) string {
 	return fmt.Sprintf("%s/apis/%s/%s/namespaces/%s/%s/%s", k.Base, group, version, k.Namespace, resource, name)
 }
 
-func (k *KubeRecorder) call(ctx context.Context, method, u string, body []byte, ctype string) (int, []byte, error) {
+func (k *KubeAPI) call(ctx context.Context, method, u string, body []byte, ctype string) (int, []byte, error) {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
@@ -170,7 +172,7 @@ func (k *KubeRecorder) call(ctx context.Context, method, u string, body []byte, 
 	return resp.StatusCode, out, nil
 }
 
-func (k *KubeRecorder) get(ctx context.Context) (*lockv1.LockRequest, error) {
+func (k *KubeAPI) get(ctx context.Context) (*lockv1.LockRequest, error) {
 	code, out, err := k.call(ctx, http.MethodGet, k.url(false), nil, "")
 	if err != nil {
 		return nil, err
@@ -187,7 +189,7 @@ func (k *KubeRecorder) get(ctx context.Context) (*lockv1.LockRequest, error) {
 
 // verify refuses a request that is not this restore's, has a record, or
 // whose lock is not held: a restore is only sent while the lock is ours.
-func (k *KubeRecorder) verify(lr *lockv1.LockRequest) error {
+func (k *KubeAPI) verify(lr *lockv1.LockRequest) error {
 	if k.RestoreUID != "" && lr.Spec.Restore.UID != k.RestoreUID {
 		return fail(schemas.ExitConfig, nil, "lockrequest %s/%s belongs to restore UID %q, not %q", k.Namespace, k.Name, lr.Spec.Restore.UID, k.RestoreUID)
 	}
@@ -221,7 +223,7 @@ type clusterLock struct {
 // that does not compare-and-swap (openbao-operator's January 2026 backup
 // manager, a merge patch with no resourceVersion) may have replaced the
 // lock since. stopping says what the refusal stops.
-func (k *KubeRecorder) lockOurs(ctx context.Context, lr *lockv1.LockRequest, stopping string) error {
+func (k *KubeAPI) lockOurs(ctx context.Context, lr *lockv1.LockRequest, stopping string) error {
 	if lr.Spec.Cluster == "" {
 		return fail(schemas.ExitConfig, nil, "lockrequest %s/%s names no OpenBaoCluster (spec.cluster)", k.Namespace, k.Name)
 	}
@@ -248,7 +250,7 @@ func (k *KubeRecorder) lockOurs(ctx context.Context, lr *lockv1.LockRequest, sto
 	}
 }
 
-func (k *KubeRecorder) Check(ctx context.Context) error {
+func (k *KubeAPI) Check(ctx context.Context) error {
 	lr, err := k.get(ctx)
 	if err != nil {
 		return err
@@ -265,7 +267,7 @@ func (k *KubeRecorder) Check(ctx context.Context) error {
 // Right before the write it reads the cluster's lock (lockOurs); a lock
 // taken blindly after that read goes unseen here, so nothing else runs
 // between the two (BenchmarkSubmitWindow measures that window).
-func (k *KubeRecorder) Record(ctx context.Context, s Submission) error {
+func (k *KubeAPI) Record(ctx context.Context, s Submission) error {
 	for attempt := 0; ; attempt++ {
 		lr, err := k.get(ctx)
 		if err != nil {
@@ -323,7 +325,7 @@ func kubeStatus(code int, body []byte, what string) error {
 // OpenBao addresses, scheme://<pod IP>:8200, by ordinal. A pod IP needs no
 // cluster DNS; with TLS the certificate is checked against TLS_SERVER_NAME.
 // The executor's Role already lets it list pods.
-func (k *KubeRecorder) PodAddresses(ctx context.Context, namespace, sts string, replicas int, scheme string) ([]string, error) {
+func (k *KubeAPI) PodAddresses(ctx context.Context, namespace, sts string, replicas int, scheme string) ([]string, error) {
 	pods, err := k.pods(ctx, namespace)
 	if err != nil {
 		return nil, err
@@ -343,7 +345,7 @@ func (k *KubeRecorder) PodAddresses(ctx context.Context, namespace, sts string, 
 }
 
 // PodAddress is the OpenBao address of one pod, scheme://<pod IP>:8200.
-func (k *KubeRecorder) PodAddress(ctx context.Context, namespace, pod, scheme string) (string, error) {
+func (k *KubeAPI) PodAddress(ctx context.Context, namespace, pod, scheme string) (string, error) {
 	pods, err := k.pods(ctx, namespace)
 	if err != nil {
 		return "", err
@@ -358,7 +360,7 @@ func (k *KubeRecorder) PodAddress(ctx context.Context, namespace, pod, scheme st
 
 // PodAt names the pod whose IP is the host of an OpenBao address, "" if
 // none.
-func (k *KubeRecorder) PodAt(ctx context.Context, namespace, addr string) (string, error) {
+func (k *KubeAPI) PodAt(ctx context.Context, namespace, addr string) (string, error) {
 	u, err := url.Parse(addr)
 	if err != nil {
 		return "", err
@@ -376,7 +378,7 @@ func (k *KubeRecorder) PodAt(ctx context.Context, namespace, addr string) (strin
 }
 
 // pods lists the pods of a namespace; the executor's Role lets it.
-func (k *KubeRecorder) pods(ctx context.Context, namespace string) ([]corev1.Pod, error) {
+func (k *KubeAPI) pods(ctx context.Context, namespace string) ([]corev1.Pod, error) {
 	u := fmt.Sprintf("%s/api/v1/namespaces/%s/pods", k.Base, namespace)
 	code, out, err := k.call(ctx, http.MethodGet, u, nil, "")
 	if err != nil {

@@ -35,7 +35,7 @@ import (
 	lockv1 "github.com/openbao-restore/openbao-restore/schemas/lock/v1alpha1"
 )
 
-// The KubeRecorder against a real kube-apiserver and etcd, with the
+// The KubeAPI against a real kube-apiserver and etcd, with the
 // LockRequest CRD as the package ships it (its CEL rules included) and the
 // executor's RBAC as the function composes it. recorder_test.go covers the
 // same code against a fake API; this proves the fake's assumptions hold:
@@ -262,7 +262,7 @@ func (b *apiBed) apiHostPort(t testing.TB) (host, port string) {
 // NewInClusterRecorder from KUBERNETES_SERVICE_HOST/PORT and a directory
 // holding a ServiceAccount token (issued by the API server's TokenRequest,
 // as a projected token would be), the API's CA and the namespace.
-func (b *apiBed) saRecorder(t testing.TB, ns, sa, lock, restoreUID string) *KubeRecorder {
+func (b *apiBed) saRecorder(t testing.TB, ns, sa, lock, restoreUID string) *KubeAPI {
 	t.Helper()
 	dir := t.TempDir()
 	for n, v := range map[string][]byte{"token": []byte(b.saToken(t, ns, sa)), "ca.crt": b.env.Config.CAData, "namespace": []byte(ns)} {
@@ -288,16 +288,16 @@ func (b *apiBed) saRecorder(t testing.TB, ns, sa, lock, restoreUID string) *Kube
 }
 
 // userRecorder builds a recorder that authenticates with a user's client
-// certificate (env.AddUser); KubeRecorder's empty bearer token is ignored by
+// certificate (env.AddUser); KubeAPI's empty bearer token is ignored by
 // the API server's authenticators.
-func (b *apiBed) userRecorder(t *testing.T, cfg *rest.Config, ns, lock, restoreUID string) *KubeRecorder {
+func (b *apiBed) userRecorder(t *testing.T, cfg *rest.Config, ns, lock, restoreUID string) *KubeAPI {
 	t.Helper()
 	hc, err := rest.HTTPClientFor(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	host, port := b.apiHostPort(t)
-	return &KubeRecorder{Base: "https://" + host + ":" + port, Namespace: ns, Name: lock, RestoreUID: restoreUID,
+	return &KubeAPI{Base: "https://" + host + ":" + port, Namespace: ns, Name: lock, RestoreUID: restoreUID,
 		Client: hc, Token: func() (string, error) { return "", nil }}
 }
 
@@ -344,7 +344,7 @@ func (b *apiBed) testRecordOnce(t *testing.T) {
 	rv := got.ResourceVersion
 
 	other := b.saRecorder(t, ns, rs.names.ServiceAccount, rs.names.Lock, rs.r.UID)
-	for name, r := range map[string]*KubeRecorder{"same recorder": k, "another pod's recorder": other} {
+	for name, r := range map[string]*KubeAPI{"same recorder": k, "another pod's recorder": other} {
 		if err := r.Check(ctx); !errors.Is(err, ErrAlreadySubmitted) {
 			t.Fatalf("%s: check after record: %v, want ErrAlreadySubmitted", name, err)
 		}
@@ -464,7 +464,7 @@ func (b *apiBed) testRace(t *testing.T) {
 		rs := newRestore(ns, fmt.Sprintf("race-%d", round), fmt.Sprintf("uid-race-%d", round))
 		b.composeRBAC(t, rs)
 		b.lock(t, rs, schemas.LockHeld)
-		recs := make([]*KubeRecorder, n)
+		recs := make([]*KubeAPI, n)
 		subs := make([]Submission, n)
 		for i := range n {
 			recs[i] = b.saRecorder(t, ns, rs.names.ServiceAccount, rs.names.Lock, rs.r.UID)

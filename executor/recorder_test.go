@@ -92,13 +92,13 @@ func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func newFakeAPI(t *testing.T) (*fakeAPI, *KubeRecorder) {
+func newFakeAPI(t *testing.T) (*fakeAPI, *KubeAPI) {
 	f := &fakeAPI{rv: 7, token: "kube-token"}
 	f.lr.Spec = heldSpec()
 	f.lr.Status.State = schemas.LockHeld
 	srv := httptest.NewTLSServer(f)
 	t.Cleanup(srv.Close)
-	k := &KubeRecorder{Base: srv.URL, Namespace: "ns", Name: "lr", RestoreUID: "uid-1", Client: srv.Client(),
+	k := &KubeAPI{Base: srv.URL, Namespace: "ns", Name: "lr", RestoreUID: "uid-1", Client: srv.Client(),
 		Token: func() (string, error) { return "kube-token", nil }}
 	return f, k
 }

@@ -25,7 +25,7 @@ import (
 type Options struct {
 	Paths    Paths     // zero: DefaultPaths()
 	Log      io.Writer // zero: os.Stderr
-	Recorder Recorder  // zero: a KubeRecorder when RESTORE_LOCK_REQUEST_NAME is set
+	Recorder Recorder  // zero: a KubeAPI when RESTORE_LOCK_REQUEST_NAME is set
 	Source   Source    // zero: built from the configuration
 
 	HoldBack      int           // zero: DefaultHoldBack
@@ -110,7 +110,7 @@ func Main(ctx context.Context, env func(string) string, opts Options) int {
 
 type run struct {
 	// kube lists the cluster's pods, when the executor runs in a cluster.
-	kube  *KubeRecorder
+	kube  *KubeAPI
 	opts  Options
 	start time.Time
 	tm    schemas.TerminationMessage
@@ -328,7 +328,7 @@ func (r *run) run(ctx context.Context, env func(string) string) error {
 	}
 
 	// 8. After the restore: wait for the node, report seal and identity.
-	return r.after(ctx, addr)
+	return r.confirm(ctx, addr)
 }
 
 // candidates are the addresses probed for the active node: the override;

@@ -18,7 +18,7 @@ import (
 
 // BenchmarkSubmitWindow measures, against a real kube-apiserver with the
 // composed Role and a ServiceAccount token read from its file as in the
-// pod, the window of KubeRecorder.Record in which a writer that does not
+// pod, the window of KubeAPI.Record in which a writer that does not
 // compare-and-swap can still take the cluster's lock unseen: from the start
 // of the OpenBaoCluster GET (the last read of the lock) to the end of the
 // record PATCH, after which the gate releases the snapshot's tail. The

@@ -19,6 +19,7 @@ case $name in
   crossplane)    mod=crank-v2; pkg=github.com/crossplane/crossplane/v2/cmd/crank; ver=v2.2.1 ;;
   crossplane-v1) mod=crank-v1; pkg=github.com/crossplane/crossplane/cmd/crank;    ver=v1.20.0 ;;
   cue)           mod=dev;      pkg=cuelang.org/go/cmd/cue;                          ver=v0.17.1 ;;
+  fake-gcs-server) mod=fake-gcs-server; pkg=github.com/fsouza/fake-gcs-server; ver=v1.56.1 ;; # GCS protocol server (the executor's GCS tests)
   seaweedfs)     mod=seaweedfs; pkg=github.com/seaweedfs/seaweedfs/weed;           ver=v0.0.0-20261109003541-7506e5f91cd6 ;; # S3 server that checks signatures
   benchstat)     mod=perf;     pkg=golang.org/x/perf/cmd/benchstat;                ver=v0.0.0-20260908200009-22c9c6c9d4da ;;
   golangci-lint) mod=lint;     pkg=github.com/golangci/golangci-lint/v2/cmd/golangci-lint; ver=v2.15.0 ;;

@@ -78,7 +78,7 @@ type submitted struct {
 }
 
 // runExecutor plays the restore Job for lr with the real executor's
-// recorder (executor.KubeRecorder): once the request is Held, Check, then
+// recorder (executor.KubeAPI): once the request is Held, Check, then
 // the time the snapshot takes to download and stream (longer in a real
 // Job, whose pod must start first), then Record right before the tail. A
 // transient refusal (exit 10: the lock is not ours) is the Job's pod
@@ -95,7 +95,7 @@ func runExecutor(ctx context.Context, env *testbed.Env, lr *lockv1alpha1.LockReq
 	if !strings.Contains(base, "://") {
 		base = "https://" + base
 	}
-	rec := &executor.KubeRecorder{Base: strings.TrimSuffix(base, "/"), Namespace: lr.Namespace, Name: lr.Name,
+	rec := &executor.KubeAPI{Base: strings.TrimSuffix(base, "/"), Namespace: lr.Namespace, Name: lr.Name,
 		RestoreUID: lr.Spec.Restore.UID, Client: hc, Token: func() (string, error) { return "", nil }}
 	for {
 		if err := waitHeld(ctx, env, lr); err != nil {

@@ -21,7 +21,7 @@ import (
 	"github.com/openbao-restore/openbao-restore/schemas"
 )
 
-// circuitsClosed logs the XRs for which Crossplane's watch circuit breaker
+// logOpenCircuits logs the XRs for which Crossplane's watch circuit breaker
 // opened (their Responsive condition False). Such an XR gets too many
 // watch events (Crossplane's own writes, ours, and its composed
 // resources'; a restore with a restart and a Resume makes about 40 in a
