@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,9 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/johannesboyne/gofakes3"
-	"github.com/johannesboyne/gofakes3/backend/s3mem"
-
+	"github.com/openbao-restore/openbao-restore/internal/s3test"
 	"github.com/openbao-restore/openbao-restore/internal/testbin"
 	"github.com/openbao-restore/openbao-restore/schemas"
 )
@@ -225,29 +222,17 @@ func (s *baoServer) token(policy string) string {
 	return r.Auth.ClientToken
 }
 
-// s3Store is gofakes3 in-process on loopback.
+// s3Store is the fixture's object store: SeaweedFS (internal/s3test), a
+// real S3 server that checks signatures, on loopback.
 type s3Store struct {
-	URL     string
-	backend *s3mem.Backend
-	Bucket  string
+	*s3test.Server
 }
 
 func startS3(t testing.TB) *s3Store {
-	b := s3mem.New()
-	faker := gofakes3.New(b)
-	srv := httptest.NewServer(faker.Server())
-	t.Cleanup(srv.Close)
-	if err := b.CreateBucket("snaps"); err != nil {
-		t.Fatal(err)
-	}
-	return &s3Store{URL: srv.URL, backend: b, Bucket: "snaps"}
+	return &s3Store{s3test.Start(t, "AKIAFAKE", "fake-secret-key", "snaps")}
 }
 
-func (s *s3Store) put(t testing.TB, key string, data []byte) {
-	if _, err := s.backend.PutObject(s.Bucket, key, map[string]string{}, bytes.NewReader(data), int64(len(data)), nil); err != nil {
-		t.Fatal(err)
-	}
-}
+func (s *s3Store) put(t testing.TB, key string, data []byte) { s.Put(t, key, data) }
 
 // fixture is one real OpenBao and one object store, with a snapshot taken
 // while secret/foo=v1, uploaded, and then the data changed (foo=v2, bar=new).

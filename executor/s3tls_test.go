@@ -3,12 +3,12 @@ package executor
 import (
 	"encoding/pem"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/johannesboyne/gofakes3"
 
 	"github.com/openbao-restore/openbao-restore/schemas"
 )
@@ -16,11 +16,18 @@ import (
 // S3 over TLS with a private CA: refused without the CA (permanent,
 // ExitStorage, not retried as transient), accepted with caCert in the
 // credentials Secret, and with insecureSkipVerify. A session token rides
-// along (gofakes3 does not check credentials; this proves it is accepted).
+// along (SeaweedFS ignores it for a static identity; this proves the
+// executor sends it without failing).
 func TestS3TLS(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
-	srv := httptest.NewTLSServer(gofakes3.New(f.s3.backend).Server())
+	// SeaweedFS behind a TLS proxy that keeps the Host header, which the
+	// request's signature covers.
+	target, err := url.Parse(f.s3.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewTLSServer(httputil.NewSingleHostReverseProxy(target))
 	t.Cleanup(srv.Close)
 	f.env[schemas.EnvEndpoint] = srv.URL
 	if err := os.WriteFile(filepath.Join(f.paths.CredentialsDir, schemas.KeySessionToken), []byte("session-secret"), 0o600); err != nil {

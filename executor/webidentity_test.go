@@ -17,6 +17,7 @@ import (
 // the token, then restores; a refusal by STS is ExitStorage. Not parallel:
 // it sets an environment variable.
 func TestS3WebIdentity(t *testing.T) {
+	f := newFixture(t)
 	var calls atomic.Int32
 	refuse := atomic.Bool{}
 	sts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -30,13 +31,14 @@ func TestS3WebIdentity(t *testing.T) {
 		}
 		exp := time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
 		_, _ = w.Write([]byte(`<AssumeRoleWithWebIdentityResponse><AssumeRoleWithWebIdentityResult><Credentials>` +
-			`<AccessKeyId>ASIAFAKE</AccessKeyId><SecretAccessKey>sts-secret</SecretAccessKey><SessionToken>sts-session</SessionToken>` +
+			// The store's own identity, which SeaweedFS knows, as the
+			// temporary credentials STS hands out.
+			`<AccessKeyId>` + f.s3.AccessKey + `</AccessKeyId><SecretAccessKey>` + f.s3.SecretKey + `</SecretAccessKey><SessionToken>sts-session</SessionToken>` +
 			`<Expiration>` + exp + `</Expiration></Credentials></AssumeRoleWithWebIdentityResult></AssumeRoleWithWebIdentityResponse>`))
 	}))
 	t.Cleanup(sts.Close)
 	t.Setenv("AWS_ENDPOINT_URL_STS", sts.URL)
 
-	f := newFixture(t)
 	tokFile := filepath.Join(t.TempDir(), "aws-token")
 	if err := os.WriteFile(tokFile, []byte("projected-sa-token"), 0o600); err != nil {
 		t.Fatal(err)
@@ -57,5 +59,5 @@ func TestS3WebIdentity(t *testing.T) {
 		t.Fatalf("exit %d: %s\n%s", code, tm.Message, f.log)
 	}
 	f.restored(t)
-	f.noSecrets(t, "projected-sa-token", "sts-secret", "sts-session")
+	f.noSecrets(t, "projected-sa-token", f.s3.SecretKey, "sts-session")
 }
