@@ -394,32 +394,3 @@ func allEnded(pods []corev1.Pod, j *batchv1.Job) bool {
 	}
 	return true
 }
-
-// stepDownReport reads what the step-down Job said, nil until it ended.
-func (r *Reconciler) stepDownReport(ctx context.Context, ns string, xr *unstructured.Unstructured) (*restart.StepDownReport, error) {
-	j, err := r.job(ctx, ns, xr, schemas.JobRoleStepDown)
-	if err != nil || j == nil {
-		return nil, err
-	}
-	jf := jobFacts(j)
-	if !jf.Complete && !jf.Failed {
-		return nil, nil
-	}
-	pods, err := r.pods(ctx, j)
-	if err != nil {
-		return nil, err
-	}
-	rep := &restart.StepDownReport{Message: "the step-down Job ended without a report"}
-	if jf.Failed {
-		rep.Message = "the step-down Job failed: " + jf.FailedReason
-	}
-	if len(pods) > 0 {
-		if tm := pods[len(pods)-1].Termination; tm != nil {
-			rep.Message = tm.Message
-			if jf.Complete && tm.StepDown != nil && tm.StepDown.SteppedDown {
-				rep.SteppedDown, rep.NewLeader = true, tm.StepDown.NewLeader
-			}
-		}
-	}
-	return rep, nil
-}

@@ -16,6 +16,7 @@ import (
 // pods restarted, the data verified), and print the story only: no
 // `go test` framing, no stack trace, no harness line.
 func TestDemo(t *testing.T) {
+	testbin.SkipShort(t, "the whole stack")
 	bin := filepath.Join(t.TempDir(), "demo")
 	build := exec.Command("go", "build", "-o", bin, "./test/demo")
 	build.Dir = testbin.Root()
