@@ -12,28 +12,20 @@ package testbed
 import (
 	"context"
 	_ "embed"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/resource"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
-	"sigs.k8s.io/yaml"
 
 	"github.com/openbao-restore/openbao-restore/internal/testbin"
 	lockv1alpha1 "github.com/openbao-restore/openbao-restore/schemas/lock/v1alpha1"
@@ -261,149 +253,6 @@ func start(t testing.TB, opts Options, dir string) (*Env, error) {
 	return e, nil
 }
 
-func (e *Env) startHelpers(opts Options, paths map[string]string) error {
-	kc := "--kubeconfig=" + e.Kubeconfig
-	// kube-controller-manager and kwok act under the identities a real
-	// cluster gives them (with every permission), which the operator's
-	// admission policy lets through.
-	as := func(user string) (string, error) {
-		path, err := e.UserKubeconfig(user, "system:masters")
-		return "--kubeconfig=" + path, err
-	}
-	if !opts.NoKCM {
-		kc, err := as(kcmUser)
-		if err != nil {
-			return err
-		}
-		p, err := startProc(e.Dir, "kube-controller-manager", paths["kube-controller-manager"], nil, kc,
-			"--bind-address=127.0.0.1", "--secure-port=0", "--leader-elect=false",
-			"--use-service-account-credentials=false",
-			"--controllers=job-controller,garbage-collector-controller,ttl-after-finished-controller,namespace-controller,statefulset-controller,disruption-controller",
-			"--kube-api-qps=200", "--kube-api-burst=400")
-		if err != nil {
-			return err
-		}
-		e.procs = append(e.procs, p)
-	}
-	if !opts.NoScheduler {
-		p, err := startProc(e.Dir, "kube-scheduler", paths["kube-scheduler"], nil, kc,
-			"--authentication-kubeconfig="+e.Kubeconfig, "--authorization-kubeconfig="+e.Kubeconfig,
-			"--bind-address=127.0.0.1", "--secure-port=0", "--leader-elect=false",
-			"--kube-api-qps=200", "--kube-api-burst=400")
-		if err != nil {
-			return err
-		}
-		e.procs = append(e.procs, p)
-	}
-	if opts.NoKwok {
-		return nil
-	}
-	ctx := context.Background()
-	if err := e.ApplyYAML(ctx, kwokDefaultStages); err != nil {
-		return fmt.Errorf("default stages: %w", err)
-	}
-	// HOME points into the state dir so that a user's ~/.kwok/kwok.yaml
-	// cannot change the fake kubelet's behaviour.
-	home := filepath.Join(e.Dir, "kwok-home")
-	if err := os.MkdirAll(home, 0o700); err != nil {
-		return err
-	}
-	kc, err := as(kubeletUser)
-	if err != nil {
-		return err
-	}
-	startKwok := func() (*proc, error) {
-		p, err := startProc(e.Dir, "kwok", paths["kwok"], []string{"HOME=" + home}, kc,
-			"--enable-crds=Stage",
-			"--manage-all-nodes=false",
-			"--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
-			"--cidr=10.0.0.0/16", "--node-ip=10.0.0.2")
-		if err == nil {
-			e.procs = append(e.procs, p)
-		}
-		return p, err
-	}
-	kwok, err := startKwok()
-	if err != nil {
-		return err
-	}
-	if err := e.createNode(ctx); err != nil {
-		return err
-	}
-	// kwok once sat on a loaded machine for over a minute after "Watch
-	// nodes" without ever taking the node (CI, 2026-12-04): start it again,
-	// once, before giving up.
-	if e.nodeReady(ctx, 45*time.Second) {
-		return nil
-	}
-	if err := e.exitedHelper(); err != nil {
-		return err
-	}
-	kwok.stop(5 * time.Second)
-	if _, err := startKwok(); err != nil {
-		return err
-	}
-	if e.nodeReady(ctx, 60*time.Second) {
-		return nil
-	}
-	if err := e.exitedHelper(); err != nil {
-		return err
-	}
-	return errors.New("kwok's node never became Ready (kwok was started twice)")
-}
-
-// createNode registers kwok's fake node.
-func (e *Env) createNode(ctx context.Context) error {
-	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{
-		Name:        NodeName,
-		Annotations: map[string]string{"kwok.x-k8s.io/node": "fake"},
-		Labels: map[string]string{"kubernetes.io/hostname": NodeName, "kubernetes.io/os": "linux",
-			"kubernetes.io/arch": "amd64", "type": "kwok"},
-	}}
-	if err := e.Client.Create(ctx, node); err != nil {
-		return err
-	}
-	capacity := corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("64"),
-		corev1.ResourceMemory: resource.MustParse("256Gi"), corev1.ResourcePods: resource.MustParse("1000")}
-	node.Status = corev1.NodeStatus{Capacity: capacity, Allocatable: capacity}
-	if err := e.Client.Status().Update(ctx, node); err != nil {
-		return err
-	}
-	return nil
-}
-
-// exitedHelper is an error with the log of a helper (other than a kwok
-// stopped for a restart) that exited, nil when none did.
-func (e *Env) exitedHelper() error {
-	for _, p := range e.procs {
-		if p.exited() && !p.stopped.Load() {
-			return fmt.Errorf("%s exited at start:\n%s", p.name, p.tail(3000))
-		}
-	}
-	return nil
-}
-
-// nodeReady waits up to timeout for kwok's node to be Ready; false also
-// when a helper exited.
-func (e *Env) nodeReady(ctx context.Context, timeout time.Duration) bool {
-	node := &corev1.Node{}
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		if e.exitedHelper() != nil {
-			return false
-		}
-		if err := e.Client.Get(ctx, client.ObjectKey{Name: NodeName}, node); err == nil {
-			for _, c := range node.Status.Conditions {
-				if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
-					return true
-				}
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return false
-}
-
 // Stop stops every process of the control plane, helpers first.
 func (e *Env) Stop() {
 	if e == nil {
@@ -426,58 +275,6 @@ func (e *Env) Stop() {
 	}
 }
 
-// AddUser returns a REST config for a user with these groups, whom RBAC
-// alone authorizes (for least-privilege tests).
-func (e *Env) AddUser(name string, groups ...string) (*rest.Config, error) {
-	u, err := e.env.AddUser(envtest.User{Name: name, Groups: groups}, e.Config)
-	if err != nil {
-		return nil, err
-	}
-	return u.Config(), nil
-}
-
-// UserKubeconfig writes a kubeconfig for a user with these groups, whom
-// RBAC alone authorizes, and returns its path: for a controller run as a
-// separate process under least privilege.
-func (e *Env) UserKubeconfig(name string, groups ...string) (string, error) {
-	u, err := e.env.AddUser(envtest.User{Name: name, Groups: groups}, e.Config)
-	if err != nil {
-		return "", err
-	}
-	kc, err := u.KubeConfig()
-	if err != nil {
-		return "", err
-	}
-	path := filepath.Join(e.Dir, "user-"+dnsLabel(name, 60)+".kubeconfig")
-	return path, os.WriteFile(path, kc, 0o600)
-}
-
-// RoleUser returns a REST config for a user bound to the ClusterRole in
-// roleFile (applied first) and to nothing else, so that a test of a
-// controller run as that user also proves its role suffices.
-func (e *Env) RoleUser(ctx context.Context, user, roleFile string) (*rest.Config, error) {
-	data, err := os.ReadFile(roleFile)
-	if err != nil {
-		return nil, err
-	}
-	var role rbacv1.ClusterRole
-	if err := yaml.Unmarshal(data, &role); err != nil || role.Name == "" {
-		return nil, fmt.Errorf("%s is not one ClusterRole: %v", roleFile, err)
-	}
-	if err := e.ApplyYAML(ctx, data); err != nil {
-		return nil, err
-	}
-	binding := &rbacv1.ClusterRoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: user},
-		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
-		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: user}},
-	}
-	if err := e.Client.Create(ctx, binding); err != nil && !apierrors.IsAlreadyExists(err) {
-		return nil, err
-	}
-	return e.AddUser(user)
-}
-
 // Logs returns the tail of a component's log (kube-controller-manager,
 // kube-scheduler, kwok).
 func (e *Env) Logs(name string, n int) string {
@@ -489,96 +286,4 @@ func (e *Env) dumpLogs(t testing.TB) {
 	for _, p := range e.procs {
 		t.Logf("---- %s log tail ----\n%s", p.name, p.tail(3000))
 	}
-}
-
-var shared struct {
-	mu   sync.Mutex
-	opts Options
-	env  *Env
-	err  error
-}
-
-// Main runs the package's tests with one shared control plane, which the
-// first test to call Shared starts and Main stops at the end. It exits.
-func Main(m *testing.M, opts Options) {
-	shared.opts = opts
-	code := m.Run()
-	shared.mu.Lock()
-	if shared.env != nil {
-		shared.env.Stop()
-	}
-	shared.mu.Unlock()
-	os.Exit(code)
-}
-
-// Shared returns the package's shared control plane, starting it on first
-// use. Tests using it must not assume they are alone: use a namespace of
-// their own (Namespace) and unique names for cluster-scoped objects.
-func Shared(t testing.TB) *Env {
-	t.Helper()
-	testbin.SkipShort(t, "a control plane")
-	shared.mu.Lock()
-	defer shared.mu.Unlock()
-	if shared.env != nil {
-		return shared.env
-	}
-	if shared.err != nil {
-		t.Fatalf("testbed: the shared control plane failed to start earlier: %v", shared.err)
-	}
-	// Set before starting: if start calls t.Fatal (via testbin.Path), the
-	// goroutine exits here and later tests must not retry.
-	shared.err = errors.New("start aborted")
-	dir, err := os.MkdirTemp("", "testbed-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := start(t, shared.opts, dir)
-	if err != nil {
-		if e != nil {
-			e.dumpLogs(t)
-			e.Stop()
-		}
-		shared.err = err
-		t.Fatalf("testbed: %v", err)
-	}
-	e.tmp = true
-	shared.env, shared.err = e, nil
-	return e
-}
-
-// Namespace creates a namespace for this test, deleted when it ends.
-func (e *Env) Namespace(t testing.TB) string {
-	t.Helper()
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: dnsLabel(t.Name(), 40) + "-"}}
-	if err := e.Client.Create(context.Background(), ns); err != nil {
-		t.Fatalf("create namespace: %v", err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			e.dumpLogs(t)
-		}
-		_ = e.Client.Delete(context.Background(), ns)
-	})
-	return ns.Name
-}
-
-// dnsLabel turns s into a valid DNS label prefix of at most n characters.
-func dnsLabel(s string, n int) string {
-	b := make([]byte, 0, len(s))
-	for _, r := range strings.ToLower(s) {
-		switch {
-		case r >= 'a' && r <= 'z', r >= '0' && r <= '9':
-			b = append(b, byte(r))
-		case len(b) > 0 && b[len(b)-1] != '-':
-			b = append(b, '-')
-		}
-		if len(b) >= n {
-			break
-		}
-	}
-	out := strings.Trim(string(b), "-")
-	if out == "" {
-		out = "test"
-	}
-	return out
 }
