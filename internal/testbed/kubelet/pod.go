@@ -353,4 +353,3 @@ func (w *podWorker) runInits(ctx context.Context, vols map[string]volume) bool {
 	w.mu.Unlock()
 	return true
 }
-
