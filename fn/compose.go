@@ -68,6 +68,7 @@ func (f *Function) compose(rsp *fnv1.RunFunctionResponse, req *fnv1.RunFunctionR
 			k.cluster = *c
 			k.cluster.LockHolder = "" // not rendered: one rendering whoever holds the lock
 			k.cluster.Latest = nil    // in snap, as a value, when it is used
+			k.cluster.From = nil      // the same
 		}
 		for name, b := range build {
 			k.res = name

@@ -72,11 +72,25 @@ func (f *Function) RunFunction(_ context.Context, req *fnv1.RunFunctionRequest) 
 	var cluster *Cluster
 	resolved := false
 	if spec != nil {
-		require(rsp, spec.Cluster, r.Namespace)
-		cluster, resolved, err = requiredCluster(req)
+		from := fromOther(spec)
+		require(rsp, spec.Cluster, from, r.Namespace)
+		cluster, resolved, err = requiredCluster(req, reqCluster)
 		if err != nil {
 			response.Fatal(rsp, errors.Wrap(err, "cannot read the required OpenBaoCluster"))
 			return rsp, nil
+		}
+		if from != "" && cluster != nil {
+			// The source cluster: only its newest backup matters.
+			src, ok, err := requiredCluster(req, reqFrom)
+			if err != nil {
+				response.Fatal(rsp, errors.Wrap(err, "cannot read the OpenBaoCluster of spec.source.fromCluster"))
+				return rsp, nil
+			}
+			resolved = resolved && ok
+			cluster.From = &From{Found: src != nil}
+			if src != nil {
+				cluster.From.Latest = src.Latest
+			}
 		}
 	}
 
@@ -179,8 +193,8 @@ func str(v any) string {
 
 // require asks for the OpenBaoCluster through both protocol fields: Crossplane
 // v1 only reads extra_resources and silently ignores resources.
-func require(rsp *fnv1.RunFunctionResponse, name, ns string) {
-	sel := func(withNS bool) *fnv1.ResourceSelector {
+func require(rsp *fnv1.RunFunctionResponse, name, from, ns string) {
+	sel := func(name string, withNS bool) *fnv1.ResourceSelector {
 		s := &fnv1.ResourceSelector{
 			ApiVersion: schemas.ClusterGroup + "/" + schemas.ClusterVersion,
 			Kind:       schemas.ClusterKind,
@@ -194,15 +208,21 @@ func require(rsp *fnv1.RunFunctionResponse, name, ns string) {
 	if rsp.Requirements == nil {
 		rsp.Requirements = &fnv1.Requirements{}
 	}
-	rsp.Requirements.Resources = map[string]*fnv1.ResourceSelector{reqCluster: sel(true)}
+	rsp.Requirements.Resources = map[string]*fnv1.ResourceSelector{reqCluster: sel(name, true)}
 	//nolint:staticcheck // v1 control planes read only this field.
-	rsp.Requirements.ExtraResources = map[string]*fnv1.ResourceSelector{reqCluster: sel(false)}
+	rsp.Requirements.ExtraResources = map[string]*fnv1.ResourceSelector{reqCluster: sel(name, false)}
+	if from != "" {
+		rsp.Requirements.Resources[reqFrom] = sel(from, true)
+		//nolint:staticcheck // v1 control planes read only this field.
+		rsp.Requirements.ExtraResources[reqFrom] = sel(from, false)
+	}
 }
 
-// requiredCluster reads the OpenBaoCluster from whichever field Crossplane
-// filled. resolved is false until Crossplane has looked it up.
-func requiredCluster(req *fnv1.RunFunctionRequest) (*Cluster, bool, error) {
-	rs, ok, err := request.GetRequiredResource(req, reqCluster)
+// requiredCluster reads a required OpenBaoCluster (reqCluster, reqFrom)
+// from whichever field Crossplane filled. resolved is false until
+// Crossplane has looked it up.
+func requiredCluster(req *fnv1.RunFunctionRequest, name string) (*Cluster, bool, error) {
+	rs, ok, err := request.GetRequiredResource(req, name)
 	if err != nil {
 		return nil, true, err
 	}
@@ -212,7 +232,7 @@ func requiredCluster(req *fnv1.RunFunctionRequest) (*Cluster, bool, error) {
 		if err != nil {
 			return nil, true, err
 		}
-		if rs, ok = extra[reqCluster]; !ok {
+		if rs, ok = extra[name]; !ok {
 			return nil, false, nil
 		}
 	}

@@ -629,18 +629,7 @@ func TestRestoreNewestSnapshot(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		env := map[string]string{}
-		if j := rsp.GetDesired().GetResources()[resJob]; j != nil {
-			b, _ := json.Marshal(j.GetResource())
-			var job batchv1.Job
-			if err := json.Unmarshal(b, &job); err != nil {
-				t.Fatal(err)
-			}
-			for _, e := range job.Spec.Template.Spec.Containers[0].Env {
-				env[e.Name] = e.Value
-			}
-		}
-		return rsp, env
+		return rsp, jobEnv(t, rsp)
 	}
 	planSnapshot := func(rsp *fnv1.RunFunctionResponse) map[string]any {
 		return rsp.GetDesired().GetComposite().GetResource().AsMap()["status"].(map[string]any)["plan"].(map[string]any)["snapshot"].(map[string]any)
@@ -732,4 +721,108 @@ func TestStepDownJob(t *testing.T) {
 			t.Errorf("%s: a step-down Job is composed", name)
 		}
 	}
+}
+
+// spec.source.fromCluster: a restore with no key takes the newest backup
+// of another cluster, pinned but for its cluster ID (another identity),
+// and asks Crossplane for that cluster too; a missing source cluster
+// composes nothing and says so; the recorded choice is kept; without
+// spec.force, or beside a key, the spec is invalid. Naming spec.cluster
+// itself is the default behaviour.
+func TestRestoreNewestFromCluster(t *testing.T) {
+	fromSpec := func(force bool, key string) string {
+		s := strings.Replace(validSpec, `"key":"clusters/prod/a.snap",`, key+`"fromCluster":"staging",`, 1)
+		if force {
+			s = strings.Replace(s, `"cluster":"prod",`, `"cluster":"prod","force":true,`, 1)
+		}
+		return s
+	}
+	staging := `{"apiVersion":"openbao.org/v1alpha1","kind":"OpenBaoCluster","metadata":{"name":"staging","namespace":"vault"},` +
+		`"spec":{"replicas":1},"status":{"backup":{"latestSnapshot":{"key":"clusters/staging/newest.snap","digest":"` + strings.Repeat("cd", 32) +
+		`","size":2048,"clusterID":"c-staging","version":"2.4.0"}}}}`
+	run := func(spec, status string, from string) (*fnv1.RunFunctionResponse, map[string]string) {
+		r := req(xrJSON(spec, status), true, map[string]string{resLock: lockJSON("Held", holder)})
+		if from != "" {
+			items := []*fnv1.Resource{}
+			if from != "missing" {
+				items = append(items, &fnv1.Resource{Resource: resource.MustStructJSON(from)})
+			}
+			r.RequiredResources[reqFrom] = &fnv1.Resources{Items: items}
+		}
+		rsp, err := (&Function{Log: logging.NewNopLogger()}).RunFunction(context.Background(), r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rsp, jobEnv(t, rsp)
+	}
+
+	rsp, env := run(fromSpec(true, ""), `{}`, staging)
+	if sel := rsp.GetRequirements().GetResources()[reqFrom]; sel.GetMatchName() != "staging" || sel.GetNamespace() != "vault" {
+		t.Errorf("the source cluster is not required: %v", rsp.GetRequirements())
+	}
+	want := map[string]string{schemas.EnvRestoreKey: "clusters/staging/newest.snap", schemas.EnvExpectedDigest: "sha256:" + strings.Repeat("cd", 32),
+		schemas.EnvExpectedSize: "2048", schemas.EnvExpectedVersion: "2.4.0", schemas.EnvRestoreForce: "true", schemas.EnvExpectedClusterID: ""}
+	for k, v := range want {
+		if env[k] != v {
+			t.Errorf("from staging: %s=%q, want %q", k, env[k], v)
+		}
+	}
+
+	// Not yet looked up: nothing composed. Missing: nothing composed, and
+	// the message names the field.
+	if rsp, _ := run(fromSpec(true, ""), `{}`, ""); len(rsp.GetDesired().GetResources()) != 0 {
+		t.Error("composed before the source cluster was looked up")
+	}
+	rsp, _ = run(fromSpec(true, ""), `{}`, "missing")
+	var composed string
+	for _, c := range rsp.GetConditions() {
+		if c.GetType() == schemas.CondComposed {
+			composed = c.GetMessage()
+		}
+	}
+	if _, ok := rsp.GetDesired().GetResources()[resJob]; ok || !strings.Contains(composed, "staging (spec.source.fromCluster) was not found") {
+		t.Errorf("missing source: Job composed %v, message %q", ok, composed)
+	}
+
+	// The choice, once recorded, is kept even when the source cluster goes.
+	recorded := `{"plan":{"snapshot":{"key":"clusters/staging/newest.snap","digest":"sha256:` + strings.Repeat("cd", 32) + `","size":2048,"version":"2.4.0"}}}`
+	if _, env := run(fromSpec(true, ""), recorded, "missing"); env[schemas.EnvRestoreKey] != "clusters/staging/newest.snap" {
+		t.Errorf("the recorded choice was not kept: %v", env)
+	}
+
+	// Invalid: no force; a key beside it. Nothing composed, the field named.
+	for name, spec := range map[string]string{
+		"no force": fromSpec(false, ""),
+		"a key":    fromSpec(true, `"key":"clusters/prod/a.snap",`),
+	} {
+		rsp, _ := run(spec, `{}`, staging)
+		if len(rsp.GetDesired().GetResources()) != 0 || len(rsp.GetResults()) == 0 || !strings.Contains(rsp.GetResults()[0].GetMessage(), "spec.source.fromCluster") {
+			t.Errorf("%s: %d composed, results %v", name, len(rsp.GetDesired().GetResources()), rsp.GetResults())
+		}
+	}
+
+	// Naming spec.cluster itself is the default: no second requirement.
+	self := strings.Replace(validSpec, `"key":"clusters/prod/a.snap",`, `"fromCluster":"prod",`, 1)
+	rsp, _ = run(self, `{}`, "")
+	if _, ok := rsp.GetRequirements().GetResources()[reqFrom]; ok {
+		t.Error("fromCluster naming spec.cluster asks for a second cluster")
+	}
+}
+
+// jobEnv is the environment of the restore Job a response composes, empty
+// without one.
+func jobEnv(t *testing.T, rsp *fnv1.RunFunctionResponse) map[string]string {
+	t.Helper()
+	env := map[string]string{}
+	if j := rsp.GetDesired().GetResources()[resJob]; j != nil {
+		b, _ := json.Marshal(j.GetResource())
+		var job batchv1.Job
+		if err := json.Unmarshal(b, &job); err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range job.Spec.Template.Spec.Containers[0].Env {
+			env[e.Name] = e.Value
+		}
+	}
+	return env
 }

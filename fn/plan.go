@@ -17,8 +17,10 @@ const (
 	resJob            = "job"
 	resStepDown       = "step-down"
 
-	// reqCluster is the name of the required OpenBaoCluster.
+	// reqCluster is the name of the required OpenBaoCluster, and reqFrom
+	// of the one spec.source.fromCluster names when it is another.
 	reqCluster = "cluster"
+	reqFrom    = "from-cluster"
 )
 
 // Restore is what the function knows about the restore from its XR.
@@ -64,6 +66,27 @@ type Cluster struct {
 	LockHolder string
 	// Latest is status.backup.latestSnapshot, the newest backup.
 	Latest *schemas.SnapshotRef
+	// From is the cluster spec.source.fromCluster names when it is
+	// another one; nil otherwise.
+	From *From
+}
+
+// From is what the function reads of the cluster whose newest backup a
+// restore takes (spec.source.fromCluster).
+type From struct {
+	// Found: it exists.
+	Found bool
+	// Latest is its status.backup.latestSnapshot.
+	Latest *schemas.SnapshotRef
+}
+
+// fromOther is spec.source.fromCluster when it names another cluster than
+// spec.cluster, "" otherwise.
+func fromOther(spec *schemas.Spec) string {
+	if f := spec.Source.FromCluster; f != spec.Cluster {
+		return f
+	}
+	return ""
 }
 
 // Observed is what the function reads of the composed resources.
@@ -150,16 +173,32 @@ func Decide(r Restore, spec *schemas.Spec, vs []schemas.Violation, resolved bool
 			Message: fmt.Sprintf("the restore's spec is invalid (%d problem(s)); nothing was composed: %s", len(vs), joinViolations(vs))}
 	}
 
-	// No key: the snapshot chosen before, else the cluster's newest backup.
+	// No key: the snapshot chosen before, else the newest backup of the
+	// cluster, or of the one spec.source.fromCluster names. Another
+	// cluster's snapshot carries its own identity: its cluster ID is not
+	// pinned (spec.force is required for it).
 	var snap schemas.SnapshotRef
 	if spec.Source.Key == "" {
+		name, latest := spec.Cluster, cluster.Latest
+		if f := cluster.From; f != nil {
+			name, latest = spec.Source.FromCluster, nil
+			if !f.Found && r.Chosen == nil {
+				return Plan{Stage: StageWaitingCluster, KeepObservedJob: keepJob, Lock: o.LockExists && !terminal,
+					Message: fmt.Sprintf("OpenBaoCluster %s (spec.source.fromCluster) was not found in namespace %s: create it, or correct spec.source.fromCluster", name, r.Namespace)}
+			}
+			if f.Latest != nil {
+				l := *f.Latest
+				l.ClusterID = ""
+				latest = &l
+			}
+		}
 		switch {
 		case r.Chosen != nil:
 			snap = *r.Chosen
-		case cluster.Latest != nil:
-			snap = *cluster.Latest
+		case latest != nil:
+			snap = *latest
 		default:
-			vs = append(vs, schemas.Violation{Path: "spec.source.key", Message: schemas.MsgNoSnapshot(spec.Cluster)})
+			vs = append(vs, schemas.Violation{Path: "spec.source.key", Message: schemas.MsgNoSnapshot(name)})
 			return Plan{Stage: StageInvalid, Violations: vs, KeepObservedJob: keepJob,
 				Message: fmt.Sprintf("the restore's spec is invalid (%d problem(s)); nothing was composed: %s", len(vs), joinViolations(vs))}
 		}

@@ -51,18 +51,20 @@ func TestValidExamples(t *testing.T) {
 // field, with a message that names the field.
 func TestInvalidExamples(t *testing.T) {
 	want := map[string][]string{
-		"azure-no-account":       {"spec.source.target.azure.storageAccount"},
-		"bad-digest":             {"spec.source.expectedDigest"},
-		"bad-provider":           {"spec.cluster", "spec.source.target.provider"},
-		"custom-image":           {"spec.image"},
-		"key-traversal":          {"spec.source.key", "spec.source.key"},
-		"link-local-endpoint":    {"spec.source.target.endpoint"},
-		"localhost-endpoint":     {"spec.source.target.endpoint", "spec.source.target.endpoint"},
-		"override-without-force": {"spec.overrideOperationLock"},
-		"dry-run-override":       {"spec.overrideOperationLock"},
-		"secret-namespace":       {"spec.source.target.credentialsSecretRef.namespace"},
-		"system-secret":          {"spec.tokenSecretRef.name"},
-		"unsupported-field":      {"spec.clusterTemplate"},
+		"azure-no-account":           {"spec.source.target.azure.storageAccount"},
+		"bad-digest":                 {"spec.source.expectedDigest"},
+		"bad-provider":               {"spec.cluster", "spec.source.target.provider"},
+		"custom-image":               {"spec.image"},
+		"key-traversal":              {"spec.source.key", "spec.source.key"},
+		"link-local-endpoint":        {"spec.source.target.endpoint"},
+		"localhost-endpoint":         {"spec.source.target.endpoint", "spec.source.target.endpoint"},
+		"override-without-force":     {"spec.overrideOperationLock"},
+		"dry-run-override":           {"spec.overrideOperationLock"},
+		"secret-namespace":           {"spec.source.target.credentialsSecretRef.namespace"},
+		"system-secret":              {"spec.tokenSecretRef.name"},
+		"unsupported-field":          {"spec.clusterTemplate"},
+		"from-cluster-with-key":      {"spec.source.fromCluster"},
+		"from-cluster-without-force": {"spec.source.fromCluster"},
 		// Auth needs the cluster: ResolveAuth, not Validate, refuses it.
 		"no-auth": nil,
 	}

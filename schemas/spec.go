@@ -18,6 +18,7 @@ type Spec struct {
 // Source is the snapshot to restore.
 type Source struct {
 	Key               string `json:"key,omitempty"`
+	FromCluster       string `json:"fromCluster,omitempty"`
 	ExpectedDigest    string `json:"expectedDigest,omitempty"`
 	ExpectedSize      int64  `json:"expectedSize,omitempty"`
 	ExpectedClusterID string `json:"expectedClusterID,omitempty"`

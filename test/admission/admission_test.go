@@ -60,15 +60,17 @@ func TestInvalidCorpusAtAdmission(t *testing.T) {
 	// Refused by the XRD's OpenAPI schema and CEL rules (schemas/admission.cue),
 	// in the function's words.
 	refused := map[string]string{
-		"bad-digest":             "spec.source.expectedDigest",
-		"bad-provider":           "spec.source.target.provider",
-		"secret-namespace":       "credentialsSecretRef.namespace",
-		"unsupported-field":      "clusterTemplate",
-		"azure-no-account":       "spec.source.target.azure.storageAccount is required when provider is azure",
-		"dry-run-override":       "spec.overrideOperationLock has no effect on a dry run",
-		"key-traversal":          "spec.source.key must not contain a '..' segment",
-		"override-without-force": "spec.overrideOperationLock requires spec.force",
-		"system-secret":          "spec.tokenSecretRef.name names the cluster's system Secret prod-root-token",
+		"bad-digest":                 "spec.source.expectedDigest",
+		"bad-provider":               "spec.source.target.provider",
+		"secret-namespace":           "credentialsSecretRef.namespace",
+		"unsupported-field":          "clusterTemplate",
+		"azure-no-account":           "spec.source.target.azure.storageAccount is required when provider is azure",
+		"dry-run-override":           "spec.overrideOperationLock has no effect on a dry run",
+		"key-traversal":              "spec.source.key must not contain a '..' segment",
+		"override-without-force":     "spec.overrideOperationLock requires spec.force",
+		"system-secret":              "spec.tokenSecretRef.name names the cluster's system Secret prod-root-token",
+		"from-cluster-with-key":      "spec.source.fromCluster restores the newest backup of that cluster",
+		"from-cluster-without-force": "spec.source.fromCluster names another cluster",
 	}
 	// The Input's policy and the cluster (authentication) live in the
 	// function alone.
@@ -166,7 +168,7 @@ func TestValidClaimsAdmitted(t *testing.T) {
 	e := testbed.Shared(t)
 	k := install(t, e)
 	ns := e.Namespace(t)
-	for _, f := range []string{"claim.yaml", "claim-dry-run.yaml", "claim-latest.yaml"} {
+	for _, f := range []string{"claim.yaml", "claim-dry-run.yaml", "claim-latest.yaml", "claim-from-cluster.yaml"} {
 		if err := k.Create(context.Background(), claim(t, f, ns)); err != nil {
 			t.Errorf("%s refused: %v", f, err)
 		}
