@@ -17,6 +17,7 @@ func TestRealRestore(t *testing.T) {
 	t.Run("HappyPath", func(t *testing.T) { r.happyPath(t) })
 	t.Run("UndoFromSafetySnapshot", r.undo)
 	t.Run("NewestSnapshot", r.newest)
+	t.Run("FromCluster", r.fromCluster)
 	t.Run("MissingSnapshotKey", func(t *testing.T) { r.missingKey(t) })
 	t.Run("DryRun", r.dryRun)
 	t.Run("LockContention", func(t *testing.T) { r.lockContention(t) })
