@@ -71,9 +71,11 @@ func (r *run) stepDown(ctx context.Context, env func(string) string) error {
 		return fail(schemas.ExitLeader, nil, "PUT %s/v1/sys/step-down: HTTP %d %s", addr, code, baoErrors(body))
 	}
 	r.logf("pod %s (%s) was asked to step down; waiting for another node to be active", cfg.StepDownPod, addr)
+	// The pods do not change while the leader steps down: list them once.
+	cands := r.candidates(ctx)
 	start := time.Now()
 	for {
-		if leader, _, err := r.bao.findLeader(ctx, r.candidates(ctx)); err == nil && leader != addr {
+		if leader, _, err := r.bao.findLeader(ctx, cands); err == nil && leader != addr {
 			res.SteppedDown, res.NewLeader = true, r.podOf(ctx, leader)
 			r.tm.Message = fmt.Sprintf("pod %s stepped down; %s is active after %s", cfg.StepDownPod, res.NewLeader, time.Since(start).Round(time.Millisecond))
 			return nil

@@ -197,7 +197,7 @@ func (r *Reconciler) facts(ctx context.Context, xr *unstructured.Unstructured, c
 			if c := find(cur.Conditions, schemas.CondRestartBlocked); c != nil && c.Status == "True" && cur.Restart.AwaitsEviction(f.Members) {
 				f.Members.Refused, f.Members.RefusedReason = c.Message, c.Reason
 			}
-			if sd := cur.Restart.Asked(); sd != nil {
+			if cur.Restart.Asked() != nil {
 				if f.Members.StepDown, err = r.stepDownReport(ctx, ns, xr); err != nil {
 					return f, err
 				}

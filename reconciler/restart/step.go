@@ -48,6 +48,18 @@ type Restart struct {
 	StepDown *StepDown `json:"stepDown,omitempty"`
 }
 
+// RestartedPod is one recorded deletion.
+type RestartedPod struct {
+	Name string `json:"name"`
+	UID  string `json:"uid"`
+	// Leader says the pod was the active node when the restart reached
+	// it (a leader that then stepped down included).
+	Leader    bool         `json:"leader"`
+	DeletedAt *metav1.Time `json:"deletedAt,omitempty"`
+	// HealthyAt is when its replacement passed the gates.
+	HealthyAt *metav1.Time `json:"healthyAt,omitempty"`
+}
+
 // Members is what the restart sees of the cluster's OpenBao pods.
 type Members struct {
 	// StatefulSet is the voters' StatefulSet.

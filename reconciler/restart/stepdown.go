@@ -37,18 +37,6 @@ type StepDownReport struct {
 	Message     string
 }
 
-// RestartedPod is one recorded deletion.
-type RestartedPod struct {
-	Name string `json:"name"`
-	UID  string `json:"uid"`
-	// Leader says the pod was the active node when the restart reached
-	// it (a leader that then stepped down included).
-	Leader    bool         `json:"leader"`
-	DeletedAt *metav1.Time `json:"deletedAt,omitempty"`
-	// HealthyAt is when its replacement passed the gates.
-	HealthyAt *metav1.Time `json:"healthyAt,omitempty"`
-}
-
 // Asked is the leader's step-down while it is asked and not yet ended,
 // nil otherwise.
 func (r *Restart) Asked() *StepDown {

@@ -15,6 +15,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
+
+	"github.com/openbao-restore/openbao-restore/internal/testbed/kubelet/nsinit"
 )
 
 // ServiceAccountMountPath is where the default token volume is mounted.
@@ -161,14 +163,7 @@ func hostPathVolume(hp *corev1.HostPathVolumeSource) (string, error) {
 	case corev1.HostPathDirectoryOrCreate:
 		return p, os.MkdirAll(p, 0o755)
 	case corev1.HostPathFileOrCreate:
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			return "", err
-		}
-		f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY, 0o644)
-		if err != nil {
-			return "", err
-		}
-		return p, f.Close()
+		return p, nsinit.CreateFile(p)
 	}
 	if _, err := os.Stat(p); err != nil {
 		return "", configError{err}

@@ -142,14 +142,20 @@ func (b *rootBuilder) ensure(p string, dir bool) (string, error) {
 		}
 		return full, nil
 	}
-	if err := os.MkdirAll(filepath.Dir(host), 0o755); err != nil {
-		return "", err
+	return full, CreateFile(host)
+}
+
+// CreateFile creates an empty file at p, and its directories, unless it
+// exists: a bind-mount target, or a hostPath FileOrCreate volume.
+func CreateFile(p string) error {
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return err
 	}
-	f, err := os.OpenFile(host, os.O_CREATE|os.O_WRONLY, 0o644)
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY, 0o644)
 	if err != nil {
-		return "", err
+		return err
 	}
-	return full, f.Close()
+	return f.Close()
 }
 
 // resolve walks p inside the root, resolving symlinks against the root, and
