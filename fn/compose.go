@@ -53,6 +53,9 @@ func (f *Function) compose(rsp *fnv1.RunFunctionResponse, req *fnv1.RunFunctionR
 	if p.Job {
 		build[resJob] = func() runtime.Object { return Job(r, spec, c, p.Auth, p.Snapshot, set, n) }
 	}
+	if p.Target {
+		build[resTarget] = func() runtime.Object { return Target(r, spec, n) }
+	}
 	if p.StepDown {
 		build[resStepDown] = func() runtime.Object { return StepDownJob(r, spec, c, p.Auth, set, n) }
 	}

@@ -144,6 +144,7 @@ func restoreOf(xr map[string]any) Restore {
 	if plan, ok := st["plan"].(map[string]any); ok {
 		r.Chosen = snapshotRef(plan["snapshot"])
 	}
+	r.TargetExpired, _ = dig(st, "target", "expired").(bool)
 	if rs, ok := st["restart"].(map[string]any); ok {
 		r.Restarting = rs["startedAt"] != nil
 		if sd, ok := rs["stepDown"].(map[string]any); ok && sd["endedAt"] == nil {
@@ -254,6 +255,8 @@ func requiredCluster(req *fnv1.RunFunctionRequest, name string) (*Cluster, bool,
 	c.OIDC, _ = dig(o, "spec", "selfInit", "oidc", "enabled").(bool)
 	c.Audience, _ = dig(o, "spec", "selfInit", "oidc", "audience").(string)
 	c.Initialized, _ = dig(o, "status", "initialized").(bool)
+	c.Version, _ = dig(o, "status", "currentVersion").(string)
+	c.Origin, _ = dig(o, "metadata", "annotations", schemas.AnnotationRestoreOrigin).(string)
 	c.Latest = snapshotRef(dig(o, "status", "backup", "latestSnapshot"))
 	if op, _ := dig(o, "status", "operationLock", "operation").(string); op == schemas.OperationRestore {
 		c.LockHolder, _ = dig(o, "status", "operationLock", "holder").(string)

@@ -253,7 +253,14 @@ func Job(r Restore, spec *schemas.Spec, c *Cluster, auth schemas.Auth, snap sche
 		add(schemas.EnvExpectedSize, strconv.FormatInt(size, 10))
 	}
 	add(schemas.EnvExpectedClusterID, cmp.Or(spec.Source.ExpectedClusterID, snap.ClusterID))
-	add(schemas.EnvSafetySnapshot, cmp.Or(spec.SafetySnapshot, set.SafetySnapshot))
+	if spec.Fresh() {
+		// A new cluster has nothing to save, and must take on the
+		// snapshot's identity.
+		add(schemas.EnvSafetySnapshot, schemas.SafetyOff)
+		add(schemas.EnvFreshTarget, "true")
+	} else {
+		add(schemas.EnvSafetySnapshot, cmp.Or(spec.SafetySnapshot, set.SafetySnapshot))
+	}
 	add(schemas.EnvExpectedVersion, cmp.Or(spec.Source.ExpectedVersion, snap.Version))
 
 	mounts := []corev1.VolumeMount{

@@ -47,6 +47,10 @@ type Restore struct {
 	// Restarting: the reconciler has begun the restart (status.restart),
 	// which it does only once the Job succeeded, or on a Resume.
 	Restarting bool
+	// TargetExpired: a Disposable fresh target's cleanupAfterSeconds have
+	// passed (status.target.expired, the reconciler keeps the time): it is
+	// no longer composed, so Crossplane deletes it.
+	TargetExpired bool
 }
 
 // Cluster is what the function reads of the required OpenBaoCluster.
@@ -69,6 +73,11 @@ type Cluster struct {
 	// From is the cluster spec.source.fromCluster names when it is
 	// another one; nil otherwise.
 	From *From
+	// Origin is the openbao.org/restore-origin annotation: the UID of the
+	// restore that created the cluster from a template.
+	Origin string
+	// Version is status.currentVersion.
+	Version string
 }
 
 // From is what the function reads of the cluster whose newest backup a
@@ -125,6 +134,8 @@ type Plan struct {
 
 	// What to compose.
 	RBAC, Lock, Job bool
+	// Target composes the new cluster of a fresh-target restore.
+	Target bool
 	// KeepObservedJob re-emits the observed Job as it is: a Job's template
 	// is immutable, so a changed Input must never alter a running Job.
 	KeepObservedJob bool
@@ -159,6 +170,11 @@ func Decide(r Restore, spec *schemas.Spec, vs []schemas.Violation, resolved bool
 		return Plan{Stage: StageResolvingCluster, KeepObservedJob: keepJob,
 			Message: fmt.Sprintf("looking up OpenBaoCluster %s in namespace %s", spec.Cluster, r.Namespace)}
 	}
+	if spec.Fresh() {
+		if p, done := decideTarget(r, spec, cluster, keepJob); done {
+			return p
+		}
+	}
 	if cluster == nil {
 		// Without the cluster there is nothing to lock or restore into.
 		// A lock request already composed stays, so that its finalizer,
@@ -166,7 +182,7 @@ func Decide(r Restore, spec *schemas.Spec, vs []schemas.Violation, resolved bool
 		return Plan{Stage: StageWaitingCluster, KeepObservedJob: keepJob, Lock: o.LockExists && !terminal,
 			Message: fmt.Sprintf("OpenBaoCluster %s was not found in namespace %s: create it, or correct spec.cluster", spec.Cluster, r.Namespace)}
 	}
-	auth, v := schemas.ResolveAuth(spec, cluster.OIDC)
+	auth, v := schemas.ResolveAuth(spec, cluster.OIDC || spec.Fresh())
 	if v != nil {
 		vs = append(vs, *v)
 		return Plan{Stage: StageInvalid, Violations: vs, KeepObservedJob: keepJob,
@@ -207,7 +223,7 @@ func Decide(r Restore, spec *schemas.Spec, vs []schemas.Violation, resolved bool
 	// A dry run takes no lock: it sends nothing, and must never make a
 	// backup or an upgrade wait.
 	p := Plan{Auth: auth, RBAC: !terminal, Lock: !terminal && !spec.DryRun, KeepObservedJob: keepJob, Snapshot: snap,
-		StepDown: !terminal && !spec.DryRun && r.StepDownPod != ""}
+		StepDown: !terminal && !spec.DryRun && r.StepDownPod != "", Target: spec.Fresh()}
 	held := o.LockState == schemas.LockHeld && o.LockHeldBy == holder || cluster.LockHolder == holder
 	job := "restore Job"
 	if spec.DryRun {

@@ -47,6 +47,7 @@ func renderCases(t *testing.T) []renderCase {
 		{name: "failed", xr: "xr-failed.yaml", observed: "observed/job-failed-before.yaml", required: true},
 		{name: "unknown", xr: "xr-unknown.yaml", observed: "observed/job-failed-after.yaml", required: true},
 		{name: "dry-run", xr: "xr-dry-run.yaml", required: true},
+		{name: "fresh-target", xr: "xr-fresh-target.yaml"},
 	}
 	invalid, err := filepath.Glob(filepath.Join(testbin.Root(), "examples", "invalid", "*.yaml"))
 	if err != nil {

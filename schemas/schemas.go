@@ -247,6 +247,10 @@ func (c *compiled) validate(in map[string]any, p Policy) (*Spec, []Violation, er
 // cluster uses OIDC self-initialisation; a violation when it cannot.
 func ResolveAuth(s *Spec, oidc bool) (Auth, *Violation) {
 	switch {
+	case s.Fresh():
+		// The function adds this role to the new cluster's
+		// self-initialisation.
+		return Auth{Method: "jwt", Role: FreshJWTRole}, nil
 	case s.JWTAuthRole != "":
 		return Auth{Method: "jwt", Role: s.JWTAuthRole}, nil
 	case s.TokenSecretRef != nil:

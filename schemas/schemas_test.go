@@ -62,7 +62,11 @@ func TestInvalidExamples(t *testing.T) {
 		"dry-run-override":           {"spec.overrideOperationLock"},
 		"secret-namespace":           {"spec.source.target.credentialsSecretRef.namespace"},
 		"system-secret":              {"spec.tokenSecretRef.name"},
-		"unsupported-field":          {"spec.clusterTemplate"},
+		"unsupported-field":          {"spec.source.target.workloadIdentity"},
+		"template-without-force":     {"spec.force"},
+		"template-version-mismatch":  {"spec.source.expectedVersion"},
+		"template-with-token":        {"spec.tokenSecretRef"},
+		"lifecycle-without-template": {"spec.targetLifecycle"},
 		"from-cluster-with-key":      {"spec.source.fromCluster"},
 		"from-cluster-without-force": {"spec.source.fromCluster"},
 		// Auth needs the cluster: ResolveAuth, not Validate, refuses it.

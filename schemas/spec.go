@@ -1,5 +1,7 @@
 package schemas
 
+import "time"
+
 // Spec is an OpenBaoRestore spec after validation, with every default
 // applied. It mirrors #Spec in restore.cue, which is the source of truth;
 // TestSpecMirrorsCUE keeps the two in step.
@@ -13,6 +15,22 @@ type Spec struct {
 	OverrideOperationLock bool       `json:"overrideOperationLock"`
 	DryRun                bool       `json:"dryRun"`
 	SafetySnapshot        string     `json:"safetySnapshot,omitempty"`
+	// ClusterTemplate is the new cluster's spec (a fresh-target restore);
+	// nil for a restore into an existing cluster.
+	ClusterTemplate     map[string]any `json:"clusterTemplate,omitempty"`
+	TargetLifecycle     string         `json:"targetLifecycle,omitempty"`
+	CleanupAfterSeconds *int64         `json:"cleanupAfterSeconds,omitempty"`
+}
+
+// Fresh reports a fresh-target restore: one into a new cluster it creates.
+func (s *Spec) Fresh() bool { return s.ClusterTemplate != nil }
+
+// Cleanup is how long a Disposable target stays after the restore ends.
+func (s *Spec) Cleanup() time.Duration {
+	if s.CleanupAfterSeconds == nil {
+		return DefaultCleanupAfter
+	}
+	return time.Duration(*s.CleanupAfterSeconds) * time.Second
 }
 
 // Source is the snapshot to restore.

@@ -82,6 +82,7 @@ func specSchema() (obj, error) {
 		return nil, fmt.Errorf("openapi export has no Spec")
 	}
 
+	openObjects(spec)
 	defaults, err := schemas.BoundedDefaults(v)
 	if err != nil {
 		return nil, err
@@ -162,6 +163,26 @@ func specSchema() (obj, error) {
 
 	spec["type"] = "object"
 	return spec, nil
+}
+
+// openObjects turns CUE's open structs (additionalProperties: {}) into
+// what a structural schema allows beside properties: fields kept as
+// they are (x-kubernetes-preserve-unknown-fields), such as an
+// OpenBaoCluster spec in clusterTemplate.
+func openObjects(s obj) {
+	if ap, ok := s["additionalProperties"].(obj); ok && len(ap) == 0 {
+		delete(s, "additionalProperties")
+		s["x-kubernetes-preserve-unknown-fields"] = true
+	}
+	ps, _ := s["properties"].(obj)
+	for _, p := range ps {
+		if o, ok := p.(obj); ok {
+			openObjects(o)
+		}
+	}
+	if it, ok := s["items"].(obj); ok {
+		openObjects(it)
+	}
 }
 
 func at(s obj, path []string) obj {
