@@ -36,6 +36,9 @@ func (r *run) confirm(ctx context.Context, addr string) error {
 	r.tm.Sealed = &sealed
 	r.tm.ClusterIDAfter = h.ClusterID
 	var notes []string
+	if r.cfg.FreshTarget {
+		return r.confirmFresh(ctx, addr, h)
+	}
 	if h.ClusterID != "" && r.tm.ClusterIDBefore != "" && h.ClusterID != r.tm.ClusterIDBefore {
 		notes = append(notes, fmt.Sprintf("WARNING: the cluster's identity CHANGED: cluster_id %s before, %s after: the snapshot came from another cluster, whose data, tokens and identity are now in place", r.tm.ClusterIDBefore, h.ClusterID))
 	}

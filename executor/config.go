@@ -86,6 +86,9 @@ type Config struct {
 	DryRun bool
 	// SafetySnapshot is Required, BestEffort or Off (schemas.EnvSafetySnapshot).
 	SafetySnapshot string
+	// FreshTarget: the cluster is new (schemas.EnvFreshTarget), so its
+	// identity must not be the snapshot's yet, and must be after.
+	FreshTarget bool
 
 	AuthMethod string // jwt or token
 	JWTRole    string
@@ -215,6 +218,10 @@ func LoadConfig(env func(string) string, p Paths) (*Config, error) {
 	c.WebIdentityFile = get(schemas.EnvAWSWebIdentityFile)
 	c.Force = boolean(schemas.EnvRestoreForce, false)
 	c.DryRun = boolean(schemas.EnvDryRun, false)
+	c.FreshTarget = boolean(schemas.EnvFreshTarget, false)
+	if c.FreshTarget && !c.Force {
+		bad("%s=true needs %s=true: a new cluster takes the snapshot's identity only through snapshot-force", schemas.EnvFreshTarget, schemas.EnvRestoreForce)
+	}
 	switch v := get(schemas.EnvSafetySnapshot); v {
 	case "", schemas.SafetyOff:
 		c.SafetySnapshot = schemas.SafetyOff

@@ -281,8 +281,8 @@ func (r *run) run(ctx context.Context, env func(string) string) error {
 	r.pass(caps, schemas.CheckClusterPin)
 
 	// 5. Cluster pins, where the cluster can tell.
-	if cfg.ExpectedClusterID != "" && before.ClusterID != cfg.ExpectedClusterID {
-		return fail(schemas.ExitVerification, nil, "the cluster at %s has cluster_id %s, but %s pins %s: refusing to restore", addr, before.ClusterID, schemas.EnvExpectedClusterID, cfg.ExpectedClusterID)
+	if err := r.pinCluster(addr, before.ClusterID); err != nil {
+		return err
 	}
 	if cfg.ExpectedVersion != "" && strings.TrimPrefix(before.Version, "v") != strings.TrimPrefix(cfg.ExpectedVersion, "v") {
 		return fail(schemas.ExitVerification, nil, "the cluster at %s runs OpenBao %s, but %s pins %s: refusing to restore", addr, before.Version, schemas.EnvExpectedVersion, cfg.ExpectedVersion)
@@ -312,8 +312,8 @@ func (r *run) run(ctx context.Context, env func(string) string) error {
 			if addr, h, err = r.bao.findLeader(ctx, r.candidates(ctx)); err != nil {
 				return err
 			}
-			if cfg.ExpectedClusterID != "" && h.ClusterID != cfg.ExpectedClusterID {
-				return fail(schemas.ExitVerification, nil, "the cluster at %s has cluster_id %s, but %s pins %s: refusing to restore", addr, h.ClusterID, schemas.EnvExpectedClusterID, cfg.ExpectedClusterID)
+			if err := r.pinCluster(addr, h.ClusterID); err != nil {
+				return err
 			}
 		}
 		submitted, err = r.stream(ctx, src, info, addr, token, rec)

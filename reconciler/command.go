@@ -41,6 +41,7 @@ type Command struct {
 	HealthTimeout           time.Duration `default:"2s" help:"Timeout of one health request."`
 	RestartTimeout          time.Duration `default:"5m" help:"How long the restart waits for a replacement pod, or the cluster, to be Ready and healthy before the restore goes Unknown."`
 	SealedTimeout           time.Duration `default:"1m" help:"How long the restart waits for a sealed pod to unseal before the restore goes Unknown."`
+	BootstrapTimeout        time.Duration `default:"30m" help:"How long a fresh-target restore (spec.clusterTemplate) waits for its new cluster to come up (initialised, at the expected version) before it fails."`
 	StepDownTimeout         time.Duration `default:"2m" help:"How long the restart waits for the leader's step-down (a Job of the executor, with the restore's credentials) before it restarts the leader anyway; 0 skips the step-down."`
 	RestartPoll             time.Duration `default:"1s" help:"How often a restart under way looks again at the pods and their health."`
 	KubeAPIQPS              float32       `name:"kube-api-qps" default:"500" help:"Requests per second to the API server (a client-side limit; the API server's priority and fairness protects it too). 0 means 500."`
@@ -139,7 +140,7 @@ func (c *Command) NewManager(cfg *rest.Config) (ctrl.Manager, error) {
 	}
 	follow := phase.RestartOptions{Prober: prober, Poll: c.RestartPoll,
 		Timeouts: restart.Timeouts{Gate: c.RestartTimeout, Sealed: c.SealedTimeout, StepDown: c.StepDownTimeout}}
-	if err := phase.AddControllers(mgr, c.Namespace, controller.Options{MaxConcurrentReconciles: c.Concurrency}, follow); err != nil {
+	if err := phase.AddControllers(mgr, c.Namespace, controller.Options{MaxConcurrentReconciles: c.Concurrency}, phase.Follow{Restart: follow, Bootstrap: c.BootstrapTimeout}); err != nil {
 		return nil, err
 	}
 	return mgr, nil

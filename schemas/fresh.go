@@ -75,3 +75,8 @@ const EnvFreshTarget = "RESTORE_FRESH_TARGET"
 func MsgTargetConflict(cluster, namespace string) string {
 	return fmt.Sprintf("spec.cluster: OpenBaoCluster %s already exists in namespace %s and was not created by this restore: a restore with spec.clusterTemplate creates its cluster and never restores into another; name a new cluster in spec.cluster, or remove clusterTemplate to restore into %s", cluster, namespace, cluster)
 }
+
+// FinalizerRetainTarget holds a Retained fresh-target restore's XR while it
+// is deleted, until its new cluster no longer has the XR as its owner, so
+// that the garbage collector leaves the cluster alone.
+const FinalizerRetainTarget = Group + "/retain-target"

@@ -228,6 +228,13 @@ func status() obj {
 							"clusterID": str("The cluster_id it was taken from, pinned."), "version": str("The OpenBao version it was taken from, pinned."),
 						}},
 				}},
+			"target": obj{"type": "object", "description": "The new cluster of a fresh-target restore (spec.clusterTemplate). Written by the reconciler.",
+				"properties": obj{
+					"name": str("The new OpenBaoCluster."), "lifecycle": str("Disposable or Retain."),
+					"upAt":      obj{"type": "string", "format": "date-time", "description": "When it was first seen up: initialised, at the expected version."},
+					"cleanupAt": obj{"type": "string", "format": "date-time", "description": "When a Disposable target is deleted: the restore's end plus cleanupAfterSeconds."},
+					"expired":   obj{"type": "boolean", "description": "cleanupAt has passed: the function no longer composes the target, and Crossplane deletes it."},
+				}},
 			"restart": obj{"type": "object", "description": "Progress of the OpenBao pod restarts after the restore, one at a time, standbys first and the leader last. Written by the reconciler, which resumes from it after a crash.",
 				"properties": obj{
 					"startedAt":    obj{"type": "string", "format": "date-time", "description": "When the restart began, or was resumed."},

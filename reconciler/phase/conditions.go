@@ -50,6 +50,7 @@ func finish(cur, next Status, f Facts) (Status, []Event) {
 	if schemas.Terminal(next.Phase) && next.CompletionTime == nil {
 		next.CompletionTime = &now
 	}
+	next = trackTarget(next, f)
 	next.Conditions = merge(cur.Conditions, next.Conditions)
 	var evs []Event
 	if c := find(next.Conditions, schemas.CondIdentityChanged); c != nil && find(cur.Conditions, schemas.CondIdentityChanged) == nil {

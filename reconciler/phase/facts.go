@@ -54,6 +54,8 @@ type Facts struct {
 	Timeouts restart.Timeouts
 	// Now is the time of the decision.
 	Now time.Time
+	// Fresh is set for a fresh-target restore (spec.clusterTemplate).
+	Fresh *Fresh
 }
 
 // Cluster is what the phase depends on of the OpenBaoCluster.
@@ -63,6 +65,9 @@ type Cluster struct {
 	// BlueRevision is status.blueGreen.blueRevision: the voters'
 	// StatefulSet is <cluster>-<BlueRevision> while it is set.
 	BlueRevision string
+	// Version is status.currentVersion, and Origin the
+	// openbao.org/restore-origin annotation (a fresh target's).
+	Version, Origin string
 }
 
 // Lock is the LockRequest's status.
@@ -116,6 +121,7 @@ func (r *Reconciler) facts(ctx context.Context, xr *unstructured.Unstructured, c
 	f.Force, _, _ = unstructured.NestedBool(spec, "force")
 	f.DryRun, _, _ = unstructured.NestedBool(spec, "dryRun")
 	f.Origin = r.origin(xr, spec, ns)
+	f.Fresh = freshOf(xr, spec, r.BootstrapTimeout)
 	if err := r.verdicts(&f, xr, spec, ns); err != nil || ns == "" {
 		return f, err
 	}
@@ -253,6 +259,8 @@ func (r *Reconciler) readCluster(ctx context.Context, f *Facts, key types.Namesp
 	c := &Cluster{}
 	c.Initialized, _, _ = unstructured.NestedBool(cluster.Object, "status", "initialized")
 	c.BlueRevision, _, _ = unstructured.NestedString(cluster.Object, "status", "blueGreen", "blueRevision")
+	c.Version, _, _ = unstructured.NestedString(cluster.Object, "status", "currentVersion")
+	c.Origin = cluster.GetAnnotations()[schemas.AnnotationRestoreOrigin]
 	// Upgrading is the condition Upgrading=True, exactly as
 	// openbao-operator's restore manager reads it (its
 	// validateClusterState), set for rolling and blue/green upgrades.

@@ -88,6 +88,8 @@ func Next(cur Status, f Facts) (Status, []Event) {
 		next = followJob(next, f)
 	case f.Job != nil:
 		next = followJob(next, f)
+	case f.Fresh != nil && !targetUp(f):
+		next = bootstrapping(next, f)
 	case f.Cluster == nil:
 		next.Phase, next.Message = schemas.PhasePending, "waiting for the OpenBaoCluster named by spec.cluster: it does not exist in the restore's namespace"
 	case !f.Force && !f.Cluster.Initialized:
@@ -164,7 +166,8 @@ func followJob(next Status, f Facts) Status {
 		if t != nil {
 			next.SnapshotKey, next.SnapshotSize = t.SnapshotKey, t.SnapshotSize
 		}
-		if c := identityChanged(t); c != nil {
+		if c := identityChanged(t); c != nil && f.Fresh == nil {
+			// A fresh target takes the snapshot's identity by design.
 			next.Conditions = append(next.Conditions, *c)
 		}
 		if t != nil && t.Sealed != nil && *t.Sealed {

@@ -132,7 +132,7 @@ func startAs(t *testing.T, env *testbed.Env, cfg *rest.Config, ns string, viaSet
 	w := &written{at: map[string]map[string]time.Time{}}
 	opts := controller.Options{MaxConcurrentReconciles: 4, SkipNameValidation: ptr.To(true)}
 	if viaSetup {
-		if err := phase.AddControllers(mgr, []string{ns}, opts, restart); err != nil {
+		if err := phase.AddControllers(mgr, []string{ns}, opts, phase.Follow{Restart: restart}); err != nil {
 			t.Fatal(err)
 		}
 		return run(t, mgr, w)
@@ -864,7 +864,7 @@ func TestSetupFollowsXRKindsInstalledLater(t *testing.T) {
 		NoKCM: true, NoScheduler: true, NoKwok: true})
 	ns := env.Namespace(t)
 	mgr := env.Manager(t, env.Config, ns)
-	if err := phase.AddControllers(mgr, []string{ns}, controller.Options{SkipNameValidation: ptr.To(true)}, restartOptions(t, noHealth)); err != nil {
+	if err := phase.AddControllers(mgr, []string{ns}, controller.Options{SkipNameValidation: ptr.To(true)}, phase.Follow{Restart: restartOptions(t, noHealth)}); err != nil {
 		t.Fatal(err)
 	}
 	run(t, mgr, nil)

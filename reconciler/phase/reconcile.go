@@ -57,6 +57,9 @@ type Reconciler struct {
 	Observe func(xr types.NamespacedName, phase string)
 	// Restart configures the follow-through after a restore.
 	Restart RestartOptions
+	// BootstrapTimeout bounds the wait for a fresh target to come up
+	// (zero: schemas.DefaultBootstrapTimeout).
+	BootstrapTimeout time.Duration
 
 	writesMu sync.Mutex
 	writes   map[types.NamespacedName]time.Time // last status write per XR
@@ -76,7 +79,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, nil // our write's event will bring us back
 	}
 	if !xr.GetDeletionTimestamp().IsZero() {
-		return ctrl.Result{}, nil
+		return r.releaseRetained(ctx, xr)
+	}
+	if err := r.holdRetained(ctx, xr); err != nil {
+		return ctrl.Result{}, err
 	}
 	if len(r.Namespaces) > 0 && !slices.Contains(r.Namespaces, r.restoreNamespace(xr)) {
 		return ctrl.Result{}, nil
@@ -86,7 +92,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, err
 	}
 	if schemas.Terminal(cur.Phase) {
-		return r.nudge(ctx, xr, cur)
+		return r.expire(ctx, xr, cur)
 	}
 	f, err := r.facts(ctx, xr, cur)
 	if err != nil {
@@ -116,6 +122,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 	if err != nil || wait > 0 {
 		return ctrl.Result{RequeueAfter: wait}, err
+	}
+	if f.Fresh != nil && next.Phase == schemas.PhasePending && !targetUp(f) {
+		// The new cluster's changes wake us; the deadline needs a look.
+		return ctrl.Result{RequeueAfter: min(bootstrapRecheck, max(time.Second, f.Fresh.Created.Add(f.Fresh.Bootstrap).Sub(f.Now)))}, nil
 	}
 	// The status written (or already there) records the pod to delete;
 	// only now is it deleted. After a crash this finishes the deletion.
@@ -207,6 +217,27 @@ const watchedRecheck = 5 * time.Second
 // refusedRetry is how often a refused eviction is tried again: a budget
 // frees up when a pod turns Ready, a grant or a policy when a person acts.
 const refusedRetry = 5 * time.Second
+
+// bootstrapRecheck is how often a restore waiting for its new cluster
+// looks again without an event: the bootstrap deadline is decided on a
+// look.
+const bootstrapRecheck = time.Minute
+
+// expire writes a finished restore's Disposable target expired once its
+// time has come (Expire), and waits for that time; then it makes sure
+// Crossplane sees the phase (nudge).
+func (r *Reconciler) expire(ctx context.Context, xr *unstructured.Unstructured, cur Status) (ctrl.Result, error) {
+	next, evs, wait := Expire(cur, r.Now())
+	if !sameStatus(cur, next) {
+		w, err := r.write(ctx, xr, cur, next, evs)
+		return ctrl.Result{RequeueAfter: w}, err
+	}
+	res, err := r.nudge(ctx, xr, cur)
+	if wait > 0 && (res.RequeueAfter == 0 || wait < res.RequeueAfter) {
+		res.RequeueAfter = wait
+	}
+	return res, err
+}
 
 // nudgeEvery is how often a finished restore whose XR Crossplane has stopped
 // watching is written again: the half-open interval of Crossplane's watch

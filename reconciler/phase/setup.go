@@ -42,13 +42,14 @@ const (
 
 // Least privilege (rbac/role.yaml, which the tests run under): reads of
 // what a restore is made of, and patches (server-side apply) of the XRs'
-// status only.
-// +kubebuilder:rbac:groups=restore.openbao-restore.io,resources=xopenbaorestores,verbs=get;list;watch
+// status; patches of the XRs' and OpenBaoClusters' metadata only for a
+// Retained fresh target (retain.go: the finalizer, the owner reference).
+// +kubebuilder:rbac:groups=restore.openbao-restore.io,resources=xopenbaorestores,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups=restore.openbao-restore.io,resources=xopenbaorestores/status,verbs=patch
-// +kubebuilder:rbac:groups=ns.restore.openbao-restore.io,resources=openbaorestores,verbs=get;list;watch
+// +kubebuilder:rbac:groups=ns.restore.openbao-restore.io,resources=openbaorestores,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups=ns.restore.openbao-restore.io,resources=openbaorestores/status,verbs=patch
 // +kubebuilder:rbac:groups=restore.openbao-restore.io,resources=lockrequests,verbs=get;list;watch
-// +kubebuilder:rbac:groups=openbao.org,resources=openbaoclusters,verbs=get;list;watch
+// +kubebuilder:rbac:groups=openbao.org,resources=openbaoclusters,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=pods/eviction,verbs=create
@@ -66,19 +67,27 @@ type RestartOptions struct {
 	Poll time.Duration
 }
 
+// Follow configures how the phase follows a restore.
+type Follow struct {
+	Restart RestartOptions
+	// Bootstrap bounds the wait for a fresh target to come up (zero:
+	// schemas.DefaultBootstrapTimeout).
+	Bootstrap time.Duration
+}
+
 // AddControllers adds a Reconciler for each XR kind to mgr as soon as the
 // API serves the kind (the XRDs may be installed after the reconciler
 // starts), with a cache of the restore Jobs in these namespaces (all when
 // empty).
-func AddControllers(mgr ctrl.Manager, namespaces []string, opts controller.Options, restart RestartOptions) error {
-	return mgr.Add(&setup{mgr: mgr, namespaces: namespaces, opts: opts, restart: restart})
+func AddControllers(mgr ctrl.Manager, namespaces []string, opts controller.Options, follow Follow) error {
+	return mgr.Add(&setup{mgr: mgr, namespaces: namespaces, opts: opts, follow: follow})
 }
 
 type setup struct {
 	mgr        ctrl.Manager
 	namespaces []string
 	opts       controller.Options
-	restart    RestartOptions
+	follow     Follow
 }
 
 // NeedLeaderElection: the controllers it adds reconcile, so only the
@@ -107,7 +116,8 @@ func (s *setup) Start(ctx context.Context) error {
 	}
 	err = xrkinds.Each(ctx, s.mgr.GetRESTMapper(), schemas.XRs, func(gvk schema.GroupVersionKind) error {
 		r := &Reconciler{GVK: gvk, Client: s.mgr.GetClient(), Cache: s.mgr.GetCache(), APIReader: s.mgr.GetAPIReader(), Jobs: jobs, Members: members,
-			Recorder: s.mgr.GetEventRecorder(FieldManager), Namespaces: s.namespaces, Restart: s.restart}
+			Recorder: s.mgr.GetEventRecorder(FieldManager), Namespaces: s.namespaces, Restart: s.follow.Restart,
+			BootstrapTimeout: s.follow.Bootstrap}
 		if err := r.SetupWithManager(s.mgr, s.opts); err != nil {
 			return err
 		}

@@ -49,6 +49,8 @@ type Status struct {
 	// SafetySnapshot is the safety snapshot taken before the restore,
 	// with the claim that undoes it.
 	SafetySnapshot *Safety `json:"safetySnapshot,omitempty"`
+	// Target is a fresh-target restore's new cluster.
+	Target *Target `json:"target,omitempty"`
 }
 
 // Execution is what the reconciler did beyond the phase.

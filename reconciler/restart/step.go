@@ -325,9 +325,10 @@ func Step(cur Restart, m *Members, uid string, to Timeouts, now time.Time) (Rest
 		if r.pod(p.Name) != nil {
 			continue
 		}
-		if !p.Health.Standby && to.StepDown > 0 {
+		if !p.Health.Standby && to.StepDown > 0 && voters(m) > 1 {
 			// The leader steps down first, so that a restarted standby
-			// takes over before the leader's pod goes.
+			// takes over before the leader's pod goes. A lone voter (a
+			// fresh target's default) has no standby to take over.
 			if r.StepDown == nil {
 				t := metav1.NewTime(now)
 				r.StepDown = &StepDown{Pod: p.Name, RequestedAt: &t}
@@ -378,4 +379,15 @@ func stuckMessage(why string, sealed bool, waited time.Duration, uid string) str
 	}
 	return fmt.Sprintf("the snapshot was restored, but the restart of the OpenBao pods stopped after %s because %s; the operation lock stays held. "+
 		"To go on: %s, then %s", waited.Round(time.Second), why, what, schemas.AckHint(uid, "to re-run the health gates and finish the restart"))
+}
+
+// voters counts the voters among the members.
+func voters(m *Members) int {
+	n := 0
+	for _, p := range m.Pods {
+		if !p.ReadReplica {
+			n++
+		}
+	}
+	return n
 }

@@ -321,3 +321,25 @@ func TestLeaderStepsDownFirst(t *testing.T) {
 		}
 	}
 }
+
+// TestLoneVoterIsNotAskedToStepDown: a cluster of one voter (a fresh
+// target's default) has no standby to take over, so its leader is
+// restarted at once, even beside a read replica.
+func TestLoneVoterIsNotAskedToStepDown(t *testing.T) {
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	m := &Members{StatefulSet: "restored", Replicas: 1, Pods: []Member{
+		{Name: "restored-0", UID: "old-0", Ready: true, Health: Health{Initialized: true}},
+	}}
+	r, phase, msg, _ := Step(Restart{StartedAt: at(t0)}, m, "u", DefaultTimeouts, t0)
+	if phase != schemas.PhaseRunning || r.StepDown != nil || len(r.Pods) != 1 || !r.Pods[0].Leader {
+		t.Fatalf("lone voter: %s %q %+v %+v, want it restarted as the leader without a step-down", phase, msg, r.StepDown, r.Pods)
+	}
+	m.Pods = append(m.Pods, Member{Name: "restored-read-0", UID: "old-r", Ready: true, ReadReplica: true, Health: Health{Initialized: true, Standby: true}})
+	m.ReadReplicas = "restored-read"
+	r = Restart{StartedAt: at(t0), Pods: []RestartedPod{{Name: "restored-read-0", UID: "old-r", DeletedAt: at(t0), HealthyAt: at(t0)}}}
+	m.Pods[1].UID = "new-r"
+	r, _, msg, _ = Step(r, m, "u", DefaultTimeouts, t0)
+	if r.StepDown != nil || len(r.Pods) != 2 || r.Pods[1].Name != "restored-0" {
+		t.Fatalf("lone voter beside a read replica: %q %+v %+v", msg, r.StepDown, r.Pods)
+	}
+}

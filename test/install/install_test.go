@@ -109,6 +109,20 @@ func TestCrossplaneCanComposeARestore(t *testing.T) {
 	if n != 5 {
 		t.Errorf("composed %d objects, want 5 (ServiceAccount, Role, RoleBinding, LockRequest, Job)", n)
 	}
+	// A fresh-target restore's new OpenBaoCluster, which Crossplane also
+	// deletes when it is Disposable.
+	for _, d := range docs(t, filepath.Join(root, "examples", "golden", "crossplane", "fresh-target.yaml")) {
+		if d.GetKind() != "OpenBaoCluster" {
+			continue
+		}
+		d.SetOwnerReferences(nil)
+		if err := xp.Create(ctx, d); err != nil {
+			t.Errorf("Crossplane with the install role cannot create the fresh target: %v", err)
+		}
+		if err := xp.Delete(ctx, d); err != nil {
+			t.Errorf("Crossplane with the install role cannot delete the fresh target: %v", err)
+		}
+	}
 
 	// Least privilege: nothing beyond what composing needs.
 	secret := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "Secret",
