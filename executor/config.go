@@ -86,6 +86,9 @@ type Config struct {
 	DryRun bool
 	// SafetySnapshot is Required, BestEffort or Off (schemas.EnvSafetySnapshot).
 	SafetySnapshot string
+	// Newest: no key; restore the newest object under the path prefix
+	// (schemas.EnvNewestUnderPrefix).
+	Newest bool
 	// FreshTarget: the cluster is new (schemas.EnvFreshTarget), so its
 	// identity must not be the snapshot's yet, and must be after.
 	FreshTarget bool
@@ -230,7 +233,13 @@ func LoadConfig(env func(string) string, p Paths) (*Config, error) {
 	default:
 		bad("%s=%q is not %s, %s or %s", schemas.EnvSafetySnapshot, v, schemas.SafetyRequired, schemas.SafetyBestEffort, schemas.SafetyOff)
 	}
-	if c.Key == "" && store {
+	c.Newest = boolean(schemas.EnvNewestUnderPrefix, false)
+	switch {
+	case c.Newest && c.Key != "":
+		bad("%s=true and %s are exclusive: the key names the snapshot, the other chooses the newest", schemas.EnvNewestUnderPrefix, schemas.EnvRestoreKey)
+	case c.Newest && strings.Trim(c.PathPrefix, "/") == "":
+		bad("%s=true needs %s: the newest object of a whole bucket is no snapshot to trust", schemas.EnvNewestUnderPrefix, schemas.EnvPathPrefix)
+	case c.Key == "" && store && !c.Newest:
 		bad("%s is required: the full object path of the snapshot", schemas.EnvRestoreKey)
 	}
 	if c.Bucket == "" && c.Provider != "azure" && store {

@@ -36,13 +36,21 @@ type Submission = lockv1.Submission
 type Recorder interface {
 	Check(ctx context.Context) error
 	Record(ctx context.Context, s Submission) error
+	// Choose returns the snapshot chosen for a restore with no key: the
+	// one recorded, or else pick's, recorded first. A retried pod thus
+	// restores what the first chose.
+	Choose(ctx context.Context, pick func() (Chosen, error)) (Chosen, error)
 }
+
+// Chosen is the snapshot chosen for a restore with no key.
+type Chosen = lockv1.Chosen
 
 // MemoryRecorder keeps the record in memory: for tests, and for one process
 // restoring several times.
 type MemoryRecorder struct {
-	mu  sync.Mutex
-	Rec *Submission
+	mu     sync.Mutex
+	Rec    *Submission
+	Chosen *Chosen
 }
 
 func (m *MemoryRecorder) Check(context.Context) error {

@@ -120,6 +120,8 @@ type run struct {
 	// step is the check under way (schemas.Check*), named in a dry run's
 	// report when it fails.
 	step string
+	// chosen is the snapshot chosen for a restore with no key (newest.go).
+	chosen *Chosen
 }
 
 // pass ends the check under way, in a dry run's report, and names the next.
@@ -220,12 +222,20 @@ func (r *run) run(ctx context.Context, env func(string) string) error {
 			return err
 		}
 	}
+	if cfg.Newest {
+		if err := r.chooseNewest(ctx, src, rec); err != nil {
+			return err
+		}
+	}
 	var info ObjectInfo
 	err = r.retry(ctx, "HEAD "+src.URL(cfg.Key), func() (err error) { info, err = src.Stat(ctx, cfg.Key); return err })
 	if errors.Is(err, errNoObject) {
 		return notFound(ctx, src, cfg.Key, cfg.PathPrefix)
 	}
 	if err != nil {
+		return err
+	}
+	if err := r.sameAsChosen(src.URL(cfg.Key), info); err != nil {
 		return err
 	}
 	if err := checkSize(src.URL(cfg.Key), info.Size, cfg.ExpectedSize); err != nil {

@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/openbao-restore/openbao-restore/schemas"
 )
@@ -19,13 +20,30 @@ type Source interface {
 	// Open streams the object, refusing a different version than info's
 	// (where the store can tell), so the bytes sent are the bytes checked.
 	Open(ctx context.Context, key string, info ObjectInfo) (io.ReadCloser, error)
-	// List returns up to max keys under prefix.
-	List(ctx context.Context, prefix string, max int) ([]string, error)
+	// List returns up to max objects under prefix.
+	List(ctx context.Context, prefix string, max int) ([]Entry, error)
 	// URL names the object for messages, e.g. s3://bucket/key.
 	URL(key string) string
 	// Put streams r into a new object in constant memory (a safety
 	// snapshot); access refused is coded ExitStorage.
 	Put(ctx context.Context, key string, r io.Reader) error
+}
+
+// Entry is an object a List found.
+type Entry struct {
+	Key      string
+	Size     int64
+	ETag     string
+	Modified time.Time
+}
+
+// keysOf are the entries' keys.
+func keysOf(es []Entry) []string {
+	keys := make([]string, len(es))
+	for i, e := range es {
+		keys[i] = e.Key
+	}
+	return keys
 }
 
 // ObjectInfo is what a HEAD tells.
@@ -50,10 +68,11 @@ func notFound(ctx context.Context, src Source, key, pathPrefix string) error {
 	prefixes = append(prefixes, "")
 	searched := ""
 	for _, p := range prefixes {
-		keys, err := src.List(ctx, p, 1000)
+		es, err := src.List(ctx, p, 1000)
 		if err != nil {
 			break // listing is a courtesy: a refused list must not hide the real error
 		}
+		keys := keysOf(es)
 		searched = p
 		if len(keys) > 0 {
 			near = nearest(key, keys, 5)

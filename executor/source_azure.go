@@ -108,21 +108,34 @@ func (a *azureSource) Open(ctx context.Context, key string, info ObjectInfo) (io
 	return r.Body, nil
 }
 
-func (a *azureSource) List(ctx context.Context, prefix string, max int) ([]string, error) {
-	var keys []string
+func (a *azureSource) List(ctx context.Context, prefix string, max int) ([]Entry, error) {
+	var es []Entry
 	pg := a.c.NewListBlobsFlatPager(&container.ListBlobsFlatOptions{Prefix: &prefix})
-	for pg.More() && len(keys) < max {
+	for pg.More() && len(es) < max {
 		page, err := pg.NextPage(ctx)
 		if err != nil {
-			return keys, a.classify(err, "list "+a.URL(prefix))
+			return es, a.classify(err, "list "+a.URL(prefix))
 		}
 		for _, b := range page.Segment.BlobItems {
-			if b.Name != nil {
-				keys = append(keys, *b.Name)
+			if b.Name == nil {
+				continue
 			}
+			e := Entry{Key: *b.Name}
+			if p := b.Properties; p != nil {
+				if p.ContentLength != nil {
+					e.Size = *p.ContentLength
+				}
+				if p.ETag != nil {
+					e.ETag = string(*p.ETag)
+				}
+				if p.LastModified != nil {
+					e.Modified = *p.LastModified
+				}
+			}
+			es = append(es, e)
 		}
 	}
-	return keys, nil
+	return es, nil
 }
 
 // Put streams r as a block blob, 4 MiB blocks one at a time.

@@ -92,20 +92,20 @@ func (g *gcsSource) Open(ctx context.Context, key string, info ObjectInfo) (io.R
 	return r, nil
 }
 
-func (g *gcsSource) List(ctx context.Context, prefix string, max int) ([]string, error) {
-	var keys []string
+func (g *gcsSource) List(ctx context.Context, prefix string, max int) ([]Entry, error) {
+	var es []Entry
 	it := g.c.Bucket(g.bucket).Objects(ctx, &storage.Query{Prefix: prefix})
-	for len(keys) < max {
+	for len(es) < max {
 		a, err := it.Next()
 		if errors.Is(err, iterator.Done) {
 			break
 		}
 		if err != nil {
-			return keys, g.classify(err, "list "+g.URL(prefix))
+			return es, g.classify(err, "list "+g.URL(prefix))
 		}
-		keys = append(keys, a.Name)
+		es = append(es, Entry{Key: a.Name, Size: a.Size, ETag: "gen:" + itoa(a.Generation), Modified: a.Updated})
 	}
-	return keys, nil
+	return es, nil
 }
 
 // Put streams r with a resumable upload, 8 MiB at a time.

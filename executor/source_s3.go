@@ -101,19 +101,19 @@ func (s *s3Source) Open(ctx context.Context, key string, info ObjectInfo) (io.Re
 	return out.Body, nil
 }
 
-func (s *s3Source) List(ctx context.Context, prefix string, max int) ([]string, error) {
-	var keys []string
+func (s *s3Source) List(ctx context.Context, prefix string, max int) ([]Entry, error) {
+	var es []Entry
 	p := s3.NewListObjectsV2Paginator(s.c, &s3.ListObjectsV2Input{Bucket: &s.bucket, Prefix: aws.String(prefix)})
-	for p.HasMorePages() && len(keys) < max {
+	for p.HasMorePages() && len(es) < max {
 		out, err := p.NextPage(ctx)
 		if err != nil {
-			return keys, s.classify(err, "LIST "+s.URL(prefix))
+			return es, s.classify(err, "LIST "+s.URL(prefix))
 		}
 		for _, o := range out.Contents {
-			keys = append(keys, aws.ToString(o.Key))
+			es = append(es, Entry{Key: aws.ToString(o.Key), Size: aws.ToInt64(o.Size), ETag: aws.ToString(o.ETag), Modified: aws.ToTime(o.LastModified)})
 		}
 	}
-	return keys, nil
+	return es, nil
 }
 
 // Put streams r in parts of partSize, one part in memory at a time: one

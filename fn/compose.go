@@ -28,6 +28,7 @@ type renderKey struct {
 	cluster Cluster
 	auth    schemas.Auth
 	snap    schemas.SnapshotRef // chosen for a restore with no key
+	newest  bool                // the executor chooses it
 	input   string              // the Input, deterministically marshalled
 	res     resource.Name
 }
@@ -51,7 +52,7 @@ func (f *Function) compose(rsp *fnv1.RunFunctionResponse, req *fnv1.RunFunctionR
 		build[resLock] = func() runtime.Object { return LockRequest(r, spec, n) }
 	}
 	if p.Job {
-		build[resJob] = func() runtime.Object { return Job(r, spec, c, p.Auth, p.Snapshot, set, n) }
+		build[resJob] = func() runtime.Object { return Job(r, spec, c, p, set, n) }
 	}
 	if p.Target {
 		build[resTarget] = func() runtime.Object { return Target(r, spec, n) }
@@ -64,7 +65,7 @@ func (f *Function) compose(rsp *fnv1.RunFunctionResponse, req *fnv1.RunFunctionR
 		if err != nil {
 			return errors.Wrap(err, "cannot read the function's Input")
 		}
-		k := renderKey{spec: spec, restore: r, auth: p.Auth, snap: p.Snapshot, input: string(in)}
+		k := renderKey{spec: spec, restore: r, auth: p.Auth, snap: p.Snapshot, newest: p.Newest, input: string(in)}
 		k.restore.Phase, k.restore.Chosen = "", nil // in snap, as a value
 		k.restore.Restarting = false                // not rendered
 		if c != nil {

@@ -465,7 +465,7 @@ func TestDryRunJobAndRole(t *testing.T) {
 	spec := &schemas.Spec{Cluster: "prod", DryRun: true, TokenSecretRef: &schemas.SecretRef{Name: "tok"}}
 	r := Restore{Name: "x", Namespace: "vault", RequestName: "x", UID: xrUID}
 	n := NamesFor(r.Name)
-	j := Job(r, spec, &Cluster{Replicas: 3}, schemas.Auth{Method: "token"}, schemas.SnapshotRef{}, Settings{}, n)
+	j := Job(r, spec, &Cluster{Replicas: 3}, Plan{Auth: schemas.Auth{Method: "token"}}, Settings{}, n)
 	env := map[string]string{}
 	for _, e := range j.Spec.Template.Spec.Containers[0].Env {
 		env[e.Name] = e.Value
@@ -488,7 +488,7 @@ func TestDryRunJobAndRole(t *testing.T) {
 func TestJobSafetySnapshot(t *testing.T) {
 	r := Restore{Name: "x", Namespace: "vault", RequestName: "x", UID: xrUID}
 	mode := func(spec *schemas.Spec, in *v1beta1.Input) string {
-		j := Job(r, spec, &Cluster{Replicas: 3}, schemas.Auth{Method: "token"}, schemas.SnapshotRef{}, SettingsFrom(in), NamesFor(r.Name))
+		j := Job(r, spec, &Cluster{Replicas: 3}, Plan{Auth: schemas.Auth{Method: "token"}}, SettingsFrom(in), NamesFor(r.Name))
 		for _, e := range j.Spec.Template.Spec.Containers[0].Env {
 			if e.Name == schemas.EnvSafetySnapshot {
 				return e.Value
@@ -658,6 +658,17 @@ func TestRestoreNewestSnapshot(t *testing.T) {
 	rsp, _ = run(noKey, `{}`, clusterJSON)
 	if len(rsp.GetDesired().GetResources()) != 0 || len(rsp.GetResults()) == 0 || rsp.GetResults()[0].GetMessage() != schemas.MsgNoSnapshot("prod") {
 		t.Errorf("no backup: %d composed, results %v", len(rsp.GetDesired().GetResources()), rsp.GetResults())
+	}
+
+	// No backup reported but a path prefix: the executor takes the newest
+	// object under it, without a key or pins.
+	withPrefix := strings.Replace(noKey, `"bucket":"b",`, `"bucket":"b","pathPrefix":"clusters/prod",`, 1)
+	if _, env = run(withPrefix, `{}`, clusterJSON); env[schemas.EnvNewestUnderPrefix] != "true" || env[schemas.EnvRestoreKey] != "" ||
+		env[schemas.EnvPathPrefix] != "clusters/prod" || env[schemas.EnvExpectedDigest] != "" {
+		t.Errorf("newest under the prefix: %v", env)
+	}
+	if _, env = run(withPrefix, `{}`, latest("clusters/prod/newest.snap")); env[schemas.EnvNewestUnderPrefix] != "" || env[schemas.EnvRestoreKey] != "clusters/prod/newest.snap" {
+		t.Errorf("a reported backup wins over the prefix: %v", env)
 	}
 
 	// A key in the spec is used as it is, whatever the newest backup.

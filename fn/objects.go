@@ -192,9 +192,11 @@ var (
 
 // Job runs the executor once the lock is held (a dry run's at once). Its environment is
 // bao-backup's restore-mode contract, so openbao-operator's image also works.
-// snap is the snapshot chosen for a restore with no key: its key, and pins
-// where the spec sets none.
-func Job(r Restore, spec *schemas.Spec, c *Cluster, auth schemas.Auth, snap schemas.SnapshotRef, set Settings, n Names) *batchv1.Job {
+// From the plan: the authentication, and for a restore with no key the
+// snapshot chosen (its key, and pins where the spec sets none) or the
+// executor's choice of the newest object under the path prefix.
+func Job(r Restore, spec *schemas.Spec, c *Cluster, p Plan, set Settings, n Names) *batchv1.Job {
+	auth, snap := p.Auth, p.Snapshot
 	t := spec.Source.Target
 	image := set.Image
 	if spec.Image != "" {
@@ -245,6 +247,9 @@ func Job(r Restore, spec *schemas.Spec, c *Cluster, auth schemas.Auth, snap sche
 		add(schemas.EnvAzureContainer, container)
 	}
 	add(schemas.EnvPathPrefix, t.PathPrefix)
+	if p.Newest {
+		add(schemas.EnvNewestUnderPrefix, "true")
+	}
 	add(schemas.EnvJWTAuthRole, auth.Role)
 	// The pins: the spec's, else those of the snapshot chosen for a
 	// restore with no key.

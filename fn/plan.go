@@ -2,6 +2,7 @@ package fn
 
 import (
 	"fmt"
+	"strings"
 
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -148,6 +149,9 @@ type Plan struct {
 	Auth schemas.Auth
 	// Snapshot is the snapshot chosen when spec.source.key is unset.
 	Snapshot schemas.SnapshotRef
+	// Newest: no key and no newest backup reported; the executor
+	// restores the newest object under the path prefix.
+	Newest bool
 }
 
 // Decide is the pure decision at the heart of the function. spec is nil when
@@ -194,6 +198,7 @@ func Decide(r Restore, spec *schemas.Spec, vs []schemas.Violation, resolved bool
 	// cluster's snapshot carries its own identity: its cluster ID is not
 	// pinned (spec.force is required for it).
 	var snap schemas.SnapshotRef
+	newest := false
 	if spec.Source.Key == "" {
 		name, latest := spec.Cluster, cluster.Latest
 		if f := cluster.From; f != nil {
@@ -213,6 +218,10 @@ func Decide(r Restore, spec *schemas.Spec, vs []schemas.Violation, resolved bool
 			snap = *r.Chosen
 		case latest != nil:
 			snap = *latest
+		case strings.Trim(spec.Source.Target.PathPrefix, "/") != "":
+			// Neither: the executor takes the newest object under the
+			// path prefix, and records its choice.
+			newest = true
 		default:
 			vs = append(vs, schemas.Violation{Path: "spec.source.key", Message: schemas.MsgNoSnapshot(name)})
 			return Plan{Stage: StageInvalid, Violations: vs, KeepObservedJob: keepJob,
@@ -223,7 +232,7 @@ func Decide(r Restore, spec *schemas.Spec, vs []schemas.Violation, resolved bool
 	// A dry run takes no lock: it sends nothing, and must never make a
 	// backup or an upgrade wait.
 	p := Plan{Auth: auth, RBAC: !terminal, Lock: !terminal && !spec.DryRun, KeepObservedJob: keepJob, Snapshot: snap,
-		StepDown: !terminal && !spec.DryRun && r.StepDownPod != "", Target: spec.Fresh()}
+		StepDown: !terminal && !spec.DryRun && r.StepDownPod != "", Target: spec.Fresh(), Newest: newest}
 	held := o.LockState == schemas.LockHeld && o.LockHeldBy == holder || cluster.LockHolder == holder
 	job := "restore Job"
 	if spec.DryRun {

@@ -21,7 +21,7 @@ const stepDownDeadline = 180
 // records nothing). Labelled schemas.LabelJobRole=step-down, so that the
 // reconciler never takes it for the restore Job.
 func StepDownJob(r Restore, spec *schemas.Spec, c *Cluster, auth schemas.Auth, set Settings, n Names) *batchv1.Job {
-	j := Job(r, spec, c, auth, schemas.SnapshotRef{}, set, n)
+	j := Job(r, spec, c, Plan{Auth: auth}, set, n)
 	j.Name = n.StepDown
 	j.Labels[schemas.LabelJobRole] = schemas.JobRoleStepDown
 	j.Spec.Template.Labels[schemas.LabelJobRole] = schemas.JobRoleStepDown

@@ -141,6 +141,9 @@ const (
 	EnvExpectedClusterID = "RESTORE_EXPECTED_CLUSTER_ID"
 	EnvExpectedVersion   = "RESTORE_EXPECTED_VERSION"
 	EnvPathPrefix        = "BACKUP_PATH_PREFIX"
+	// EnvNewestUnderPrefix: no key; restore the newest object under the
+	// path prefix (safety snapshots aside), chosen once.
+	EnvNewestUnderPrefix = "RESTORE_NEWEST_UNDER_PREFIX"
 	EnvLockRequestName   = "RESTORE_LOCK_REQUEST_NAME"
 	EnvOpenBaoAddr       = "OPENBAO_ADDR" // direct address override (tests, simple setups)
 	// EnvAnswerTimeout bounds the wait for OpenBao's answer once the whole
@@ -306,7 +309,7 @@ type SnapshotRef struct {
 // MsgNoSnapshot is the refusal of a restore with no key of a cluster that
 // reports no backup.
 func MsgNoSnapshot(cluster string) string {
-	return fmt.Sprintf("spec.source.key is not set and OpenBaoCluster %s reports no status.backup.latestSnapshot: set spec.source.key to the snapshot's object key, or wait for the cluster's first backup", cluster)
+	return fmt.Sprintf("spec.source.key is not set and OpenBaoCluster %s reports no status.backup.latestSnapshot: set spec.source.key to the snapshot's object key, or spec.source.target.pathPrefix to restore the newest object under it, or wait for the cluster's first backup", cluster)
 }
 
 const MsgNeedsClaim = "a cluster-scoped XOpenBaoRestore needs a claim: create an OpenBaoRestore in the OpenBaoCluster's namespace instead"

@@ -32,7 +32,7 @@ func (e *Env) startHelpers(opts Options, paths map[string]string) error {
 		p, err := startProc(e.Dir, "kube-controller-manager", paths["kube-controller-manager"], nil, kc,
 			"--bind-address=127.0.0.1", "--secure-port=0", "--leader-elect=false",
 			"--use-service-account-credentials=false",
-			"--controllers=job-controller,garbage-collector-controller,ttl-after-finished-controller,namespace-controller,statefulset-controller,disruption-controller",
+			"--controllers=job-controller,garbage-collector-controller,ttl-after-finished-controller,namespace-controller,statefulset-controller,disruption-controller,persistentvolumeclaim-protection-controller",
 			"--kube-api-qps=200", "--kube-api-burst=400")
 		if err != nil {
 			return err

@@ -77,6 +77,10 @@ type Lock struct {
 	Holder string
 	// Submission is set once the executor recorded a submission.
 	Submission *Submission
+	// Chosen is the object the executor chose for a restore with no key
+	// (the newest under the path prefix), and ChosenSize its size.
+	Chosen     string
+	ChosenSize int64
 	// Override is the message of the request's OperationLockOverride
 	// condition, if it cleared a foreign lock.
 	Override string
@@ -298,6 +302,9 @@ func lockFacts(lr *lockv1alpha1.LockRequest) *Lock {
 		return nil
 	}
 	l := &Lock{State: lr.Status.State, HeldBy: lr.Status.HeldBy, Message: lr.Status.Message, Holder: lr.Spec.Holder}
+	if c := lr.Status.Chosen; c != nil {
+		l.Chosen, l.ChosenSize = c.Key, c.Size
+	}
 	if s := lr.Status.Submission; s != nil {
 		l.Submission = &Submission{Pod: s.Pod, Endpoint: s.Endpoint, At: s.SubmittedAt.Time}
 	}

@@ -58,6 +58,10 @@ func Next(cur Status, f Facts) (Status, []Event) {
 	if s := safety(cur.SafetySnapshot, f); s != nil {
 		next.SafetySnapshot = s
 	}
+	if l := f.Lock; l != nil && l.Chosen != "" && next.SnapshotKey == "" {
+		// The executor's choice of the newest object, shown as it is made.
+		next.SnapshotKey, next.SnapshotSize = l.Chosen, l.ChosenSize
+	}
 	switch {
 	case cur.Phase == schemas.PhaseUnknown:
 		return unknown(cur, next, f)

@@ -99,3 +99,15 @@ func TestExpire(t *testing.T) {
 		t.Errorf("the end: %s %+v, want cleanup at %s", failed.Phase, failed.Target, at)
 	}
 }
+
+// TestChosenSnapshotShown: the object the executor chose for a restore
+// with no key is in status.snapshotKey as soon as it is recorded.
+func TestChosenSnapshotShown(t *testing.T) {
+	holder := schemas.Holder("r", "u-1")
+	f := Facts{UID: "u-1", Now: time.Now(), Cluster: &Cluster{Initialized: true},
+		Lock: &Lock{State: schemas.LockHeld, HeldBy: holder, Holder: holder, Chosen: "clusters/prod/b.snap", ChosenSize: 42}, Job: &Job{Name: "j"}}
+	next, _ := Next(Status{Phase: schemas.PhaseValidating}, f)
+	if next.SnapshotKey != "clusters/prod/b.snap" || next.SnapshotSize != 42 {
+		t.Errorf("snapshot %s (%d), want the chosen one", next.SnapshotKey, next.SnapshotSize)
+	}
+}

@@ -47,8 +47,10 @@ type RealBed struct {
 	store *s3test.Server
 	bao   *baotest.Cluster
 	ns    string
-	// snap is the happy path's snapshot, stored as clusters/prod/e2e.snap.
-	snap []byte
+	// snap is the happy path's snapshot, stored as clusters/prod/e2e.snap,
+	// and snapID the cluster_id it was taken from.
+	snap   []byte
+	snapID string
 	// restored is the happy path's claim, once Completed.
 	restored *unstructured.Unstructured
 }
@@ -149,7 +151,7 @@ func (r *RealBed) happyPath(t testing.TB) {
 	snap := bao.Snapshot(t)
 	const key = "clusters/prod/e2e.snap"
 	r.store.Put(t, key, snap)
-	r.snap = snap
+	r.snap, r.snapID = snap, bao.Health(t, 0).ClusterID
 	sum := sha256.Sum256(snap)
 	t.Logf("e2e: secrets app/db and app/api written; snapshot of %d bytes taken and uploaded to s3://%s/%s", len(snap), r.store.Bucket, key)
 	bao.Put(t, "app/db", "password-after-snapshot")

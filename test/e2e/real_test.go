@@ -3,6 +3,8 @@ package e2e
 import (
 	"os"
 	"testing"
+
+	"github.com/openbao-restore/openbao-restore/schemas"
 )
 
 // TestRealRestore runs the scenarios with every part real: Crossplane
@@ -16,8 +18,11 @@ func TestRealRestore(t *testing.T) {
 	// In order: each leaves the cluster healthy and its lock free.
 	t.Run("HappyPath", func(t *testing.T) { r.happyPath(t) })
 	t.Run("UndoFromSafetySnapshot", r.undo)
+	t.Run("NewestUnderPrefix", r.newestUnderPrefix)
 	t.Run("NewestSnapshot", r.newest)
 	t.Run("FromCluster", r.fromCluster)
+	t.Run("FreshTargetDisposable", r.freshTarget(schemas.LifecycleDisposable))
+	t.Run("FreshTargetRetain", r.freshTarget(schemas.LifecycleRetain))
 	t.Run("MissingSnapshotKey", func(t *testing.T) { r.missingKey(t) })
 	t.Run("DryRun", r.dryRun)
 	t.Run("LockContention", func(t *testing.T) { r.lockContention(t) })

@@ -78,6 +78,12 @@ type LockRequestStatus struct {
 	// call; a pod that finds it set never submits.
 	// +optional
 	Submission *Submission `json:"submission,omitempty"`
+	// Chosen is the snapshot the executor chose for a restore with no key:
+	// the newest object under the target's path prefix. It is written
+	// once, before the object is read, so that a retried pod restores the
+	// same object.
+	// +optional
+	Chosen *Chosen `json:"chosen,omitempty"`
 	// +optional
 	// +listType=map
 	// +listMapKey=type
@@ -107,6 +113,18 @@ type Submission struct {
 	TLSServerName string `json:"tlsServerName,omitempty"`
 }
 
+// Chosen is the object a restore with no key restores.
+// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="a choice is written once"
+type Chosen struct {
+	// Key is the object's key, ETag its version tag as the store gave it
+	// (the GCS generation), Size its length in bytes.
+	// +kubebuilder:validation:MinLength=1
+	Key      string      `json:"key"`
+	ETag     string      `json:"etag,omitempty"`
+	Size     int64       `json:"size,omitempty"`
+	ChosenAt metav1.Time `json:"chosenAt"`
+}
+
 // The root rule below: a rule on status runs only when status exists before
 // and after a write, so it takes one at the root to keep a write that drops
 // status as a whole from erasing the submission record.
@@ -120,6 +138,7 @@ type Submission struct {
 // +kubebuilder:printcolumn:name="Holder",type=string,JSONPath=`.spec.holder`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:validation:XValidation:rule="!has(oldSelf.status) || !has(oldSelf.status.submission) || (has(self.status) && has(self.status.submission))",message="status.submission: a submission record is never removed"
+// +kubebuilder:validation:XValidation:rule="!has(oldSelf.status) || !has(oldSelf.status.chosen) || (has(self.status) && has(self.status.chosen))",message="status.chosen: a choice is never removed"
 type LockRequest struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
