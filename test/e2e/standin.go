@@ -200,20 +200,30 @@ func (s *Stack) serviceAccountIssuer(t testing.TB) (string, []string) {
 		t.Fatalf("the API server's JWKS: %v", err)
 	}
 	var pems []string
-	num := func(b64 string) *big.Int {
+	raw64 := func(b64 string) []byte {
 		b, err := base64.RawURLEncoding.DecodeString(b64)
 		if err != nil {
 			t.Fatalf("the API server's JWKS: %v", err)
 		}
-		return new(big.Int).SetBytes(b)
+		return b
 	}
 	for _, k := range jwks.Keys {
 		var pub any
 		switch {
 		case k.Kty == "RSA":
-			pub = &rsa.PublicKey{N: num(k.N), E: int(num(k.E).Int64())}
+			pub = &rsa.PublicKey{N: new(big.Int).SetBytes(raw64(k.N)), E: int(new(big.Int).SetBytes(raw64(k.E)).Int64())}
 		case k.Kty == "EC" && k.Crv == "P-256":
-			pub = &ecdsa.PublicKey{Curve: elliptic.P256(), X: num(k.X), Y: num(k.Y)}
+			// The uncompressed point: 0x04, then X and Y of 32 bytes each.
+			pt := make([]byte, 65)
+			pt[0] = 4
+			x, y := raw64(k.X), raw64(k.Y)
+			copy(pt[33-len(x):33], x)
+			copy(pt[65-len(y):], y)
+			ec, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), pt)
+			if err != nil {
+				t.Fatalf("the API server's JWKS: %v", err)
+			}
+			pub = ec
 		default:
 			continue
 		}
