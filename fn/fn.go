@@ -57,6 +57,12 @@ func (f *Function) RunFunction(_ context.Context, req *fnv1.RunFunctionRequest) 
 		response.Fatal(rsp, errors.Wrap(err, "cannot read the observed XR"))
 		return rsp, nil
 	}
+	if schemas.IsDrill(oxr.Resource.GetKind()) {
+		if err := f.runDrill(rsp, req, oxr.Resource.Object, set); err != nil {
+			response.Fatal(rsp, err)
+		}
+		return rsp, nil
+	}
 	r := restoreOf(oxr.Resource.Object)
 	rawSpec, _ := oxr.Resource.Object["spec"].(map[string]any)
 	spec, vs, err := schemas.Validate(rawSpec, set.Policy())

@@ -46,6 +46,8 @@ type Settings struct {
 	AllowInsecureEndpoints  bool
 	// SafetySnapshot is the default of spec.safetySnapshot.
 	SafetySnapshot string
+	// RestoreComposition is the Composition of a drill's runs.
+	RestoreComposition string
 }
 
 // SettingsFrom applies the defaults to an Input.
@@ -88,6 +90,7 @@ func SettingsFrom(in *v1beta1.Input) Settings {
 	if in.SafetySnapshot != "" {
 		s.SafetySnapshot = in.SafetySnapshot
 	}
+	s.RestoreComposition = in.RestoreComposition
 	return s
 }
 

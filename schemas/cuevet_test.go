@@ -68,14 +68,22 @@ func TestCUEVetAgreesWithTheFunction(t *testing.T) {
 		if err := yaml.Unmarshal(b, &o); err != nil {
 			t.Fatal(err)
 		}
-		if k, _ := o["kind"].(string); k != schemas.ClaimKind && k != schemas.XRKind {
+		validate := schemas.Validate
+		switch k, _ := o["kind"].(string); k {
+		case schemas.ClaimKind, schemas.XRKind:
+		case schemas.DrillClaimKind, schemas.DrillXRKind:
+			validate = func(spec map[string]any, p schemas.Policy) (*schemas.Spec, []schemas.Violation, error) {
+				_, vs, err := schemas.ValidateDrill(spec, p)
+				return nil, vs, err
+			}
+		default:
 			continue // not a restore (XRD, Composition, functions)
 		}
 		name := strings.TrimSuffix(filepath.Base(f), ".yaml")
 		vetted++
 		t.Run(name, func(t *testing.T) {
 			out, err := vet(t, f)
-			_, vs, verr := schemas.Validate(o["spec"].(map[string]any), defaultPolicy())
+			_, vs, verr := validate(o["spec"].(map[string]any), defaultPolicy())
 			if verr != nil {
 				t.Fatal(verr)
 			}

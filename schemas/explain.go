@@ -12,8 +12,9 @@ import (
 )
 
 // explain turns CUE's errors into violations that name the field and, from
-// the field's @fix attribute, the fix.
-func (c *compiled) explain(err error, in map[string]any) []Violation {
+// the field's @fix attribute in the definition k (#Spec or #DrillSpec), the
+// fix.
+func explain(k kind, err error, in map[string]any) []Violation {
 	seen := map[string]bool{}
 	var out []Violation
 	for _, e := range cueerrors.Errors(err) {
@@ -32,7 +33,7 @@ func (c *compiled) explain(err error, in map[string]any) []Violation {
 		}
 		seen[p] = true
 		var msg string
-		if fix, ok := c.fix(path); ok {
+		if fix, ok := k.fix(path); ok {
 			// CUE's own words for a broken bound or disjunction are
 			// noise to a user; the value and the fix are what help.
 			msg = fmt.Sprintf("%s: invalid value %s: %s", p, valueAt(in, path), fix)
@@ -45,20 +46,20 @@ func (c *compiled) explain(err error, in map[string]any) []Violation {
 	return out
 }
 
-// fix is the @fix attribute of the field at path, or for a field #Spec does
-// not have, the advice to remove it.
-func (c *compiled) fix(path []string) (string, bool) {
+// fix is the @fix attribute of the field at path, or for a field the
+// definition does not have, the advice to remove it.
+func (k kind) fix(path []string) (string, bool) {
 	if len(path) == 0 {
 		return "", false
 	}
-	f := c.spec
+	f := k.spec
 	for _, p := range path {
 		g := f.LookupPath(cue.MakePath(cue.Str(p)))
 		if !g.Exists() {
 			g = f.LookupPath(cue.MakePath(cue.Str(p).Optional()))
 		}
 		if !g.Exists() {
-			return "it is not a field of an OpenBaoRestore; remove it (check its spelling)", true
+			return "it is not a field of an " + k.name + "; remove it (check its spelling)", true
 		}
 		f = g
 	}

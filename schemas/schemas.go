@@ -24,11 +24,10 @@ var files embed.FS
 const recompileAfter = 20000
 
 type compiled struct {
-	ctx     *cue.Context
-	root    cue.Value
-	spec    cue.Value
-	check   cue.Value
-	refused []refusal
+	ctx *cue.Context
+	// restore and drill are the two kinds of spec the contract defines.
+	restore, drill kind
+	refused        []refusal
 	// crossplane is #CrossplaneFields.
 	crossplane []string
 	uses       int
@@ -71,10 +70,9 @@ func compile() (*compiled, error) {
 		return nil, err
 	}
 	c := &compiled{
-		ctx:   ctx,
-		root:  v,
-		spec:  v.LookupPath(cue.ParsePath("#Spec")),
-		check: v.LookupPath(cue.ParsePath("#Check")),
+		ctx:     ctx,
+		restore: kind{name: "OpenBaoRestore", spec: v.LookupPath(cue.ParsePath("#Spec")), check: v.LookupPath(cue.ParsePath("#Check"))},
+		drill:   kind{name: "OpenBaoRestoreDrill", spec: v.LookupPath(cue.ParsePath("#DrillSpec")), check: v.LookupPath(cue.ParsePath("#DrillCheck"))},
 	}
 	if err := v.LookupPath(cue.ParsePath("#Refused")).Decode(&c.refused); err != nil {
 		return nil, fmt.Errorf("schemas: decode #Refused: %w", err)
@@ -84,18 +82,26 @@ func compile() (*compiled, error) {
 	if err := v.LookupPath(cue.ParsePath("#CrossplaneFields")).Decode(&c.crossplane); err != nil {
 		return nil, fmt.Errorf("schemas: decode #CrossplaneFields: %w", err)
 	}
-	defaults, err := BoundedDefaults(v)
-	if err != nil {
-		return nil, err
-	}
-	for _, d := range defaults {
-		sel := make([]cue.Selector, len(d.Path))
-		for i, p := range d.Path {
-			sel[i] = cue.Str(p)
+	for _, k := range []*kind{&c.restore, &c.drill} {
+		defaults, err := boundedDefaults(v, map[string]string{"OpenBaoRestore": "#BoundedDefaults", "OpenBaoRestoreDrill": "#DrillBoundedDefaults"}[k.name])
+		if err != nil {
+			return nil, err
 		}
-		c.spec = c.spec.FillPath(cue.MakePath(sel...), ctx.CompileString(fmt.Sprintf("*%d | _", d.Value)))
+		for _, d := range defaults {
+			sel := make([]cue.Selector, len(d.Path))
+			for i, p := range d.Path {
+				sel[i] = cue.Str(p)
+			}
+			k.spec = k.spec.FillPath(cue.MakePath(sel...), ctx.CompileString(fmt.Sprintf("*%d | _", d.Value)))
+		}
 	}
 	return c, nil
+}
+
+// kind is one definition of the contract: its spec and its rules.
+type kind struct {
+	name        string
+	spec, check cue.Value
 }
 
 // BoundedDefault is the default of a bounded number in the spec.
@@ -105,10 +111,17 @@ type BoundedDefault struct {
 }
 
 // BoundedDefaults reads #BoundedDefaults from the compiled schema.
-func BoundedDefaults(v cue.Value) ([]BoundedDefault, error) {
+func BoundedDefaults(v cue.Value) ([]BoundedDefault, error) { return boundedDefaults(v, "#BoundedDefaults") }
+
+// DrillBoundedDefaults reads #DrillBoundedDefaults.
+func DrillBoundedDefaults(v cue.Value) ([]BoundedDefault, error) {
+	return boundedDefaults(v, "#DrillBoundedDefaults")
+}
+
+func boundedDefaults(v cue.Value, def string) ([]BoundedDefault, error) {
 	var ds []BoundedDefault
-	if err := v.LookupPath(cue.ParsePath("#BoundedDefaults")).Decode(&ds); err != nil {
-		return nil, fmt.Errorf("schemas: decode #BoundedDefaults: %w", err)
+	if err := v.LookupPath(cue.ParsePath(def)).Decode(&ds); err != nil {
+		return nil, fmt.Errorf("schemas: decode %s: %w", def, err)
 	}
 	return ds, nil
 }
@@ -210,37 +223,48 @@ func (c *compiled) validate(in map[string]any, p Policy) (*Spec, []Violation, er
 		}
 	}
 
-	v := c.spec.Unify(c.ctx.Encode(in))
-	if err := v.Validate(cue.Concrete(true)); err != nil {
-		vs = append(vs, c.explain(err, in)...)
-		return nil, sortViolations(vs), nil
+	out := &Spec{}
+	vs, err := c.evaluate(c.restore, in, p, vs, out)
+	if err != nil || len(vs) > 0 {
+		return nil, vs, err
 	}
-	if len(vs) > 0 {
-		return nil, sortViolations(vs), nil
+	return out, nil, nil
+}
+
+// evaluate checks in against the kind's definition, then (when it fits
+// and nothing was refused before, pre) against its rules, and decodes the
+// defaulted spec into out when all is well.
+func (c *compiled) evaluate(k kind, in map[string]any, p Policy, pre []Violation, out any) ([]Violation, error) {
+	v := k.spec.Unify(c.ctx.Encode(in))
+	if err := v.Validate(cue.Concrete(true)); err != nil {
+		return sortViolations(append(pre, explain(k, err, in)...)), nil
+	}
+	if len(pre) > 0 {
+		return sortViolations(pre), nil
 	}
 
 	// The rules see the concrete, defaulted data: an absent optional
 	// field is then simply absent, which CUE comprehensions can test.
 	raw, err := v.MarshalJSON()
 	if err != nil {
-		return nil, nil, fmt.Errorf("schemas: encode spec: %w", err)
+		return nil, fmt.Errorf("schemas: encode spec: %w", err)
 	}
 	var data any
 	if err := json.Unmarshal(raw, &data); err != nil {
-		return nil, nil, fmt.Errorf("schemas: decode spec: %w", err)
+		return nil, fmt.Errorf("schemas: decode spec: %w", err)
 	}
-	chk := c.check.FillPath(cue.ParsePath("spec"), c.ctx.Encode(data)).FillPath(cue.ParsePath("policy"), c.ctx.Encode(p))
+	var vs []Violation
+	chk := k.check.FillPath(cue.ParsePath("spec"), c.ctx.Encode(data)).FillPath(cue.ParsePath("policy"), c.ctx.Encode(p))
 	if err := chk.LookupPath(cue.ParsePath("violations")).Decode(&vs); err != nil {
-		return nil, nil, fmt.Errorf("schemas: evaluate rules: %w", err)
+		return nil, fmt.Errorf("schemas: evaluate rules: %w", err)
 	}
 	if len(vs) > 0 {
-		return nil, sortViolations(vs), nil
+		return sortViolations(vs), nil
 	}
-	out := &Spec{}
 	if err := json.Unmarshal(raw, out); err != nil {
-		return nil, nil, fmt.Errorf("schemas: decode spec: %w", err)
+		return nil, fmt.Errorf("schemas: decode spec: %w", err)
 	}
-	return out, nil, nil
+	return nil, nil
 }
 
 // ResolveAuth says how the executor authenticates, given whether the

@@ -83,4 +83,9 @@ type Input struct {
 	// +kubebuilder:validation:Enum=Required;BestEffort;Off
 	// +optional
 	SafetySnapshot string `json:"safetySnapshot,omitempty"`
+
+	// RestoreComposition is the Composition of the restores a drill
+	// composes (its runs); unset, the restore XRD's default.
+	// +optional
+	RestoreComposition string `json:"restoreComposition,omitempty"`
 }
