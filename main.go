@@ -78,7 +78,7 @@ func (c *RestoreCmd) Run() error {
 type CLI struct {
 	Function   FunctionCmd        `cmd:"" default:"withargs" help:"Serve the composition function (default)."`
 	Reconciler reconciler.Command `cmd:"" help:"Run the companion reconciler (the Provider package's runtime config passes this)."`
-	Restore    RestoreCmd         `cmd:"" help:"Run one restore, or a step-down (the Jobs' program; also started by EXECUTOR_MODE=restore or step-down)."`
+	Restore    RestoreCmd         `cmd:"" help:"Run one restore, a step-down or a drill's read check (the Jobs' program; also started by EXECUTOR_MODE=restore, step-down or read-check)."`
 }
 
 func main() {
@@ -86,7 +86,7 @@ func main() {
 	// EXECUTOR_MODE=restore and no arguments; honour it so either image
 	// works in either Job. The step-down Job starts it the same way.
 	args := os.Args[1:]
-	if m := os.Getenv(schemas.EnvExecutorMode); (m == schemas.ModeRestore || m == schemas.ModeStepDown) && len(args) == 0 {
+	if m := os.Getenv(schemas.EnvExecutorMode); (m == schemas.ModeRestore || m == schemas.ModeStepDown || m == schemas.ModeReadCheck) && len(args) == 0 {
 		args = []string{"restore"}
 	}
 	cli := &CLI{}

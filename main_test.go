@@ -25,10 +25,11 @@ func TestRestoreExecsTheExecutorAlone(t *testing.T) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
+	mode := schemas.ModeRestore
 	run := func() (int, string) {
 		cmd := exec.Command(bin)
 		// No other setting: the executor refuses the configuration.
-		cmd.Env = []string{schemas.EnvExecutorMode + "=restore", "STAND_IN=here"}
+		cmd.Env = []string{schemas.EnvExecutorMode + "=" + mode, "STAND_IN=here"}
 		out, err := cmd.CombinedOutput()
 		var ee *exec.ExitError
 		if err != nil && !errors.As(err, &ee) {
@@ -37,10 +38,13 @@ func TestRestoreExecsTheExecutorAlone(t *testing.T) {
 		return cmd.ProcessState.ExitCode(), string(out)
 	}
 
-	// Alone: the restore runs in this process and refuses the config.
-	code, out := run()
-	if code != schemas.ExitConfig || strings.Contains(out, "stand-in") {
-		t.Fatalf("without the executor binary: exit %d, output:\n%s", code, out)
+	// Alone: the executor runs in this process and refuses the config,
+	// in each of its modes (never the function's server).
+	for _, mode = range []string{schemas.ModeStepDown, schemas.ModeReadCheck, schemas.ModeRestore} {
+		code, out := run()
+		if code != schemas.ExitConfig || strings.Contains(out, "stand-in") {
+			t.Fatalf("%s without the executor binary: exit %d, output:\n%s", mode, code, out)
+		}
 	}
 
 	// With a stand-in executor beside it: exec'd, with the environment.
@@ -48,7 +52,7 @@ func TestRestoreExecsTheExecutorAlone(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, ExecutorBinary), []byte(script), 0o755); err != nil { //nolint:gosec // a test script
 		t.Fatal(err)
 	}
-	code, out = run()
+	code, out := run()
 	want := "stand-in " + filepath.Join(dir, ExecutorBinary) + " 0 here restore"
 	if code != 42 || strings.TrimSpace(out) != want {
 		t.Fatalf("with the executor binary: exit %d, output %q, want exit 42 and %q", code, out, want)

@@ -79,9 +79,11 @@ type Config struct {
 	Creds              Credentials
 
 	Force bool
-	// Mode is schemas.ModeRestore or schemas.ModeStepDown; StepDownPod is
-	// the leader a step-down asks (schemas.EnvStepDownPod).
+	// Mode is schemas.ModeRestore, ModeStepDown or ModeReadCheck;
+	// StepDownPod is the leader a step-down asks (schemas.EnvStepDownPod),
+	// ReadPaths the paths a read check reads (schemas.EnvReadPaths).
 	Mode, StepDownPod string
+	ReadPaths         []string
 	// DryRun runs every check and sends nothing (schemas.EnvDryRun).
 	DryRun bool
 	// SafetySnapshot is Required, BestEffort or Off (schemas.EnvSafetySnapshot).
@@ -166,8 +168,18 @@ func LoadConfig(env func(string) string, p Paths) (*Config, error) {
 		if c.StepDownPod = get(schemas.EnvStepDownPod); c.StepDownPod == "" {
 			bad("%s is required with %s=%s: the leader's pod", schemas.EnvStepDownPod, schemas.EnvExecutorMode, m)
 		}
+	case schemas.ModeReadCheck:
+		c.Mode = m
+		for _, p := range strings.Split(get(schemas.EnvReadPaths), ",") {
+			if p = strings.Trim(strings.TrimSpace(p), "/"); p != "" {
+				c.ReadPaths = append(c.ReadPaths, p)
+			}
+		}
+		if len(c.ReadPaths) == 0 {
+			bad("%s is required with %s=%s: the paths to read", schemas.EnvReadPaths, schemas.EnvExecutorMode, m)
+		}
 	default:
-		bad("%s=%q: want %q or %q", schemas.EnvExecutorMode, m, schemas.ModeRestore, schemas.ModeStepDown)
+		bad("%s=%q: want %q, %q or %q", schemas.EnvExecutorMode, m, schemas.ModeRestore, schemas.ModeStepDown, schemas.ModeReadCheck)
 	}
 	// A step-down reads no snapshot: no store settings or credentials.
 	store := c.Mode == schemas.ModeRestore

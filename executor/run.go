@@ -178,8 +178,11 @@ func (r *run) run(ctx context.Context, env func(string) string) error {
 	}
 	r.cfg = cfg
 	r.bao = newBao(cfg)
-	if cfg.Mode == schemas.ModeStepDown {
+	switch cfg.Mode {
+	case schemas.ModeStepDown:
 		return r.stepDown(ctx, env)
+	case schemas.ModeReadCheck:
+		return r.readCheck(ctx, env)
 	}
 	r.tm.SnapshotKey = cfg.Key
 	r.tm.Endpoint = cfg.RestoreEndpoint()

@@ -28,6 +28,16 @@ type TerminationMessage struct {
 	Message         string  `json:"message,omitempty"`
 	// StepDown is set by a step-down run (EnvExecutorMode=ModeStepDown).
 	StepDown *StepDownResult `json:"stepDown,omitempty"`
+	// ReadCheck is what a drill's read check found (ModeReadCheck).
+	ReadCheck []PathCheck `json:"readCheck,omitempty"`
+}
+
+// PathCheck is one path a drill's read check read.
+type PathCheck struct {
+	Path string `json:"path"`
+	OK   bool   `json:"ok"`
+	// Message says what was found: the number of keys, or why not.
+	Message string `json:"message,omitempty"`
 }
 
 // StepDownResult is what a step-down run did: whether the pod it was
