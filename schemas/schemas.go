@@ -111,7 +111,9 @@ type BoundedDefault struct {
 }
 
 // BoundedDefaults reads #BoundedDefaults from the compiled schema.
-func BoundedDefaults(v cue.Value) ([]BoundedDefault, error) { return boundedDefaults(v, "#BoundedDefaults") }
+func BoundedDefaults(v cue.Value) ([]BoundedDefault, error) {
+	return boundedDefaults(v, "#BoundedDefaults")
+}
 
 // DrillBoundedDefaults reads #DrillBoundedDefaults.
 func DrillBoundedDefaults(v cue.Value) ([]BoundedDefault, error) {
