@@ -110,16 +110,8 @@ type BoundedDefault struct {
 	Value int64    `json:"value"`
 }
 
-// BoundedDefaults reads #BoundedDefaults from the compiled schema.
-func BoundedDefaults(v cue.Value) ([]BoundedDefault, error) {
-	return boundedDefaults(v, "#BoundedDefaults")
-}
-
-// DrillBoundedDefaults reads #DrillBoundedDefaults.
-func DrillBoundedDefaults(v cue.Value) ([]BoundedDefault, error) {
-	return boundedDefaults(v, "#DrillBoundedDefaults")
-}
-
+// boundedDefaults reads a list of defaults (#BoundedDefaults,
+// #DrillBoundedDefaults) from the compiled schema.
 func boundedDefaults(v cue.Value, def string) ([]BoundedDefault, error) {
 	var ds []BoundedDefault
 	if err := v.LookupPath(cue.ParsePath(def)).Decode(&ds); err != nil {
