@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"github.com/openbao-restore/openbao-restore/reconciler/drill"
 	"github.com/openbao-restore/openbao-restore/reconciler/lock"
 	"github.com/openbao-restore/openbao-restore/reconciler/phase"
 	"github.com/openbao-restore/openbao-restore/reconciler/restart"
@@ -141,6 +142,9 @@ func (c *Command) NewManager(cfg *rest.Config) (ctrl.Manager, error) {
 	follow := phase.RestartOptions{Prober: prober, Poll: c.RestartPoll,
 		Timeouts: restart.Timeouts{Gate: c.RestartTimeout, Sealed: c.SealedTimeout, StepDown: c.StepDownTimeout}}
 	if err := phase.AddControllers(mgr, c.Namespace, controller.Options{MaxConcurrentReconciles: c.Concurrency}, phase.Follow{Restart: follow, Bootstrap: c.BootstrapTimeout}); err != nil {
+		return nil, err
+	}
+	if err := drill.AddControllers(mgr, controller.Options{MaxConcurrentReconciles: c.Concurrency}); err != nil {
 		return nil, err
 	}
 	return mgr, nil

@@ -52,6 +52,7 @@ func drillStatus() obj {
 			"active": run("The run under way, if any: one at a time."),
 			"runs": obj{"type": "array", "description": "The last runs (spec.historyLimit), newest first.",
 				"items": run("A finished run.")},
+			"lastRun":         obj{"type": "integer", "format": "int64", "description": "The number of the last run begun."},
 			"lastSuccessTime": at("When a run last passed."),
 			"nextRunAt":       at("When the schedule runs next (UTC)."),
 			"lastBackupKey":   str("The source's newest backup last seen, for everySuccessfulBackups."),

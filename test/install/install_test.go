@@ -163,7 +163,7 @@ func TestReconcilerRoleMatchesMarkers(t *testing.T) {
 		return out
 	}
 	want := map[string]bool{}
-	for _, r := range []string{"lock", "phase"} {
+	for _, r := range []string{"lock", "phase", "drill"} {
 		for k := range norm(rules(filepath.Join(root, "reconciler", r, "rbac", "role.yaml"), "")) {
 			want[k] = true
 		}
