@@ -41,6 +41,8 @@ type Run struct {
 	Number   int64
 	Name     string
 	Snapshot schemas.SnapshotRef
+	// Restored: its restore is Completed (status.active.restoredAt).
+	Restored bool
 }
 
 // activeRun reads status.active; nil without a run.
@@ -57,6 +59,7 @@ func activeRun(st map[string]any) *Run {
 		r.Number = int64(n)
 	}
 	r.Name = str(a["restore"])
+	r.Restored = a["restoredAt"] != nil
 	if s := snapshotRef(a["snapshot"]); s != nil {
 		r.Snapshot = *s
 	}
@@ -101,18 +104,22 @@ func (f *Function) runDrill(rsp *fnv1.RunFunctionResponse, req *fnv1.RunFunction
 		}
 		phase := field(field(observed[key].GetResource(), "status"), "phase").GetStringValue()
 		check := "check-" + strconv.FormatInt(run.Number, 10)
-		if len(spec.ReadPaths) > 0 && (phase == schemas.PhaseCompleted || observed[check] != nil) {
+		if len(spec.ReadPaths) > 0 && (run.Restored || phase == schemas.PhaseCompleted || observed[check] != nil) {
 			stage, msg = StageDrillChecking, fmt.Sprintf("run %d restored %s into %s; its Job reads the %d path(s) named", run.Number, run.Snapshot.Key, run.Name, len(spec.ReadPaths))
-			n := checkNames(d)
-			r := Restore{Name: d.Name, UID: d.UID, Namespace: d.Namespace, RequestName: d.RequestName}
-			rs := &schemas.Spec{Cluster: run.Name, DryRun: true}
-			for k, o := range map[string]runtime.Object{
-				resServiceAccount: ServiceAccount(r, rs, n), resRole: Role(r, rs, n), resRoleBinding: RoleBinding(r, rs, n),
-				check: CheckJob(d, spec, run, set),
-			} {
-				if err := desire(rsp, k, o); err != nil {
-					return err
-				}
+			if err := desire(rsp, check, CheckJob(d, spec, run, set)); err != nil {
+				return err
+			}
+		}
+	}
+	if spec != nil && len(spec.ReadPaths) > 0 {
+		// The read checks' identity stays while the drill checks paths:
+		// made anew for each run, a Job could start before its grant.
+		n := checkNames(d)
+		r := Restore{Name: d.Name, UID: d.UID, Namespace: d.Namespace, RequestName: d.RequestName}
+		rs := &schemas.Spec{Cluster: spec.Source.Cluster, DryRun: true}
+		for k, o := range map[string]runtime.Object{resServiceAccount: ServiceAccount(r, rs, n), resRole: Role(r, rs, n), resRoleBinding: RoleBinding(r, rs, n)} {
+			if err := desire(rsp, k, o); err != nil {
+				return err
 			}
 		}
 	}

@@ -53,7 +53,9 @@ func TestDrillCompose(t *testing.T) {
 		slices.Sort(keys)
 		return rsp, keys
 	}
-	if rsp, keys := run(drillSpec, `{}`, nil); len(keys) != 0 || rsp.GetConditions()[0].GetStatus() != fnv1.Status_STATUS_CONDITION_TRUE {
+	// Idle: only the read checks' identity, which stays while the drill
+	// checks paths.
+	if rsp, keys := run(drillSpec, `{}`, nil); !slices.Equal(keys, []string{resRole, resRoleBinding, resServiceAccount}) || rsp.GetConditions()[0].GetStatus() != fnv1.Status_STATUS_CONDITION_TRUE {
 		t.Fatalf("idle: %v %v", keys, rsp.GetConditions())
 	}
 	bad := `{"claimRef":{"name":"weekly","namespace":"vault"},"source":{"cluster":"prod","target":{"bucket":"b"}},"clusterTemplate":{"version":"2.4.0"}}`
@@ -62,7 +64,7 @@ func TestDrillCompose(t *testing.T) {
 	}
 
 	rsp, keys := run(drillSpec, activeRun3, nil)
-	if !slices.Equal(keys, []string{"run-3"}) {
+	if !slices.Equal(keys, []string{resRole, resRoleBinding, "run-3", resServiceAccount}) {
 		t.Fatalf("run 3 composed %v", keys)
 	}
 	b, _ := json.Marshal(rsp.GetDesired().GetResources()["run-3"].GetResource())
@@ -83,6 +85,12 @@ func TestDrillCompose(t *testing.T) {
 		t.Errorf("run claim labels %v", claim.GetLabels())
 	}
 
+	// The reconciler says the restore is Completed (restoredAt): the check,
+	// even before the observed claim shows it.
+	restored := strings.Replace(activeRun3, `"run":3,`, `"run":3,"restoredAt":"2026-12-06T03:00:15Z",`, 1)
+	if _, keys = run(drillSpec, restored, nil); !slices.Contains(keys, "check-3") {
+		t.Fatalf("restoredAt: composed %v", keys)
+	}
 	completed := map[string]string{"run-3": `{"apiVersion":"restore.openbao-restore.io/v1alpha1","kind":"OpenBaoRestore","metadata":{"name":"weekly-run-3","namespace":"vault"},"status":{"phase":"Completed"}}`}
 	rsp, keys = run(drillSpec, activeRun3, completed)
 	if !slices.Equal(keys, []string{"check-3", resRole, resRoleBinding, "run-3", resServiceAccount}) {

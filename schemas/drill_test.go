@@ -64,3 +64,16 @@ func TestDrillNext(t *testing.T) {
 		t.Errorf("next run %s, want %s", got, want)
 	}
 }
+
+// TestDrillPolicy: the function's policy reaches the target's rules (a
+// loopback http endpoint is refused, unless the Input allows it).
+func TestDrillPolicy(t *testing.T) {
+	s := specOf(t, "claim-drill.yaml")
+	s["source"].(map[string]any)["target"].(map[string]any)["endpoint"] = "http://127.0.0.1:9000"
+	if _, vs, _ := schemas.ValidateDrill(s, schemas.Policy{}); len(vs) != 2 {
+		t.Errorf("default policy: %v, want plain http and localhost refused", vs)
+	}
+	if spec, vs, _ := schemas.ValidateDrill(s, schemas.Policy{AllowInsecureEndpoints: true}); spec == nil || len(vs) != 0 {
+		t.Errorf("insecure endpoints allowed: %v", vs)
+	}
+}

@@ -36,6 +36,7 @@ func drillStatus() obj {
 				"clusterID": str("The cluster_id it was taken from."), "version": str("The OpenBao version it was taken from."),
 			}},
 			"startedAt":            at("When the run began."),
+			"restoredAt":           at("When its restore was Completed: the read check follows."),
 			"endedAt":              at("When its outcome was known."),
 			"outcome":              str("Passed or Failed."),
 			"reason":               str("Why: Passed, RestoreFailed, ReadCheckFailed, NoCompatibleSnapshot, VersionMismatch."),

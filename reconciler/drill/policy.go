@@ -36,7 +36,10 @@ type Run struct {
 	Cluster   string       `json:"cluster"`
 	Snapshot  *Snapshot    `json:"snapshot,omitempty"`
 	StartedAt *metav1.Time `json:"startedAt,omitempty"`
-	EndedAt   *metav1.Time `json:"endedAt,omitempty"`
+	// RestoredAt is when its restore was Completed: the function then
+	// composes the read check.
+	RestoredAt *metav1.Time `json:"restoredAt,omitempty"`
+	EndedAt    *metav1.Time `json:"endedAt,omitempty"`
 	Outcome   string       `json:"outcome,omitempty"`
 	Reason    string       `json:"reason,omitempty"`
 	Message   string       `json:"message,omitempty"`
@@ -132,6 +135,9 @@ func Next(cur Status, f Facts) (Status, []Event, time.Duration) {
 	if a := cur.Active; a != nil {
 		run := *a
 		next.Active = &run
+		if run.EndedAt == nil && run.RestoredAt == nil && f.Restore != nil && f.Restore.Phase == schemas.PhaseCompleted {
+			run.RestoredAt = &now
+		}
 		if run.EndedAt == nil {
 			if ended, ev := finish(&run, f, now); ended {
 				next = record(next, run, f)

@@ -65,7 +65,7 @@ func TestRunOutcomes(t *testing.T) {
 	up, done, checked := t0.Add(4*time.Second), t0.Add(15*time.Second), t0.Add(17*time.Second)
 	f.Now = t0.Add(16 * time.Second)
 	f.Restore = &Restore{Phase: schemas.PhaseCompleted, UpAt: up, CompletedAt: done}
-	if s, evs, _ := Next(running, f); s.Active.EndedAt != nil || len(evs) != 0 {
+	if s, evs, _ := Next(running, f); s.Active.EndedAt != nil || s.Active.RestoredAt == nil || len(evs) != 0 {
 		t.Fatalf("restored, checks not read yet: %+v %v", s.Active, evs)
 	}
 	f.Now, f.Check = t0.Add(18*time.Second), &Check{Passed: true, Message: "read 1 path(s)", EndedAt: checked}
@@ -157,5 +157,19 @@ func TestTriggers(t *testing.T) {
 	}
 	if st.BackupsSinceRun != 0 || st.NextRunAt != nil {
 		t.Errorf("after the run: %d since, next %v", st.BackupsSinceRun, st.NextRunAt)
+	}
+}
+
+// TestCheckMessage: the read check's report, path by path.
+func TestCheckMessage(t *testing.T) {
+	ok := schemas.TerminationMessage{Message: "read 2 path(s). Nothing was submitted", ReadCheck: []schemas.PathCheck{
+		{Path: "secret/data/a", OK: true, Message: "1 key(s)"}, {Path: "secret/data/b", OK: true, Message: "2 key(s)"}}}
+	if got := checkMessage(ok); got != "read 2 path(s), each with data: secret/data/a (1 key(s)), secret/data/b (2 key(s))" {
+		t.Errorf("passed: %q", got)
+	}
+	bad := ok
+	bad.ReadCheck = []schemas.PathCheck{ok.ReadCheck[0], {Path: "secret/data/new", Message: "not found: the snapshot does not hold it"}}
+	if got := checkMessage(bad); got != "the read check failed at secret/data/new (not found: the snapshot does not hold it)" {
+		t.Errorf("failed: %q", got)
 	}
 }

@@ -225,7 +225,7 @@ func (r *Reconciler) check(ctx context.Context, ns, drill string, run int64) (*C
 				for _, cs := range p.Status.ContainerStatuses {
 					var tm schemas.TerminationMessage
 					if t := cs.State.Terminated; t != nil && json.Unmarshal([]byte(t.Message), &tm) == nil && tm.Message != "" {
-						ch.Message = strings.TrimSpace(tm.Message)
+						ch.Message = checkMessage(tm)
 					}
 				}
 			}
@@ -288,4 +288,24 @@ func lastTransition(xr *unstructured.Unstructured, typ, def string) string {
 		}
 	}
 	return def
+}
+
+// checkMessage says what the read check found, path by path: the failed
+// ones when any failed, else all.
+func checkMessage(tm schemas.TerminationMessage) string {
+	if len(tm.ReadCheck) == 0 {
+		return strings.TrimSpace(tm.Message)
+	}
+	var ok, failed []string
+	for _, c := range tm.ReadCheck {
+		if c.OK {
+			ok = append(ok, fmt.Sprintf("%s (%s)", c.Path, c.Message))
+		} else {
+			failed = append(failed, fmt.Sprintf("%s (%s)", c.Path, c.Message))
+		}
+	}
+	if len(failed) > 0 {
+		return fmt.Sprintf("the read check failed at %s", strings.Join(failed, "; "))
+	}
+	return fmt.Sprintf("read %d path(s), each with data: %s", len(ok), strings.Join(ok, ", "))
 }

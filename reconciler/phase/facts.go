@@ -321,7 +321,7 @@ func lockFacts(lr *lockv1alpha1.LockRequest) *Lock {
 // this XR by UID.
 func (r *Reconciler) lockRequest(ctx context.Context, c client.Reader, ns string, xr *unstructured.Unstructured) (*lockv1alpha1.LockRequest, error) {
 	var list lockv1alpha1.LockRequestList
-	if err := c.List(ctx, &list, client.InNamespace(ns), client.MatchingLabels{schemas.LabelComposite: xr.GetName()}); err != nil {
+	if err := c.List(ctx, &list, client.InNamespace(ns), client.MatchingLabels{schemas.LabelRestore: r.requestName(xr)}); err != nil {
 		return nil, err
 	}
 	for i := range list.Items {
@@ -337,7 +337,7 @@ func (r *Reconciler) lockRequest(ctx context.Context, c client.Reader, ns string
 // name when it has no owner.
 func (r *Reconciler) job(ctx context.Context, ns string, xr *unstructured.Unstructured, role string) (*batchv1.Job, error) {
 	var list batchv1.JobList
-	if err := r.Jobs.List(ctx, &list, client.InNamespace(ns), client.MatchingLabels{schemas.LabelComposite: xr.GetName()}); err != nil {
+	if err := r.Jobs.List(ctx, &list, client.InNamespace(ns), client.MatchingLabels{schemas.LabelRestore: r.requestName(xr)}); err != nil {
 		return nil, err
 	}
 	for i := range list.Items {

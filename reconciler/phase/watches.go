@@ -72,6 +72,21 @@ func (r *Reconciler) restoreNamespace(xr *unstructured.Unstructured) string {
 	return ns
 }
 
+// requestName is the restore's name as its users know it, which the
+// function writes into schemas.LabelRestore on what it composes: the
+// claim's for a legacy XR, the XR's own for a namespaced one. The phase
+// finds the restore's objects by it, and their UID, not by Crossplane's
+// composite label: a claim composed by another XR (a drill's run) passes
+// that XR's label down to its own XR's objects.
+func (r *Reconciler) requestName(xr *unstructured.Unstructured) string {
+	if !r.namespaced() {
+		if n, _, _ := unstructured.NestedString(xr.Object, "spec", "claimRef", "name"); n != "" {
+			return n
+		}
+	}
+	return xr.GetName()
+}
+
 func (r *Reconciler) request(ns, name string) ctrl.Request {
 	if !r.namespaced() {
 		ns = ""

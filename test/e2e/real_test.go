@@ -20,6 +20,7 @@ func TestRealRestore(t *testing.T) {
 	t.Run("UndoFromSafetySnapshot", r.undo)
 	t.Run("NewestUnderPrefix", r.newestUnderPrefix)
 	t.Run("NewestSnapshot", r.newest)
+	t.Run("Drill", r.drill)
 	t.Run("FromCluster", r.fromCluster)
 	t.Run("FreshTargetDisposable", r.freshTarget(schemas.LifecycleDisposable))
 	t.Run("FreshTargetRetain", r.freshTarget(schemas.LifecycleRetain))
