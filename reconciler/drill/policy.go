@@ -40,9 +40,9 @@ type Run struct {
 	// composes the read check.
 	RestoredAt *metav1.Time `json:"restoredAt,omitempty"`
 	EndedAt    *metav1.Time `json:"endedAt,omitempty"`
-	Outcome   string       `json:"outcome,omitempty"`
-	Reason    string       `json:"reason,omitempty"`
-	Message   string       `json:"message,omitempty"`
+	Outcome    string       `json:"outcome,omitempty"`
+	Reason     string       `json:"reason,omitempty"`
+	Message    string       `json:"message,omitempty"`
 	// The time to recover, from the start to the checks verified, and its
 	// parts.
 	TimeToRecoverSeconds *float64 `json:"timeToRecoverSeconds,omitempty"`

@@ -88,9 +88,9 @@ func TestRunOutcomes(t *testing.T) {
 		reason  string
 		msg     string
 	}{
-		"restore failed": {&Restore{Phase: schemas.PhaseFailed, Message: "exit code 4"}, nil, schemas.DrillRestoreFailed, "is Failed: exit code 4"},
+		"restore failed":  {&Restore{Phase: schemas.PhaseFailed, Message: "exit code 4"}, nil, schemas.DrillRestoreFailed, "is Failed: exit code 4"},
 		"restore unknown": {&Restore{Phase: schemas.PhaseUnknown, Message: "sealed"}, nil, schemas.DrillRestoreFailed, "is Unknown"},
-		"a path missing": {&Restore{Phase: schemas.PhaseCompleted}, &Check{Message: "secret/data/app/db (not found)"}, schemas.DrillReadCheckFailed, "secret/data/app/db (not found)"},
+		"a path missing":  {&Restore{Phase: schemas.PhaseCompleted}, &Check{Message: "secret/data/app/db (not found)"}, schemas.DrillReadCheckFailed, "secret/data/app/db (not found)"},
 	} {
 		f := f
 		f.Restore, f.Check = c.restore, c.check
