@@ -71,8 +71,8 @@ func compile() (*compiled, error) {
 	}
 	c := &compiled{
 		ctx:     ctx,
-		restore: kind{name: "OpenBaoRestore", spec: v.LookupPath(cue.ParsePath("#Spec")), check: v.LookupPath(cue.ParsePath("#Check"))},
-		drill:   kind{name: "OpenBaoRestoreDrill", spec: v.LookupPath(cue.ParsePath("#DrillSpec")), check: v.LookupPath(cue.ParsePath("#DrillCheck"))},
+		restore: kind{name: ClaimKind, spec: v.LookupPath(cue.ParsePath("#Spec")), check: v.LookupPath(cue.ParsePath("#Check")), defaults: "#BoundedDefaults"},
+		drill:   kind{name: DrillClaimKind, spec: v.LookupPath(cue.ParsePath("#DrillSpec")), check: v.LookupPath(cue.ParsePath("#DrillCheck")), defaults: "#DrillBoundedDefaults"},
 	}
 	if err := v.LookupPath(cue.ParsePath("#Refused")).Decode(&c.refused); err != nil {
 		return nil, fmt.Errorf("schemas: decode #Refused: %w", err)
@@ -83,7 +83,7 @@ func compile() (*compiled, error) {
 		return nil, fmt.Errorf("schemas: decode #CrossplaneFields: %w", err)
 	}
 	for _, k := range []*kind{&c.restore, &c.drill} {
-		defaults, err := boundedDefaults(v, map[string]string{"OpenBaoRestore": "#BoundedDefaults", "OpenBaoRestoreDrill": "#DrillBoundedDefaults"}[k.name])
+		defaults, err := boundedDefaults(v, k.defaults)
 		if err != nil {
 			return nil, err
 		}
@@ -98,10 +98,11 @@ func compile() (*compiled, error) {
 	return c, nil
 }
 
-// kind is one definition of the contract: its spec and its rules.
+// kind is one definition of the contract: its spec, its rules and the
+// defaults of its bounded numbers.
 type kind struct {
-	name        string
-	spec, check cue.Value
+	name, defaults string
+	spec, check    cue.Value
 }
 
 // BoundedDefault is the default of a bounded number in the spec.
