@@ -29,6 +29,15 @@ var knownDifferences = map[string]string{
 	// Whether a restore needs jwtAuthRole or tokenSecretRef depends on the
 	// cluster's OIDC self-initialisation, which cue vet cannot see.
 	"no-auth": "authentication needs the cluster (schemas.ResolveAuth)",
+	// Whether spec.cluster exists, and is this restore's own, only the
+	// function sees (fn's decideTarget).
+	"template-foreign-cluster": "the cluster's existence needs the cluster (fn.decideTarget)",
+	// A cron expression's meaning needs a cron parser: cue vet checks its
+	// five fields, the function parses it.
+	"drill/bad-cron": "a cron expression's meaning needs a cron parser (schemas.ValidateDrill)",
+	// A required field left out: cue vet names it, as incomplete, in its
+	// own words.
+	"drill/template-without-version": "a missing field is incomplete to cue vet, which names it in its own words",
 }
 
 // vet runs `cue vet -c -d '#ValidClaim'` in schemas/ on a file.
@@ -57,7 +66,8 @@ func TestCUEVetAgreesWithTheFunction(t *testing.T) {
 	root := testbin.Root()
 	files, _ := filepath.Glob(filepath.Join(root, "examples", "*.yaml"))
 	invalid, _ := filepath.Glob(filepath.Join(root, "examples", "invalid", "*.yaml"))
-	files = append(files, invalid...)
+	drills, _ := filepath.Glob(filepath.Join(root, "examples", "invalid-drill", "*.yaml"))
+	files = append(append(files, invalid...), drills...)
 	vetted := 0
 	for _, f := range files {
 		b, err := os.ReadFile(f) //nolint:gosec // fixtures
@@ -80,12 +90,19 @@ func TestCUEVetAgreesWithTheFunction(t *testing.T) {
 			continue // not a restore (XRD, Composition, functions)
 		}
 		name := strings.TrimSuffix(filepath.Base(f), ".yaml")
+		if filepath.Base(filepath.Dir(f)) == "invalid-drill" {
+			name = "drill/" + name
+		}
 		vetted++
 		t.Run(name, func(t *testing.T) {
 			out, err := vet(t, f)
 			_, vs, verr := validate(o["spec"].(map[string]any), defaultPolicy())
 			if verr != nil {
 				t.Fatal(verr)
+			}
+			if why, ok := knownDifferences[name]; ok && err == nil && len(vs) > 0 {
+				t.Logf("cue vet accepts what the function refuses (%v), a known difference: %s", vs, why)
+				return
 			}
 			if (err == nil) != (len(vs) == 0) {
 				t.Fatalf("cue vet says valid=%v, the function found %d violations %v\n%s", err == nil, len(vs), vs, out)
@@ -98,7 +115,7 @@ func TestCUEVetAgreesWithTheFunction(t *testing.T) {
 				if m := shapeFix.FindStringSubmatch(v.Message); m != nil {
 					want = m[1] // a shape's fix (the function adds the value)
 				}
-				if !strings.Contains(out, want) {
+				if _, known := knownDifferences[name]; !known && !strings.Contains(out, want) {
 					t.Errorf("cue vet does not say %q\n%s", want, out)
 				}
 			}

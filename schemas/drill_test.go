@@ -9,6 +9,24 @@ import (
 	"github.com/openbao-restore/openbao-restore/schemas"
 )
 
+// TestInvalidDrillExamples: every invalid drill example is refused at its
+// field, with a message that names it (test/admission tries them at
+// admission, the e2e on Crossplane).
+func TestInvalidDrillExamples(t *testing.T) {
+	want := map[string][]string{
+		"both-triggers":            {"spec.schedule"},
+		"bad-cron":                 {"spec.schedule"},
+		"four-field-schedule":      {"spec.schedule"},
+		"reads-without-token":      {"spec.tokenSecretRef"},
+		"system-token":             {"spec.tokenSecretRef.name"},
+		"template-without-version": {"spec.clusterTemplate.version"},
+	}
+	invalidCorpus(t, "invalid-drill", want, func(spec map[string]any) ([]schemas.Violation, error) {
+		_, vs, err := schemas.ValidateDrill(spec, schemas.Policy{})
+		return vs, err
+	})
+}
+
 // TestDrillRules: the example drill is valid with its defaults; each rule
 // names its field.
 func TestDrillRules(t *testing.T) {

@@ -71,15 +71,28 @@ func TestInvalidExamples(t *testing.T) {
 		"from-cluster-without-force": {"spec.source.fromCluster"},
 		// Auth needs the cluster: ResolveAuth, not Validate, refuses it.
 		"no-auth": nil,
+		// The cluster exists and is not the restore's own: the function,
+		// which sees it, refuses it (fn TestFreshTargetConflict, e2e).
+		"template-foreign-cluster": nil,
 	}
-	files, _ := filepath.Glob(filepath.Join(testbin.Root(), "examples", "invalid", "*.yaml"))
+	invalidCorpus(t, "invalid", want, func(spec map[string]any) ([]schemas.Violation, error) {
+		_, vs, err := schemas.Validate(spec, schemas.Policy{})
+		return vs, err
+	})
+}
+
+// invalidCorpus checks that every example of examples/<dir> is refused at
+// the fields want names for it, each message naming its field.
+func invalidCorpus(t *testing.T, dir string, want map[string][]string, validate func(map[string]any) ([]schemas.Violation, error)) {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join(testbin.Root(), "examples", dir, "*.yaml"))
 	if len(files) != len(want) {
-		t.Fatalf("%d invalid examples, %d expectations", len(files), len(want))
+		t.Fatalf("%d examples in examples/%s, %d expectations", len(files), dir, len(want))
 	}
 	for _, f := range files {
 		n := strings.TrimSuffix(filepath.Base(f), ".yaml")
 		t.Run(n, func(t *testing.T) {
-			_, vs, err := schemas.Validate(specOf(t, "invalid/"+n+".yaml"), schemas.Policy{})
+			vs, err := validate(specOf(t, dir+"/"+n+".yaml"))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -37,6 +37,7 @@ func drillStatus() obj {
 			}},
 			"startedAt":            at("When the run began."),
 			"restoredAt":           at("When its restore was Completed: the read check follows."),
+			"nudgedAt":             at("When the run was last written again because Crossplane's watch circuit breaker had stopped watching the drill (Responsive=False) while the run waited for its composition."),
 			"endedAt":              at("When its outcome was known."),
 			"outcome":              str("Passed or Failed."),
 			"reason":               str("Why: Passed, RestoreFailed, ReadCheckFailed, NoCompatibleSnapshot, VersionMismatch."),

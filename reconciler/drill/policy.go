@@ -39,10 +39,14 @@ type Run struct {
 	// RestoredAt is when its restore was Completed: the function then
 	// composes the read check.
 	RestoredAt *metav1.Time `json:"restoredAt,omitempty"`
-	EndedAt    *metav1.Time `json:"endedAt,omitempty"`
-	Outcome    string       `json:"outcome,omitempty"`
-	Reason     string       `json:"reason,omitempty"`
-	Message    string       `json:"message,omitempty"`
+	// NudgedAt is when the run was last written again for Crossplane,
+	// whose watch circuit was open while the run waited for its
+	// composition (Nudge).
+	NudgedAt *metav1.Time `json:"nudgedAt,omitempty"`
+	EndedAt  *metav1.Time `json:"endedAt,omitempty"`
+	Outcome  string       `json:"outcome,omitempty"`
+	Reason   string       `json:"reason,omitempty"`
+	Message  string       `json:"message,omitempty"`
 	// The time to recover, from the start to the checks verified, and its
 	// parts.
 	TimeToRecoverSeconds *float64 `json:"timeToRecoverSeconds,omitempty"`
@@ -92,8 +96,13 @@ type Facts struct {
 	Latest *schemas.SnapshotRef
 	// Restore is the active run's restore, nil until it exists.
 	Restore *Restore
-	// Check is the active run's read check, nil until it ended.
-	Check *Check
+	// Check is the active run's read check, nil until it ended;
+	// CheckComposed is whether its Job exists.
+	Check         *Check
+	CheckComposed bool
+	// CircuitOpen is whether Crossplane's watch circuit is open for the
+	// drill's XR (xrkinds.CircuitOpen).
+	CircuitOpen bool
 }
 
 // Restore is what the run's OpenBaoRestore says.
@@ -124,8 +133,9 @@ func Next(cur Status, f Facts) (Status, []Event, time.Duration) {
 	var evs []Event
 	now := metav1.NewTime(f.Now.UTC().Truncate(time.Second))
 
-	// New backups of the source, for everySuccessfulBackups.
-	if l := f.Latest; l != nil && l.Key != cur.LastBackupKey {
+	// New backups of the source, for everySuccessfulBackups only: a
+	// scheduled drill writes nothing when its source backs up.
+	if l := f.Latest; l != nil && l.Key != cur.LastBackupKey && f.Spec != nil && f.Spec.EverySuccessfulBackups > 0 {
 		if cur.LastBackupKey != "" {
 			next.BackupsSinceRun++
 		}
@@ -154,7 +164,10 @@ func Next(cur Status, f Facts) (Status, []Event, time.Duration) {
 			}
 		}
 	}
-	if f.Spec == nil || next.Active != nil {
+	if a := next.Active; a != nil {
+		return next, evs, nudge(a, f, now)
+	}
+	if f.Spec == nil {
 		return next, evs, 0
 	}
 
@@ -208,6 +221,32 @@ func Next(cur Status, f Facts) (Status, []Event, time.Duration) {
 	return next, evs, wait(next, f)
 }
 
+// NudgeEvery is how often a run that waits for Crossplane is written again
+// while the drill's watch circuit is open. The breaker lets one event
+// through every 30 seconds, and only if one comes: a run whose restore has
+// ended and whose check Job is not composed yet makes none of its own, and
+// would wait for Crossplane's poll. One of these writes passes at most this
+// long after the breaker allows it.
+const NudgeEvery = 5 * time.Second
+
+// nudge marks an unfinished run that waits for Crossplane's composition
+// (its restore claim, or its check Job once restored) with the time, every
+// NudgeEvery while the circuit is open: the write is an event on the
+// drill's XR. It returns how long until it must look again (0: only on a
+// change).
+func nudge(a *Run, f Facts, now metav1.Time) time.Duration {
+	reads := f.Spec != nil && len(f.Spec.ReadPaths) > 0
+	waits := f.Restore == nil || a.RestoredAt != nil && reads && !f.CheckComposed
+	if a.EndedAt != nil || !f.CircuitOpen || !waits {
+		return 0
+	}
+	if a.NudgedAt != nil && f.Now.Before(a.NudgedAt.Add(NudgeEvery)) {
+		return a.NudgedAt.Add(NudgeEvery).Sub(f.Now)
+	}
+	a.NudgedAt = &now
+	return NudgeEvery
+}
+
 // wait is how long until the schedule, or 0.
 func wait(s Status, f Facts) time.Duration {
 	if s.NextRunAt == nil || f.Spec == nil || f.Spec.Suspend {
@@ -248,7 +287,7 @@ func finish(run *Run, f Facts, now metav1.Time) (bool, Event) {
 			run.Message += "; " + f.Check.Message
 		}
 	}
-	run.EndedAt = &now
+	run.EndedAt, run.NudgedAt = &now, nil
 	if run.Outcome == OutcomePassed && run.StartedAt != nil {
 		end := r.CompletedAt
 		if reads {

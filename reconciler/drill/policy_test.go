@@ -173,3 +173,67 @@ func TestCheckMessage(t *testing.T) {
 		t.Errorf("failed: %q", got)
 	}
 }
+
+// TestNudgeWhenCircuitOpen: a run that waits for Crossplane's composition
+// (its restore claim, or its check Job after the restore) is written again
+// every NudgeEvery while Crossplane's watch circuit for the drill is open,
+// and never otherwise: a closed circuit, a run whose restore runs, or a
+// check Job already composed.
+func TestNudgeWhenCircuitOpen(t *testing.T) {
+	f := Facts{Now: t0, Name: "weekly", Created: t0, Spec: drillSpec(nil), Latest: newest, Trigger: "1"}
+	s, _, _ := Next(Status{}, f)
+	if s.Active == nil || s.Active.NudgedAt != nil {
+		t.Fatalf("start: %+v", s.Active)
+	}
+	restored := &Restore{Phase: schemas.PhaseCompleted, UpAt: t0.Add(3 * time.Second), CompletedAt: t0.Add(11 * time.Second)}
+	cases := []struct {
+		name       string
+		edit       func(*Facts)
+		wantNudged bool
+	}{
+		{name: "closed circuit, no claim yet", edit: func(*Facts) {}},
+		{name: "open circuit, no claim yet", edit: func(f *Facts) { f.CircuitOpen = true }, wantNudged: true},
+		{name: "open circuit, the restore runs", edit: func(f *Facts) {
+			f.CircuitOpen, f.Restore = true, &Restore{Phase: schemas.PhaseRunning}
+		}},
+		{name: "open circuit, restored, no check Job", edit: func(f *Facts) { f.CircuitOpen, f.Restore = true, restored }, wantNudged: true},
+		{name: "open circuit, restored, check Job composed", edit: func(f *Facts) {
+			f.CircuitOpen, f.Restore, f.CheckComposed = true, restored, true
+		}},
+		{name: "closed circuit, restored, no check Job", edit: func(f *Facts) { f.Restore = restored }},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			g := f
+			g.Now = t0.Add(12 * time.Second)
+			c.edit(&g)
+			cur := s
+			if g.Restore != nil && g.Restore.Phase == schemas.PhaseCompleted {
+				first := g
+				first.CircuitOpen = false
+				cur, _, _ = Next(s, first) // restoredAt first
+				g.Now = g.Now.Add(time.Second)
+			}
+			next, _, wait := Next(cur, g)
+			if got := next.Active.NudgedAt != nil; got != c.wantNudged {
+				t.Fatalf("nudged %v, want %v: %+v", got, c.wantNudged, next.Active)
+			}
+			if !c.wantNudged {
+				return
+			}
+			if wait != NudgeEvery {
+				t.Errorf("wait %s, want %s", wait, NudgeEvery)
+			}
+			// Not again before NudgeEvery; again after it.
+			g.Now = g.Now.Add(2 * time.Second)
+			again, _, wait := Next(next, g)
+			if !again.Active.NudgedAt.Equal(next.Active.NudgedAt) || wait != NudgeEvery-2*time.Second {
+				t.Errorf("nudged again too soon: %s, wait %s", again.Active.NudgedAt, wait)
+			}
+			g.Now = g.Now.Add(NudgeEvery)
+			if later, _, _ := Next(again, g); !later.Active.NudgedAt.After(next.Active.NudgedAt.Time) {
+				t.Errorf("not nudged after NudgeEvery: %s", later.Active.NudgedAt)
+			}
+		})
+	}
+}

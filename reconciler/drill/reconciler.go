@@ -19,6 +19,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/openbao-restore/openbao-restore/reconciler/xrkinds"
 	"github.com/openbao-restore/openbao-restore/schemas"
 )
 
@@ -44,9 +45,13 @@ const labelJobName = "batch.kubernetes.io/job-name"
 // Reconciler keeps one drill XR kind's time and records its runs.
 type Reconciler struct {
 	GVK schema.GroupVersionKind
-	// Client reads from the manager's cache and writes to the API;
-	// APIReader reads a run's check Job and its pods, which no cache
-	// holds.
+	// Cache reads the drills' sources and their runs' restores from the
+	// manager's informers (the client would read these unstructured kinds
+	// from the API server); Client writes; APIReader reads the drill
+	// itself, whose every decision builds on its last (a stale copy could
+	// start or record a run twice), and a run's check Job and its pods,
+	// which no cache holds.
+	Cache     client.Reader
 	Client    client.Client
 	APIReader client.Reader
 	Recorder  events.EventRecorder
@@ -57,7 +62,7 @@ type Reconciler struct {
 func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	xr := &unstructured.Unstructured{}
 	xr.SetGroupVersionKind(r.GVK)
-	if err := r.Client.Get(ctx, req.NamespacedName, xr); err != nil || !xr.GetDeletionTimestamp().IsZero() {
+	if err := r.APIReader.Get(ctx, req.NamespacedName, xr); err != nil || !xr.GetDeletionTimestamp().IsZero() {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	cur, err := readStatus(xr)
@@ -132,7 +137,8 @@ func readStatus(xr *unstructured.Unstructured) (Status, error) {
 // facts gathers what Next decides from.
 func (r *Reconciler) facts(ctx context.Context, xr *unstructured.Unstructured, cur Status) (Facts, error) {
 	ns := namespaceOf(xr)
-	f := Facts{Now: r.Now(), Name: nameOf(xr), Created: xr.GetCreationTimestamp().Time, Trigger: xr.GetAnnotations()[schemas.AnnotationRunNow]}
+	f := Facts{Now: r.Now(), Name: nameOf(xr), Created: xr.GetCreationTimestamp().Time, Trigger: xr.GetAnnotations()[schemas.AnnotationRunNow],
+		CircuitOpen: xrkinds.CircuitOpen(xr)}
 	raw, _, _ := unstructured.NestedMap(xr.Object, "spec")
 	// The contract's rules, not the operator's policy: the function
 	// refuses what the policy forbids, and composes nothing then.
@@ -144,7 +150,7 @@ func (r *Reconciler) facts(ctx context.Context, xr *unstructured.Unstructured, c
 	if spec != nil && ns != "" {
 		c := &unstructured.Unstructured{}
 		c.SetGroupVersionKind(schema.GroupVersionKind{Group: schemas.ClusterGroup, Version: schemas.ClusterVersion, Kind: schemas.ClusterKind})
-		err := r.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: spec.Source.Cluster}, c)
+		err := r.Cache.Get(ctx, types.NamespacedName{Namespace: ns, Name: spec.Source.Cluster}, c)
 		if client.IgnoreNotFound(err) != nil {
 			return f, err
 		}
@@ -158,7 +164,7 @@ func (r *Reconciler) facts(ctx context.Context, xr *unstructured.Unstructured, c
 	}
 	claim := &unstructured.Unstructured{}
 	claim.SetGroupVersionKind(schema.GroupVersionKind{Group: schemas.Group, Version: schemas.Version, Kind: schemas.ClaimKind})
-	if err := r.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: a.Restore}, claim); err != nil {
+	if err := r.Cache.Get(ctx, types.NamespacedName{Namespace: ns, Name: a.Restore}, claim); err != nil {
 		return f, client.IgnoreNotFound(err)
 	}
 	rs := &Restore{}
@@ -168,7 +174,7 @@ func (r *Reconciler) facts(ctx context.Context, xr *unstructured.Unstructured, c
 	rs.CompletedAt = timeAt(claim, "status", "completionTime")
 	f.Restore = rs
 	if rs.Phase == schemas.PhaseCompleted && spec != nil && len(spec.ReadPaths) > 0 {
-		if f.Check, err = r.check(ctx, ns, f.Name, a.Run); err != nil {
+		if f.Check, f.CheckComposed, err = r.check(ctx, ns, f.Name, a.Run); err != nil {
 			return f, err
 		}
 	}
@@ -204,13 +210,15 @@ func timeAt(u *unstructured.Unstructured, path ...string) time.Time {
 	return t
 }
 
-// check reads how the run's read-check Job ended: nil while it has not.
-func (r *Reconciler) check(ctx context.Context, ns, drill string, run int64) (*Check, error) {
+// check reads how the run's read-check Job ended: nil while it has not;
+// composed is whether the Job exists.
+func (r *Reconciler) check(ctx context.Context, ns, drill string, run int64) (c *Check, composed bool, err error) {
 	var jobs batchv1.JobList
 	if err := r.APIReader.List(ctx, &jobs, client.InNamespace(ns), client.MatchingLabels{
 		schemas.LabelDrill: drill, schemas.LabelDrillRun: fmt.Sprint(run), schemas.LabelJobRole: schemas.JobRoleReadCheck}); err != nil {
-		return nil, err
+		return nil, false, err
 	}
+	composed = len(jobs.Items) > 0
 	for _, j := range jobs.Items {
 		for _, c := range j.Status.Conditions {
 			if c.Status != corev1.ConditionTrue || c.Type != batchv1.JobComplete && c.Type != batchv1.JobFailed {
@@ -219,7 +227,7 @@ func (r *Reconciler) check(ctx context.Context, ns, drill string, run int64) (*C
 			ch := &Check{Passed: c.Type == batchv1.JobComplete, EndedAt: c.LastTransitionTime.Time, Message: c.Message}
 			var pods corev1.PodList
 			if err := r.APIReader.List(ctx, &pods, client.InNamespace(ns), client.MatchingLabels{labelJobName: j.Name}); err != nil {
-				return nil, err
+				return nil, composed, err
 			}
 			for _, p := range pods.Items {
 				for _, cs := range p.Status.ContainerStatuses {
@@ -229,10 +237,10 @@ func (r *Reconciler) check(ctx context.Context, ns, drill string, run int64) (*C
 					}
 				}
 			}
-			return ch, nil
+			return ch, composed, nil
 		}
 	}
-	return nil, nil
+	return nil, composed, nil
 }
 
 // apply server-side-applies the owned status fields when they changed.

@@ -35,7 +35,7 @@ func (s *setup) NeedLeaderElection() bool { return true }
 
 func (s *setup) Start(ctx context.Context) error {
 	err := xrkinds.Each(ctx, s.mgr.GetRESTMapper(), schemas.DrillXRs, func(gvk schema.GroupVersionKind) error {
-		r := &Reconciler{GVK: gvk, Client: s.mgr.GetClient(), APIReader: s.mgr.GetAPIReader(), Recorder: s.mgr.GetEventRecorder(FieldManager)}
+		r := &Reconciler{GVK: gvk, Cache: s.mgr.GetCache(), Client: s.mgr.GetClient(), APIReader: s.mgr.GetAPIReader(), Recorder: s.mgr.GetEventRecorder(FieldManager)}
 		if err := r.SetupWithManager(s.mgr, s.opts); err != nil {
 			return err
 		}
@@ -97,7 +97,7 @@ func (r *Reconciler) drillOf(_ context.Context, o client.Object) []reconcile.Req
 func (r *Reconciler) drillsOf(ctx context.Context, o client.Object) []reconcile.Request {
 	list := &unstructured.UnstructuredList{}
 	list.SetGroupVersionKind(r.GVK.GroupVersion().WithKind(r.GVK.Kind + "List"))
-	if err := r.Client.List(ctx, list); err != nil {
+	if err := r.Cache.List(ctx, list); err != nil {
 		return nil
 	}
 	var out []reconcile.Request

@@ -386,3 +386,28 @@ func TestLockTaken(t *testing.T) {
 		t.Errorf("LockTaken %+v, events %+v after the retake", c, evs)
 	}
 }
+
+// TestFailedMessageSaysSubmissionOnce: the executor's message already ends
+// with whether anything was submitted; the phase adds only the lock.
+func TestFailedMessageSaysSubmissionOnce(t *testing.T) {
+	cases := map[string]struct {
+		pod  Pod
+		want string
+	}{
+		"executor's message": {
+			pod:  Pod{ExitCode: 6, Termination: &schemas.TerminationMessage{Message: "digest mismatch: the snapshot is sha256:a, the pin is sha256:b. Nothing was submitted"}},
+			want: "the restore Job failed: exit code 6 (verification failed: size, digest or cluster pins do not match): digest mismatch: the snapshot is sha256:a, the pin is sha256:b. Nothing was submitted; the lock is released",
+		},
+		"no termination message": {
+			pod:  Pod{ExitCode: 1, Raw: "panic: boom"},
+			want: "the restore Job failed: exit code 1 (" + ExitMeaning(1) + "): panic: boom; nothing was submitted to OpenBao; the lock is released",
+		},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			if got := failedMessage(&Job{Pods: []Pod{c.pod}}); got != c.want {
+				t.Errorf("got  %q\nwant %q", got, c.want)
+			}
+		})
+	}
+}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/openbao-restore/openbao-restore/reconciler/restart"
 	"github.com/openbao-restore/openbao-restore/reconciler/stale"
+	"github.com/openbao-restore/openbao-restore/reconciler/xrkinds"
 	"github.com/openbao-restore/openbao-restore/schemas"
 )
 
@@ -252,7 +253,7 @@ const nudgeEvery = 30 * time.Second
 // has seen the phase (status.plan.stage Finished), a restore whose XR's
 // circuit is open is written again every nudgeEvery.
 func (r *Reconciler) nudge(ctx context.Context, xr *unstructured.Unstructured, cur Status) (ctrl.Result, error) {
-	if stage, _, _ := unstructured.NestedString(xr.Object, "status", "plan", "stage"); stage == schemas.StageFinished || !circuitOpen(xr) {
+	if stage, _, _ := unstructured.NestedString(xr.Object, "status", "plan", "stage"); stage == schemas.StageFinished || !xrkinds.CircuitOpen(xr) {
 		return ctrl.Result{}, nil
 	}
 	now := r.Now()
@@ -267,18 +268,6 @@ func (r *Reconciler) nudge(ctx context.Context, xr *unstructured.Unstructured, c
 	}
 	log.FromContext(ctx).Info("Crossplane's watch circuit is open for this XR: wrote it again so that the function sees the phase", "phase", cur.Phase)
 	return ctrl.Result{RequeueAfter: nudgeEvery}, nil
-}
-
-// circuitOpen reports whether Crossplane says it stopped watching the XR
-// closely (its Responsive condition False).
-func circuitOpen(xr *unstructured.Unstructured) bool {
-	conds, _, _ := unstructured.NestedSlice(xr.Object, "status", "conditions")
-	for _, c := range conds {
-		if m, _ := c.(map[string]any); m["type"] == schemas.CondResponsive && m["status"] == "False" {
-			return true
-		}
-	}
-	return false
 }
 
 // minWriteGap is the least time between two writes of an XR's status that

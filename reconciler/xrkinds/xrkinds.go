@@ -1,6 +1,7 @@
 // Package xrkinds sets up what concerns the XR kinds (schemas.XRs) once the
 // API serves them: the Configuration installs the XRD, and with it the XR
-// kinds' CRDs, possibly after the reconciler has started.
+// kinds' CRDs, possibly after the reconciler has started. It also reads
+// what Crossplane says of an XR (CircuitOpen).
 package xrkinds
 
 import (
@@ -8,7 +9,10 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	"github.com/openbao-restore/openbao-restore/schemas"
 )
 
 // Retry is how often Each looks again for kinds not yet served: it waits
@@ -40,4 +44,20 @@ func Each(ctx context.Context, mapper meta.RESTMapper, gvks []schema.GroupVersio
 		case <-time.After(Retry):
 		}
 	}
+}
+
+// CircuitOpen reports whether Crossplane says it stopped watching the XR
+// closely: its Responsive condition False. Crossplane's watch circuit
+// breaker (v2.4: a burst of 100 tokens, two per update, refilled at one a
+// second) then drops the XR's watch events for five minutes, letting one
+// through every 30 seconds; with realtime compositions it otherwise only
+// polls.
+func CircuitOpen(xr *unstructured.Unstructured) bool {
+	conds, _, _ := unstructured.NestedSlice(xr.Object, "status", "conditions")
+	for _, c := range conds {
+		if m, _ := c.(map[string]any); m["type"] == schemas.CondResponsive && m["status"] == "False" {
+			return true
+		}
+	}
+	return false
 }

@@ -28,10 +28,15 @@ func TestMain(m *testing.M) {
 	testbed.Main(m, testbed.Options{NoKCM: true, NoScheduler: true, NoKwok: true})
 }
 
-// install installs the claim CRD and returns a client that knows it.
-func install(t *testing.T, e *testbed.Env) client.Client {
+// install installs the claim CRD of the XRD at file (the restore's when
+// empty) and returns a client that knows it.
+func install(t *testing.T, e *testbed.Env, file ...string) client.Client {
 	t.Helper()
-	e.InstallCRDObjects(t, testbed.ClaimCRD(t, "package/configuration/xrd.yaml"))
+	xrd := "package/configuration/xrd.yaml"
+	if len(file) > 0 {
+		xrd = file[0]
+	}
+	e.InstallCRDObjects(t, testbed.ClaimCRD(t, xrd))
 	c, err := client.New(e.Config, client.Options{Scheme: e.Scheme})
 	if err != nil {
 		t.Fatal(err)
@@ -78,12 +83,23 @@ func TestInvalidCorpusAtAdmission(t *testing.T) {
 	}
 	// The Input's policy and the cluster (authentication) live in the
 	// function alone.
-	functionOnly := map[string]bool{"custom-image": true, "link-local-endpoint": true, "localhost-endpoint": true, "no-auth": true}
-	files, _ := filepath.Glob(filepath.Join(testbin.Root(), "examples", "invalid", "*.yaml"))
+	functionOnly := map[string]bool{"custom-image": true, "link-local-endpoint": true, "localhost-endpoint": true, "no-auth": true,
+		"template-foreign-cluster": true}
+	atAdmission(t, k, ns, "invalid", schemas.ClaimKind, refused, functionOnly)
+}
+
+// atAdmission creates each example of examples/<dir> as a claim of kind:
+// those in refused must be refused with its words, those in functionOnly
+// admitted; every example must be in one of them.
+func atAdmission(t *testing.T, k client.Client, ns, dir, kind string, refused map[string]string, functionOnly map[string]bool) {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join(testbin.Root(), "examples", dir, "*.yaml"))
 	for _, f := range files {
 		n := strings.TrimSuffix(filepath.Base(f), ".yaml")
 		t.Run(n, func(t *testing.T) {
-			err := k.Create(context.Background(), claim(t, "invalid/"+n+".yaml", ns))
+			c := claim(t, dir+"/"+n+".yaml", ns)
+			c.SetKind(kind)
+			err := k.Create(context.Background(), c)
 			switch {
 			case refused[n] != "":
 				if err == nil || !strings.Contains(err.Error(), refused[n]) {
@@ -94,7 +110,7 @@ func TestInvalidCorpusAtAdmission(t *testing.T) {
 					t.Fatalf("admission refused what only the function checks: %v", err)
 				}
 			default:
-				t.Fatalf("invalid example %s is in neither list", n)
+				t.Fatalf("example %s/%s is in neither list", dir, n)
 			}
 		})
 	}
@@ -176,5 +192,31 @@ func TestValidClaimsAdmitted(t *testing.T) {
 		if err := k.Create(context.Background(), claim(t, f, ns)); err != nil {
 			t.Errorf("%s refused: %v", f, err)
 		}
+	}
+}
+
+// TestInvalidDrillsAtAdmission: the invalid drills (examples/invalid-drill)
+// that OpenAPI and CEL can refuse are refused at admission, in the
+// function's words; the rest pass to the function, which refuses them
+// naming the field (schemas TestInvalidDrillExamples, the e2e).
+func TestInvalidDrillsAtAdmission(t *testing.T) {
+	e := testbed.Shared(t)
+	k := install(t, e, "package/configuration/xrd-drill.yaml")
+	ns := e.Namespace(t)
+	refused := map[string]string{
+		"both-triggers":            "spec.schedule and spec.everySuccessfulBackups: set exactly one",
+		"four-field-schedule":      "spec.schedule",
+		"reads-without-token":      "spec.readPaths needs spec.tokenSecretRef",
+		"template-without-version": "spec.clusterTemplate.version: Required value",
+	}
+	// A cron expression's meaning and the cluster's system Secrets are the
+	// function's to check.
+	functionOnly := map[string]bool{"bad-cron": true, "system-token": true}
+	atAdmission(t, k, ns, "invalid-drill", schemas.DrillClaimKind, refused, functionOnly)
+	// The example drill is admitted.
+	d := claim(t, "claim-drill.yaml", ns)
+	d.SetKind(schemas.DrillClaimKind)
+	if err := k.Create(context.Background(), d); err != nil {
+		t.Errorf("claim-drill.yaml refused: %v", err)
 	}
 }

@@ -217,12 +217,16 @@ func prepare(tb testing.TB, env *testbed.Env) string {
 	tb.Helper()
 	setup.once.Do(func() {
 		setup.err = errors.New("setup failed earlier")
+		// Every kind the binary reconciles: restores, and drills with the
+		// restore claims of their runs (BenchmarkIdleDrills).
 		env.InstallCRDObjects(tb,
 			testbed.XRCRD(tb, "package/configuration/xrd.yaml", apiextensionsv1.ClusterScoped),
-			testbed.XRCRD(tb, "examples/xrd-namespaced.yaml", apiextensionsv1.NamespaceScoped))
+			testbed.XRCRD(tb, "examples/xrd-namespaced.yaml", apiextensionsv1.NamespaceScoped),
+			testbed.ClaimCRD(tb, "package/configuration/xrd.yaml"),
+			testbed.XRCRD(tb, "package/configuration/xrd-drill.yaml", apiextensionsv1.ClusterScoped))
 		ctx := context.Background()
 		const user = "openbao-restore-bench"
-		for _, role := range []string{"lock", "phase"} {
+		for _, role := range []string{"lock", "phase", "drill"} {
 			y, err := os.ReadFile(filepath.Join(testbin.Root(), "reconciler", role, "rbac", "role.yaml"))
 			if err != nil {
 				setup.err = err
@@ -1023,7 +1027,7 @@ type load struct {
 
 var (
 	methods     = []string{"GET", "POST", "PATCH", "PUT", "DELETE"}
-	controllers = []string{"lockrequest", "phase-xopenbaorestore", "phase-openbaorestore-ns"}
+	controllers = []string{"lockrequest", "phase-xopenbaorestore", "phase-openbaorestore-ns", drillCtrl}
 )
 
 func loadBetween(before, after map[string]float64) load {
@@ -1109,7 +1113,7 @@ func serverRequests(tb testing.TB, env *testbed.Env) map[string]float64 {
 		v, _, _ = strings.Cut(v, `"`)
 		return v
 	}
-	for line, v := range samples(tb, raw, "apiserver_request_total") {
+	for line, v := range testbed.Samples(tb, raw, "apiserver_request_total") {
 		res := label(line, "resource")
 		if sub := label(line, "subresource"); sub != "" {
 			res += "/" + sub
@@ -1156,35 +1160,7 @@ type child struct {
 // Each key is a series as the endpoint names it, labels included.
 func (c *child) counters(tb testing.TB) map[string]float64 {
 	tb.Helper()
-	resp, err := http.Get(c.metrics)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer func() { _ = resp.Body.Close() }()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return samples(tb, body, series...)
-}
-
-// samples parses Prometheus text: every series of the named metrics, as
-// the text names it (labels included), and its value.
-func samples(tb testing.TB, text []byte, names ...string) map[string]float64 {
-	tb.Helper()
-	out := map[string]float64{}
-	for _, line := range strings.Split(string(text), "\n") {
-		if !slices.ContainsFunc(names, func(n string) bool { return strings.HasPrefix(line, n+"{") }) {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if err != nil {
-			tb.Fatalf("metrics line %q: %v", line, err)
-		}
-		out[line[:i]] = v
-	}
-	return out
+	return testbed.Scrape(tb, c.metrics, series...)
 }
 
 // series are the counters counters reads.

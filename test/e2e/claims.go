@@ -76,9 +76,10 @@ func (s *Stack) fixture(t testing.TB, ns string) {
 func (s *Stack) startReconciler(t testing.TB, healthURL string) {
 	t.Helper()
 	kc := s.serviceAccountKubeconfig(t, reconcilerSA)
-	health := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	health, metrics := fmt.Sprintf("127.0.0.1:%d", freePort(t)), fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	s.Metrics = "http://" + metrics + "/metrics"
 	p := startChild(t, s.Dir, "reconciler", []string{"KUBECONFIG=" + kc, "POD_NAMESPACE=" + xpNamespace},
-		s.Bin, "reconciler", "--metrics-bind-address=0", "--health-probe-bind-address="+health,
+		s.Bin, "reconciler", "--metrics-bind-address="+metrics, "--health-probe-bind-address="+health,
 		"--health-url="+healthURL, "--restart-poll=250ms")
 	testbed.Eventually(t, 60*time.Second, "the reconciler ready", func() (bool, error) {
 		if p.Exited() {

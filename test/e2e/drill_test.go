@@ -3,14 +3,19 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -89,6 +94,7 @@ func (r *RealBed) drill(t *testing.T) {
 		})
 		s.bootstrapComposed(t, r.k, r.ns, name)
 		var got map[string]any
+		progress := ""
 		testbed.Eventually(t, 5*time.Minute, fmt.Sprintf("run %d recorded", n), func() (bool, error) {
 			x := s.drillXR(t, r.ns, "prod-drill")
 			runs, _, _ := unstructured.NestedSlice(x.Object, "status", "runs")
@@ -98,10 +104,26 @@ func (r *RealBed) drill(t *testing.T) {
 					return true, nil
 				}
 			}
+			// Each step of the run as it is seen, with its time: where a
+			// slow run spends it.
 			a, _, _ := unstructured.NestedMap(x.Object, "status", "active")
+			p := r.runProgress(t, a)
+			if open := circuit(x); open != "" {
+				p += "; Crossplane's watch circuit is open: " + open
+			}
+			if p != progress {
+				progress = p
+				t.Logf("e2e: run %d after %s: %s", n, time.Since(began).Round(time.Millisecond), p)
+			}
 			return false, fmt.Errorf("active %v", a)
 		})
 		t.Logf("e2e: run %d: %s (%s) in %s: %s", n, got["outcome"], got["reason"], time.Since(began).Round(time.Millisecond), got["message"])
+		if took := time.Since(began); took > 30*time.Second {
+			// Slow: what the reconciler and Crossplane said of the drill
+			// meanwhile (logged, not failed).
+			s.logLines(t, "reconciler", began, "drill")
+			s.logLines(t, "crossplane-core", began, "prod-drill")
+		}
 		if got["outcome"] != wantOutcome || got["reason"] != wantReason || !strings.Contains(fmt.Sprint(got["message"]), wantMessage) {
 			t.Errorf("run %d: %v", n, got)
 		}
@@ -127,6 +149,14 @@ func (r *RealBed) drill(t *testing.T) {
 	if last, _, _ := unstructured.NestedString(x.Object, "status", "lastSuccessTime"); last == "" {
 		t.Error("status.lastSuccessTime not set")
 	}
+	// The reconciler's metrics say so too.
+	m := s.metrics(t, `namespace="`+r.ns+`"`, "openbao_restore_drill_success", "openbao_restore_drill_last_success_timestamp_seconds",
+		"openbao_restore_drill_time_to_recover_seconds_count", "openbao_restore_drill_time_to_recover_seconds_sum")
+	t.Logf("e2e: the reconciler's metrics after run 1: %v", m)
+	if m["openbao_restore_drill_success"] != 1 || m["openbao_restore_drill_last_success_timestamp_seconds"] == 0 ||
+		m["openbao_restore_drill_time_to_recover_seconds_count"] != 1 || m["openbao_restore_drill_time_to_recover_seconds_sum"] == 0 {
+		t.Errorf("the drill's metrics after run 1: %v", m)
+	}
 
 	// A path the backup does not hold: app/new was written after it. The
 	// claim's spec is the XR's.
@@ -139,7 +169,89 @@ func (r *RealBed) drill(t *testing.T) {
 		return len(paths) == 2 && paths[1] == "secret/data/app/new", nil
 	})
 	run(2, "Failed", schemas.DrillReadCheckFailed, "secret/data/app/new (not found")
+
+	// A damaged backup: prod's newest snapshot as its backup manager
+	// recorded it, whose stored object had its last byte flipped by bit
+	// rot. The executor refuses it (its archive check or the pinned digest,
+	// whichever sees it first) before OpenBao commits anything; prod is
+	// not touched, not even restarted.
+	c, err := s.getCluster(r.ns, "prod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	good, _, _ := unstructured.NestedMap(c.Object, "status", "backup", "latestSnapshot")
+	damaged := append([]byte(nil), r.snap...)
+	damaged[len(damaged)-1] ^= 0xff
+	r.store.Put(t, "clusters/prod/e2e-damaged.snap", damaged)
+	bad := runtime.DeepCopyJSON(good)
+	bad["key"] = "clusters/prod/e2e-damaged.snap"
+	r.setLatest(t, bad)
+	pods := s.podUIDs(t, r.ns)
+	run(3, "Failed", schemas.DrillRestoreFailed, "exit code 6 (verification failed")
+	if after := s.podUIDs(t, r.ns); !reflect.DeepEqual(after, pods) {
+		t.Errorf("prod's pods changed during the damaged run: %v, were %v", after, pods)
+	}
+	if h := s.lockHolder(t, r.ns, "prod"); h != "" {
+		t.Errorf("prod's operation lock is held by %s", h)
+	}
+	t.Logf("e2e: run 3 refused the damaged snapshot; prod's pods, identity and lock untouched")
+	r.setLatest(t, good)
 	r.serves(t, map[string]string{"app/db": "password-at-snapshot"})
+}
+
+// setLatest writes prod's status.backup.latestSnapshot, as openbao-operator's
+// backup manager does after a backup.
+func (r *RealBed) setLatest(t testing.TB, latest map[string]any) {
+	t.Helper()
+	testbed.Eventually(t, 30*time.Second, "prod's latestSnapshot written", func() (bool, error) {
+		c, err := r.s.getCluster(r.ns, "prod")
+		if err != nil {
+			return false, err
+		}
+		if err := unstructured.SetNestedMap(c.Object, latest, "status", "backup", "latestSnapshot"); err != nil {
+			return false, err
+		}
+		err = r.s.Client.Status().Update(context.Background(), c)
+		return err == nil, err
+	})
+}
+
+// runProgress says where the drill's active run is: its status.active and
+// its restore claim's phase, with the read check's Job when there is one.
+func (r *RealBed) runProgress(t testing.TB, active map[string]any) string {
+	t.Helper()
+	if active == nil {
+		return "no active run"
+	}
+	ctx := context.Background()
+	var steps []string
+	for _, k := range []string{"startedAt", "upAt", "restoredAt", "endedAt"} {
+		if v, ok := active[k]; ok {
+			steps = append(steps, fmt.Sprintf("%s %v", k, v))
+		}
+	}
+	claim := &unstructured.Unstructured{}
+	claim.SetGroupVersionKind(schema.GroupVersionKind{Group: schemas.Group, Version: schemas.Version, Kind: schemas.ClaimKind})
+	if name, _ := active["restore"].(string); name != "" {
+		if err := r.s.Client.Get(ctx, client.ObjectKey{Namespace: r.ns, Name: name}, claim); err == nil {
+			ph, _, _ := unstructured.NestedString(claim.Object, "status", "phase")
+			steps = append(steps, "restore "+ph)
+		}
+	}
+	var jobs batchv1.JobList
+	if err := r.s.Client.List(ctx, &jobs, client.InNamespace(r.ns), client.MatchingLabels{
+		schemas.LabelDrillRun: fmt.Sprint(active["run"]), schemas.LabelJobRole: schemas.JobRoleReadCheck}); err == nil {
+		for _, j := range jobs.Items {
+			state := "running"
+			for _, c := range j.Status.Conditions {
+				if c.Status == corev1.ConditionTrue {
+					state = string(c.Type)
+				}
+			}
+			steps = append(steps, "check Job "+state)
+		}
+	}
+	return strings.Join(steps, ", ")
 }
 
 // drillXR reads the drill claim's XR.
@@ -189,4 +301,73 @@ func (s *Stack) e2eDrillComposition(t testing.TB) {
 	if err := s.Client.Create(ctx, cp); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// circuit is the message of the XR's Responsive=False condition: Crossplane
+// stopped watching it closely.
+func circuit(xr *unstructured.Unstructured) string {
+	conds, _, _ := unstructured.NestedSlice(xr.Object, "status", "conditions")
+	for _, c := range conds {
+		if m, _ := c.(map[string]any); m["type"] == "Responsive" && m["status"] == "False" {
+			return fmt.Sprint(m["message"])
+		}
+	}
+	return ""
+}
+
+// logLines logs the lines of a stack process's log since a time (by the
+// log's own timestamps, when it has them) that mention what.
+func (s *Stack) logLines(t testing.TB, process string, since time.Time, what string) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(s.Dir, process+".log"))
+	if err != nil {
+		t.Logf("e2e: %s's log: %v", process, err)
+		return
+	}
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if !strings.Contains(l, what) {
+			continue
+		}
+		if at, ok := logTime(l); ok && at.Before(since.Add(-time.Second)) {
+			continue
+		}
+		out = append(out, l)
+	}
+	if len(out) > 60 {
+		out = out[len(out)-60:]
+	}
+	t.Logf("e2e: %s's log on %s since %s:\n%s", process, what, since.UTC().Format(time.RFC3339), strings.Join(out, "\n"))
+}
+
+// logTime reads the RFC 3339 timestamp a log line starts with, or carries
+// as "ts" or "time" in JSON.
+func logTime(l string) (time.Time, bool) {
+	if i := strings.IndexAny(l, " \t"); i > 0 {
+		if at, err := time.Parse(time.RFC3339Nano, l[:i]); err == nil {
+			return at, true
+		}
+	}
+	for _, k := range []string{`"ts":"`, `"time":"`} {
+		if _, rest, ok := strings.Cut(l, k); ok {
+			v, _, _ := strings.Cut(rest, `"`)
+			if at, err := time.Parse(time.RFC3339Nano, v); err == nil {
+				return at, true
+			}
+		}
+	}
+	return time.Time{}, false
+}
+
+// metrics sums the reconciler's samples of each named metric over its
+// series whose labels include label.
+func (s *Stack) metrics(t testing.TB, label string, names ...string) map[string]float64 {
+	t.Helper()
+	out := map[string]float64{}
+	for series, v := range testbed.Scrape(t, s.Metrics, names...) {
+		if name, labels, _ := strings.Cut(series, "{"); strings.Contains(labels, label) {
+			out[name] += v
+		}
+	}
+	return out
 }

@@ -24,7 +24,9 @@ import (
 	eventsv1 "k8s.io/api/events/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
@@ -52,6 +54,7 @@ func TestOnCrossplane(t *testing.T) {
 	defer func() { t.Logf("XR writes:%s", writes()) }()
 	t.Run("ClaimComposesARestore", func(t *testing.T) { claimComposesARestore(t, s) })
 	t.Run("InvalidClaims", func(t *testing.T) { invalidClaims(t, s) })
+	t.Run("InvalidDrills", func(t *testing.T) { invalidDrills(t, s) })
 	t.Run("LockContention", func(t *testing.T) { lockContention(t, s) })
 	t.Run("BreakGlass", func(t *testing.T) { breakGlass(t, s) })
 	t.Run("DeleteClaimMidRun", func(t *testing.T) { deleteClaimMidRun(t, s) })
@@ -190,14 +193,25 @@ func claimComposesARestore(t *testing.T, s *Stack) {
 // invalidClaims claims each example of examples/invalid (XRs for render,
 // turned into claims): each is either refused at admission by the XRD's
 // schema or CEL, or accepted and then reported SpecValid=False with a
-// message naming the field. Either way no LockRequest and no Job appear.
+// message naming the field. Either way no LockRequest, no Job and no
+// cluster appear. template-foreign-cluster names the fixture's prod, which
+// the function alone can see is not its own.
 func invalidClaims(t *testing.T, s *Stack) {
+	judgeInvalid(t, s, "vault-invalid", "invalid", schemas.ClaimKind)
+}
+
+// invalidDrills does the same with examples/invalid-drill: no run is
+// composed either.
+func invalidDrills(t *testing.T, s *Stack) {
+	judgeInvalid(t, s, "vault-invalid-drill", "invalid-drill", schemas.DrillClaimKind)
+}
+
+func judgeInvalid(t *testing.T, s *Stack, ns, dir, kind string) {
 	ctx := context.Background()
-	const ns = "vault-invalid"
 	s.fixture(t, ns)
-	files, err := filepath.Glob(filepath.Join(testbin.Root(), "examples", "invalid", "*.yaml"))
+	files, err := filepath.Glob(filepath.Join(testbin.Root(), "examples", dir, "*.yaml"))
 	if err != nil || len(files) == 0 {
-		t.Fatalf("examples/invalid: %v", err)
+		t.Fatalf("examples/%s: %v", dir, err)
 	}
 	var accepted []*unstructured.Unstructured
 	for _, f := range files {
@@ -213,9 +227,12 @@ func invalidClaims(t *testing.T, s *Stack) {
 		delete(spec, "claimRef")
 		name := strings.TrimSuffix(filepath.Base(f), ".yaml")
 		claim := &unstructured.Unstructured{Object: map[string]any{
-			"apiVersion": "restore.openbao-restore.io/v1alpha1", "kind": "OpenBaoRestore",
+			"apiVersion": schemas.Group + "/" + schemas.Version, "kind": kind,
 			"metadata": map[string]any{"name": name, "namespace": ns}, "spec": spec}}
-		err = s.Client.Create(ctx, claim)
+		testbed.Eventually(t, time.Minute, name+" judged at admission", func() (bool, error) {
+			err = s.Client.Create(ctx, claim.DeepCopy())
+			return !meta.IsNoMatchError(err) && !apierrors.IsNotFound(err), err
+		})
 		switch {
 		case apierrors.IsInvalid(err):
 			t.Logf("e2e: %s: refused at admission: %v", name, err)
@@ -247,7 +264,9 @@ func invalidClaims(t *testing.T, s *Stack) {
 		}
 		t.Logf("e2e: %s: accepted, then invalid: %s", claim.GetName(), msg)
 	}
-	// The claims have been judged; nothing may have been composed.
+	// The claims have been judged; nothing may have been composed: no
+	// lock request, no Job, no restore (a drill's run), no cluster but
+	// the fixture's.
 	var lrs lockv1alpha1.LockRequestList
 	var jobs batchv1.JobList
 	if err := s.Client.List(ctx, &lrs, client.InNamespace(ns)); err != nil {
@@ -256,8 +275,22 @@ func invalidClaims(t *testing.T, s *Stack) {
 	if err := s.Client.List(ctx, &jobs, client.InNamespace(ns), client.HasLabels{schemas.LabelComposite}); err != nil {
 		t.Fatal(err)
 	}
-	if len(lrs.Items) != 0 || len(jobs.Items) != 0 {
-		t.Errorf("invalid claims composed %d LockRequests and %d Jobs", len(lrs.Items), len(jobs.Items))
+	restores := &unstructured.UnstructuredList{}
+	restores.SetGroupVersionKind(schema.GroupVersionKind{Group: schemas.Group, Version: schemas.Version, Kind: schemas.ClaimKind + "List"})
+	clusters := &unstructured.UnstructuredList{}
+	clusters.SetGroupVersionKind(schema.GroupVersionKind{Group: schemas.ClusterGroup, Version: schemas.ClusterVersion, Kind: schemas.ClusterKind + "List"})
+	for _, l := range []*unstructured.UnstructuredList{restores, clusters} {
+		if err := s.Client.List(ctx, l, client.InNamespace(ns)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runs := len(restores.Items)
+	if kind == schemas.ClaimKind {
+		runs = 0 // the invalid restores themselves
+	}
+	if len(lrs.Items) != 0 || len(jobs.Items) != 0 || runs != 0 || len(clusters.Items) != 1 {
+		t.Errorf("invalid claims composed %d LockRequests, %d Jobs, %d restores and %d clusters besides prod",
+			len(lrs.Items), len(jobs.Items), runs, len(clusters.Items)-1)
 	}
 }
 

@@ -49,6 +49,8 @@ type Stack struct {
 	Registry string // host:port of the loopback OCI registry
 	Bin      string // our binary (function, reconciler and executor)
 	Began    time.Time
+	// Metrics is the reconciler's Prometheus endpoint.
+	Metrics string
 }
 
 var (
