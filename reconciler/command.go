@@ -144,7 +144,7 @@ func (c *Command) NewManager(cfg *rest.Config) (ctrl.Manager, error) {
 	if err := phase.AddControllers(mgr, c.Namespace, controller.Options{MaxConcurrentReconciles: c.Concurrency}, phase.Follow{Restart: follow, Bootstrap: c.BootstrapTimeout}); err != nil {
 		return nil, err
 	}
-	if err := drill.AddControllers(mgr, controller.Options{MaxConcurrentReconciles: c.Concurrency}); err != nil {
+	if err := drill.AddControllers(mgr, c.Namespace, controller.Options{MaxConcurrentReconciles: c.Concurrency}); err != nil {
 		return nil, err
 	}
 	return mgr, nil

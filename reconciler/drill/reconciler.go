@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -56,6 +57,10 @@ type Reconciler struct {
 	APIReader client.Reader
 	Recorder  events.EventRecorder
 	Now       func() time.Time
+	// Namespaces, if set, limits the drills kept to those of these
+	// namespaces (a legacy XR is cluster-scoped: its claim's namespace
+	// counts); the others are left alone, not retried.
+	Namespaces []string
 }
 
 // Reconcile decides with Next and applies the status when it changes.
@@ -64,6 +69,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	xr.SetGroupVersionKind(r.GVK)
 	if err := r.APIReader.Get(ctx, req.NamespacedName, xr); err != nil || !xr.GetDeletionTimestamp().IsZero() {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if len(r.Namespaces) > 0 && !slices.Contains(r.Namespaces, namespaceOf(xr)) {
+		return ctrl.Result{}, nil
 	}
 	cur, err := readStatus(xr)
 	if err != nil {

@@ -20,14 +20,16 @@ import (
 )
 
 // AddControllers adds a Reconciler for each drill XR kind to mgr once the
-// API serves it (the drill's XRD may come after the reconciler starts).
-func AddControllers(mgr ctrl.Manager, opts controller.Options) error {
-	return mgr.Add(&setup{mgr: mgr, opts: opts})
+// API serves it (the drill's XRD may come after the reconciler starts),
+// keeping the drills of these namespaces (all when empty).
+func AddControllers(mgr ctrl.Manager, namespaces []string, opts controller.Options) error {
+	return mgr.Add(&setup{mgr: mgr, namespaces: namespaces, opts: opts})
 }
 
 type setup struct {
-	mgr  ctrl.Manager
-	opts controller.Options
+	mgr        ctrl.Manager
+	namespaces []string
+	opts       controller.Options
 }
 
 // NeedLeaderElection: only the leader keeps the drills' time.
@@ -35,7 +37,8 @@ func (s *setup) NeedLeaderElection() bool { return true }
 
 func (s *setup) Start(ctx context.Context) error {
 	err := xrkinds.Each(ctx, s.mgr.GetRESTMapper(), schemas.DrillXRs, func(gvk schema.GroupVersionKind) error {
-		r := &Reconciler{GVK: gvk, Cache: s.mgr.GetCache(), Client: s.mgr.GetClient(), APIReader: s.mgr.GetAPIReader(), Recorder: s.mgr.GetEventRecorder(FieldManager)}
+		r := &Reconciler{GVK: gvk, Cache: s.mgr.GetCache(), Client: s.mgr.GetClient(), APIReader: s.mgr.GetAPIReader(),
+			Recorder: s.mgr.GetEventRecorder(FieldManager), Namespaces: s.namespaces}
 		if err := r.SetupWithManager(s.mgr, s.opts); err != nil {
 			return err
 		}

@@ -28,6 +28,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
@@ -1231,10 +1232,12 @@ func createNamespace(tb testing.TB, env *testbed.Env, prefix string) string {
 func cleanup(tb testing.TB, env *testbed.Env, ns string) {
 	tb.Helper()
 	ctx := context.Background()
-	xr := &unstructured.Unstructured{}
-	xr.SetGroupVersionKind(schemas.LegacyXR)
-	if err := env.Client.DeleteAllOf(ctx, xr, client.MatchingLabels{runLabel: ns}); err != nil {
-		tb.Logf("delete the XRs of %s: %v", ns, err)
+	for _, gvk := range []schema.GroupVersionKind{schemas.LegacyXR, schemas.LegacyDrillXR} {
+		xr := &unstructured.Unstructured{}
+		xr.SetGroupVersionKind(gvk)
+		if err := env.Client.DeleteAllOf(ctx, xr, client.MatchingLabels{runLabel: ns}); err != nil {
+			tb.Logf("delete the %ss of %s: %v", gvk.Kind, ns, err)
+		}
 	}
 	for _, fail := range []bool{false, true} {
 		st := &unstructured.Unstructured{}

@@ -102,6 +102,7 @@ func idleDrills(tb testing.TB, env *testbed.Env, kubeconfig string, n int, windo
 		xr := &unstructured.Unstructured{Object: map[string]any{"spec": s}}
 		xr.SetGroupVersionKind(schemas.LegacyDrillXR)
 		xr.SetName(fmt.Sprintf("%s-d%03d", ns, i))
+		xr.SetLabels(map[string]string{runLabel: ns})
 		return env.Client.Create(ctx, xr)
 	}); err != nil {
 		tb.Fatal(err)

@@ -31,8 +31,9 @@ import (
 // restarts, and the claim is Completed with no human step. The new cluster
 // then serves prod's data as of the snapshot, under prod's identity. A
 // Disposable one is deleted cleanupAfterSeconds after the end; a Retained
-// one outlives its claim.
-func (r *RealBed) freshTarget(lifecycle string) func(t *testing.T) {
+// one outlives its claim. With deleteClaim, a Disposable one whose cleanup
+// is an hour away goes with its claim instead.
+func (r *RealBed) freshTarget(lifecycle string, deleteClaim bool) func(t *testing.T) {
 	return func(t *testing.T) {
 		s := r.s
 		if r.snap == nil {
@@ -40,6 +41,9 @@ func (r *RealBed) freshTarget(lifecycle string) func(t *testing.T) {
 		}
 		ctx := context.Background()
 		name := "restored-" + strings.ToLower(lifecycle)
+		if deleteClaim {
+			name += "-deleted"
+		}
 		var seal corev1.Secret
 		if err := s.Client.Get(ctx, client.ObjectKey{Namespace: r.ns, Name: "prod-seal"}, &seal); err != nil {
 			t.Fatal(err)
@@ -55,6 +59,9 @@ func (r *RealBed) freshTarget(lifecycle string) func(t *testing.T) {
 			spec["targetLifecycle"] = lifecycle
 			if lifecycle == schemas.LifecycleDisposable {
 				spec["cleanupAfterSeconds"] = int64(5)
+				if deleteClaim {
+					spec["cleanupAfterSeconds"] = int64(3600)
+				}
 			}
 			spec["clusterTemplate"] = map[string]any{"version": "2.4.0", "tls": map[string]any{"enabled": true}, "unseal": map[string]any{"type": "static"}}
 			src["expectedDigest"] = "sha256:" + hex.EncodeToString(sum[:])
@@ -95,6 +102,12 @@ func (r *RealBed) freshTarget(lifecycle string) func(t *testing.T) {
 		key := client.ObjectKey{Namespace: r.ns, Name: name}
 		switch lifecycle {
 		case schemas.LifecycleDisposable:
+			if deleteClaim {
+				if err := s.Client.Delete(ctx, claim); err != nil {
+					t.Fatal(err)
+				}
+				t.Logf("e2e: the claim %s is deleted, its cleanup an hour away", claim.GetName())
+			}
 			testbed.Eventually(t, 2*time.Minute, "the Disposable cluster and its StatefulSet gone", func() (bool, error) {
 				err1 := s.Client.Get(ctx, key, c)
 				sts := &appsv1.StatefulSet{}
@@ -114,6 +127,10 @@ func (r *RealBed) freshTarget(lifecycle string) func(t *testing.T) {
 				}
 				return false, errors.New(strings.Join(held, "; "))
 			})
+			if deleteClaim {
+				t.Logf("e2e: the Disposable cluster %s was deleted with its claim, with its StatefulSet", name)
+				return
+			}
 			t.Logf("e2e: the Disposable cluster %s was deleted after cleanupAfterSeconds, with its StatefulSet", name)
 		case schemas.LifecycleRetain:
 			if err := s.Client.Delete(ctx, claim); err != nil {
