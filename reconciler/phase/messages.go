@@ -50,9 +50,8 @@ func failedMessage(j *Job) string {
 		detail = p.Termination.Message
 	}
 	msg := fmt.Sprintf("the restore Job failed: exit code %d (%s)", p.ExitCode, ExitMeaning(p.ExitCode))
-	if p.Termination != nil && detail != "" {
-		// The executor's own message already says whether anything
-		// was submitted.
+	if strings.Contains(strings.ToLower(detail), "nothing was submitted") {
+		// The executor's own message already says so.
 		return msg + ": " + strings.TrimRight(detail, ". ") + "; the lock is released"
 	}
 	if detail != "" {

@@ -398,6 +398,10 @@ func TestFailedMessageSaysSubmissionOnce(t *testing.T) {
 			pod:  Pod{ExitCode: 6, Termination: &schemas.TerminationMessage{Message: "digest mismatch: the snapshot is sha256:a, the pin is sha256:b. Nothing was submitted"}},
 			want: "the restore Job failed: exit code 6 (verification failed: size, digest or cluster pins do not match): digest mismatch: the snapshot is sha256:a, the pin is sha256:b. Nothing was submitted; the lock is released",
 		},
+		"executor's message without the note": {
+			pod:  Pod{ExitCode: 4, Termination: &schemas.TerminationMessage{Message: "snapshot clusters/prod/a.snap not found"}},
+			want: "the restore Job failed: exit code 4 (" + ExitMeaning(4) + "): snapshot clusters/prod/a.snap not found; nothing was submitted to OpenBao; the lock is released",
+		},
 		"no termination message": {
 			pod:  Pod{ExitCode: 1, Raw: "panic: boom"},
 			want: "the restore Job failed: exit code 1 (" + ExitMeaning(1) + "): panic: boom; nothing was submitted to OpenBao; the lock is released",
