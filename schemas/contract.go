@@ -320,4 +320,7 @@ var (
 	LegacyXR     = schema.GroupVersionKind{Group: Group, Version: Version, Kind: XRKind}
 	NamespacedXR = schema.GroupVersionKind{Group: "ns." + Group, Version: Version, Kind: ClaimKind}
 	XRs          = []schema.GroupVersionKind{LegacyXR, NamespacedXR}
+	// ClusterGVK is openbao-operator's OpenBaoCluster, which we read and
+	// write as unstructured objects (we hold no Go types of the operator).
+	ClusterGVK = schema.GroupVersionKind{Group: ClusterGroup, Version: ClusterVersion, Kind: ClusterKind}
 )

@@ -10,7 +10,6 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -120,11 +119,9 @@ func jitter(d time.Duration) time.Duration {
 	return d/2 + time.Duration(rand.Int64N(int64(d)+1))
 }
 
-var clusterGVK = schema.GroupVersionKind{Group: schemas.ClusterGroup, Version: schemas.ClusterVersion, Kind: schemas.ClusterKind}
-
 func newClusterObject(ns, name string) *unstructured.Unstructured {
 	u := &unstructured.Unstructured{}
-	u.SetGroupVersionKind(clusterGVK)
+	u.SetGroupVersionKind(schemas.ClusterGVK)
 	u.SetNamespace(ns)
 	u.SetName(name)
 	return u
@@ -189,7 +186,7 @@ type lockView struct {
 func (e *Env) lockCache(t testing.TB, ns string) *lockView {
 	t.Helper()
 	l := &unstructured.UnstructuredList{}
-	l.SetGroupVersionKind(clusterGVK.GroupVersion().WithKind(clusterGVK.Kind + "List"))
+	l.SetGroupVersionKind(schemas.ClusterGVK.GroupVersion().WithKind(schemas.ClusterGVK.Kind + "List"))
 	v := &lockView{held: map[string]bool{}}
 	eachVersion(t, e.watch(t, l, client.InNamespace(ns)), func(u *unstructured.Unstructured) {
 		v.mu.Lock()

@@ -15,6 +15,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/watch"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/openbao-restore/openbao-restore/schemas"
 )
 
 // WatchNamed watches one object, of the kind whose list kind is given, by
@@ -85,7 +87,7 @@ type LockChange struct {
 // test ends.
 func (e *Env) WatchLockHolders(t testing.TB, ns, cluster string) *HolderWatch {
 	t.Helper()
-	w := e.WatchNamed(t, clusterGVK.GroupVersion().WithKind(clusterGVK.Kind+"List"), ns, cluster)
+	w := e.WatchNamed(t, schemas.ClusterGVK.GroupVersion().WithKind(schemas.ClusterGVK.Kind+"List"), ns, cluster)
 	hw := &HolderWatch{}
 	eachVersion(t, w, func(u *unstructured.Unstructured) {
 		h := lockHolder(u)

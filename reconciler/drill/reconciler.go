@@ -157,7 +157,7 @@ func (r *Reconciler) facts(ctx context.Context, xr *unstructured.Unstructured, c
 	f.Spec = spec
 	if spec != nil && ns != "" {
 		c := &unstructured.Unstructured{}
-		c.SetGroupVersionKind(schema.GroupVersionKind{Group: schemas.ClusterGroup, Version: schemas.ClusterVersion, Kind: schemas.ClusterKind})
+		c.SetGroupVersionKind(schemas.ClusterGVK)
 		err := r.Cache.Get(ctx, types.NamespacedName{Namespace: ns, Name: spec.Source.Cluster}, c)
 		if client.IgnoreNotFound(err) != nil {
 			return f, err

@@ -66,7 +66,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager, opts controller.Options)
 	claim := &unstructured.Unstructured{}
 	claim.SetGroupVersionKind(schema.GroupVersionKind{Group: schemas.Group, Version: schemas.Version, Kind: schemas.ClaimKind})
 	cluster := &unstructured.Unstructured{}
-	cluster.SetGroupVersionKind(schema.GroupVersionKind{Group: schemas.ClusterGroup, Version: schemas.ClusterVersion, Kind: schemas.ClusterKind})
+	cluster.SetGroupVersionKind(schemas.ClusterGVK)
 	name := "drill-" + strings.ToLower(r.GVK.Kind)
 	if r.GVK == schemas.NamespacedDrillXR {
 		name += "-ns"

@@ -4,20 +4,16 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/openbao-restore/openbao-restore/schemas"
 )
 
-// ClusterGVK is openbao-operator's OpenBaoCluster. We hold no Go types for
-// it: it is read and written as unstructured, so that every status field we
-// do not own survives our writes untouched.
-var ClusterGVK = schema.GroupVersionKind{Group: schemas.ClusterGroup, Version: schemas.ClusterVersion, Kind: schemas.ClusterKind}
-
-// NewCluster returns an empty OpenBaoCluster object to read into.
+// NewCluster returns an empty OpenBaoCluster object to read into. It is
+// unstructured, so that every status field we do not own survives our
+// writes untouched.
 func NewCluster() *unstructured.Unstructured {
 	u := &unstructured.Unstructured{}
-	u.SetGroupVersionKind(ClusterGVK)
+	u.SetGroupVersionKind(schemas.ClusterGVK)
 	return u
 }
 

@@ -54,7 +54,7 @@ func (r *Reconciler) xrsForPod(ctx context.Context, p *corev1.Pod) []ctrl.Reques
 
 func clusterObject() *unstructured.Unstructured {
 	u := &unstructured.Unstructured{}
-	u.SetGroupVersionKind(schema.GroupVersionKind{Group: schemas.ClusterGroup, Version: schemas.ClusterVersion, Kind: schemas.ClusterKind})
+	u.SetGroupVersionKind(schemas.ClusterGVK)
 	return u
 }
 

@@ -393,7 +393,7 @@ func (r *recorder) watchAll() (stop func()) {
 	xrs := &unstructured.UnstructuredList{}
 	xrs.SetGroupVersionKind(schemas.LegacyXR.GroupVersion().WithKind(schemas.LegacyXR.Kind + "List"))
 	clusters := &unstructured.UnstructuredList{}
-	clusters.SetGroupVersionKind(lock.ClusterGVK.GroupVersion().WithKind(lock.ClusterGVK.Kind + "List"))
+	clusters.SetGroupVersionKind(schemas.ClusterGVK.GroupVersion().WithKind(schemas.ClusterGVK.Kind + "List"))
 	var done sync.WaitGroup
 	for _, x := range []feed{
 		{&lockv1alpha1.LockRequestList{}, []client.ListOption{client.InNamespace(r.ns)}, r.onLock},

@@ -10,7 +10,6 @@ import (
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -151,7 +150,7 @@ func idleDrills(tb testing.TB, env *testbed.Env, kubeconfig string, n int, windo
 		stamp := time.Now().UTC().Format("20060102-150405")
 		if err := parallel(n, func(i int) error {
 			c := &unstructured.Unstructured{}
-			c.SetGroupVersionKind(schema.GroupVersionKind{Group: schemas.ClusterGroup, Version: schemas.ClusterVersion, Kind: schemas.ClusterKind})
+			c.SetGroupVersionKind(schemas.ClusterGVK)
 			c.SetNamespace(ns)
 			c.SetName(fmt.Sprintf("c%03d", i))
 			patch := fmt.Sprintf(`{"status":{"backup":{"latestSnapshot":{"key":"clusters/c%03d/%s.snap","size":1024,"version":"2.4.0"}}}}`, i, stamp)

@@ -128,7 +128,7 @@ func (r *RealBed) drill(t *testing.T) {
 			t.Errorf("run %d: %v", n, got)
 		}
 		c := &unstructured.Unstructured{}
-		c.SetGroupVersionKind(schema.GroupVersionKind{Group: schemas.ClusterGroup, Version: schemas.ClusterVersion, Kind: schemas.ClusterKind})
+		c.SetGroupVersionKind(schemas.ClusterGVK)
 		testbed.Eventually(t, 2*time.Minute, fmt.Sprintf("run %d's cluster gone", n), func() (bool, error) {
 			err := s.Client.Get(ctx, client.ObjectKey{Namespace: r.ns, Name: name}, c)
 			return apierrors.IsNotFound(err), client.IgnoreNotFound(err)

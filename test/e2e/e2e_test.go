@@ -278,7 +278,7 @@ func judgeInvalid(t *testing.T, s *Stack, ns, dir, kind string) {
 	restores := &unstructured.UnstructuredList{}
 	restores.SetGroupVersionKind(schema.GroupVersionKind{Group: schemas.Group, Version: schemas.Version, Kind: schemas.ClaimKind + "List"})
 	clusters := &unstructured.UnstructuredList{}
-	clusters.SetGroupVersionKind(schema.GroupVersionKind{Group: schemas.ClusterGroup, Version: schemas.ClusterVersion, Kind: schemas.ClusterKind + "List"})
+	clusters.SetGroupVersionKind(schemas.ClusterGVK.GroupVersion().WithKind(schemas.ClusterKind + "List"))
 	for _, l := range []*unstructured.UnstructuredList{restores, clusters} {
 		if err := s.Client.List(ctx, l, client.InNamespace(ns)); err != nil {
 			t.Fatal(err)

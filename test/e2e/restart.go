@@ -15,7 +15,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/openbao-restore/openbao-restore/internal/testbed"
@@ -151,7 +150,7 @@ func (s *Stack) watchTimeline(t testing.TB, ns, cluster string) *timeline {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	lock := s.WatchNamed(t, schema.GroupVersionKind{Group: schemas.ClusterGroup, Version: schemas.ClusterVersion, Kind: schemas.ClusterKind + "List"}, ns, cluster)
+	lock := s.WatchNamed(t, schemas.ClusterGVK.GroupVersion().WithKind(schemas.ClusterKind+"List"), ns, cluster)
 	pods, err := wc.Watch(ctx, &corev1.PodList{}, client.InNamespace(ns), client.MatchingLabels(testbed.ClusterPodLabels(cluster)))
 	if err != nil {
 		t.Fatal(err)
